@@ -1,0 +1,265 @@
+"""Datasets: a registry of on-disk layouts, sample discovery and fault-tolerant decoding.
+
+Each :class:`DatasetSpec` knows its conventional folder under ``--data-root``, how to list
+its samples (path, id relative to the dataset root, ImageNet label) and which evaluations
+apply to it. Decoding happens once per image in DataLoader workers; corrupt files are
+reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+
+from beyond_inet.registry import Registry
+
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
+WNID = re.compile(r"^n\d{8}$")
+
+
+class DatasetLayoutError(ValueError):
+    """A dataset folder exists but does not have the expected layout."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: absolute path, id relative to the dataset root, label (-1 = none)."""
+
+    path: Path
+    sample_id: str
+    label: int = -1
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset the tool knows: where it lives, its layout, how to list it, how to score it."""
+
+    name: str
+    subdir: str
+    layout: str
+    how_to_get: str
+    find: Callable[[Path], list[Sample]] = field(compare=False)
+    evaluations: tuple[str, ...] = ()
+    decision: str | None = None  # name of a decision rule (e.g. 16-class cue-conflict)
+    decision_target: Callable[[str], str] | None = field(default=None, compare=False)
+    description: str = ""
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in class-index order (from the imagenet-x package)."""
+    from imagenet_x.utils import get_annotation_path
+
+    labels = pd.read_csv(get_annotation_path() / "imagenet_labels.txt", names=["wnid", "label"])
+    return tuple(labels["wnid"])
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """Human-readable ImageNet-1k class names (open_clip's list, index order)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return tuple(IMAGENET_CLASSNAMES)
+
+
+@lru_cache(maxsize=1)
+def imagenet_val_labels() -> dict[str, int]:
+    """``ILSVRC2012_val_XXXXXXXX.JPEG`` -> class index, from the imagenet-x package's table."""
+    from imagenet_x.utils import get_annotation_path
+
+    df = pd.read_csv(get_annotation_path() / "filename_label.csv")
+    return dict(zip(df["file_name"], df["label"].astype(int), strict=True))
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def find_imagenet_val(root: Path) -> list[Sample]:
+    """ImageNet val as 1000-class wnid folders or flat ``ILSVRC2012_val_*.JPEG`` files."""
+    wnid_index = {w: i for i, w in enumerate(imagenet_wnids())}
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and WNID.match(p.name))
+    if class_dirs:
+        unknown = [p.name for p in class_dirs if p.name not in wnid_index]
+        if unknown:
+            raise DatasetLayoutError(f"{root}: folders {unknown[:3]} are not ImageNet-1k wnids.")
+        return [
+            Sample(f, _rel(f, root), wnid_index[d.name])
+            for d in class_dirs
+            for f in sorted(d.iterdir())
+            if _is_image(f)
+        ]
+    labels = imagenet_val_labels()
+    files = sorted(p for p in root.iterdir() if p.is_file() and VAL_NAME.match(p.name))
+    out = []
+    for f in files:
+        canonical = f"ILSVRC2012_val_{VAL_NAME.match(f.name).group(1)}.JPEG"  # type: ignore[union-attr]
+        if canonical in labels:
+            out.append(Sample(f, _rel(f, root), labels[canonical]))
+    return out
+
+
+def find_cue_conflict(root: Path) -> list[Sample]:
+    """Cue-conflict stimuli: ``<shape>/<shape><i>-<texture><j>.png`` (label: none)."""
+    from beyond_inet.cue_conflict import CATEGORIES, parse_stimulus_name
+
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name in CATEGORIES):
+        for f in sorted(d.iterdir()):
+            if _is_image(f):
+                parse_stimulus_name(f.name)  # raises on names that are not stimuli
+                out.append(Sample(f, _rel(f, root), -1))
+    return out
+
+
+def _shape_of(sample_id: str) -> str:
+    from beyond_inet.cue_conflict import parse_stimulus_name
+
+    return parse_stimulus_name(sample_id)[0]
+
+
+DATASETS.add("imagenet-val", DatasetSpec(
+    name="imagenet-val",
+    subdir="imagenet/val",
+    layout="imagenet/val/<wnid>/*.JPEG (1000 class folders) or imagenet/val/"
+    "ILSVRC2012_val_XXXXXXXX.JPEG (flat; labels from the imagenet-x package)",
+    how_to_get="Manual download under the ImageNet licence (image-net.org, ILSVRC2012 "
+    "validation images); extract into <data-root>/imagenet/val/.",
+    find=find_imagenet_val,
+    evaluations=("accuracy", "calibration", "imagenet_x"),
+    description="ImageNet-1k validation (50,000 images)",
+))
+
+DATASETS.add("cue-conflict", DatasetSpec(
+    name="cue-conflict",
+    subdir="cue-conflict",
+    layout="cue-conflict/<shape>/<shape><i>-<texture><j>.png (16 category folders)",
+    how_to_get="The texture-vs-shape stimuli of Geirhos et al. (CC-BY-4.0), "
+    "github.com/rgeirhos/texture-vs-shape, stimuli/style-transfer-preprocessed-512.",
+    find=find_cue_conflict,
+    evaluations=("shape_bias",),
+    decision="cue_conflict_16",
+    decision_target=lambda sample_id: _shape_of(sample_id),
+    description="Cue-conflict stimuli (1,280 images, 16 categories)",
+))
+
+
+@dataclass(frozen=True)
+class FoundDataset:
+    """A dataset located on disk with its listed samples."""
+
+    spec: DatasetSpec
+    root: Path
+    samples: list[Sample]
+
+
+def locate(spec: DatasetSpec, data_root: Path, override: Path | None = None) -> Path:
+    """The folder for ``spec``: ``override`` if given, else ``data_root / spec.subdir``."""
+    return override if override is not None else data_root / spec.subdir
+
+
+def discover(spec: DatasetSpec, root: Path, limit: int | None = None) -> FoundDataset | None:
+    """List ``spec`` under ``root``; ``None`` when the folder is absent.
+
+    Raises :class:`DatasetLayoutError` when the folder exists but holds no usable images.
+    """
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{spec.name}: {root} is not a folder. Expected {spec.layout}.")
+    samples = spec.find(root)
+    if not samples:
+        raise DatasetLayoutError(
+            f"{spec.name}: no images found in {root}. Expected layout: {spec.layout}."
+        )
+    return FoundDataset(spec, root, samples[:limit] if limit else samples)
+
+
+# --------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------
+
+
+def load_rgb(path: Path | str) -> Image.Image:
+    """Open an image as 8-bit RGB: EXIF orientation applied; grayscale, palette, CMYK,
+    alpha (composited on white) and 16-bit inputs converted. Raises on corrupt files."""
+    with Image.open(path) as im:
+        im.load()
+        return to_rgb(im)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL image to 8-bit RGB (see :func:`load_rgb`)."""
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if arr.max() > 255 else 255.0
+        im = Image.fromarray((arr / hi * 255.0).round().clip(0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im.convert("RGBA"))
+    return im.convert("RGB")
+
+
+def pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 CHW tensor."""
+    return torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class Decoded:
+    """A decoded item: its index in the sample list and the image, or the error."""
+
+    index: int
+    image: torch.Tensor | None
+    error: str | None = None
+
+
+class DecodedImages(torch.utils.data.Dataset[Decoded]):
+    """Decodes each sample once to a uint8 CHW tensor; failures become ``Decoded.error``."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        self.paths = [str(s.path) for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Decoded:
+        try:
+            return Decoded(i, pil_to_tensor(load_rgb(self.paths[i])))
+        except Exception as e:
+            return Decoded(i, None, f"{type(e).__name__}: {e}")
+
+
+class DecodedBatch(list[Decoded]):
+    """A list of decoded items; DataLoader's ``pin_memory=True`` pins each image."""
+
+    def pin_memory(self) -> DecodedBatch:
+        """Pin every image tensor (called by the DataLoader's pinning thread)."""
+        for d in self:
+            if d.image is not None:
+                d.image = d.image.pin_memory()
+        return self
+
+
+def collate_decoded(batch: list[Decoded]) -> DecodedBatch:
+    """Keep variable-size images as a list (each model/view resizes on the device)."""
+    return DecodedBatch(batch)

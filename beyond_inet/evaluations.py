@@ -1,0 +1,181 @@
+"""Scoring: evaluations turn one view's per-image predictions into metric rows.
+
+Each evaluation is registered by name in :data:`EVALUATIONS`; a dataset lists the ones
+that apply to it. Evaluations only compose the pure functions of :mod:`beyond_inet.metrics`
+and add 95% bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from beyond_inet import metrics as M
+from beyond_inet.registry import Registry
+
+
+@dataclass(frozen=True)
+class ViewPredictions:
+    """One (model, dataset, view)'s per-image outputs as aligned arrays.
+
+    ``labels`` is -1 where an image has no ImageNet label; ``decision`` / ``shapes`` /
+    ``textures`` are category names for cue-conflict, else ``None``.
+    """
+
+    sample_ids: np.ndarray
+    labels: np.ndarray
+    pred: np.ndarray
+    confidence: np.ndarray
+    p_true: np.ndarray
+    correct: np.ndarray
+    topk_idx: np.ndarray
+    topk_prob: np.ndarray
+    brier: np.ndarray
+    decision: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """A metric value with its 95% interval (NaN where none is computed)."""
+
+    metric: str
+    value: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """Bootstrap resamples (0 disables intervals) and seed."""
+
+    n_boot: int = 1000
+    seed: int = 0
+
+
+Evaluation = Callable[[ViewPredictions, ScoringOptions], list[MetricRow]]
+EVALUATIONS: Registry[Evaluation] = Registry("evaluation")
+
+
+def _with_ci(
+    name: str, stat: Callable[..., float], arrays: tuple[np.ndarray, ...], opts: ScoringOptions
+) -> MetricRow:
+    value = float(stat(*arrays))
+    if opts.n_boot <= 0 or len(arrays[0]) == 0:
+        return MetricRow(name, value)
+    lo, hi = M.bootstrap_ci(stat, *arrays, n_boot=opts.n_boot, seed=opts.seed)
+    return MetricRow(name, value, float(lo), float(hi))
+
+
+def _labelled(p: ViewPredictions) -> np.ndarray:
+    return p.labels >= 0
+
+
+@EVALUATIONS.register("accuracy")
+def accuracy(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """``top1``, ``top5`` (fractions) and ``p_true_mean`` over labelled images."""
+    m = _labelled(p)
+    hit5 = (p.topk_idx[m, :5] == p.labels[m, None]).any(axis=1).astype(np.float64)
+    return [
+        _with_ci("top1", np.mean, (p.correct[m].astype(np.float64),), opts),
+        _with_ci("top5", np.mean, (hit5,), opts),
+        _with_ci("p_true_mean", np.mean, (p.p_true[m].astype(np.float64),), opts),
+    ]
+
+
+@EVALUATIONS.register("calibration")
+def calibration(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """``ece``, ``mce`` (15 equal-width bins on max-softmax), ``nll`` and ``brier``."""
+    m = _labelled(p)
+    conf = p.confidence[m].astype(np.float64)
+    corr = p.correct[m].astype(np.float64)
+    return [
+        _with_ci("ece", lambda c, k: M.expected_calibration_error(c, k, 15), (conf, corr), opts),
+        _with_ci("mce", lambda c, k: M.max_calibration_error(c, k, 15), (conf, corr), opts),
+        _with_ci("nll", M.negative_log_likelihood, (p.p_true[m].astype(np.float64),), opts),
+        _with_ci("brier", M.brier_score, (p.brier[m].astype(np.float64),), opts),
+    ]
+
+
+def bootstrap_counts(n: int, n_boot: int, seed: int, chunk: int = 50) -> Iterator[np.ndarray]:
+    """Yield [b, n] resample count matrices (each row sums to n), ``n_boot`` rows in total."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def _imagenet_x_stats(weights: np.ndarray, correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """[b, 33]: 16 factor accuracies, 16 error ratios, mean ratio for weighted resamples."""
+    totals = weights @ factors
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        acc = (weights @ (factors * correct[:, None])) / totals
+        avg = (weights @ correct) / weights.sum(axis=1)
+        ratio = (1 - acc) / (1 - avg)[:, None]
+        mean = np.nanmean(ratio, axis=1, keepdims=True)
+    return np.concatenate([acc, ratio, mean], axis=1)
+
+
+@EVALUATIONS.register("imagenet_x")
+def imagenet_x(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """ImageNet-X (top-factor annotations, prototypes filtered): per factor accuracy,
+    error ratio, image count; plus ``error_ratio_mean`` and ``imagenet_x_images``."""
+    aligned = M.align_imagenet_x(p.sample_ids)
+    if len(aligned.rows) == 0:
+        return []
+    correct = (p.pred[aligned.rows] == aligned.labels).astype(np.float64)
+    f = aligned.factors
+    value = _imagenet_x_stats(np.ones((1, len(correct))), correct, f)[0]
+    lo = hi = np.full(value.shape, np.nan)
+    if opts.n_boot > 0:
+        boots = np.concatenate([_imagenet_x_stats(w, correct, f) for w in
+                                bootstrap_counts(len(correct), opts.n_boot, opts.seed)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanpercentile(boots, [2.5, 97.5], axis=0)
+    n = len(M.IMAGENET_X_FACTORS)
+    rows = [MetricRow("imagenet_x_images", float(len(correct)))]
+    for j, k in enumerate(M.IMAGENET_X_FACTORS):
+        rows.append(MetricRow(f"factor_accuracy:{k}", float(value[j]), lo[j], hi[j]))
+        rows.append(MetricRow(f"error_ratio:{k}", float(value[n + j]), lo[n + j], hi[n + j]))
+        rows.append(MetricRow(f"factor_count:{k}", float(f[:, j].sum())))
+    rows.append(MetricRow("error_ratio_mean", float(value[-1]), lo[-1], hi[-1]))
+    return rows
+
+
+@EVALUATIONS.register("shape_bias")
+def shape_bias(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """Geirhos shape bias (overall with CI, per category), shape and texture accuracy."""
+    from beyond_inet.cue_conflict import parse_stimulus_name
+
+    if p.decision is None:
+        return []
+    parsed = [parse_stimulus_name(s) for s in p.sample_ids]
+    shapes = np.array([s for s, _ in parsed])
+    textures = np.array([t for _, t in parsed])
+    result = M.shape_bias(p.decision, shapes, textures)
+    rows = []
+    for name, value in result.items():
+        if name in ("shape_bias", "shape_accuracy", "texture_accuracy"):
+            rows.append(_with_ci(
+                name, lambda d, s, t, k=name: M.shape_bias(d, s, t)[k],
+                (p.decision, shapes, textures), opts,
+            ))
+        else:
+            rows.append(MetricRow(name, float(value)))
+    return rows
+
+
+def score_view(
+    p: ViewPredictions, evaluations: tuple[str, ...], opts: ScoringOptions
+) -> list[MetricRow]:
+    """Run every named evaluation on one view's predictions."""
+    rows: list[MetricRow] = []
+    for name in evaluations:
+        rows += EVALUATIONS.get(name)(p, opts)
+    return rows

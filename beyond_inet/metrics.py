@@ -1,0 +1,391 @@
+"""Evaluation metrics as pure functions on numpy arrays.
+
+Only the ImageNet-X annotation loader touches files (cached). Conventions reproduced here:
+
+* calibration: torchmetrics ``MulticlassCalibrationError`` binning, including its extra bin
+  for confidence exactly 1.0 (see :func:`calibration_bins`);
+* ImageNet-X: the ``imagenet_x`` package's ``compute_factor_accuracies`` / ``error_ratio``;
+* shape bias: bethgelab/model-vs-human ``ShapeBias`` (Geirhos et al., ICLR 2019).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from beyond_inet.cue_conflict import CATEGORIES
+
+NAN = math.nan
+
+# --------------------------------------------------------------------------- accuracy & losses
+
+
+def topk_accuracy(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the first ``k`` columns of ``topk_idx``.
+
+    ``topk_idx`` is int [N, K >= k], columns sorted by descending probability; ``labels`` is
+    [N]. NaN when N == 0.
+    """
+    topk, labels = np.asarray(topk_idx), np.asarray(labels)
+    if topk.ndim != 2 or labels.shape != (topk.shape[0],):
+        raise ValueError(f"expected topk_idx [N, K], labels [N]; got {topk.shape}, {labels.shape}")
+    if not 1 <= k <= topk.shape[1]:
+        raise ValueError(f"k must be in [1, {topk.shape[1]}], got {k}")
+    if topk.shape[0] == 0:
+        return NAN
+    return float(np.mean(np.any(topk[:, :k] == labels[:, None], axis=1)))
+
+
+def negative_log_likelihood(p_true: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean of ``-log(max(p_true, eps))`` over images (natural log); NaN when empty."""
+    p = np.asarray(p_true, dtype=np.float64).ravel()
+    if p.size == 0:
+        return NAN
+    return float(np.mean(-np.log(np.clip(p, eps, None))))
+
+
+def brier_per_image(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float64 [N]: ``sum_c (probs[n, c] - onehot(labels[n])_c) ** 2`` (computed in chunks)."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise ValueError(f"expected probs [N, C] and labels [N], got {probs.shape}, {labels.shape}")
+    out = np.empty(probs.shape[0], dtype=np.float64)
+    step = max(1, 2**22 // max(probs.shape[1], 1))
+    for start in range(0, probs.shape[0], step):
+        diff = probs[start : start + step].astype(np.float64)
+        diff[np.arange(diff.shape[0]), labels[start : start + step]] -= 1.0
+        out[start : start + step] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def brier_score(brier_values: np.ndarray) -> float:
+    """Mean of per-image Brier values (see :func:`brier_per_image`); NaN when empty."""
+    values = np.asarray(brier_values, dtype=np.float64).ravel()
+    return float(values.mean()) if values.size else NAN
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@functools.lru_cache(maxsize=64)
+def _bin_edges(n_bins: int) -> np.ndarray:
+    """Read-only float32 edges built exactly as torchmetrics does (``torch.linspace``)."""
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float32).numpy().copy()
+    edges.setflags(write=False)
+    return edges
+
+
+def _calibration_inputs(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return (confidence, correct) as float64 1-D arrays of equal length."""
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    corr = np.asarray(correct, dtype=np.float64).ravel()
+    if conf.shape != corr.shape:
+        raise ValueError(f"confidence and correct differ in size: {conf.size} vs {corr.size}")
+    if not np.all((conf >= 0.0) & (conf <= 1.0)):
+        raise ValueError("confidence must lie in [0, 1] (and not be NaN)")
+    return conf, corr
+
+
+def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """``torch.bucketize(conf.float(), edges, right=True) - 1``: in 0..n_bins (1.0 -> n_bins)."""
+    return np.searchsorted(_bin_edges(n_bins), confidence.astype(np.float32), side="right") - 1
+
+
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
+    """Per-bin reliability table with torchmetrics' bin assignment; ``n_bins + 1`` rows.
+
+    Bin k < n_bins holds ``edges[k] <= float32(conf) < edges[k+1]`` with float32 edges from
+    ``torch.linspace(0, 1, n_bins + 1)``. Like torchmetrics (``bucketize(right=True) - 1``),
+    a confidence equal to 1.0 after the float32 cast falls into an EXTRA bin ``n_bins``
+    (``bin_lower == bin_upper == 1.0``), which counts in ECE/MCE. Columns: bin, bin_lower,
+    bin_upper, count, accuracy, mean_confidence (NaN when empty), gap = accuracy - mean_conf.
+    """
+    conf, corr = _calibration_inputs(confidence, correct, n_bins)
+    idx, size = _bin_index(conf, n_bins), n_bins + 1
+    count = np.bincount(idx, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(idx, weights=corr, minlength=size) / count
+        mean_conf = np.bincount(idx, weights=conf, minlength=size) / count
+    edges = _bin_edges(n_bins).astype(np.float64)
+    return pd.DataFrame(
+        {
+            "bin": np.arange(size),
+            "bin_lower": edges,
+            "bin_upper": np.append(edges[1:], 1.0),
+            "count": count.astype(np.int64),
+            "accuracy": accuracy,
+            "mean_confidence": mean_conf,
+            "gap": accuracy - mean_conf,
+        }
+    )
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> float:
+    """Count-weighted mean of ``|gap|`` over bins (torchmetrics ``norm='l1'``); NaN if empty."""
+    table = calibration_bins(confidence, correct, n_bins)
+    total = table["count"].sum()
+    if total == 0:
+        return NAN
+    weights = table["count"].to_numpy() / total
+    return float(np.nansum(weights * table["gap"].abs().to_numpy()))
+
+
+def max_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """Largest ``|gap|`` over non-empty bins (torchmetrics ``norm='max'``); NaN if empty."""
+    gaps = calibration_bins(confidence, correct, n_bins)["gap"].abs().dropna()
+    return float(gaps.max()) if len(gaps) else NAN
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+_BOOTSTRAP_CHUNK_BYTES = 64 * 2**20
+
+
+def _resample_chunk_size(arrays: Sequence[np.ndarray], n_boot: int) -> int:
+    """How many resamples to draw at once so one chunk stays under ~64 MiB."""
+    n = len(arrays[0])
+    row_bytes = 8 + sum(a.itemsize * (a.size // n) for a in arrays)
+    return int(max(1, min(n_boot, _BOOTSTRAP_CHUNK_BYTES // (n * row_bytes))))
+
+
+def _bootstrap_replicates(
+    statistic: Callable[..., float],
+    arrays: Sequence[np.ndarray],
+    n_boot: int,
+    seed: int,
+    vectorized: bool,
+) -> np.ndarray:
+    """float64 [n_boot] statistic values on joint row resamples (same draws in both modes)."""
+    rng, n = np.random.default_rng(seed), len(arrays[0])
+    chunk, out = _resample_chunk_size(arrays, n_boot), np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+        if vectorized:
+            values = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+            out[start : start + len(idx)] = values.reshape(len(idx))
+            continue
+        for j, rows in enumerate(idx):
+            out[start + j] = float(statistic(*(a[rows] for a in arrays)))
+    return out
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    vectorized: bool = False,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(lo, hi)`` at level ``1 - alpha`` for ``statistic(*arrays)``.
+
+    Rows (axis 0) of all arrays are resampled jointly with the same indices; deterministic for
+    a given seed and inputs. NaN replicates are dropped; (nan, nan) for empty input or when all
+    replicates are NaN. With ``vectorized=True`` the statistic receives arrays with a leading
+    resample axis ([B, N, ...]) and must return B values - same draws, much faster.
+    """
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array")
+    if not 0.0 < alpha < 1.0 or n_boot < 1:
+        raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got {alpha}, {n_boot}")
+    arrs = [np.asarray(a) for a in arrays]
+    if any(a.ndim == 0 or len(a) != len(arrs[0]) for a in arrs):
+        raise ValueError(f"arrays must share their first dimension: {[a.shape for a in arrs]}")
+    if len(arrs[0]) == 0:
+        return NAN, NAN
+    reps = _bootstrap_replicates(statistic, arrs, n_boot, seed, vectorized)
+    reps = reps[~np.isnan(reps)]
+    if reps.size == 0:
+        return NAN, NAN
+    lo, hi = np.percentile(reps, [50.0 * alpha, 100.0 - 50.0 * alpha])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- ImageNet-X
+
+IMAGENET_X_FACTORS: tuple[str, ...] = (
+    "pose",
+    "background",
+    "pattern",
+    "color",
+    "smaller",
+    "shape",
+    "partial_view",
+    "subcategory",
+    "texture",
+    "larger",
+    "darker",
+    "object_blocking",
+    "person_blocking",
+    "style",
+    "brighter",
+    "multiple_objects",
+)
+# Equal to imagenet_x.FACTORS (a test checks it); spelled out because importing imagenet_x
+# pulls in scipy (~2 s).
+
+
+@functools.lru_cache(maxsize=1)
+def load_imagenet_x_annotations() -> pd.DataFrame:
+    """The package's default annotations: val, top factor, prototypes filtered.
+
+    ``imagenet_x.load_annotations("top", "val", filter_prototypes=True)``; cached: don't mutate.
+    """
+    import imagenet_x
+
+    return imagenet_x.load_annotations(which_factor="top", partition="val", filter_prototypes=True)
+
+
+@dataclass(frozen=True)
+class ImageNetXAlignment:
+    """The annotated subset of a prediction set, in input order (M annotated of N inputs).
+
+    rows: int64 [M] positions in the input; labels: int64 [M] annotated ``class``;
+    factors: float64 [M, 16] factor indicators in IMAGENET_X_FACTORS order.
+    """
+
+    rows: np.ndarray
+    labels: np.ndarray
+    factors: np.ndarray
+
+
+def _base_names(file_names: np.ndarray) -> list[str]:
+    """Base names of paths (``.../ILSVRC2012_val_00000001.JPEG`` -> the last component)."""
+    return [str(f).replace("\\", "/").rsplit("/", 1)[-1] for f in np.asarray(file_names).ravel()]
+
+
+def align_imagenet_x(
+    file_names: np.ndarray, annotations: pd.DataFrame | None = None
+) -> ImageNetXAlignment:
+    """Inner-join input file names (by base name) to ImageNet-X annotations.
+
+    Unannotated names are ignored; duplicated input names raise ValueError (as the package's
+    sanity check). ``annotations`` defaults to :func:`load_imagenet_x_annotations`.
+    """
+    ann = load_imagenet_x_annotations() if annotations is None else annotations
+    names = pd.Index(_base_names(file_names))
+    if names.has_duplicates:
+        raise ValueError("duplicated file names among the predictions")
+    index = pd.Index(ann["file_name"].astype(str).to_numpy())
+    if index.has_duplicates:
+        raise ValueError("duplicated file names among the ImageNet-X annotations")
+    positions = index.get_indexer(names)
+    rows = np.flatnonzero(positions >= 0)
+    picked = positions[rows]
+    labels = ann["class"].to_numpy(dtype=np.int64)[picked]
+    factors = ann[list(IMAGENET_X_FACTORS)].to_numpy(dtype=np.float64)[picked]
+    return ImageNetXAlignment(rows=rows.astype(np.int64), labels=labels, factors=factors)
+
+
+def imagenet_x_accuracy_vector(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """[..., 17]: accuracy per factor (IMAGENET_X_FACTORS order, NaN if none) then overall.
+
+    ``correct`` is [..., M] (bool/0-1), ``factors`` [..., M, 16]; leading axes broadcast, so a
+    vectorised bootstrap can pass [B, M] and [B, M, 16].
+    """
+    corr = np.asarray(correct, dtype=np.float64)
+    fac = np.asarray(factors, dtype=np.float64)
+    hits = np.matmul(corr[..., None, :], fac)[..., 0, :]
+    totals = fac.sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_factor = hits / totals
+        average = corr.sum(axis=-1) / corr.shape[-1]
+    return np.concatenate([per_factor, np.asarray(average)[..., None]], axis=-1)
+
+
+def imagenet_x_error_ratio_vector(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """[..., 16]: ``(1 - acc_factor) / (1 - acc_overall)``; inputs as imagenet_x_accuracy_vector."""
+    acc = imagenet_x_accuracy_vector(correct, factors)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (1.0 - acc[..., :-1]) / (1.0 - acc[..., -1:])
+
+
+def imagenet_x_factor_accuracies(
+    file_names: np.ndarray, pred: np.ndarray, annotations: pd.DataFrame | None = None
+) -> pd.Series:
+    """Accuracy per ImageNet-X factor plus ``average`` over all joined images.
+
+    ``pred`` [N] are top-1 ImageNet class indices aligned with ``file_names`` [N]; correct means
+    ``pred == annotation class``. Index: IMAGENET_X_FACTORS then "average"; NaN for a factor
+    with no joined image. Equals the package's ``compute_factor_accuracies``.
+    """
+    pred = np.asarray(pred).ravel()
+    if len(pred) != np.asarray(file_names).size:
+        raise ValueError(f"{np.asarray(file_names).size} file names but {len(pred)} predictions")
+    aligned = align_imagenet_x(file_names, annotations)
+    correct = pred[aligned.rows] == aligned.labels
+    values = imagenet_x_accuracy_vector(correct, aligned.factors)
+    return pd.Series(values, index=[*IMAGENET_X_FACTORS, "average"], name="accuracy")
+
+
+def imagenet_x_factor_counts(
+    file_names: np.ndarray, annotations: pd.DataFrame | None = None
+) -> pd.Series:
+    """Number of joined (annotated) images per factor, indexed by IMAGENET_X_FACTORS."""
+    counts = align_imagenet_x(file_names, annotations).factors.sum(axis=0).astype(np.int64)
+    return pd.Series(counts, index=list(IMAGENET_X_FACTORS), name="count")
+
+
+def imagenet_x_error_ratios(factor_accuracies: pd.Series) -> pd.Series:
+    """``(1 - acc_factor) / (1 - average)`` per factor (the package's ``error_ratio``)."""
+    acc = factor_accuracies[list(IMAGENET_X_FACTORS)].astype(np.float64)
+    return ((1.0 - acc) / (1.0 - float(factor_accuracies["average"]))).rename("error_ratio")
+
+
+# --------------------------------------------------------------------------- shape bias
+
+
+def _category_names(values: np.ndarray) -> np.ndarray:
+    """Category names as a str array; integer input is taken as an index into CATEGORIES."""
+    arr = np.asarray(values).ravel()
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and (arr.min() < 0 or arr.max() >= len(CATEGORIES)):
+            raise ValueError(f"category indices must be in [0, {len(CATEGORIES)})")
+        return np.asarray(CATEGORIES)[arr]
+    return arr.astype(str)
+
+
+def _shape_fraction(decisions: np.ndarray, shapes: np.ndarray, textures: np.ndarray) -> float:
+    """#shape decisions / (#shape + #texture decisions); NaN when both are zero."""
+    n_shape = int(np.count_nonzero(decisions == shapes))
+    n_texture = int(np.count_nonzero(decisions == textures))
+    return n_shape / (n_shape + n_texture) if n_shape + n_texture else NAN
+
+
+def shape_bias(decisions: np.ndarray, shapes: np.ndarray, textures: np.ndarray) -> dict[str, float]:
+    """Cue-conflict shape bias (model-vs-human ``ShapeBias``) overall and per category.
+
+    Inputs are [N] category names (or int indices into CATEGORIES). Images whose shape and
+    texture coincide are dropped first. ``shape_bias`` = #(decision == shape) /
+    (#(decision == shape) + #(decision == texture)); ``shape_accuracy`` / ``texture_accuracy``
+    are fractions of the KEPT images (model-vs-human divides by all images incl. dropped ones;
+    the ratio is the same). ``shape_bias:<c>`` uses the images whose SHAPE label is c, as
+    model-vs-human's per-category plots (``df.query("category == c")``, category = shape).
+    NaN when a ratio has no shape/texture decisions (or no images).
+    """
+    d, s, t = (_category_names(x) for x in (decisions, shapes, textures))
+    if not d.shape == s.shape == t.shape:
+        raise ValueError(f"decisions/shapes/textures differ in size: {d.size}, {s.size}, {t.size}")
+    keep = s != t
+    d, s, t = d[keep], s[keep], t[keep]
+    result = {
+        "shape_bias": _shape_fraction(d, s, t),
+        "shape_accuracy": float(np.mean(d == s)) if d.size else NAN,
+        "texture_accuracy": float(np.mean(d == t)) if d.size else NAN,
+    }
+    for category in CATEGORIES:
+        mask = s == category
+        result[f"shape_bias:{category}"] = _shape_fraction(d[mask], s[mask], t[mask])
+    return result

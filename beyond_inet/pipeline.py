@@ -1,0 +1,300 @@
+"""Orchestration for ``python -m precompute``: what to run, skip, compute, score and store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+import beyond_inet
+from beyond_inet.data import DATASETS, DatasetSpec, FoundDataset, discover, locate
+from beyond_inet.engine import DECISIONS, PassResult, PredictionArrays, RunSettings, run_pass
+from beyond_inet.evaluations import ScoringOptions, ViewPredictions, score_view
+from beyond_inet.models import (
+    LoadedModel,
+    LoadOptions,
+    PreprocessingChoice,
+    WeightsSource,
+    expand_model_names,
+    load_model,
+    resolve_spec,
+)
+from beyond_inet.store import PREDICTION_SCHEMA, Store
+from beyond_inet.views import STANDARD, View
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PrecomputeConfig:
+    """Everything one ``precompute`` invocation needs (the CLI builds it from argv)."""
+
+    models: tuple[str, ...]
+    data_root: Path = Path("data/datasets")
+    store: Path = Path("data/results.duckdb")
+    datasets: tuple[str, ...] | None = None
+    dataset_paths: dict[str, Path] = field(default_factory=dict)
+    weights: WeightsSource = field(default_factory=WeightsSource)
+    preprocessing: PreprocessingChoice = "paper"
+    logit_scale: float = 100.0
+    limit: int | None = None
+    run: RunSettings = field(default_factory=RunSettings)
+    force: bool = False
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    cache_dir: Path | None = None
+
+
+@dataclass
+class RunSummary:
+    """One line of the end-of-run table."""
+
+    model: str
+    dataset: str
+    status: str  # 'done', 'skipped'
+    n_samples: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+    headline: dict[str, float] = field(default_factory=dict)
+
+
+class PrecomputeError(RuntimeError):
+    """A configuration problem reported to the user as one clear message."""
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(beyond_inet.__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return beyond_inet.__version__ + (f"+{sha}" if sha else "")
+
+
+def library_versions() -> str:
+    """JSON of the versions that affect numbers."""
+    import open_clip
+    import timm
+    import torch
+    import torchvision
+
+    return json.dumps({
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "timm": timm.__version__, "open_clip": open_clip.__version__,
+    }, sort_keys=True)
+
+
+def select_datasets(names: Sequence[str] | None) -> list[DatasetSpec]:
+    """Dataset specs by name (unknown names fail with suggestions); ``None`` = all."""
+    return [DATASETS.get(n) for n in names] if names else [s for _, s in DATASETS.items()]
+
+
+def find_datasets(cfg: PrecomputeConfig, log: Log) -> list[FoundDataset]:
+    """Locate the selected datasets; missing ones are skipped with a one-line note."""
+    found = []
+    for spec in select_datasets(cfg.datasets):
+        root = locate(spec, cfg.data_root, cfg.dataset_paths.get(spec.name))
+        ds = discover(spec, root, cfg.limit)
+        if ds is None:
+            log(f"note: {spec.name}: not found at {root} (expected {spec.layout}); skipped.")
+            continue
+        found.append(ds)
+    if not found:
+        raise PrecomputeError(
+            f"No dataset found under {cfg.data_root}. See `python -m precompute --help` for the "
+            "layouts, or give a folder with --dataset-path NAME=DIR."
+        )
+    return found
+
+
+def run_key(model: LoadedModel, dataset: str, views: Sequence[View], limit: int | None) -> str:
+    """Identity of a run: model, weights, dataset, views, preprocessing, settings, limit."""
+    payload = {
+        "model": model.name, "weights": model.weights, "dataset": dataset,
+        "views": [v.name for v in views], "preprocessing": model.preprocessing.to_dict(),
+        "settings": model.settings, "limit": limit,
+    }
+    payload["settings"] = {k: v for k, v in model.settings.items() if k != "head_cache"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _correct(found: FoundDataset, arrays: PredictionArrays, labels: np.ndarray,
+             decision: np.ndarray | None) -> np.ndarray:
+    target = found.spec.decision_target
+    if target is not None and decision is not None:
+        targets = np.array([target(found.samples[i].sample_id) for i in arrays.index])
+        return decision == targets
+    return (arrays.pred == labels) & (labels >= 0)
+
+
+def view_predictions(
+    found: FoundDataset, arrays: PredictionArrays, decision_labels: tuple[str, ...] | None
+) -> ViewPredictions:
+    """Engine arrays -> the scoring input (sample ids, labels, decisions as names)."""
+    ids = np.array([found.samples[i].sample_id for i in arrays.index], dtype=object)
+    labels = np.array([found.samples[i].label for i in arrays.index], dtype=np.int64)
+    decision = None
+    if arrays.decision is not None and decision_labels is not None:
+        decision = np.asarray(decision_labels, dtype=object)[arrays.decision]
+    return ViewPredictions(
+        sample_ids=ids, labels=labels, pred=arrays.pred, confidence=arrays.confidence,
+        p_true=arrays.p_true, correct=_correct(found, arrays, labels, decision),
+        topk_idx=arrays.topk_idx, topk_prob=arrays.topk_prob, brier=arrays.brier,
+        decision=decision,
+    )
+
+
+def _nullable(x: np.ndarray) -> pa.Array:
+    return pa.array(x.astype(np.float32), mask=~np.isfinite(x))
+
+
+def prediction_table(
+    run_id: str, model: str, dataset: str, view: str, p: ViewPredictions
+) -> pa.Table:
+    """Per-image rows for the store (Arrow, bulk-inserted)."""
+    k = p.topk_idx.shape[1]
+    n = len(p.sample_ids)
+
+    def lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+        flat = pa.array(values.reshape(-1), type=typ)
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)),
+                                        flat)
+
+    labels = p.labels
+    cols = {
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "model": pa.array([model] * n, pa.string()),
+        "dataset": pa.array([dataset] * n, pa.string()),
+        "view": pa.array([view] * n, pa.string()),
+        "sample_id": pa.array(p.sample_ids.astype(str), pa.string()),
+        "label": pa.array(labels.astype(np.int32), mask=labels < 0),
+        "pred": pa.array(p.pred.astype(np.int32)),
+        "confidence": pa.array(p.confidence.astype(np.float32)),
+        "p_true": _nullable(p.p_true),
+        "correct": pa.array(p.correct.astype(bool)),
+        "topk_idx": lists(p.topk_idx.astype(np.int32), pa.int32()),
+        "topk_prob": lists(p.topk_prob.astype(np.float32), pa.float32()),
+        "decision": pa.nulls(n, pa.string()) if p.decision is None
+        else pa.array(p.decision.astype(str), pa.string()),
+        "brier": _nullable(p.brier),
+    }
+    return pa.table(cols, schema=PREDICTION_SCHEMA)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _headline(rows: pd.DataFrame) -> dict[str, float]:
+    std = rows[rows["view"] == "standard"]
+    keep = ("top1", "ece", "error_ratio_mean", "shape_bias")
+    return {m: float(v) for m, v in zip(std["metric"], std["value"], strict=True) if m in keep}
+
+
+def store_model_run(
+    store: Store, cfg: PrecomputeConfig, found: FoundDataset, model: LoadedModel,
+    views: Sequence[View], result: PassResult, started: datetime, key: str,
+) -> RunSummary:
+    """Score one model's outputs from a pass and commit them as one finished run."""
+    run_id = uuid.uuid4().hex[:16]
+    tables, metric_rows = [], []
+    for v in views:
+        arrays = result.outputs[(model.name, v.name)]
+        vp = view_predictions(found, arrays, result.decision_labels)
+        tables.append(prediction_table(run_id, model.name, found.spec.name, v.name, vp))
+        for r in score_view(vp, found.spec.evaluations, cfg.scoring):
+            metric_rows.append({"run_id": run_id, "model": model.name,
+                                "dataset": found.spec.name, "view": v.name, "metric": r.metric,
+                                "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high})
+    metrics = pd.DataFrame(metric_rows, columns=["run_id", "model", "dataset", "view", "metric",
+                                                 "value", "ci_low", "ci_high"])
+    run = {
+        "run_id": run_id, "run_key": key, "model": model.name, "model_label": model.spec.display,
+        "dataset": found.spec.name, "status": "finished", "weights": model.weights,
+        "random_weights": model.is_random, "preprocessing": model.preprocessing.to_json(),
+        "views": json.dumps([v.name for v in views]), "settings": json.dumps(model.settings),
+        "dataset_root": str(found.root.resolve()), "sample_limit": cfg.limit,
+        "n_samples": result.n_images - len(result.failed), "n_failed": len(result.failed),
+        "failed": json.dumps([{"sample_id": s, "error": e} for s, e in result.failed]),
+        "started_at": started, "finished_at": _now(), "seconds": result.seconds,
+        "device": cfg.run.device, "precision": cfg.run.precision,
+        "code_version": code_version(), "library_versions": library_versions(),
+    }
+    store.commit_run(run, pa.concat_tables(tables), metrics, replace=cfg.force)
+    return RunSummary(model.name, found.spec.name, "done", run["n_samples"], run["n_failed"],
+                      result.seconds, _headline(metrics))
+
+
+def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
+    """Resolve every name first (typos fail before any loading), then load each."""
+    names = expand_model_names(list(cfg.models))
+    if cfg.weights.kind == "checkpoint" and len(names) != 1:
+        raise PrecomputeError("--checkpoint needs exactly one --model (the checkpoint's arch).")
+    for n in names:
+        resolve_spec(n)
+    opts = LoadOptions(weights=cfg.weights, preprocessing=cfg.preprocessing,
+                       logit_scale=cfg.logit_scale, cache_dir=cfg.cache_dir)
+    loaded = []
+    for n in names:
+        log(f"loading {n} ...")
+        loaded.append(load_model(n, opts))
+        if loaded[-1].is_random:
+            log(f"warning: {n} has RANDOM weights; its numbers are meaningless (smoke test).")
+    return loaded
+
+
+def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
+    """Run every selected model on every found dataset; store finished runs."""
+    found_all = find_datasets(cfg, log)
+    models = load_models(cfg, log)
+    store = Store(cfg.store)
+    summaries: list[RunSummary] = []
+    views = [STANDARD]
+    for found in found_all:
+        keys = {m.name: run_key(m, found.spec.name, views, cfg.limit) for m in models}
+        todo = []
+        for m in models:
+            if not cfg.force and store.finished_run(keys[m.name]):
+                log(f"skip {m.name} on {found.spec.name}: already in {cfg.store} (--force redoes)")
+                summaries.append(RunSummary(m.name, found.spec.name, "skipped"))
+            else:
+                todo.append(m)
+        if not todo:
+            continue
+        started = _now()
+        rule = DECISIONS.get(found.spec.decision)() if found.spec.decision else None
+        result = run_pass(found, todo, cfg.run, {m.name: views for m in todo}, rule)
+        for sid, err in result.failed:
+            log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
+        for m in todo:
+            summaries.append(
+                store_model_run(store, cfg, found, m, views, result, started, keys[m.name])
+            )
+            log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
+    return summaries
+
+
+def format_summary(summaries: Sequence[RunSummary]) -> str:
+    """A plain-text table of the runs (one per model x dataset)."""
+    rows: list[dict[str, Any]] = []
+    for s in summaries:
+        row: dict[str, Any] = {"model": s.model, "dataset": s.dataset, "status": s.status,
+                               "images": s.n_samples, "failed": s.n_failed,
+                               "seconds": round(s.seconds, 1)}
+        row.update({k: round(v, 4) for k, v in s.headline.items()})
+        rows.append(row)
+    if not rows:
+        return "(nothing run)"
+    return pd.DataFrame(rows).astype(object).fillna("").to_string(index=False)

@@ -1,0 +1,1 @@
+"""``python -m precompute``: run evaluations and write per-image results to DuckDB."""

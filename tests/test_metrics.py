@@ -1,0 +1,403 @@
+"""Tests for beyond_inet.metrics: hand-computed cases and oracles (torch, torchmetrics,
+imagenet_x, the authors' recorded cue-conflict decisions)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torchmetrics.classification import MulticlassCalibrationError
+
+from beyond_inet import metrics
+from beyond_inet.cue_conflict import CATEGORIES, parse_stimulus_name
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DECISIONS_DIR = SHARED / "reference" / "cue_conflict_model_decisions"
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- accuracy & losses
+
+
+def test_topk_accuracy_hand_case() -> None:
+    topk = np.array([[3, 1, 2], [0, 2, 1], [5, 4, 0], [1, 0, 2]])
+    labels = np.array([3, 2, 9, 2])
+    assert metrics.topk_accuracy(topk, labels, 1) == 0.25
+    assert metrics.topk_accuracy(topk, labels, 2) == 0.5
+    assert metrics.topk_accuracy(topk, labels, 3) == 0.75
+
+
+def test_topk_accuracy_rejects_bad_k_and_shapes() -> None:
+    topk = np.zeros((2, 3), dtype=int)
+    with pytest.raises(ValueError):
+        metrics.topk_accuracy(topk, np.zeros(2, dtype=int), 4)
+    with pytest.raises(ValueError):
+        metrics.topk_accuracy(topk, np.zeros(2, dtype=int), 0)
+    with pytest.raises(ValueError):
+        metrics.topk_accuracy(topk, np.zeros(3, dtype=int), 1)
+    assert math.isnan(metrics.topk_accuracy(np.zeros((0, 5), dtype=int), np.zeros(0), 5))
+
+
+def test_nll_matches_torch_nll_loss() -> None:
+    rng = np.random.default_rng(1)
+    probs = _softmax(rng.normal(size=(300, 20)) * 2.0)
+    labels = rng.integers(0, 20, size=300)
+    expected = torch.nn.functional.nll_loss(
+        torch.log(torch.from_numpy(probs)), torch.from_numpy(labels)
+    ).item()
+    got = metrics.negative_log_likelihood(probs[np.arange(300), labels])
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_nll_clips_zero_probabilities() -> None:
+    got = metrics.negative_log_likelihood(np.array([0.0, 1.0]), eps=1e-12)
+    np.testing.assert_allclose(got, -math.log(1e-12) / 2)
+    assert math.isnan(metrics.negative_log_likelihood(np.array([])))
+
+
+def test_brier_hand_case() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    values = metrics.brier_per_image(probs, np.array([0, 1]))
+    np.testing.assert_allclose(values, [0.09 + 0.04 + 0.01, 0.01 + 0.81 + 0.64])
+    np.testing.assert_allclose(metrics.brier_score(values), 0.8)
+
+
+def test_brier_matches_naive_across_chunks() -> None:
+    rng = np.random.default_rng(2)
+    probs = _softmax(rng.normal(size=(5000, 1000))).astype(np.float32)  # > one chunk
+    labels = rng.integers(0, 1000, size=5000)
+    onehot = np.eye(1000)[labels]
+    expected = ((probs.astype(np.float64) - onehot) ** 2).sum(axis=1)
+    np.testing.assert_allclose(metrics.brier_per_image(probs, labels), expected, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _torchmetrics_ce(probs: np.ndarray, labels: np.ndarray, norm: str) -> float:
+    metric = MulticlassCalibrationError(num_classes=probs.shape[1], n_bins=15, norm=norm)
+    return float(metric(torch.from_numpy(probs), torch.from_numpy(labels)))
+
+
+def _ours_ce(probs: np.ndarray, labels: np.ndarray, norm: str) -> float:
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    fn = metrics.expected_calibration_error if norm == "l1" else metrics.max_calibration_error
+    return fn(conf, correct, n_bins=15)
+
+
+def _edge_rows(dtype: type) -> np.ndarray:
+    """16-class rows whose max is exactly each torchmetrics bin edge 1..15 (incl. 1.0)."""
+    edges = torch.linspace(0, 1, 16, dtype=torch.float32).numpy()[1:].astype(dtype)
+    rest = ((1 - edges) / 15).astype(dtype)
+    rows = np.repeat(rest[:, None], 16, axis=1)
+    rows[:, 0] = edges
+    return np.repeat(rows, 3, axis=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("norm", ["l1", "max"])
+def test_calibration_error_matches_torchmetrics(seed: int, norm: str) -> None:
+    rng = np.random.default_rng(seed)
+    n = 4000
+    probs = _softmax(rng.normal(size=(n, 16)) * rng.uniform(0.5, 6.0, size=(n, 1)))
+    probs = np.concatenate([probs.astype(np.float32), _edge_rows(np.float32)])
+    noise = rng.integers(0, 16, len(probs))
+    labels = np.where(rng.random(len(probs)) < 0.6, probs.argmax(1), noise)
+    np.testing.assert_allclose(
+        _ours_ce(probs, labels, norm), _torchmetrics_ce(probs, labels, norm), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("norm", ["l1", "max"])
+def test_calibration_float64_near_edges_matches_torchmetrics(norm: str) -> None:
+    """float64 confidences just below an edge round onto it in float32, as in torchmetrics."""
+    rng = np.random.default_rng(7)
+    probs = _edge_rows(np.float64)
+    probs[:, 0] -= rng.choice([0.0, 1e-10, 1e-7], size=len(probs))
+    probs = np.concatenate([probs, _softmax(rng.normal(size=(500, 16)) * 3)])
+    labels = rng.integers(0, 16, size=len(probs))
+    np.testing.assert_allclose(
+        _ours_ce(probs, labels, norm), _torchmetrics_ce(probs, labels, norm), rtol=1e-5
+    )
+
+
+def test_calibration_bins_confidence_one_gets_its_own_bin() -> None:
+    conf = np.array([1.0, 0.97, 0.6])
+    correct = np.array([False, True, True])
+    table = metrics.calibration_bins(conf, correct)
+    assert list(table.columns) == [
+        "bin",
+        "bin_lower",
+        "bin_upper",
+        "count",
+        "accuracy",
+        "mean_confidence",
+        "gap",
+    ]
+    assert len(table) == 16 and table["bin"].tolist() == list(range(16))
+    assert table["count"].tolist() == [0] * 9 + [1, 0, 0, 0, 0, 1, 1]
+    last = table.iloc[-1]
+    assert (last.bin_lower, last.bin_upper, last.accuracy, last.mean_confidence) == (1, 1, 0, 1)
+    assert table["accuracy"].iloc[:9].isna().all() and table["gap"].iloc[:9].isna().all()
+    expected_ece = (1.0 + 0.03 + 0.4) / 3  # 1.0 not merged with 0.97 (that would give 0.4567)
+    np.testing.assert_allclose(metrics.expected_calibration_error(conf, correct), expected_ece)
+    np.testing.assert_allclose(metrics.max_calibration_error(conf, correct), 1.0)
+
+
+def test_calibration_bins_are_lower_inclusive() -> None:
+    edges = torch.linspace(0, 1, 16, dtype=torch.float32).numpy()
+    conf = edges[:-1].astype(np.float64)  # exactly on each lower edge
+    table = metrics.calibration_bins(conf, np.ones(15, dtype=bool))
+    assert table["count"].tolist() == [1] * 15 + [0]
+    np.testing.assert_allclose(table["bin_lower"].to_numpy()[:15], edges[:-1])
+    np.testing.assert_allclose(table["bin_upper"].to_numpy()[:15], edges[1:])
+    np.testing.assert_allclose(table["mean_confidence"].to_numpy()[:15], edges[:-1])
+
+
+def test_calibration_validation_and_empty() -> None:
+    with pytest.raises(ValueError):
+        metrics.calibration_bins(np.array([1.2]), np.array([True]))
+    with pytest.raises(ValueError):
+        metrics.calibration_bins(np.array([0.5, 0.6]), np.array([True]))
+    with pytest.raises(ValueError):
+        metrics.calibration_bins(np.array([0.5]), np.array([True]), n_bins=0)
+    assert math.isnan(metrics.expected_calibration_error(np.array([]), np.array([])))
+    assert math.isnan(metrics.max_calibration_error(np.array([]), np.array([])))
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_deterministic_and_sensible() -> None:
+    x = np.random.default_rng(3).normal(size=2000)
+    ci = metrics.bootstrap_ci(np.mean, x, n_boot=500, seed=5)
+    assert ci == metrics.bootstrap_ci(np.mean, x, n_boot=500, seed=5)
+    assert ci != metrics.bootstrap_ci(np.mean, x, n_boot=500, seed=6)
+    lo, hi = ci
+    assert lo < x.mean() < hi
+    normal_width = 2 * 1.96 * x.std() / math.sqrt(len(x))
+    assert abs((hi - lo) / normal_width - 1) < 0.15
+
+
+def test_bootstrap_resamples_rows_jointly() -> None:
+    x = np.arange(1000, dtype=float)
+    pairs = np.stack([x, -x], axis=1)  # 2-D arrays are resampled by row
+    ci = metrics.bootstrap_ci(
+        lambda a, b, p: float(np.mean((a == b) & (p[:, 0] == -p[:, 1]) & (p[:, 0] == a))),
+        x,
+        x.copy(),
+        pairs,
+        n_boot=50,
+    )
+    assert ci == (1.0, 1.0)
+
+
+def test_bootstrap_vectorized_equals_loop() -> None:
+    x = np.random.default_rng(4).exponential(size=3000)
+    y = np.random.default_rng(5).random(3000) < 0.3
+    loop = metrics.bootstrap_ci(lambda a, b: a[b].mean(), x, y, n_boot=300, alpha=0.1, seed=2)
+    vec = metrics.bootstrap_ci(
+        lambda a, b: (a * b).sum(-1) / b.sum(-1),
+        x,
+        y,
+        n_boot=300,
+        alpha=0.1,
+        seed=2,
+        vectorized=True,
+    )
+    np.testing.assert_allclose(vec, loop, rtol=1e-12)
+
+
+def test_bootstrap_empty_nan_and_errors() -> None:
+    assert all(math.isnan(v) for v in metrics.bootstrap_ci(np.mean, np.array([])))
+    always_nan = metrics.bootstrap_ci(lambda a: math.nan, np.ones(10), n_boot=20)
+    assert all(math.isnan(v) for v in always_nan)
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(np.mean, np.ones(3), np.ones(4))
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(np.mean)
+    with pytest.raises(ValueError):
+        metrics.bootstrap_ci(np.mean, np.ones(3), alpha=1.5)
+
+
+def test_bootstrap_is_fast_for_50k_rows() -> None:
+    x = np.random.default_rng(6).random(50_000)
+    start = time.perf_counter()
+    lo, hi = metrics.bootstrap_ci(np.mean, x, n_boot=1000)
+    assert time.perf_counter() - start < 10.0  # ~0.6 s here; generous for slow CI machines
+    assert lo < x.mean() < hi
+
+
+# --------------------------------------------------------------------------- ImageNet-X
+
+
+def _tiny_annotations() -> pd.DataFrame:
+    rows = []
+    for i, (cls, factor) in enumerate([(1, "pose"), (2, "pose"), (3, "background"), (4, "style")]):
+        row = {"file_name": f"ILSVRC2012_val_{i + 1:08d}.JPEG", "class": cls}
+        row.update({f: int(f == factor) for f in metrics.IMAGENET_X_FACTORS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_factors_equal_package_factors() -> None:
+    import imagenet_x
+
+    assert tuple(imagenet_x.FACTORS) == metrics.IMAGENET_X_FACTORS
+
+
+def test_factor_accuracies_hand_case() -> None:
+    ann = _tiny_annotations()
+    names = np.array(
+        [
+            "/val/n0/ILSVRC2012_val_00000002.JPEG",
+            "ILSVRC2012_val_00000001.JPEG",
+            "ILSVRC2012_val_00000003.JPEG",
+            "ILSVRC2012_val_00000099.JPEG",
+        ]
+    )
+    pred = np.array([2, 7, 3, 5])  # last file is not annotated: ignored
+    acc = metrics.imagenet_x_factor_accuracies(names, pred, ann)
+    assert list(acc.index) == [*metrics.IMAGENET_X_FACTORS, "average"]
+    assert acc["pose"] == 0.5 and acc["background"] == 1.0 and math.isnan(acc["style"])
+    np.testing.assert_allclose(acc["average"], 2 / 3)
+    counts = metrics.imagenet_x_factor_counts(names, ann)
+    assert counts["pose"] == 2 and counts["background"] == 1 and counts["style"] == 0
+    ratios = metrics.imagenet_x_error_ratios(acc)
+    assert list(ratios.index) == list(metrics.IMAGENET_X_FACTORS)
+    np.testing.assert_allclose(ratios[["pose", "background"]], [0.5 / (1 / 3), 0.0])
+
+
+def test_factor_accuracies_rejects_duplicates_and_length_mismatch() -> None:
+    ann = _tiny_annotations()
+    dup = np.array(["ILSVRC2012_val_00000001.JPEG", "x/ILSVRC2012_val_00000001.JPEG"])
+    with pytest.raises(ValueError):
+        metrics.imagenet_x_factor_accuracies(dup, np.array([1, 1]), ann)
+    with pytest.raises(ValueError):
+        metrics.imagenet_x_factor_accuracies(dup[:1], np.array([1, 1]), ann)
+
+
+@pytest.fixture(scope="module")
+def real_annotations() -> pd.DataFrame:
+    return metrics.load_imagenet_x_annotations()
+
+
+def _package_results(ann: pd.DataFrame, names: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    import imagenet_x
+
+    preds = pd.DataFrame(
+        {"file_name": names, "predicted_class": pred, "predicted_probability": 0.5}
+    )
+    augmented = imagenet_x.augment_model_predictions(ann, {"m": preds})
+    acc = imagenet_x.compute_factor_accuracies(augmented, imagenet_x.FACTORS, "is_correct")
+    return pd.concat([acc.loc["m"], imagenet_x.error_ratio(acc).loc["m"].add_prefix("ratio:")])
+
+
+@pytest.mark.filterwarnings("ignore:Constructing a DataFrame from a list of sequences")
+@pytest.mark.parametrize("n_files", [46110, 3000])
+def test_factor_accuracies_match_imagenet_x_package(
+    real_annotations: pd.DataFrame, n_files: int
+) -> None:
+    rng = np.random.default_rng(n_files)
+    sub = real_annotations.sample(n=min(n_files, len(real_annotations)), random_state=n_files)
+    labels = sub["class"].to_numpy()
+    pred = np.where(rng.random(len(sub)) < 0.7, labels, rng.integers(0, 1000, len(sub)))
+    names = sub["file_name"].to_numpy().astype(str)
+    expected = _package_results(real_annotations, names, pred)
+
+    # ours also gets unannotated files (must be ignored) and directory prefixes
+    extra = np.array([f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(60001, 60101)])
+    all_names = np.concatenate([np.char.add("val/some_dir/", names), extra])
+    all_pred = np.concatenate([pred, np.zeros(len(extra), dtype=pred.dtype)])
+    acc = metrics.imagenet_x_factor_accuracies(all_names, all_pred)
+    ratios = metrics.imagenet_x_error_ratios(acc)
+    np.testing.assert_allclose(acc.to_numpy(), expected[acc.index].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        ratios.to_numpy(), expected["ratio:" + ratios.index].to_numpy(), rtol=1e-12
+    )
+    counts = metrics.imagenet_x_factor_counts(all_names)
+    np.testing.assert_array_equal(counts.to_numpy(), sub[list(counts.index)].sum().to_numpy())
+
+
+def test_factor_vectors_batch_like_single(real_annotations: pd.DataFrame) -> None:
+    names = real_annotations["file_name"].to_numpy()[:2000]
+    aligned = metrics.align_imagenet_x(names)
+    rng = np.random.default_rng(9)
+    correct = rng.random((3, len(aligned.rows))) < 0.6
+    batched = metrics.imagenet_x_error_ratio_vector(correct, aligned.factors[None])
+    for b in range(3):
+        single = metrics.imagenet_x_error_ratio_vector(correct[b], aligned.factors)
+        np.testing.assert_allclose(batched[b], single)
+
+
+# --------------------------------------------------------------------------- shape bias
+
+
+def test_shape_bias_hand_case() -> None:
+    shapes = np.array(["cat", "cat", "cat", "dog", "dog", "dog", "car"])
+    textures = np.array(["dog", "car", "cat", "cat", "cat", "bird", "car"])
+    decisions = np.array(["cat", "car", "dog", "cat", "knife", "dog", "car"])
+    # kept (shape != texture): rows 0, 1, 3, 4, 5 -> shape hits 0, 5; texture hits 1, 3
+    result = metrics.shape_bias(decisions, shapes, textures)
+    assert result["shape_bias"] == 0.5
+    assert result["shape_accuracy"] == 0.4 and result["texture_accuracy"] == 0.4
+    assert result["shape_bias:cat"] == 0.5  # images whose SHAPE is cat: shape 0, texture 1
+    assert result["shape_bias:dog"] == 0.5  # rows 3 (texture), 4 (neither), 5 (shape)
+    assert math.isnan(result["shape_bias:car"])  # only its shape == texture image
+    assert set(result) == {"shape_bias", "shape_accuracy", "texture_accuracy"} | {
+        f"shape_bias:{c}" for c in CATEGORIES
+    }
+
+
+def test_shape_bias_accepts_category_indices() -> None:
+    names = np.array(["cat", "dog", "bird", "cat"])
+    idx = np.array([CATEGORIES.index(n) for n in names])
+    shapes = np.array(["cat", "cat", "bird", "dog"])
+    textures = np.array(["dog", "dog", "cat", "cat"])
+    by_name = metrics.shape_bias(names, shapes, textures)
+    by_index = metrics.shape_bias(idx, shapes, textures)
+    assert by_name == pytest.approx(by_index, nan_ok=True)
+    assert by_name["shape_bias"] == 0.5  # rows 0, 2 follow the shape; rows 1, 3 the texture
+
+
+def test_shape_bias_nan_without_cue_decisions() -> None:
+    result = metrics.shape_bias(np.array(["oven"]), np.array(["cat"]), np.array(["dog"]))
+    assert math.isnan(result["shape_bias"]) and result["shape_accuracy"] == 0.0
+    empty = metrics.shape_bias(np.array(["cat"]), np.array(["cat"]), np.array(["cat"]))
+    assert math.isnan(empty["shape_bias"]) and math.isnan(empty["shape_accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("deit3-21k", 0.3986),
+        ("convnext-base-21k", 0.3330),
+        ("vit-clip", 0.4647),
+        ("convnext-clip", 0.4241),
+    ],
+)
+def test_shape_bias_reproduces_authors_decisions(model: str, expected: float) -> None:
+    path = DECISIONS_DIR / f"{model}.csv"
+    if not path.is_file():
+        pytest.skip(f"shared reference data not available: {path}")
+    df = pd.read_csv(path)
+    parsed = [parse_stimulus_name(n) for n in df["imagename"]]
+    shapes = np.array([s for s, _ in parsed])
+    textures = np.array([t for _, t in parsed])
+    np.testing.assert_array_equal(shapes, df["category"].to_numpy().astype(str))
+    result = metrics.shape_bias(df["object_response"].to_numpy(), shapes, textures)
+    assert result["shape_bias"] == pytest.approx(expected, abs=5e-5)
+    df["texture"] = textures  # model-vs-human: per category = rows whose `category` (shape) is c
+    for category, group in df[df["category"] != df["texture"]].groupby("category"):
+        n_shape = (group["object_response"] == group["category"]).sum()
+        n_texture = (group["object_response"] == group["texture"]).sum()
+        assert result[f"shape_bias:{category}"] == pytest.approx(n_shape / (n_shape + n_texture))
