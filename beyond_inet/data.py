@@ -32,11 +32,18 @@ class DatasetLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: absolute path, id relative to the dataset root, label (-1 = none)."""
+    """One image: absolute path, id relative to the dataset root, label (-1 = none).
+
+    ``group`` names the subset the image belongs to when a dataset is split into views by
+    its folders (ImageNet-C ``<corruption>:<severity>``, PUG factors); ``standard`` otherwise.
+    ``alt_labels`` holds every acceptable label for multi-label datasets (empty otherwise).
+    """
 
     path: Path
     sample_id: str
     label: int = -1
+    group: str = "standard"
+    alt_labels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,13 @@ class DatasetSpec:
     decision: str | None = None  # name of a decision rule (e.g. 16-class cue-conflict)
     decision_target: Callable[[str], str] | None = field(default=None, compare=False)
     description: str = ""
+    #: ImageNet-1k indices the dataset's classes map to (e.g. the 200 of ImageNet-R / -A):
+    #: softmax and predictions are restricted to them.
+    class_subset: tuple[int, ...] | None = None
+    #: whether the invariance view grids (scale / shift / resolution) apply to this dataset.
+    transform_views: bool = False
+    #: run-level evaluations that need every view at once (e.g. agreement, mCE).
+    run_evaluations: tuple[str, ...] = ()
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -143,6 +157,7 @@ DATASETS.add("imagenet-val", DatasetSpec(
     "validation images); extract into <data-root>/imagenet/val/.",
     find=find_imagenet_val,
     evaluations=("accuracy", "calibration", "imagenet_x"),
+    transform_views=True,
     description="ImageNet-1k validation (50,000 images)",
 ))
 

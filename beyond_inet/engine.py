@@ -84,6 +84,7 @@ class PredictionArrays:
     topk_prob: np.ndarray
     brier: np.ndarray
     decision: np.ndarray | None = None
+    pred_full: np.ndarray | None = None
 
 
 @dataclass
@@ -131,16 +132,46 @@ def _autocast(settings: RunSettings) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class ClassSubset:
+    """Restricts 1000-way logits to ``indices`` (ImageNet-1k ids, e.g. ImageNet-R's 200)."""
+
+    indices: torch.Tensor  # [K] long
+    position: torch.Tensor  # [1000] long: index into ``indices`` or -1
+
+    @classmethod
+    def of(cls, indices: Sequence[int], device: str = "cpu") -> ClassSubset:
+        """Build from ImageNet-1k indices."""
+        idx = torch.tensor(list(indices), dtype=torch.long, device=device)
+        pos = torch.full((1000,), -1, dtype=torch.long, device=device)
+        pos[idx] = torch.arange(len(idx), device=device)
+        return cls(idx, pos)
+
+
 def score_logits(
-    logits: torch.Tensor, labels: torch.Tensor, rule: DecisionRule | None
+    logits: torch.Tensor, labels: torch.Tensor, rule: DecisionRule | None,
+    subset: ClassSubset | None = None,
 ) -> dict[str, np.ndarray]:
-    """fp32 softmax -> per-image outputs (labels < 0 mean 'no label': p_true = NaN)."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    """fp32 softmax -> per-image outputs (labels < 0 mean 'no label': p_true = NaN).
+
+    With ``subset`` the softmax runs over those classes only; predictions and top-k stay
+    ImageNet-1k indices, and ``pred_full`` keeps the plain 1000-way argmax.
+    """
+    logits = logits.float()
+    extra: dict[str, np.ndarray] = {}
+    if subset is not None:
+        extra["pred_full"] = logits.argmax(-1).cpu().numpy()
+        logits = logits[:, subset.indices]
+        labels = torch.where(labels >= 0, subset.position[labels.clamp(min=0)], -1)
+    probs = torch.softmax(logits, dim=-1)
     top_p, top_i = probs.topk(min(TOPK, probs.shape[-1]), dim=-1)
     has = labels >= 0
     p_true = torch.where(has, probs.gather(1, labels.clamp(min=0)[:, None])[:, 0], torch.nan)
     brier = (probs * probs).sum(-1) - 2 * p_true + 1
+    if subset is not None:
+        top_i = subset.indices[top_i]
     out = {
+        **extra,
         "pred": top_i[:, 0].cpu().numpy(),
         "confidence": top_p[:, 0].cpu().numpy(),
         "p_true": p_true.cpu().numpy(),
@@ -175,6 +206,8 @@ def run_pass(
     are skipped and returned in ``failed`` as (sample_id, error).
     """
     views = views or {m.name: [STANDARD] for m in models}
+    subset = (ClassSubset.of(found.spec.class_subset, settings.device)
+              if found.spec.class_subset else None)
     modules = {m.name: _prepare(m, settings) for m in models}
     accs = {(m.name, v.name): _Accumulator() for m in models for v in views[m.name]}
     labels_all = torch.tensor([s.label for s in found.samples], dtype=torch.long)
@@ -207,7 +240,8 @@ def run_pass(
                     x = _view_batch(images, v, m, settings)
                     with _autocast(settings):
                         logits = modules[m.name](x)
-                    accs[(m.name, v.name)].add(index=index, **score_logits(logits, labels, rule))
+                    accs[(m.name, v.name)].add(
+                        index=index, **score_logits(logits, labels, rule, subset))
     seconds = time.perf_counter() - start
     return PassResult(
         outputs={k: a.finish() for k, a in accs.items()},

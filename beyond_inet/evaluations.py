@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -36,6 +36,14 @@ class ViewPredictions:
     topk_prob: np.ndarray
     brier: np.ndarray
     decision: np.ndarray | None = None
+    pred_full: np.ndarray | None = None
+
+    def take(self, mask: np.ndarray) -> ViewPredictions:
+        """The rows where ``mask`` is true."""
+        return ViewPredictions(**{
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask]
+            for f in fields(self)
+        })
 
 
 @dataclass(frozen=True)
@@ -178,4 +186,20 @@ def score_view(
     rows: list[MetricRow] = []
     for name in evaluations:
         rows += EVALUATIONS.get(name)(p, opts)
+    return rows
+
+
+#: Evaluations over all views of a run at once: ``views`` maps view name -> predictions;
+#: they return (view, row) pairs (e.g. agreement with ``standard``, ImageNet-C mCE).
+RunEvaluation = Callable[[dict[str, ViewPredictions], ScoringOptions], list[tuple[str, MetricRow]]]
+RUN_EVALUATIONS: Registry[RunEvaluation] = Registry("run evaluation")
+
+
+def score_run(
+    views: dict[str, ViewPredictions], evaluations: tuple[str, ...], opts: ScoringOptions
+) -> list[tuple[str, MetricRow]]:
+    """Run every named run-level evaluation."""
+    rows: list[tuple[str, MetricRow]] = []
+    for name in evaluations:
+        rows += RUN_EVALUATIONS.get(name)(views, opts)
     return rows

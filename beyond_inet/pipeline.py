@@ -19,7 +19,7 @@ import pyarrow as pa
 import beyond_inet
 from beyond_inet.data import DATASETS, DatasetSpec, FoundDataset, discover, locate
 from beyond_inet.engine import DECISIONS, PassResult, PredictionArrays, RunSettings, run_pass
-from beyond_inet.evaluations import ScoringOptions, ViewPredictions, score_view
+from beyond_inet.evaluations import ScoringOptions, ViewPredictions, score_run, score_view
 from beyond_inet.models import (
     LoadedModel,
     LoadOptions,
@@ -30,7 +30,7 @@ from beyond_inet.models import (
     resolve_spec,
 )
 from beyond_inet.store import PREDICTION_SCHEMA, Store
-from beyond_inet.views import STANDARD, View
+from beyond_inet.views import STANDARD, View, parse_view
 
 Log = Callable[[str], None]
 
@@ -52,6 +52,8 @@ class PrecomputeConfig:
     force: bool = False
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     cache_dir: Path | None = None
+    #: transform views (besides ``standard``) for datasets whose spec has transform_views.
+    extra_views: tuple[str, ...] = ()
 
 
 @dataclass
@@ -136,7 +138,11 @@ def _correct(found: FoundDataset, arrays: PredictionArrays, labels: np.ndarray,
     if target is not None and decision is not None:
         targets = np.array([target(found.samples[i].sample_id) for i in arrays.index])
         return decision == targets
-    return (arrays.pred == labels) & (labels >= 0)
+    correct = (arrays.pred == labels) & (labels >= 0)
+    alt = [found.samples[i].alt_labels for i in arrays.index]
+    if any(alt):  # multi-label datasets: any acceptable label counts
+        correct = correct | np.array([p in a for p, a in zip(arrays.pred, alt, strict=True)])
+    return correct
 
 
 def view_predictions(
@@ -152,8 +158,31 @@ def view_predictions(
         sample_ids=ids, labels=labels, pred=arrays.pred, confidence=arrays.confidence,
         p_true=arrays.p_true, correct=_correct(found, arrays, labels, decision),
         topk_idx=arrays.topk_idx, topk_prob=arrays.topk_prob, brier=arrays.brier,
-        decision=decision,
+        decision=decision, pred_full=arrays.pred_full,
     )
+
+
+def view_name(group: str, transform_view: str) -> str:
+    """The stored view of a sample group seen through a transform view."""
+    if transform_view == "standard":
+        return group
+    return transform_view if group == "standard" else f"{group}|{transform_view}"
+
+
+def split_views(
+    found: FoundDataset, outputs: dict[str, PredictionArrays],
+    decision_labels: tuple[str, ...] | None,
+) -> dict[str, ViewPredictions]:
+    """Transform-view outputs -> stored views (sample groups x transform views)."""
+    groups = np.array([s.group for s in found.samples], dtype=object)
+    out: dict[str, ViewPredictions] = {}
+    for tview, arrays in outputs.items():
+        vp = view_predictions(found, arrays, decision_labels)
+        g = groups[arrays.index] if len(arrays.index) else np.array([], dtype=object)
+        names = list(dict.fromkeys(g)) or ["standard"]
+        for group in names:
+            out[view_name(str(group), tview)] = vp.take(g == group) if len(g) else vp
+    return out
 
 
 def _nullable(x: np.ndarray) -> pa.Array:
@@ -209,15 +238,18 @@ def store_model_run(
 ) -> RunSummary:
     """Score one model's outputs from a pass and commit them as one finished run."""
     run_id = uuid.uuid4().hex[:16]
-    tables, metric_rows = [], []
-    for v in views:
-        arrays = result.outputs[(model.name, v.name)]
-        vp = view_predictions(found, arrays, result.decision_labels)
-        tables.append(prediction_table(run_id, model.name, found.spec.name, v.name, vp))
-        for r in score_view(vp, found.spec.evaluations, cfg.scoring):
-            metric_rows.append({"run_id": run_id, "model": model.name,
-                                "dataset": found.spec.name, "view": v.name, "metric": r.metric,
-                                "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high})
+    stored = split_views(
+        found, {v.name: result.outputs[(model.name, v.name)] for v in views},
+        result.decision_labels,
+    )
+    tables, scored = [], []
+    for name, vp in stored.items():
+        tables.append(prediction_table(run_id, model.name, found.spec.name, name, vp))
+        scored += [(name, r) for r in score_view(vp, found.spec.evaluations, cfg.scoring)]
+    scored += score_run(stored, found.spec.run_evaluations, cfg.scoring)
+    metric_rows = [{"run_id": run_id, "model": model.name, "dataset": found.spec.name,
+                    "view": view, "metric": r.metric, "value": r.value, "ci_low": r.ci_low,
+                    "ci_high": r.ci_high} for view, r in scored]
     metrics = pd.DataFrame(metric_rows, columns=["run_id", "model", "dataset", "view", "metric",
                                                  "value", "ci_low", "ci_high"])
     run = {
@@ -261,8 +293,9 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
     models = load_models(cfg, log)
     store = Store(cfg.store)
     summaries: list[RunSummary] = []
-    views = [STANDARD]
+    grid = [parse_view(v) for v in cfg.extra_views]
     for found in found_all:
+        views = [STANDARD, *grid] if found.spec.transform_views else [STANDARD]
         keys = {m.name: run_key(m, found.spec.name, views, cfg.limit) for m in models}
         todo = []
         for m in models:

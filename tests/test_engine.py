@@ -64,3 +64,39 @@ def test_worker_processes_give_the_same_results(data_root: Path, tiny_timm: Load
     ka, kb = a.outputs[(tiny_timm.name, "standard")], b.outputs[(tiny_timm.name, "standard")]
     np.testing.assert_array_equal(ka.index, kb.index)
     np.testing.assert_allclose(ka.confidence, kb.confidence, rtol=1e-5)
+
+
+def test_class_subset_softmax_and_indices() -> None:
+    from beyond_inet.engine import ClassSubset, score_logits
+
+    logits = torch.full((2, 1000), -10.0)
+    logits[0, 5] = 9.0  # best overall but outside the subset
+    logits[0, 7], logits[0, 3] = 2.0, 1.0
+    logits[1, 3] = 4.0
+    subset = ClassSubset.of([3, 7, 11])
+    out = score_logits(logits, torch.tensor([7, 5]), None, subset)
+    sub = torch.softmax(logits[:, [3, 7, 11]], -1).numpy()
+    np.testing.assert_array_equal(out["pred"], [7, 3])
+    np.testing.assert_array_equal(out["pred_full"], [5, 3])
+    np.testing.assert_allclose(out["confidence"], sub.max(1), rtol=1e-6)
+    assert out["p_true"][0] == pytest.approx(sub[0, 1])
+    assert np.isnan(out["p_true"][1])  # label outside the subset: no true-class probability
+    assert out["topk_idx"].shape == (2, 3) and set(out["topk_idx"][0]) == {3, 7, 11}
+
+
+def test_sample_groups_become_views() -> None:
+    from beyond_inet.data import DatasetSpec, FoundDataset, Sample
+    from beyond_inet.engine import PredictionArrays
+    from beyond_inet.pipeline import split_views
+
+    samples = [Sample(Path(f"{g}/{i}.png"), f"{g}/{i}.png", 1, group=g)
+               for i, g in enumerate(["fog:1", "fog:2", "fog:1"])]
+    spec = DatasetSpec("x", "x", "", "", find=lambda _: samples)
+    arrays = PredictionArrays(
+        index=np.array([0, 1, 2]), pred=np.array([1, 2, 1]), confidence=np.ones(3) / 2,
+        p_true=np.ones(3) / 2, topk_idx=np.zeros((3, 5), int), topk_prob=np.zeros((3, 5)),
+        brier=np.zeros(3))
+    views = split_views(FoundDataset(spec, Path("."), samples), {"standard": arrays}, None)
+    assert sorted(views) == ["fog:1", "fog:2"]
+    assert list(views["fog:1"].sample_ids) == ["fog:1/0.png", "fog:1/2.png"]
+    assert views["fog:1"].correct.tolist() == [True, True] and not views["fog:2"].correct[0]
