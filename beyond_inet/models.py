@@ -281,6 +281,7 @@ def _resolve_timm_file(spec: ModelSpec) -> str | None:
     return hit
 
 
+OPEN_CLIP_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 OPEN_CLIP_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
@@ -289,7 +290,13 @@ def _resolve_open_clip_file(spec: ModelSpec) -> str | None:
     import open_clip
     from huggingface_hub import constants
 
-    cfg = open_clip.get_pretrained_cfg(spec.arch, spec.tag or "")
+    if not spec.tag:
+        tags = open_clip.list_pretrained_tags_by_model(spec.arch)
+        raise UnknownNameError(
+            f"{spec.name!r} needs a pretrained tag: 'open_clip:{spec.arch}:<tag>' with one of: "
+            f"{', '.join(tags) or '-'} (or use --checkpoint / --random-weights)."
+        )
+    cfg = open_clip.get_pretrained_cfg(spec.arch, spec.tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(spec.arch)
         raise UnknownNameError(
@@ -501,7 +508,15 @@ def load_open_clip(spec: ModelSpec, opts: LoadOptions) -> LoadedModel:
     kind = opts.weights.kind
     if kind == "hub":
         path = _resolve_open_clip_file(spec)
-        clip = open_clip.create_model(spec.arch, pretrained=path or spec.tag)
+        # A cached file loads like a checkpoint: carry the tag's own preprocessing and
+        # activation settings over explicitly so they still travel with the weights.
+        tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.tag or "")
+        clip = open_clip.create_model(
+            spec.arch, pretrained=path or spec.tag,
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            force_preprocess_cfg={k: tag_cfg[k] for k in OPEN_CLIP_PREPROCESS_KEYS
+                                  if k in tag_cfg} or None,
+        )
         weights = spec.hub_id
     else:
         torch.manual_seed(RANDOM_SEED)

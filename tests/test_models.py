@@ -195,3 +195,20 @@ def test_zero_shot_head_is_built_once_and_cached_on_disk(
     torch.testing.assert_close(h1, h2)
     M._zero_shot_head(clip, spec, "checkpoint:sha256:bb", tmp_path)  # other weights: new head
     assert len(calls) == 2
+
+
+def test_open_clip_weights_are_found_in_the_hub_cache(empty_caches: Path) -> None:
+    repo = empty_caches / "hf" / "models--laion--CLIP-convnext_base-laion400M-s13B-b51K"
+    (repo / "snapshots" / "s1").mkdir(parents=True)
+    (repo / "snapshots" / "s1" / "open_clip_pytorch_model.bin").write_bytes(b"x")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("s1")
+    found = M._resolve_open_clip_file(resolve_spec("convnext_clip"))
+    assert found == str(repo / "snapshots" / "s1" / "open_clip_pytorch_model.bin")
+
+
+def test_open_clip_names_need_a_known_tag() -> None:
+    with pytest.raises(UnknownNameError, match="needs a pretrained tag"):
+        load_model("open_clip:test-tiny-clip")
+    with pytest.raises(UnknownNameError, match="Did you mean 'laion400m_e3[12]'"):
+        load_model("open_clip:ViT-B-16:laion400m_e3")
