@@ -37,6 +37,8 @@ class Sample:
     ``group`` names the subset the image belongs to when a dataset is split into views by
     its folders (ImageNet-C ``<corruption>:<severity>``, PUG factors); ``standard`` otherwise.
     ``alt_labels`` holds every acceptable label for multi-label datasets (empty otherwise).
+    ``factor_value`` is a per-image factor level (PUG-ImageNet pose / light / ..., ImageNet-Hard
+    origin) for accuracy per value (``top1_at:<value>``); ``None`` otherwise.
     """
 
     path: Path
@@ -44,6 +46,7 @@ class Sample:
     label: int = -1
     group: str = "standard"
     alt_labels: tuple[int, ...] = ()
+    factor_value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class DatasetSpec:
     transform_views: bool = False
     #: run-level evaluations that need every view at once (e.g. agreement, mCE).
     run_evaluations: tuple[str, ...] = ()
+    #: evaluations for the transform views other than ``standard`` (scale / shift /
+    #: resolution); ``None`` = the same as ``evaluations``. Keeps the heavy ones (bootstrap
+    #: calibration, ImageNet-X) to the standard view.
+    view_evaluations: tuple[str, ...] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -156,8 +163,10 @@ DATASETS.add("imagenet-val", DatasetSpec(
     how_to_get="Manual download under the ImageNet licence (image-net.org, ILSVRC2012 "
     "validation images); extract into <data-root>/imagenet/val/.",
     find=find_imagenet_val,
-    evaluations=("accuracy", "calibration", "imagenet_x"),
+    evaluations=("accuracy", "calibration", "imagenet_x", "real"),
     transform_views=True,
+    view_evaluations=("accuracy",),
+    run_evaluations=("agreement",),
     description="ImageNet-1k validation (50,000 images)",
 ))
 
@@ -165,7 +174,8 @@ DATASETS.add("cue-conflict", DatasetSpec(
     name="cue-conflict",
     subdir="cue-conflict",
     layout="cue-conflict/<shape>/<shape><i>-<texture><j>.png (16 category folders)",
-    how_to_get="The texture-vs-shape stimuli of Geirhos et al. (CC-BY-4.0), "
+    how_to_get="`python -m precompute --download cue-conflict --data-root DIR` (model-vs-human's "
+    "release), or the texture-vs-shape stimuli of Geirhos et al. (CC-BY-4.0), "
     "github.com/rgeirhos/texture-vs-shape, stimuli/style-transfer-preprocessed-512.",
     find=find_cue_conflict,
     evaluations=("shape_bias",),
@@ -173,6 +183,9 @@ DATASETS.add("cue-conflict", DatasetSpec(
     decision_target=lambda sample_id: _shape_of(sample_id),
     description="Cue-conflict stimuli (1,280 images, 16 categories)",
 ))
+
+# The robustness datasets (ImageNet-V2/-Sketch/-R/-A/-C/-Hard, PUG-ImageNet) register here.
+import beyond_inet.robustness  # noqa: E402, F401
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
+import pandas as pd
 
 from beyond_inet import metrics as M
 from beyond_inet.registry import Registry
@@ -37,6 +38,8 @@ class ViewPredictions:
     brier: np.ndarray
     decision: np.ndarray | None = None
     pred_full: np.ndarray | None = None
+    #: per-image factor value (PUG-ImageNet, ImageNet-Hard origin; object array, None = none)
+    factor_value: np.ndarray | None = None
 
     def take(self, mask: np.ndarray) -> ViewPredictions:
         """The rows where ``mask`` is true."""
@@ -202,4 +205,123 @@ def score_run(
     rows: list[tuple[str, MetricRow]] = []
     for name in evaluations:
         rows += RUN_EVALUATIONS.get(name)(views, opts)
+    return rows
+
+
+#: The view every other view of a run is compared with by ``agreement``.
+REFERENCE_VIEW = "standard"
+
+
+def prediction_agreement(
+    reference: ViewPredictions, other: ViewPredictions
+) -> np.ndarray:
+    """Per image of ``other`` that ``reference`` also has (joined by sample id, in
+    ``other``'s order): 1.0 where both top-1 classes are equal, else 0.0."""
+    ref_ids = pd.Index(reference.sample_ids)
+    if not ref_ids.is_unique:
+        raise ValueError("agreement needs unique sample ids in the reference view")
+    pos = ref_ids.get_indexer(pd.Index(other.sample_ids))
+    has = pos >= 0
+    return (other.pred[has] == reference.pred[pos[has]]).astype(np.float64)
+
+
+@RUN_EVALUATIONS.register("agreement")
+def agreement(
+    views: dict[str, ViewPredictions], opts: ScoringOptions
+) -> list[tuple[str, MetricRow]]:
+    """``agreement`` per view: the fraction of images whose top-1 class equals the
+    ``standard`` view's for the same image (1.0 for ``standard`` itself), with a 95%
+    bootstrap interval. Nothing when the run has no ``standard`` view."""
+    reference = views.get(REFERENCE_VIEW)
+    if reference is None:
+        return []
+    rows = []
+    for name, vp in views.items():
+        same = prediction_agreement(reference, vp)
+        if len(same):
+            rows.append((name, _with_ci("agreement", np.mean, (same,), opts)))
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Robustness evaluations (ImageNet-R/-A 1000-way, ImageNet-ReaL, factor values, ImageNet-C)
+# --------------------------------------------------------------------------------------
+
+
+@EVALUATIONS.register("accuracy_1000way")
+def accuracy_1000way(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """``top1_1000way``: accuracy of the plain 1000-way argmax (datasets with a class subset,
+    whose ``top1`` is over the subset's logits)."""
+    if p.pred_full is None:
+        return []
+    m = _labelled(p)
+    hit = (p.pred_full[m] == p.labels[m]).astype(np.float64)
+    return [_with_ci("top1_1000way", np.mean, (hit,), opts)]
+
+
+@EVALUATIONS.register("real")
+def real(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """``top1_real``: top-1 against the ImageNet-ReaL labels (prediction in the image's ReaL
+    set), over val images that have ReaL labels; ``real_images`` counts them."""
+    from beyond_inet.robustness import real_labels
+
+    table = real_labels()
+    sets = [table.get(str(s).rsplit("/", 1)[-1], ()) for s in p.sample_ids]
+    keep = np.array([bool(s) for s in sets], dtype=bool)
+    if not keep.any():
+        return []
+    hit = np.array([int(pred) in s for pred, s, k in zip(p.pred, sets, keep, strict=True) if k],
+                   dtype=np.float64)
+    return [_with_ci("top1_real", np.mean, (hit,), opts),
+            MetricRow("real_images", float(keep.sum()))]
+
+
+@EVALUATIONS.register("factor_values")
+def factor_values(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
+    """``top1_at:<value>`` for each per-image factor value (PUG-ImageNet factor levels,
+    ImageNet-Hard origins), values in numeric order where they are numbers."""
+    from beyond_inet.robustness import sorted_values
+
+    if p.factor_value is None:
+        return []
+    known = np.array([v is not None and v == v for v in p.factor_value], dtype=bool) & (
+        _labelled(p))
+    values = p.factor_value.astype(object)
+    rows = []
+    for v in sorted_values([str(x) for x in values[known]]):
+        hit = p.correct[known & (values == v)].astype(np.float64)
+        rows.append(_with_ci(f"top1_at:{v}", np.mean, (hit,), opts))
+    return rows
+
+
+@RUN_EVALUATIONS.register("imagenet_c")
+def imagenet_c(
+    views: dict[str, ViewPredictions], opts: ScoringOptions
+) -> list[tuple[str, MetricRow]]:
+    """ImageNet-C summaries from the ``<corruption>:<severity>`` views: per corruption view
+    ``<corruption>`` its ``top1`` (mean over severities) and ``ce`` (AlexNet-normalised
+    corruption error); view ``standard``: ``top1`` (mean over all views), ``mce`` (mean CE
+    over the corruptions with an AlexNet baseline) and ``corruptions`` (how many)."""
+    from beyond_inet.robustness import (
+        corruption_errors,
+        mean_corruption_error,
+        parse_imagenet_c_view,
+    )
+
+    acc: dict[str, dict[int, float]] = {}
+    for name, vp in views.items():
+        parsed = parse_imagenet_c_view(name)
+        m = _labelled(vp)
+        if parsed is not None and m.any():
+            acc.setdefault(parsed[0], {})[parsed[1]] = float(vp.correct[m].mean())
+    if not acc:
+        return []
+    rows = [(c, MetricRow("top1", float(np.mean(list(by.values()))))) for c, by in acc.items()]
+    ce = corruption_errors({c: {s: 1.0 - a for s, a in by.items()} for c, by in acc.items()})
+    rows += [(c, MetricRow("ce", v)) for c, v in ce.items()]
+    every = [a for by in acc.values() for a in by.values()]
+    rows.append(("standard", MetricRow("top1", float(np.mean(every)))))
+    if ce:
+        rows.append(("standard", MetricRow("mce", mean_corruption_error(ce))))
+        rows.append(("standard", MetricRow("corruptions", float(len(ce)))))
     return rows

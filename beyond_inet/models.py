@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -416,10 +417,26 @@ def _choose_preprocessing(spec: ModelSpec, weights_pp: Preprocessing, choice: st
     return weights_pp
 
 
+def create_timm_model(name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with ``dynamic_img_size=True`` where the architecture takes it
+    (ViTs: position embeddings resampled per forward, bicubic + antialias as timm's
+    ``resample_abs_pos_embed``; identical outputs at the native size), so resolution views
+    can run the model at other input sizes. Seeded, so random weights are reproducible."""
+    import timm
+
+    torch.manual_seed(RANDOM_SEED)
+    try:
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
+    except TypeError as e:  # raised by the constructor, before any weights are read
+        if "dynamic_img_size" not in str(e):
+            raise
+    torch.manual_seed(RANDOM_SEED)
+    return timm.create_model(name, **kwargs)
+
+
 @LOADERS.register("timm")
 def load_timm(spec: ModelSpec, opts: LoadOptions) -> LoadedModel:
     """Build a timm classifier from the hub cache, a checkpoint, or random init."""
-    import timm
     from timm.data import resolve_data_config
 
     full = spec.arch + (f".{spec.tag}" if spec.tag else "")
@@ -427,11 +444,10 @@ def load_timm(spec: ModelSpec, opts: LoadOptions) -> LoadedModel:
     if kind == "hub":
         path = _resolve_timm_file(spec)
         overlay = {"file": path} if path else None
-        module = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=overlay)
+        module = create_timm_model(full, pretrained=True, pretrained_cfg_overlay=overlay)
         weights = spec.hub_id
     else:
-        torch.manual_seed(RANDOM_SEED)
-        module = timm.create_model(full, pretrained=False)
+        module = create_timm_model(full, pretrained=False)
         weights = "random"
         if kind == "checkpoint":
             assert opts.weights.checkpoint is not None
@@ -452,10 +468,37 @@ class ZeroShotClassifier(nn.Module):
         self.logit_scale = float(logit_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images -> [B, 1000] logits."""
-        feats = self.clip.encode_image(x)
+        """Normalised images -> [B, 1000] logits (any input size a ViT tower's patch grid
+        allows: see :func:`resampled_clip_pos_embed`)."""
+        pos = resampled_clip_pos_embed(self.clip.visual, x.shape[-2], x.shape[-1])
+        if pos is None:
+            feats = self.clip.encode_image(x)
+        else:
+            feats = torch.func.functional_call(self.clip.visual, {"positional_embedding": pos},
+                                               (x,))
         feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         return self.logit_scale * feats @ self.head.float()
+
+
+def resampled_clip_pos_embed(visual: nn.Module, height: int, width: int) -> torch.Tensor | None:
+    """An open_clip ViT tower's position embedding for a ``height x width`` input, or
+    ``None`` when the tower needs no change (native grid, or not an open_clip ViT).
+
+    Same resampling as open_clip's ``resize_pos_embed`` (used by ``force_image_size``, as
+    the paper ran its resolution sweep): class token kept, grid bicubic with antialias.
+    """
+    from open_clip.model import resize_pos_embed
+
+    pos = getattr(visual, "positional_embedding", None)
+    patch = getattr(visual, "patch_size", None)
+    if not isinstance(pos, torch.Tensor) or pos.ndim != 2 or patch is None:
+        return None
+    grid = (height // patch[0], width // patch[1])
+    if tuple(visual.grid_size) == grid:
+        return None
+    state = {"visual.positional_embedding": pos}
+    resize_pos_embed(state, SimpleNamespace(visual=SimpleNamespace(grid_size=grid)))
+    return state["visual.positional_embedding"]
 
 
 def default_cache_dir() -> Path:

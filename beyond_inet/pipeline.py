@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 import beyond_inet
 from beyond_inet.data import DATASETS, DatasetSpec, FoundDataset, discover, locate
@@ -154,11 +155,13 @@ def view_predictions(
     decision = None
     if arrays.decision is not None and decision_labels is not None:
         decision = np.asarray(decision_labels, dtype=object)[arrays.decision]
+    factors = [found.samples[i].factor_value for i in arrays.index]
+    factor_value = np.array(factors, dtype=object) if any(f is not None for f in factors) else None
     return ViewPredictions(
         sample_ids=ids, labels=labels, pred=arrays.pred, confidence=arrays.confidence,
         p_true=arrays.p_true, correct=_correct(found, arrays, labels, decision),
         topk_idx=arrays.topk_idx, topk_prob=arrays.topk_prob, brier=arrays.brier,
-        decision=decision, pred_full=arrays.pred_full,
+        decision=decision, pred_full=arrays.pred_full, factor_value=factor_value,
     )
 
 
@@ -232,20 +235,59 @@ def _headline(rows: pd.DataFrame) -> dict[str, float]:
     return {m: float(v) for m, v in zip(std["metric"], std["value"], strict=True) if m in keep}
 
 
+def evaluations_for(spec: DatasetSpec, transform_view: str) -> tuple[str, ...]:
+    """Per-view evaluations for one transform view: all of ``spec.evaluations`` for
+    ``standard``; ``spec.view_evaluations`` (when set) for scale / shift / resolution."""
+    if transform_view == STANDARD.name or spec.view_evaluations is None:
+        return spec.evaluations
+    return spec.view_evaluations
+
+
+def runnable_views(
+    model: LoadedModel, views: Sequence[View], settings: RunSettings, log: Log
+) -> list[View]:
+    """``views`` minus those whose input size ``model`` cannot take (e.g. a fixed-size
+    architecture at ``resolution:<r>``): one probe forward per other size, a note for each
+    view dropped."""
+    native = model.preprocessing.crop_size
+    sizes = {v.input_size(model.preprocessing) for v in views} - {native}
+    bad: dict[int, str] = {}
+    if sizes:
+        module = model.module.to(settings.device).eval()
+        for size in sorted(sizes):
+            probe = torch.zeros(1, 3, size, size, device=settings.device)
+            try:
+                with torch.inference_mode():
+                    module(probe)
+            except Exception as e:  # any failure means: this model cannot run at this size
+                bad[size] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    keep = []
+    for v in views:
+        size = v.input_size(model.preprocessing)
+        if size in bad:
+            log(f"note: {model.name} cannot run at {size}x{size} ({bad[size]}); "
+                f"view {v.name} skipped for it.")
+        else:
+            keep.append(v)
+    return keep
+
+
 def store_model_run(
     store: Store, cfg: PrecomputeConfig, found: FoundDataset, model: LoadedModel,
     views: Sequence[View], result: PassResult, started: datetime, key: str,
 ) -> RunSummary:
     """Score one model's outputs from a pass and commit them as one finished run."""
     run_id = uuid.uuid4().hex[:16]
-    stored = split_views(
-        found, {v.name: result.outputs[(model.name, v.name)] for v in views},
-        result.decision_labels,
-    )
+    stored: dict[str, ViewPredictions] = {}
     tables, scored = [], []
-    for name, vp in stored.items():
-        tables.append(prediction_table(run_id, model.name, found.spec.name, name, vp))
-        scored += [(name, r) for r in score_view(vp, found.spec.evaluations, cfg.scoring)]
+    for v in views:
+        evaluations = evaluations_for(found.spec, v.name)
+        split = split_views(found, {v.name: result.outputs[(model.name, v.name)]},
+                            result.decision_labels)
+        for name, vp in split.items():
+            stored[name] = vp
+            tables.append(prediction_table(run_id, model.name, found.spec.name, name, vp))
+            scored += [(name, r) for r in score_view(vp, evaluations, cfg.scoring)]
     scored += score_run(stored, found.spec.run_evaluations, cfg.scoring)
     metric_rows = [{"run_id": run_id, "model": model.name, "dataset": found.spec.name,
                     "view": view, "metric": r.metric, "value": r.value, "ci_low": r.ci_low,
@@ -296,7 +338,9 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
     grid = [parse_view(v) for v in cfg.extra_views]
     for found in found_all:
         views = [STANDARD, *grid] if found.spec.transform_views else [STANDARD]
-        keys = {m.name: run_key(m, found.spec.name, views, cfg.limit) for m in models}
+        per_model = {m.name: runnable_views(m, views, cfg.run, log) for m in models}
+        keys = {m.name: run_key(m, found.spec.name, per_model[m.name], cfg.limit)
+                for m in models}
         todo = []
         for m in models:
             if not cfg.force and store.finished_run(keys[m.name]):
@@ -308,12 +352,13 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
             continue
         started = _now()
         rule = DECISIONS.get(found.spec.decision)() if found.spec.decision else None
-        result = run_pass(found, todo, cfg.run, {m.name: views for m in todo}, rule)
+        result = run_pass(found, todo, cfg.run, {m.name: per_model[m.name] for m in todo}, rule)
         for sid, err in result.failed:
             log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
         for m in todo:
             summaries.append(
-                store_model_run(store, cfg, found, m, views, result, started, keys[m.name])
+                store_model_run(store, cfg, found, m, per_model[m.name], result, started,
+                                keys[m.name])
             )
             log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
     return summaries

@@ -122,9 +122,21 @@ def resize_shorter(img: torch.Tensor, size: int, pp: Preprocessing) -> torch.Ten
     return TF.resize(img, [size], interpolation=pp.interpolation_mode, antialias=pp.antialias)
 
 
+def resize_exact(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
+    """Resize a CHW image to exactly ``height`` x ``width`` (the recipe's interpolation)."""
+    return TF.resize(img, [height, width], interpolation=pp.interpolation_mode,
+                     antialias=pp.antialias)
+
+
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Center crop to ``size`` x ``size`` (torchvision's rounding)."""
+    """Center crop to ``size`` x ``size`` (torchvision's rounding; zero-pads a smaller image)."""
     return TF.center_crop(img, [size, size])
+
+
+def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The window ``[top, top + height) x [left, left + width)`` of a CHW image; parts
+    outside the image are zeros (as PIL's ``Image.crop``)."""
+    return TF.crop(img, top, left, height, width)
 
 
 def to_normalized_float(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from beyond_inet.data import DATASETS, DatasetLayoutError
@@ -20,6 +20,7 @@ from beyond_inet.models import (
 from beyond_inet.pipeline import PrecomputeConfig, PrecomputeError, format_summary, run_precompute
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.store import StoreLockedError
+from beyond_inet.views import VIEW_GRIDS, ViewError, format_number, grid_views, parse_view
 
 
 def _epilog() -> str:
@@ -42,6 +43,21 @@ def _positive(value: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return n
+
+
+def _grid(family: str) -> Callable[[str], tuple[float, ...]]:
+    """argparse type: comma-separated values of one view family, each validated."""
+
+    def parse(value: str) -> tuple[float, ...]:
+        values = _csv(value)
+        try:
+            for v in values:
+                parse_view(f"{family}:{v}")
+        except ViewError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return tuple(float(v) for v in values)
+
+    return parse
 
 
 def _dataset_path(value: str) -> tuple[str, Path]:
@@ -73,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset(s) to run; repeatable (default: all found)")
     p.add_argument("--dataset-path", action="append", type=_dataset_path, default=[],
                    metavar="NAME=DIR", help="explicit folder for one dataset; repeatable")
+    p.add_argument("--list-datasets", action="store_true",
+                   help="list every dataset: found or missing under --data-root, images, "
+                   "expected layout, how to get it (no --model needed)")
+    p.add_argument("--download", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
+                   help="download, verify and extract public datasets into --data-root "
+                   "(resumable; no --model needed)")
     p.add_argument("--store", type=Path, default=Path("data/results.duckdb"), metavar="PATH",
                    help="DuckDB results store (default: data/results.duckdb)")
     p.add_argument("--limit", type=_positive, metavar="N",
@@ -96,7 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where CLIP zero-shot heads are cached "
                    "(default: $BEYOND_INET_CACHE or ~/.cache/beyond_inet)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    inv = p.add_argument_group(
+        "invariance views of imagenet-val (see README: scale / shift / resolution)")
+    for family, flag, meta in (("scale", "--scales", "S[,S]"), ("shift", "--shifts", "N[,N]"),
+                               ("resolution", "--resolutions", "R[,R]")):
+        default = ",".join(format_number(v) for v in VIEW_GRIDS[family])
+        inv.add_argument(flag, type=_grid(family), default=None, metavar=meta,
+                         help=f"{family}:<value> views (default: {default}; '' = none)")
+    inv.add_argument("--no-invariance", action="store_true",
+                     help="only the standard view of imagenet-val (no scale / shift / resolution)")
     return p
+
+
+def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
+    """The transform view names for ``--scales / --shifts / --resolutions`` (defaults:
+    :data:`beyond_inet.views.VIEW_GRIDS`), or none with ``--no-invariance``."""
+    if args.no_invariance:
+        return ()
+    given = {"scale": args.scales, "shift": args.shifts, "resolution": args.resolutions}
+    return grid_views({f: VIEW_GRIDS[f] if v is None else v for f, v in given.items()})
 
 
 def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
@@ -125,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         force=args.force,
         scoring=ScoringOptions(n_boot=max(0, args.bootstrap)),
         cache_dir=args.cache_dir,
+        extra_views=invariance_views(args),
     )
 
 
@@ -134,9 +175,38 @@ USER_ERRORS = (
 )
 
 
+def _datasets_command(args: argparse.Namespace) -> int:
+    """``--download`` then ``--list-datasets`` (both honour --data-root / --dataset-path);
+    returns the exit status. Without ``--model`` that is all the invocation does."""
+    from beyond_inet.downloads import (
+        DownloadError,
+        dataset_statuses,
+        download_dataset,
+        format_dataset_list,
+    )
+
+    try:
+        for name in (n for group in args.download or [] for n in group):
+            download_dataset(name, args.data_root, progress=not args.quiet,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+        if args.list_datasets:
+            print(format_dataset_list(dataset_statuses(args.data_root, dict(args.dataset_path))))
+    except UnknownNameError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (DownloadError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (0 ok, 2 bad input, 1 failure)."""
     args = build_parser().parse_args(argv)
+    if args.list_datasets or args.download:
+        status = _datasets_command(args)
+        if status or args.model is None:  # with --model, go on to evaluate
+            return status
     try:
         cfg = config_from_args(args)
         summaries = run_precompute(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))

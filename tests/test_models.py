@@ -210,5 +210,5 @@ def test_open_clip_weights_are_found_in_the_hub_cache(empty_caches: Path) -> Non
 def test_open_clip_names_need_a_known_tag() -> None:
     with pytest.raises(UnknownNameError, match="needs a pretrained tag"):
         load_model("open_clip:test-tiny-clip")
-    with pytest.raises(UnknownNameError, match="Did you mean 'laion400m_e3[12]'"):
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'laion400m_e3[12]'"):
         load_model("open_clip:ViT-B-16:laion400m_e3")

@@ -33,7 +33,7 @@ from tests.conftest import (
     write_flat_val,
 )
 
-BASE = ["--random-weights", "--workers", "0", "--bootstrap", "20", "--quiet"]
+BASE = ["--random-weights", "--workers", "0", "--bootstrap", "20", "--quiet", "--no-invariance"]
 
 
 def _cli(data_root: Path, store: Path, *extra: str) -> int:
@@ -98,7 +98,7 @@ def biased_store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> S
     store = d / "b.duckdb"
     assert main(["--model", TINY_TIMM, "--checkpoint", str(d / "biased.pt"), "--data-root",
                  str(data_root), "--dataset", "imagenet-val", "--store", str(store),
-                 "--workers", "0", "--bootstrap", "20", "--quiet"]) == 0
+                 "--workers", "0", "--bootstrap", "20", "--quiet", "--no-invariance"]) == 0
     return Store(store)
 
 
@@ -186,7 +186,8 @@ def test_checkpoint_run_matches_the_saved_model(data_root: Path, tmp_path: Path)
     store = Store(tmp_path / "c.duckdb")
     assert main(["--model", TINY_TIMM, "--checkpoint", str(ckpt), "--data-root", str(data_root),
                  "--dataset", "imagenet-val", "--store", str(store.path), "--workers", "0",
-                 "--bootstrap", "0", "--quiet", "--preprocessing", "weights"]) == 0
+                 "--bootstrap", "0", "--quiet", "--preprocessing", "weights",
+                 "--no-invariance"]) == 0
     run = store.query("SELECT weights, random_weights, preprocessing FROM runs").iloc[0]
     assert run["weights"].startswith("checkpoint:sha256:") and not run["random_weights"]
     p = store.query("SELECT sample_id, pred, confidence FROM predictions ORDER BY sample_id")
