@@ -1,4 +1,7 @@
-"""beyond-inet dashboard: routes only (``streamlit run dashboard/app.py``)."""
+"""beyond-inet dashboard: routes only (``streamlit run dashboard/app.py [-- --store PATH]``).
+
+Every page draws the shared sidebar itself (``dashboard.state.current``).
+"""
 
 import sys
 from pathlib import Path
@@ -7,6 +10,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import streamlit as st
 
-st.set_page_config(page_title="beyond-inet", layout="wide")
-pages = [st.Page("pages/store_overview.py", title="Results store", default=True)]
-st.navigation(pages).run()
+HERE = Path(__file__).resolve().parent
+PAGES = [  # (file under pages/, title, icon)
+    ("overview.py", "Overview", ":material/dashboard:"),
+    ("calibration.py", "Calibration", ":material/tune:"),
+    ("imagenet_x.py", "ImageNet-X", ":material/category:"),
+    ("invariance.py", "Invariance", ":material/transform:"),
+    ("shape_bias.py", "Shape bias", ":material/pets:"),
+    ("robustness.py", "Robustness", ":material/shield:"),
+    ("pug.py", "PUG-ImageNet", ":material/view_in_ar:"),
+    ("explorer.py", "Explorer", ":material/image_search:"),
+    ("reproduction.py", "Reproduction", ":material/compare:"),
+    ("live_inference.py", "Live inference", ":material/upload:"),  # when that page exists
+    ("store_overview.py", "Runs", ":material/storage:"),
+]
+
+st.set_page_config(page_title="beyond-inet", page_icon=":material/compare:", layout="wide")
+pages = [st.Page(HERE / "pages" / f, title=t, icon=i, default=k == 0)
+         for k, (f, t, i) in enumerate(PAGES) if (HERE / "pages" / f).is_file()]
+nav = st.navigation(pages)
+nav.run()

@@ -1,15 +1,46 @@
-"""Read-only queries the dashboard pages use (plain functions; pages stay thin)."""
+"""Read-only data access for the dashboard: every page's numbers come from here.
+
+All SQL runs through :class:`beyond_inet.store.Store` (short-lived read-only connections, ``?``
+parameters, retry on a writer's lock). Aggregation happens in SQL; results are cached with
+``st.cache_data`` keyed on explicit arguments, including :func:`store_version` so a refresh
+after ``precompute`` finishes a run shows it. Each cached function keeps the plain function as
+``.uncached`` (the benchmark times that). Only the latest finished run per (model, dataset) is
+read, so a rerun with other settings replaces what the pages show.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
+import streamlit as st
 
 from beyond_inet.store import DEFAULT_STORE, Store
 
 STORE_ENV = "BEYOND_INET_STORE"
+LOCK_WAIT_SECONDS = 10.0
+F = TypeVar("F", bound=Callable[..., Any])
+
+LATEST_RUNS = (
+    "SELECT * FROM runs WHERE status = 'finished' QUALIFY row_number() OVER "
+    "(PARTITION BY model, dataset ORDER BY finished_at DESC, run_id) = 1"
+)
+RUN_COLUMNS = ["run_id", "model", "model_label", "dataset", "weights", "random_weights",
+               "n_samples", "n_failed", "sample_limit", "views", "dataset_root", "finished_at"]
+METRIC_COLUMNS = ["model", "dataset", "view", "metric", "value", "ci_low", "ci_high",
+                  "random_weights", "run_id"]
+BIN_COLUMNS = ["model", "bin", "count", "n_correct", "accuracy", "mean_confidence"]
+
+
+def cached(fn: F) -> F:
+    """``st.cache_data`` on ``fn`` (explicit, hashable arguments); ``.uncached`` is ``fn``."""
+    wrapped = st.cache_data(show_spinner=False, max_entries=512)(fn)
+    wrapped.uncached = fn  # type: ignore[attr-defined]
+    return wrapped  # type: ignore[return-value]
 
 
 def store_path(cli_value: str | None = None) -> Path:
@@ -22,9 +53,429 @@ def store_path(cli_value: str | None = None) -> Path:
     return Path(__file__).resolve().parents[1] / DEFAULT_STORE
 
 
-def runs_overview(path: Path) -> pd.DataFrame:
-    """One row per finished run: model, dataset, images, weights, when."""
-    return Store(path).query(
-        "SELECT model, model_label, dataset, n_samples, n_failed, weights, random_weights, "
-        "finished_at FROM runs WHERE status = 'finished' ORDER BY model, dataset"
+def store_version(path: str | Path) -> str:
+    """A token that changes whenever the store file (or its WAL) changes; '' if absent."""
+    parts = []
+    for p in (Path(path), Path(f"{path}.wal")):
+        try:
+            s = p.stat()
+            parts.append(f"{s.st_mtime_ns}:{s.st_size}")
+        except OSError:
+            parts.append("-")
+    return "" if parts[0] == "-" else "|".join(parts)
+
+
+def _q(path: str, sql: str, params: Sequence[Any], columns: list[str]) -> pd.DataFrame:
+    """Run ``sql``; an empty frame with ``columns`` when there is no store or no tables."""
+    df = Store(path, lock_wait=LOCK_WAIT_SECONDS).query(sql, params)
+    if df.empty and not len(df.columns):
+        return pd.DataFrame(columns=columns)
+    return df
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# --------------------------------------------------------------------------- runs & metrics
+
+
+@cached
+def latest_runs(path: str, version: str) -> pd.DataFrame:
+    """The latest finished run per (model, dataset) with its provenance."""
+    return _q(path, f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_RUNS}) "
+              "ORDER BY model, dataset", [], RUN_COLUMNS)
+
+
+@cached
+def all_runs(path: str, version: str) -> pd.DataFrame:
+    """Every finished run (also superseded ones), newest first."""
+    cols = [*RUN_COLUMNS, "preprocessing", "settings", "device", "precision", "seconds",
+            "code_version"]
+    return _q(path, f"SELECT {', '.join(cols)} FROM runs WHERE status = 'finished' "
+              "ORDER BY finished_at DESC", [], cols)
+
+
+def _run_ids(path: str, version: str, dataset: str | None, models: Sequence[str]) -> list[str]:
+    runs = latest_runs(path, version)
+    if dataset is not None:
+        runs = runs[runs["dataset"] == dataset]
+    return runs[runs["model"].isin(list(models))]["run_id"].tolist()
+
+
+def _derived_sql() -> str:
+    """SQL for the summaries :func:`dashboard.frames.derive` defines (same rows, in SQL)."""
+    from dashboard.frames import INVARIANCE_FAMILIES
+    from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
+
+    bench = ", ".join(f"('{d}', '{m}')" for _, d, m in ROBUSTNESS_BENCHMARKS)
+    fams = ", ".join(f"'{f}'" for f in INVARIANCE_FAMILIES)
+    nan = "'nan'::DOUBLE"
+    return (
+        f"b AS (SELECT * FROM (VALUES {bench}) t(dataset, metric)), "
+        "bm AS (SELECT m.model, m.dataset, m.metric, bool_or(m.view = 'standard') AS has_std, "
+        "coalesce(first(m.value) FILTER (WHERE m.view = 'standard'), "
+        "avg(m.value) FILTER (WHERE m.view <> 'standard')) AS value, "
+        "count(*) FILTER (WHERE m.view <> 'standard') AS k, "
+        "bool_or(m.random_weights) AS random_weights FROM m JOIN b USING (dataset, metric) "
+        "GROUP BY m.model, m.dataset, m.metric), "
+        f"d AS (SELECT model, dataset, 'standard' AS view, metric, value, {nan} AS ci_low, "
+        f"{nan} AS ci_high, random_weights, NULL AS run_id, 'mean of ' || k || ' views' "
+        "AS detail FROM bm WHERE NOT has_std "
+        f"UNION ALL SELECT model, '{ROBUSTNESS_AVERAGE[0]}', 'standard', "
+        f"'{ROBUSTNESS_AVERAGE[1]}', avg(value), {nan}, {nan}, bool_or(random_weights), NULL, "
+        f"'mean of ' || count(*) || ' of {len(ROBUSTNESS_BENCHMARKS)} benchmarks' FROM bm "
+        "GROUP BY model "
+        f"UNION ALL SELECT model, 'invariance', 'standard', 'agreement_mean', avg(value), {nan}, "
+        f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' views' FROM m "
+        "WHERE dataset = 'imagenet-val' AND metric = 'agreement' AND "
+        f"split_part(view, ':', 1) IN ({fams}) GROUP BY model "
+        f"UNION ALL SELECT model, 'pug-imagenet', 'standard', 'top1_mean', avg(value), {nan}, "
+        f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' factors' FROM m "
+        "WHERE dataset = 'pug-imagenet' AND metric = 'top1' AND view <> 'standard' "
+        "GROUP BY model) "
     )
+
+
+@cached
+def metrics(path: str, version: str, datasets: tuple[str, ...] | None = None,
+            derived: bool = False) -> pd.DataFrame:
+    """Long-format metrics of the latest runs (optionally of some datasets only), with the
+    run's ``random_weights`` and a ``detail`` column. With ``derived`` (all datasets only),
+    also the summaries of :func:`dashboard.frames.derive`, computed in SQL."""
+    cols = [*METRIC_COLUMNS, "detail"]
+    where, params = "", []
+    if datasets is not None:
+        if not datasets:
+            return pd.DataFrame(columns=cols)
+        where, params = f"WHERE m.dataset IN ({_marks(len(datasets))})", list(datasets)
+    base = (f"WITH latest AS ({LATEST_RUNS}), m AS (SELECT m.model, m.dataset, m.view, "
+            "m.metric, m.value, m.ci_low, m.ci_high, l.random_weights, m.run_id, "
+            f"NULL::VARCHAR AS detail FROM metrics m JOIN latest l USING (run_id) {where})")
+    if derived and datasets is None:
+        sql = (f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d "
+               "ORDER BY model, dataset, view, metric")
+    else:
+        sql = f"{base} SELECT * FROM m ORDER BY model, dataset, view, metric"
+    return _q(path, sql, params, cols)
+
+
+@cached
+def combined(path: str, version: str, source: str, models: tuple[str, ...],
+             datasets: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Measured (with the derived summaries when ``datasets`` is None) and published numbers
+    of ``models`` per ``source`` (see :func:`dashboard.frames.combine`)."""
+    from dashboard import frames
+    from dashboard.published import published_metrics
+
+    measured = pd.DataFrame(columns=[*METRIC_COLUMNS, "detail"])
+    if source != "published" and path and store_version(path):
+        measured = metrics(path, version, datasets, derived=datasets is None)
+    pub = published_metrics()
+    if datasets is not None:
+        pub = pub[pub["dataset"].isin(list(datasets))]
+    return frames.combine(measured, pub, source, models, derive=False)
+
+
+@cached
+def cue_conflict_accuracy(path: str, version: str) -> pd.DataFrame:
+    """Per model: fraction of ALL cue-conflict images whose decision is the shape category
+    (the paper's ``accuracy (top-1) vs shape label``), as metric ``accuracy_all_images``."""
+    runs = latest_runs(path, version)
+    ids = runs[runs["dataset"] == "cue-conflict"]["run_id"].tolist()
+    if not ids:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    df = _q(path, "SELECT model, dataset, view, 'accuracy_all_images' AS metric, "
+            "avg(correct::DOUBLE) AS value, 'nan'::DOUBLE AS ci_low, 'nan'::DOUBLE AS ci_high, "
+            f"run_id FROM predictions WHERE dataset = 'cue-conflict' AND view = 'standard' AND "
+            f"run_id IN ({_marks(len(ids))}) GROUP BY model, dataset, view, run_id "
+            "ORDER BY model", ids, [c for c in METRIC_COLUMNS if c != "random_weights"])
+    rw = dict(zip(runs["run_id"], runs["random_weights"], strict=True))
+    return df.assign(random_weights=df["run_id"].map(rw).astype(bool))[METRIC_COLUMNS]
+
+
+@cached
+def reproduction_table(path: str, version: str, source: str,
+                       models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(combined, reproduction) for the Reproduction page: every published number of
+    ``models`` next to the measured one (none when ``source`` is ``published``)."""
+    from dashboard import frames
+    from dashboard.published import published_metrics, published_rows
+
+    measured = pd.DataFrame(columns=[*METRIC_COLUMNS, "detail"])
+    if source != "published" and path and store_version(path):
+        measured = pd.concat([metrics(path, version, None, True),
+                              cue_conflict_accuracy(path, version)], ignore_index=True)
+    comb = frames.combine(measured, published_metrics(), "both", models, derive=False)
+    rows = published_rows()
+    return comb, frames.reproduction(comb, rows[rows["model"].isin(list(models))])
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibration_edges(n_bins: int) -> list[float]:
+    """The float32 bin edges :func:`beyond_inet.metrics.calibration_bins` uses."""
+    from beyond_inet.metrics import _bin_edges
+
+    return [float(x) for x in _bin_edges(n_bins)]
+
+
+@cached
+def calibration_table(path: str, version: str, dataset: str, view: str,
+                      models: tuple[str, ...], n_bins: int) -> pd.DataFrame:
+    """Reliability bins per model computed in SQL from the per-image predictions.
+
+    Same bin assignment as :func:`beyond_inet.metrics.calibration_bins` (float32 edges from
+    ``torch.linspace``, an extra bin ``n_bins`` for confidence == 1.0); only non-empty bins
+    are returned (``model, bin, count, n_correct, accuracy, mean_confidence``).
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    ids = _run_ids(path, version, dataset, models)
+    if not ids:
+        return pd.DataFrame(columns=BIN_COLUMNS)
+    sql = (
+        "WITH p AS (SELECT model, confidence AS c, correct, "
+        "least(floor(confidence::DOUBLE * ?)::BIGINT, ?) AS b FROM predictions "
+        f"WHERE dataset = ? AND run_id IN ({_marks(len(ids))}) AND view = ? "
+        "AND label IS NOT NULL), "
+        "q AS (SELECT model, c, correct, CASE WHEN c < (?::FLOAT[])[b + 1] THEN b - 1 "
+        "WHEN b < ? AND c >= (?::FLOAT[])[b + 2] THEN b + 1 ELSE b END AS bin FROM p) "
+        "SELECT model, bin, count(*) AS count, sum(correct::BIGINT) AS n_correct, "
+        "avg(correct::DOUBLE) AS accuracy, avg(c::DOUBLE) AS mean_confidence "
+        "FROM q GROUP BY model, bin ORDER BY model, bin"
+    )
+    edges = calibration_edges(n_bins)
+    return _q(path, sql, [n_bins, n_bins, dataset, *ids, view, edges, n_bins, edges],
+              BIN_COLUMNS)
+
+
+def ece_from_bins(bins: pd.DataFrame) -> pd.DataFrame:
+    """Per model ECE (count-weighted mean |accuracy - confidence|) and MCE from SQL bins."""
+    if bins.empty:
+        return pd.DataFrame(columns=["model", "ece", "mce", "n"])
+    b = bins.assign(gap=(bins["accuracy"] - bins["mean_confidence"]).abs())
+    out = b.groupby("model").apply(
+        lambda g: pd.Series({"ece": float((g["gap"] * g["count"]).sum() / g["count"].sum()),
+                             "mce": float(g["gap"].max()), "n": int(g["count"].sum())}),
+        include_groups=False)
+    return out.reset_index()
+
+
+# --------------------------------------------------------------------------- cue-conflict
+
+
+@cached
+def cue_conflict_gallery(path: str, version: str, models: tuple[str, ...],
+                         n: int, seed: int) -> pd.DataFrame:
+    """``n`` cue-conflict images (a seeded pseudo-random pick) with each model's decision:
+    ``sample_id, model, decision, correct, dataset_root``."""
+    cols = ["sample_id", "model", "decision", "correct", "dataset_root"]
+    ids = _run_ids(path, version, "cue-conflict", models)
+    if not ids:
+        return pd.DataFrame(columns=cols)
+    sql = (
+        "WITH p AS (SELECT sample_id, model, decision, correct, run_id FROM predictions "
+        f"WHERE dataset = 'cue-conflict' AND view = 'standard' AND run_id IN ({_marks(len(ids))})"
+        "), s AS (SELECT DISTINCT sample_id FROM p ORDER BY hash(sample_id || ?::VARCHAR) "
+        "LIMIT ?) SELECT p.* FROM p JOIN s USING (sample_id) ORDER BY sample_id, model"
+    )
+    df = _q(path, sql, [*ids, seed, n], [*cols[:-1], "run_id"])
+    return _with_root(df, latest_runs(path, version))[cols]
+
+
+# --------------------------------------------------------------------------- explorer
+
+
+@cached
+def dataset_views(path: str, version: str, dataset: str) -> list[str]:
+    """The views stored for a dataset (``standard`` first)."""
+    df = metrics(path, version, (dataset,))
+    views = sorted(set(df["view"]), key=lambda v: (v != "standard", v))
+    return views or ["standard"]
+
+
+@cached
+def dataset_labels(path: str, version: str, dataset: str) -> list[int]:
+    """The distinct ImageNet labels present in a dataset's predictions."""
+    ids = _run_ids(path, version, dataset, tuple(latest_runs(path, version)["model"]))
+    if not ids:
+        return []
+    df = _q(path, "SELECT DISTINCT label FROM predictions WHERE dataset = ? AND run_id = ? "
+            "AND view = 'standard' AND label IS NOT NULL ORDER BY label", [dataset, ids[0]],
+            ["label"])
+    return [int(x) for x in df["label"]]
+
+
+def _explorer_ids(con: Any, path: str, version: str, dataset: str, view: str,
+                  models: tuple[str, ...], outcome: tuple[tuple[str, str], ...],
+                  disagree: bool, factor: str | None, label: int | None, page: int,
+                  page_size: int) -> tuple[int, list[str]]:
+    ids = _run_ids(path, version, dataset, models)
+    if not ids:
+        return 0, []
+    present = set(latest_runs(path, version).query("dataset == @dataset")["model"])
+    outcome = tuple((m, o) for m, o in outcome if m in present and m in models)
+    cols = [f"max(CASE WHEN model = ? THEN correct::INT END) AS c{i}" for i in range(len(outcome))]
+    conds = [f"c{i} = {1 if o == 'correct' else 0}" for i, (_, o) in enumerate(outcome)]
+    params: list[Any] = [*(m for m, _ in outcome), dataset, *ids, view]
+    fsql = ""
+    if factor is not None:
+        fsql = "AND regexp_replace(sample_id, '^.*/', '') IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(file_names_with_factor(factor)))
+    if disagree:
+        conds.append("min_pred <> max_pred")
+    if label is not None:
+        conds.append("label = ?")
+        params.append(int(label))
+    sql = (
+        "WITH g AS (SELECT sample_id, any_value(label) AS label, min(pred) AS min_pred, "
+        "max(pred) AS max_pred"
+        + "".join(f", {c}" for c in cols)
+        + f" FROM predictions WHERE dataset = ? AND run_id IN ({_marks(len(ids))}) AND view = ? "
+        f"{fsql} GROUP BY sample_id), h AS (SELECT sample_id FROM g"
+        + (f" WHERE {' AND '.join(conds)}" if conds else "")
+        + ") SELECT sample_id, (SELECT count(*) FROM h) AS total FROM h "
+        "ORDER BY sample_id LIMIT ? OFFSET ?"
+    )
+    rows = con.execute(sql, [*params, int(page_size), int(page) * int(page_size)]).fetchall()
+    if rows:
+        return int(rows[0][1]), [r[0] for r in rows]
+    if page > 0:  # past the end: report the total anyway
+        return _explorer_ids(con, path, version, dataset, view, models, outcome, disagree,
+                             factor, label, 0, 1)[0], []
+    return 0, []
+
+
+DETAIL_COLUMNS = ["sample_id", "model", "label", "pred", "confidence", "correct", "topk_idx",
+                  "topk_prob", "decision", "dataset_root"]
+
+
+def _explorer_details(con: Any, path: str, version: str, dataset: str, view: str,
+                      models: tuple[str, ...], sample_ids: Sequence[str]) -> pd.DataFrame:
+    ids = _run_ids(path, version, dataset, models)
+    if not ids or not sample_ids:
+        return pd.DataFrame(columns=DETAIL_COLUMNS)
+    sql = (
+        "SELECT sample_id, model, label, pred, confidence, correct, topk_idx, topk_prob, "
+        f"decision, run_id FROM predictions WHERE dataset = ? AND run_id IN ({_marks(len(ids))}) "
+        f"AND view = ? AND sample_id IN ({_marks(len(sample_ids))}) ORDER BY sample_id, model"
+    )
+    df = con.execute(sql, [dataset, *ids, view, *sample_ids]).df()
+    return _with_root(df, latest_runs(path, version))[DETAIL_COLUMNS]
+
+
+@cached
+def explorer_grid(
+    path: str, version: str, dataset: str, view: str, models: tuple[str, ...],
+    outcome: tuple[tuple[str, str], ...] = (), disagree: bool = False,
+    factor: str | None = None, label: int | None = None,
+    page: int = 0, page_size: int = 24,
+) -> tuple[int, pd.DataFrame]:
+    """The images matching the filters and one page of them with every model's prediction:
+    ``(total, details)`` (see :func:`explorer_page`, :func:`explorer_details`), read through
+    one short-lived connection."""
+    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+        if con is None:
+            return 0, pd.DataFrame(columns=DETAIL_COLUMNS)
+        total, ids = _explorer_ids(con, path, version, dataset, view, models, outcome,
+                                   disagree, factor, label, page, page_size)
+        return total, _explorer_details(con, path, version, dataset, view, models, ids)
+
+
+def explorer_page(
+    path: str, version: str, dataset: str, view: str, models: tuple[str, ...],
+    outcome: tuple[tuple[str, str], ...] = (), disagree: bool = False,
+    factor: str | None = None, label: int | None = None,
+    page: int = 0, page_size: int = 24,
+) -> tuple[int, list[str]]:
+    """Images matching the filters, one page of them: ``(total, sample_ids)`` (sorted).
+
+    ``outcome`` pairs (model, 'correct' | 'wrong'); ``disagree`` keeps images where the
+    selected models' top-1 classes differ; ``factor`` keeps images whose file name (last path
+    component) has that top ImageNet-X factor; ``label`` keeps one class.
+    """
+    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+        if con is None:
+            return 0, []
+        return _explorer_ids(con, path, version, dataset, view, models, outcome, disagree,
+                             factor, label, page, page_size)
+
+
+def explorer_details(path: str, version: str, dataset: str, view: str,
+                     models: tuple[str, ...], sample_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Per (image, model) of the given images: label, pred, confidence, correct, top-5,
+    decision, dataset_root."""
+    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+        if con is None:
+            return pd.DataFrame(columns=DETAIL_COLUMNS)
+        return _explorer_details(con, path, version, dataset, view, models, sample_ids)
+
+
+def _with_root(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Add each row's ``dataset_root`` from its run."""
+    roots = dict(zip(runs["run_id"], runs["dataset_root"], strict=True))
+    return df.assign(dataset_root=df["run_id"].map(roots))
+
+
+def safe_image_path(roots: Sequence[str], sample_id: str) -> Path | None:
+    """The file ``sample_id`` names inside one of the recorded dataset ``roots``, or None.
+
+    Rejects anything that resolves outside every root (``..``, absolute paths, symlinks
+    leaving the root) and anything that is not an existing regular file.
+    """
+    if not sample_id or "\x00" in sample_id:
+        return None
+    for root in roots:
+        if not root:
+            continue
+        base = Path(root).resolve()
+        candidate = (base / sample_id).resolve()
+        if candidate.is_relative_to(base) and candidate != base and candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def file_names_with_factor(factor: str) -> tuple[str, ...]:
+    """ImageNet val file names whose top ImageNet-X factor is ``factor``."""
+    from beyond_inet.metrics import IMAGENET_X_FACTORS, load_imagenet_x_annotations
+
+    if factor not in IMAGENET_X_FACTORS:
+        raise ValueError(f"unknown ImageNet-X factor {factor!r}")
+    ann = load_imagenet_x_annotations()
+    return tuple(sorted(ann.loc[ann[factor].astype(bool), "file_name"].astype(str)))
+
+
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names (index -> name)."""
+    from beyond_inet.data import imagenet_class_names
+
+    return imagenet_class_names()
+
+
+def runs_overview(path: Path) -> pd.DataFrame:
+    """One row per finished run: model, dataset, images, weights, when (uncached)."""
+    return _q(str(path),
+              "SELECT model, model_label, dataset, n_samples, n_failed, weights, random_weights, "
+              "finished_at FROM runs WHERE status = 'finished' ORDER BY model, dataset", [],
+              ["model", "model_label", "dataset", "n_samples", "n_failed", "weights",
+               "random_weights", "finished_at"])
+
+
+
+@cached
+def image_bytes(path: str, max_side: int) -> bytes:
+    """The image at ``path`` (already checked by :func:`safe_image_path`) as PNG bytes,
+    shrunk to at most ``max_side`` pixels on its longer side."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        im.thumbnail((max_side, max_side))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,8 +1,31 @@
-"""Command-line options passed to the app after ``--`` (``streamlit run app.py -- --store X``)."""
+"""The app's shared state: which store, which models, which source (sidebar, kept in the URL).
+
+Every page starts with :func:`current`, which draws the sidebar and returns the selection. The
+chosen values live in plain session keys (widgets are page-specific in Streamlit, so each
+page's widget is initialised from them and writes back on change) and are mirrored into the
+URL query (``?models=a,b&source=both``) so a view can be shared.
+"""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from beyond_inet.store import StoreLockedError
+from dashboard import frames, published
+from dashboard.queries import latest_runs, store_path, store_version
+
+SOURCE_LABELS = {"both": "measured + published", "measured": "measured", "published": "published"}
+_MODELS, _SOURCE = "sel_models", "sel_source"  # persistent across pages
+_W_MODELS, _W_SOURCE = "_w_models", "_w_source"  # the widgets (page-specific)
+
+
+def _copy(src: str, dst: str) -> None:
+    st.session_state[dst] = st.session_state[src]
 
 
 def cli_store_arg(argv: list[str] | None = None) -> str | None:
@@ -14,3 +37,90 @@ def cli_store_arg(argv: list[str] | None = None) -> str | None:
         if a.startswith("--store="):
             return a.split("=", 1)[1]
     return None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What every page shows: the store (path + change token), models and source."""
+
+    path: str
+    version: str
+    models: tuple[str, ...]
+    source: str
+    options: tuple[str, ...]
+    runs: pd.DataFrame
+    locked: bool = False
+
+    @property
+    def has_measured(self) -> bool:
+        return len(self.runs) > 0
+
+
+def _options(runs: pd.DataFrame) -> tuple[str, ...]:
+    paper = list(dict.fromkeys(published.published_rows()["model"]))
+    measured = sorted(set(runs["model"]) - set(paper))
+    return tuple(paper + measured)
+
+
+def _label(runs: pd.DataFrame, labels: dict[str, str]):
+    random = set(runs.loc[runs["random_weights"].astype(bool), "model"]) if len(runs) else set()
+
+    def fmt(model: str) -> str:
+        name = f"{model} ({labels[model]})" if model in labels else model
+        return name + (" ⚠ random" if model in random else "")
+    return fmt
+
+
+def sidebar() -> Selection:
+    """Draw the shared sidebar and return (and remember) the selection."""
+    path = str(store_path(cli_store_arg()))
+    version = store_version(path)
+    locked, broken = False, ""
+    try:
+        runs = latest_runs(path, version)
+    except StoreLockedError:
+        runs, locked = latest_runs.uncached("", ""), True  # type: ignore[attr-defined]
+    except (duckdb.Error, OSError) as e:
+        runs, broken = latest_runs.uncached("", ""), str(e).splitlines()[0]  # type: ignore
+    options = _options(runs)
+    qp = st.query_params
+    if _MODELS not in st.session_state:
+        wanted = [m for m in qp.get("models", "").split(",") if m in options]
+        st.session_state[_MODELS] = wanted if "models" in qp else list(options)
+    st.session_state[_MODELS] = [m for m in st.session_state[_MODELS] if m in options]
+    if _SOURCE not in st.session_state:
+        src = qp.get("source", "both")
+        st.session_state[_SOURCE] = src if src in frames.SOURCES else "both"
+    # widgets are re-initialised from the persistent keys on every page
+    st.session_state[_W_MODELS] = list(st.session_state[_MODELS])
+    st.session_state[_W_SOURCE] = st.session_state[_SOURCE]
+    sb = st.sidebar
+    sb.multiselect("Models", options, key=_W_MODELS, on_change=_copy, args=(_W_MODELS, _MODELS),
+                   format_func=_label(runs, published.paper_labels()),
+                   help="The models every page compares (kept in the URL).")
+    sb.radio("Results", frames.SOURCES, key=_W_SOURCE, on_change=_copy,
+             args=(_W_SOURCE, _SOURCE), format_func=SOURCE_LABELS.__getitem__,
+             help="Measured = this store; published = the paper's numbers shipped in data/.")
+    models = tuple(st.session_state[_MODELS])
+    source = st.session_state[_SOURCE]
+    st.query_params["models"] = ",".join(models)
+    st.query_params["source"] = source
+    if broken:
+        sb.error(f"Cannot read the results store `{path}`: {broken}. Showing published "
+                 "numbers only.")
+    elif locked:
+        sb.warning("The store is busy (precompute is writing); showing published numbers. "
+                   "Refresh in a moment.")
+    elif len(runs):
+        sb.caption(f"Store `{path}`: {len(runs)} runs, {runs['model'].nunique()} models.")
+        if runs["random_weights"].any():
+            sb.warning("⚠ Some runs use RANDOM weights (smoke tests): their numbers mean "
+                       "nothing.")
+    else:
+        sb.caption(f"No measured results in `{path}` yet.")
+    return Selection(path, version, models, source, options, runs, locked)
+
+
+def current() -> Selection:
+    """Draw the shared sidebar (every page calls this first) and return the selection."""
+    return sidebar()

@@ -1,20 +1,22 @@
-"""What the results store holds."""
+"""Runs: what the results store holds (every finished run and its provenance)."""
 
 import streamlit as st
 
-from dashboard.queries import runs_overview, store_path
-from dashboard.state import cli_store_arg
+from dashboard import queries, state, ui
 
-path = store_path(cli_store_arg())
-st.title("Results store")
-st.caption(f"Store: `{path}`")
-runs = runs_overview(path)
-if runs.empty:
-    st.info(
-        "No measured results yet. Run `python -m precompute --model all` "
-        "(or `--random-weights` for a smoke test) to fill the store."
-    )
-else:
-    if runs["random_weights"].any():
-        st.warning("Some runs use RANDOM weights (smoke tests): their numbers mean nothing.")
-    st.dataframe(runs, hide_index=True)
+sel = state.current()
+st.title("Runs")
+st.caption(f"Store: `{sel.path}`")
+with ui.guard():
+    runs = queries.all_runs(sel.path, sel.version)
+    if runs.empty:
+        ui.empty("No measured results yet.")
+    else:
+        if runs["random_weights"].any():
+            st.warning("⚠ Some runs use RANDOM weights (smoke tests): their numbers mean "
+                       "nothing.")
+        latest = set(sel.runs["run_id"])
+        runs = runs.assign(shown=runs["run_id"].isin(latest))
+        st.write("The dashboard shows the latest finished run per (model, dataset) "
+                 "(`shown`); older runs stay in the store.")
+        ui.table(runs, "runs")

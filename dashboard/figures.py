@@ -1,0 +1,244 @@
+"""Figure builders: plain functions from DataFrames to Plotly figures (no Streamlit).
+
+Measured and published values of the same model share a colour; published bars are hatched
+and published markers hollow, so both sources read side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PATTERN = {"measured": "", "published": "/"}
+SYMBOL = {"measured": "circle", "published": "circle-open"}
+PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Plotly
+
+
+FIXED = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
+
+
+def colour(name: str) -> str:
+    """A model's colour, the same in every chart: the paper's models have fixed colours,
+    others one picked by a stable hash of the name (random-weights marks ignored)."""
+    base = name.split(" ⚠")[0].split(" (")[0]
+    if base in FIXED:
+        return PALETTE[FIXED.index(base)]
+    h = int(hashlib.md5(base.encode()).hexdigest(), 16)
+    return PALETTE[len(FIXED) + h % (len(PALETTE) - len(FIXED))]
+
+
+def _colours(names: list[str]) -> dict[str, str]:
+    return {n: colour(n) for n in set(names)}
+
+
+def _errors(df: pd.DataFrame) -> dict[str, object]:
+    """error_y arguments from ci_low / ci_high (none when every interval is NaN)."""
+    if not {"ci_low", "ci_high"} <= set(df.columns) or df[["ci_low", "ci_high"]].isna().all().all():
+        return {}
+    return {"error_y": (df["ci_high"] - df["value"]).clip(lower=0),
+            "error_y_minus": (df["value"] - df["ci_low"]).clip(lower=0)}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin={"l": 40, "r": 20, "t": 60, "b": 40},
+                      legend={"title": None}, template="plotly_white")
+    return fig
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure carrying a message (used where a chart has nothing to show)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", 200)
+
+
+def grouped_bars(df: pd.DataFrame, x: str, title: str, y_title: str,
+                 reference: float | None = None, percent: bool = False,
+                 category_order: list[str] | None = None) -> go.Figure:
+    """Bars of ``value`` per ``x``, one colour per ``display``, hatched when published, with
+    95% intervals; an optional horizontal reference line."""
+    if df.empty:
+        return empty_figure("no data")
+    d = df.copy()
+    scale = 100.0 if percent else 1.0
+    for c in ("value", "ci_low", "ci_high"):
+        d[c] = d[c] * scale
+    d["series"] = d["display"] + np.where(d["source"] == "published", " (published)", "")
+    fig = px.bar(d, x=x, y="value", color="display", pattern_shape="source",
+                 pattern_shape_map=PATTERN, barmode="group",
+                 color_discrete_map=_colours(d["display"].tolist()),
+                 category_orders={x: category_order} if category_order else None,
+                 hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
+                 **_errors(d))
+    if reference is not None:
+        fig.add_hline(y=reference * scale, line_dash="dash", line_color="grey")
+    fig.update_yaxes(title=y_title)
+    return _layout(fig, title)
+
+
+def profile_chart(normalised: pd.DataFrame) -> go.Figure:
+    """Radar chart of each row's properties scaled 0 (worst shown) .. 1 (best shown)."""
+    if normalised.empty or normalised.shape[1] == 0:
+        return empty_figure("no properties to compare")
+    cats = list(normalised.columns)
+    fig = go.Figure()
+    colours = _colours(list(normalised.index))
+    for name, row in normalised.iterrows():
+        r = row.tolist()
+        fig.add_trace(go.Scatterpolar(r=[*r, r[0]], theta=[*cats, cats[0]], name=str(name),
+                                      line_color=colours[str(name)], connectgaps=True,
+                                      line_dash="dot" if str(name).endswith("(published)")
+                                      else "solid", fill="toself", opacity=0.55))
+    fig.update_layout(polar={"radialaxis": {"range": [0, 1], "tickvals": [0, 0.5, 1],
+                                            "ticktext": ["worst", "", "best"]}})
+    return _layout(fig, "Model profiles (each property scaled from worst to best shown)", 460)
+
+
+def ranking_chart(rank: pd.DataFrame) -> go.Figure:
+    """Horizontal bars of the weighted score, best at the top."""
+    if rank.empty or rank["score"].isna().all():
+        return empty_figure("give at least one property a weight")
+    d = rank.reset_index(names="model").iloc[::-1]
+    fig = px.bar(d, x="score", y="model", orientation="h", range_x=[0, 1],
+                 text=d["score"].map(lambda s: f"{s:.2f}" if np.isfinite(s) else ""))
+    fig.update_yaxes(title=None)
+    return _layout(fig, "Your ranking (weighted mean of the scaled properties)",
+                   140 + 40 * len(d))
+
+
+def reliability_diagram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figure:
+    """Per model: accuracy per confidence bin (bars), the gap to perfect calibration shaded,
+    the diagonal, and each bin's count in the hover."""
+    if bins.empty:
+        return empty_figure("no labelled predictions")
+    models = sorted(bins["model"].unique())
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, shared_yaxes=True)
+    width = 1.0 / n_bins
+    for j, m in enumerate(models, start=1):
+        b = bins[bins["model"] == m]
+        centre = np.minimum(b["bin"].to_numpy() * width + width / 2, 1.0)
+        acc, conf = b["accuracy"].to_numpy(), b["mean_confidence"].to_numpy()
+        fig.add_trace(go.Bar(x=centre, y=acc, width=width, name="accuracy",
+                             marker_color="#1f77b4", showlegend=j == 1,
+                             customdata=np.c_[b["count"], conf],
+                             hovertemplate="acc %{y:.3f}<br>conf %{customdata[1]:.3f}"
+                                           "<br>n=%{customdata[0]}<extra></extra>"),
+                      row=1, col=j)
+        fig.add_trace(go.Bar(x=centre, y=conf - acc, base=acc, width=width, name="gap",
+                             marker_color="rgba(214,39,40,0.35)",
+                             marker_line_color="rgba(214,39,40,0.9)", showlegend=j == 1,
+                             hovertemplate="gap %{y:.3f}<extra></extra>"), row=1, col=j)
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect",
+                                 line={"dash": "dash", "color": "grey"}, showlegend=j == 1),
+                      row=1, col=j)
+        fig.update_xaxes(range=[0, 1], title="confidence", row=1, col=j)
+    fig.update_yaxes(range=[0, 1], title="accuracy", row=1, col=1)
+    fig.update_layout(barmode="overlay")
+    return _layout(fig, title, 380)
+
+
+def confidence_histogram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figure:
+    """Share of images per confidence bin, one line per model."""
+    if bins.empty:
+        return empty_figure("no labelled predictions")
+    d = bins.copy()
+    d["share"] = d["count"] / d.groupby("model")["count"].transform("sum")
+    d["confidence"] = np.minimum(d["bin"] / n_bins + 0.5 / n_bins, 1.0)
+    fig = px.bar(d, x="confidence", y="share", color="model", barmode="group",
+                 color_discrete_map=_colours(d["model"].tolist()))
+    fig.update_xaxes(range=[0, 1])
+    return _layout(fig, title, 340)
+
+
+def curves(df: pd.DataFrame, y_title: str, title: str, percent: bool = True) -> go.Figure:
+    """``value`` vs ``x`` per ``display`` (hollow markers for published), one panel per
+    ``family``, 95% intervals as error bars."""
+    if df.empty:
+        return empty_figure("no data")
+    d = df.copy()
+    scale = 100.0 if percent else 1.0
+    for c in ("value", "ci_low", "ci_high"):
+        d[c] = d[c] * scale
+    d["x_plot"] = np.where(d["x"].notna(), d["x"], d["x_raw"]) if "x_raw" in d else d["x"]
+    fig = px.line(d, x="x_plot", y="value", color="display", symbol="source",
+                  symbol_map=SYMBOL, facet_col="family" if "family" in d else None,
+                  markers=True, color_discrete_map=_colours(d["display"].tolist()),
+                  **_errors(d))
+    fig.update_xaxes(matches=None, title=None)
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_yaxes(title=y_title, col=1)
+    return _layout(fig, title, 400)
+
+
+def shape_bias_plot(per_category: pd.DataFrame, overall: pd.DataFrame,
+                    humans: pd.DataFrame) -> go.Figure:
+    """model-vs-human style: categories down the side (the overall value on top), the
+    fraction of shape decisions across (texture 0 .. shape 1), one marker per model (hollow
+    when published; a diamond for the overall value), and the human observers' mean with
+    their range shaded."""
+    fig = go.Figure()
+    overall_label = "ALL (overall)"
+    rows = [per_category.assign(kind="category")]
+    if len(overall):
+        rows.append(overall.assign(category=overall_label, kind="overall"))
+    d = pd.concat([r for r in rows if len(r)] or [per_category.assign(kind="category")],
+                  ignore_index=True)
+    colours = _colours(list(d.get("display", pd.Series(dtype=str))))
+    if len(humans):
+        lo, hi = humans["shape_bias"].min(), humans["shape_bias"].max()
+        mean = humans["shape_bias"].mean()
+        fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(120,120,120,0.2)", line_width=0)
+        fig.add_vline(x=mean, line_color="black", line_width=2,
+                      annotation_text=f"humans {mean:.2f}", annotation_position="top")
+    for (display, source), g in d.groupby(["display", "source"], sort=True):
+        symbols = ["diamond" if k == "overall" else "circle" for k in g["kind"]]
+        if source == "published":
+            symbols = [f"{s}-open" for s in symbols]
+        fig.add_trace(go.Scatter(
+            x=g["value"], y=g["category"], mode="markers",
+            name=f"{display}" + (" (published)" if source == "published" else ""),
+            marker={"color": colours[display], "size": [14 if k == "overall" else 10
+                                                        for k in g["kind"]],
+                    "symbol": symbols, "line": {"width": 2, "color": colours[display]}},
+            hovertemplate="%{y}: %{x:.3f}<extra>%{fullData.name}</extra>"))
+    cats = sorted(per_category["category"].unique()) if len(per_category) else []
+    order = ([overall_label] if len(overall) else []) + cats
+    fig.update_xaxes(range=[-0.02, 1.02],
+                     title="fraction of shape decisions  (0 = texture, 1 = shape)")
+    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title=None)
+    return _layout(fig, "Shape vs texture bias", 160 + 26 * max(len(order), 4))
+
+
+def heatmap(df: pd.DataFrame, x: str, y: str, title: str, percent: bool = True) -> go.Figure:
+    """A value heatmap (e.g. ImageNet-C corruption x severity), annotated."""
+    if df.empty:
+        return empty_figure("no data")
+    table = df.pivot_table(index=y, columns=x, values="value", aggfunc="mean")
+    z = table.to_numpy() * (100 if percent else 1)
+    fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in table.columns],
+                               y=[str(i) for i in table.index], colorscale="Viridis",
+                               text=np.vectorize(lambda v: "" if math.isnan(v) else f"{v:.1f}")(z),
+                               texttemplate="%{text}"))
+    return _layout(fig, title, 120 + 28 * len(table.index))
+
+
+def measured_vs_published(df: pd.DataFrame) -> go.Figure:
+    """Scatter of measured against published numbers with the y = x line."""
+    d = df.dropna(subset=["measured", "published"])
+    if d.empty:
+        return empty_figure("no measured number has a published counterpart yet")
+    lo = float(min(d["measured"].min(), d["published"].min()))
+    hi = float(max(d["measured"].max(), d["published"].max()))
+    fig = px.scatter(d, x="published", y="measured", color="model", symbol="unit",
+                     hover_data=["dataset", "metric", "difference"])
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line={"dash": "dash", "color": "grey"}))
+    return _layout(fig, "Measured vs published", 420)

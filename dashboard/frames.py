@@ -1,0 +1,315 @@
+"""Pure pandas steps between the queries and the figures: combine measured and published
+numbers, derive the summary properties, build the Overview table and the ranking.
+
+Every function takes and returns DataFrames (no Streamlit, no I/O), so they are unit-tested.
+A *combined* frame has the store's long format plus ``source`` (``measured`` | ``published``),
+``random_weights`` and ``display`` (the model name, marked when its weights are random).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
+
+SOURCES = ("both", "measured", "published")
+RANDOM_MARK = " ⚠ random weights"
+COMBINED_COLUMNS = ["model", "dataset", "view", "metric", "value", "ci_low", "ci_high",
+                    "source", "random_weights", "display", "detail"]
+INVARIANCE_FAMILIES = ("scale", "shift", "resolution")
+_FAMILY_VIEW = re.compile(r"^(?P<family>[A-Za-z_]+):(?P<value>.+)$")
+
+
+@dataclass(frozen=True)
+class Property:
+    """One Overview column: where its number lives and which direction is better."""
+
+    title: str
+    dataset: str
+    metric: str
+    higher_is_better: bool
+    percent: bool
+    help: str
+
+
+PROPERTIES: tuple[Property, ...] = (
+    Property("ImageNet top-1", "imagenet-val", "top1", True, True, "ImageNet-1k val accuracy"),
+    Property("ECE", "imagenet-val", "ece", False, False,
+             "expected calibration error on ImageNet val (15 bins), lower is better"),
+    Property("ImageNet-X error ratio", "imagenet-val", "error_ratio_mean", False, False,
+             "mean over the 16 ImageNet-X factors of (factor error / overall error); lower is "
+             "better"),
+    Property("Shape bias", "cue-conflict", "shape_bias", True, False,
+             "fraction of shape decisions on cue-conflict images (humans: 0.96)"),
+    Property("Robustness avg", *ROBUSTNESS_AVERAGE, True, True,
+             "mean top-1 over ImageNet-V2, ReaL, Sketch, R, A, C and Hard (the paper's average)"),
+    Property("Invariance", "invariance", "agreement_mean", True, True,
+             "mean agreement with the standard view over the scale, shift and resolution views"),
+    Property("PUG-ImageNet", "pug-imagenet", "top1_mean", True, True,
+             "mean top-1 over the PUG-ImageNet factor subsets"),
+)
+
+
+def display_name(model: str, random_weights: bool) -> str:
+    """The model name as shown everywhere: marked when its weights are random."""
+    return f"{model}{RANDOM_MARK}" if random_weights else model
+
+
+def _prepared(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    out = df.copy()
+    out["source"] = source
+    out["random_weights"] = out.get("random_weights", False)
+    out["random_weights"] = out["random_weights"].fillna(False).astype(bool)
+    if "detail" not in out:
+        out["detail"] = None
+    out["display"] = [display_name(m, r) for m, r in zip(out["model"], out["random_weights"],
+                                                         strict=True)]
+    return out.reindex(columns=COMBINED_COLUMNS)
+
+
+def _mean_over_views(d: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per ``keys``: the ``standard`` view's row when present, else the mean over views."""
+    std = d[d["view"] == "standard"].drop_duplicates(keys)
+    std = std[[*keys, "value", "ci_low", "ci_high", "random_weights"]].assign(detail=None)
+    rest = d[d["view"] != "standard"]
+    if len(std):
+        have = pd.MultiIndex.from_frame(std[keys])
+        rest = rest[~pd.MultiIndex.from_frame(rest[keys]).isin(have)]
+    agg = rest.groupby(keys, sort=False).agg(value=("value", "mean"), k=("value", "size"),
+                                             random_weights=("random_weights", "any"))
+    agg = agg.reset_index().assign(ci_low=math.nan, ci_high=math.nan)
+    agg["detail"] = [f"mean of {k} views" for k in agg["k"]]
+    return pd.concat([x for x in (std, agg.drop(columns="k")) if len(x)] or [std],
+                     ignore_index=True)
+
+
+def benchmark_value(measured: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
+    """Per model the value of ``metric`` on ``dataset``: its ``standard`` view when present,
+    else the mean over the dataset's views (ImageNet-C corruptions x severities)."""
+    d = measured[(measured["dataset"] == dataset) & (measured["metric"] == metric)]
+    return _mean_over_views(d, ["model"]).sort_values("model").reset_index(drop=True)
+
+
+def _summary(d: pd.DataFrame, dataset: str, metric: str, what: str) -> pd.DataFrame:
+    a = d.groupby("model").agg(value=("value", "mean"), k=("value", "size"),
+                               random_weights=("random_weights", "any")).reset_index()
+    a["detail"] = [f"mean of {k} {what}" for k in a["k"]]
+    return a.drop(columns="k").assign(dataset=dataset, view="standard", metric=metric,
+                                      ci_low=math.nan, ci_high=math.nan)
+
+
+def derive(measured: pd.DataFrame) -> pd.DataFrame:
+    """The measured metrics plus the derived summaries: a dataset stored only per view
+    (ImageNet-C) gets its mean as view ``standard``; the robustness average
+    (``robustness/top1_average``, over the benchmarks present), ``invariance/agreement_mean``
+    and ``pug-imagenet/top1_mean``."""
+    extra = []
+    keys = pd.DataFrame(ROBUSTNESS_BENCHMARKS, columns=["benchmark", "dataset", "metric"])
+    bench = _mean_over_views(measured.merge(keys[["dataset", "metric"]]),
+                             ["model", "dataset", "metric"])
+    if len(bench):
+        derived = bench[bench["detail"].notna()]
+        if len(derived):
+            extra.append(derived.assign(view="standard"))
+        avg = _summary(bench, *ROBUSTNESS_AVERAGE, f"of {len(keys)} benchmarks")
+        extra.append(avg)
+    fam = measured["view"].str.split(":", n=1).str[0]
+    inv = measured[(measured["dataset"] == "imagenet-val") & (measured["metric"] == "agreement")
+                   & fam.isin(INVARIANCE_FAMILIES)]
+    if len(inv):
+        extra.append(_summary(inv, "invariance", "agreement_mean", "views"))
+    pug = measured[(measured["dataset"] == "pug-imagenet") & (measured["metric"] == "top1")
+                   & (measured["view"] != "standard")]
+    if len(pug):
+        extra.append(_summary(pug, "pug-imagenet", "top1_mean", "factors"))
+    if not extra:
+        return measured
+    return pd.concat([measured, *extra], ignore_index=True)
+
+
+def combine(measured: pd.DataFrame, published: pd.DataFrame, source: str,
+            models: Sequence[str] | None = None, derive: bool = True) -> pd.DataFrame:
+    """Measured (with :func:`derive`'s summaries unless ``derive`` is False, e.g. when SQL
+    computed them) and/or published rows, per ``source`` (``both`` | ``measured`` |
+    ``published``), restricted to ``models`` when given."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if models is not None:
+        measured = measured[measured["model"].isin(list(models))]
+        published = published[published["model"].isin(list(models))] if len(published) \
+            else published
+    parts = []
+    if source in ("both", "measured") and len(measured):
+        parts.append(_prepared(_derive(measured) if derive else measured, "measured"))
+    if source in ("both", "published") and len(published):
+        parts.append(_prepared(published, "published"))
+    if not parts:
+        return pd.DataFrame(columns=COMBINED_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    for c in ("value", "ci_low", "ci_high"):
+        out[c] = pd.to_numeric(out[c], errors="coerce")
+    return out.reset_index(drop=True)
+
+
+def pick(combined: pd.DataFrame, dataset: str, metric: str | None = None,
+         view: str | None = "standard") -> pd.DataFrame:
+    """Rows of one dataset (and metric / view when given)."""
+    m = combined["dataset"] == dataset
+    if metric is not None:
+        m &= combined["metric"] == metric
+    if view is not None:
+        m &= combined["view"] == view
+    return combined[m]
+
+
+def row_label(display: str, source: str, both: bool) -> str:
+    """A table row's name: the model, and its source when both sources are shown."""
+    return f"{display} ({source})" if both else display
+
+
+_derive = derive
+
+
+def format_value(value: float, lo: float, hi: float, percent: bool) -> str:
+    """``85.3 [84.9, 85.7]`` (percent) or ``0.041 [0.038, 0.044]``; '' when NaN."""
+    if value is None or not np.isfinite(value):
+        return ""
+    f = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.3f}")
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"{f(value)} [{f(lo)}, {f(hi)}]"
+    return f(value)
+
+
+def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numeric, text) tables: one row per (model, source), one column per property.
+
+    ``numeric`` holds the values (NaN where missing, plus ``model``/``display``/``source``
+    columns); ``text`` the formatted values with 95% intervals; both indexed by the row label.
+    """
+    both = combined["source"].nunique() > 1
+    keys = combined[["model", "display", "source"]].drop_duplicates()
+    keys = keys.sort_values(["model", "source"]).reset_index(drop=True)
+    wanted = {(p.dataset, p.metric) for p in PROPERTIES}
+    std = combined[combined["view"] == "standard"]
+    std = std[[(d, m) in wanted for d, m in zip(std["dataset"], std["metric"], strict=True)]]
+    found: dict[tuple[str, str, str, str, str], tuple[float, float, float]] = {}
+    for r in std.itertuples(index=False):
+        found.setdefault((r.model, r.source, r.display, r.dataset, r.metric),
+                         (float(r.value), float(r.ci_low), float(r.ci_high)))
+    labels = [row_label(d, s, both) for d, s in zip(keys["display"], keys["source"], strict=True)]
+    num = keys.copy()
+    num.index = labels
+    text = pd.DataFrame(index=labels)
+    for p in PROPERTIES:
+        cells = [found.get((k.model, k.source, k.display, p.dataset, p.metric))
+                 for k in keys.itertuples(index=False)]
+        if all(c is None for c in cells):
+            continue
+        num[p.title] = [math.nan if c is None else c[0] for c in cells]
+        text[p.title] = ["" if c is None else format_value(*c, p.percent) for c in cells]
+    return num, text
+
+
+def best_mask(numeric: pd.DataFrame) -> pd.DataFrame:
+    """True where a cell holds its column's best value (direction per property)."""
+    mask = pd.DataFrame(False, index=numeric.index, columns=numeric.columns)
+    for p in PROPERTIES:
+        if p.title in numeric:
+            col = numeric[p.title]
+            if col.notna().any():
+                best = col.max() if p.higher_is_better else col.min()
+                mask[p.title] = col == best
+    return mask
+
+
+def normalised(numeric: pd.DataFrame) -> pd.DataFrame:
+    """Each property scaled to 0 (worst shown) .. 1 (best shown); NaN stays NaN; a column
+    whose values are all equal scores 1."""
+    out = pd.DataFrame(index=numeric.index)
+    for p in PROPERTIES:
+        if p.title not in numeric:
+            continue
+        col = numeric[p.title].astype(float)
+        lo, hi = col.min(), col.max()
+        if not np.isfinite(lo):
+            continue
+        s = (col - lo) / (hi - lo) if hi > lo else col * 0 + 1.0
+        out[p.title] = s if p.higher_is_better else 1.0 - s if hi > lo else s
+    return out
+
+
+def ranking(numeric: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
+    """Weighted score per row: the weighted mean of the normalised properties the row has
+    (weights <= 0 ignored). Columns ``score`` (0-1), ``properties`` (how many counted);
+    sorted best first."""
+    norm = normalised(numeric)
+    w = pd.Series({k: float(v) for k, v in weights.items() if k in norm and v > 0}, dtype=float)
+    if w.empty:
+        return pd.DataFrame({"score": math.nan, "properties": 0}, index=numeric.index)
+    sub = norm[w.index]
+    have = sub.notna()
+    total = (sub.fillna(0) * w).sum(axis=1)
+    denom = (have * w).sum(axis=1)
+    score = total / denom.where(denom > 0)
+    out = pd.DataFrame({"score": score, "properties": have.sum(axis=1)}, index=numeric.index)
+    return out.sort_values("score", ascending=False, na_position="last")
+
+
+def family_views(df: pd.DataFrame, families: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows whose view is ``<family>:<value>``, with ``family`` and ``x`` (the value, as a
+    float where it parses, else the string) columns; only ``families`` when given."""
+    parts = df["view"].astype(str).str.extract(_FAMILY_VIEW)
+    out = df.assign(family=parts["family"], x_raw=parts["value"])
+    out = out[out["family"].notna()]
+    if families is not None:
+        out = out[out["family"].isin(list(families))]
+    out = out.assign(x=pd.to_numeric(out["x_raw"], errors="coerce"))
+    return out.sort_values(["family", "x", "x_raw"])
+
+
+def robustness_table(combined: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, source, benchmark) for the paper's robustness benchmarks, ImageNet
+    val and the average: ``display, source, benchmark, value, ci_low, ci_high, detail``."""
+    items = [("ImageNet val", "imagenet-val", "top1"), *ROBUSTNESS_BENCHMARKS,
+             ("Average", *ROBUSTNESS_AVERAGE)]
+    rows = []
+    for label, dataset, metric in items:
+        r = pick(combined, dataset, metric)
+        rows.append(r.assign(benchmark=label))
+    if not rows:
+        return pd.DataFrame()
+    out = pd.concat(rows, ignore_index=True)
+    order = {b: i for i, (b, _, _) in enumerate(items)}
+    out["order"] = out["benchmark"].map(order)
+    return out.sort_values(["order", "model", "source"]).drop(columns="order")
+
+
+def reproduction(combined: pd.DataFrame, published_rows: pd.DataFrame) -> pd.DataFrame:
+    """Every published number next to the measured one with the same store key and their
+    difference (measured - published, in the published unit)."""
+    meas = combined[combined["source"] == "measured"]
+    found: dict[tuple[str, str, str, str], tuple[float, bool]] = {}
+    for m in meas.itertuples(index=False):
+        found.setdefault((m.model, m.dataset, m.view, m.metric),
+                         (float(m.value), bool(m.random_weights)))
+    rows = []
+    for r in published_rows.itertuples(index=False):
+        hit = found.get((r.model, r.dataset, r.view, r.metric))
+        scale = 100.0 if r.unit == "%" else 1.0
+        mv = hit[0] * scale if hit else math.nan
+        rows.append({
+            "model": r.model, "paper label": r.paper_label, "property": r.property,
+            "dataset": r.published_dataset, "metric": r.published_metric,
+            "setting": r.setting, "published": r.published_value, "measured": mv,
+            "difference": mv - r.published_value, "unit": r.unit,
+            "random weights": hit[1] if hit else False,
+            "store key": f"{r.dataset}/{r.view}/{r.metric}" if r.dataset else "",
+            "provenance": r.provenance, "source": r.source,
+        })
+    return pd.DataFrame(rows)

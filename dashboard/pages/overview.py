@@ -1,0 +1,54 @@
+"""Overview: one row per model, one column per property, profiles and a weighted ranking."""
+
+import streamlit as st
+
+from dashboard import figures, frames, state, ui
+
+sel = state.current()
+st.title("Overview")
+st.write("Which model should you pick? Each column is one property the paper looks at "
+         "beyond ImageNet accuracy; the best value shown is highlighted.")
+ui.source_note(sel)
+with ui.guard():
+    comb = ui.combined_metrics(sel)
+    ui.random_banner(comb[comb["source"] == "measured"])
+    if not sel.models:
+        ui.empty("Select at least one model in the sidebar.", hint=False)
+    elif comb.empty:
+        ui.empty("Nothing to show for these models and this source.")
+    else:
+        num, text = frames.overview(comb)
+        props = [p for p in frames.PROPERTIES if p.title in num.columns]
+        if not props:
+            ui.empty("None of the overview properties is available for these models.")
+        else:
+            mask = frames.best_mask(num[[p.title for p in props]])
+            shown = text.reset_index(names="model")
+            mask = mask.reset_index(drop=True)
+            styled = shown.style.apply(
+                lambda col: ["font-weight: bold; background-color: rgba(46,160,67,0.25)"
+                             if col.name in mask and mask.loc[i, col.name] else ""
+                             for i in range(len(col))], axis=0)
+            st.subheader("Properties")
+            ui.table(shown, "overview", styled=styled)
+            st.caption(" · ".join(f"**{p.title}**: {p.help}" for p in props)
+                       + ". Values in % where the property is an accuracy; [95% bootstrap "
+                       "interval] where measured.")
+            notes = comb[(comb["dataset"] == "robustness") & (comb["source"] == "measured")
+                         & comb["detail"].notna()]
+            notes = notes[~notes["detail"].str.startswith("mean of 7 ")]
+            if len(notes):
+                st.caption("Measured robustness average over the benchmarks present: " + "; ".join(
+                    f"{r.display}: {r.detail}" for r in notes.itertuples()))
+            norm = frames.normalised(num[[p.title for p in props]])
+            st.subheader("Profiles")
+            ui.chart(figures.profile_chart(norm), "profiles")
+            st.subheader("What matters to you")
+            st.write("Weight each property (0 = ignore); the score is the weighted mean of "
+                     "the properties scaled from worst (0) to best (1) among the rows shown.")
+            cols = st.columns(len(props))
+            weights = {p.title: c.slider(p.title, 0, 5, 1, key=f"w-{p.title}")
+                       for p, c in zip(props, cols, strict=True)}
+            rank = frames.ranking(num[[p.title for p in props]], weights)
+            ui.chart(figures.ranking_chart(rank), "ranking")
+            ui.table(rank.reset_index(names="model").round(3), "ranking")

@@ -1,0 +1,65 @@
+"""Shape bias: per-category shape decisions per model against humans, and a gallery."""
+
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from dashboard import figures, published, queries, state, ui
+
+sel = state.current()
+st.title("Shape bias")
+st.write("On cue-conflict images (the shape of one category, the texture of another), does a "
+         "model decide by shape, like people, or by texture? 1.0 = always shape.")
+ui.source_note(sel)
+with ui.guard():
+    comb = ui.combined_metrics(sel, ("cue-conflict",))
+    ui.random_banner(comb[comb["source"] == "measured"])
+    std = comb[comb["view"] == "standard"]
+    overall = std[std["metric"] == "shape_bias"]
+    per_cat = std[std["metric"].str.startswith("shape_bias:")].copy()
+    per_cat["category"] = per_cat["metric"].str.split(":", n=1).str[1]
+    per_cat = per_cat[per_cat["value"].notna()]
+    humans = published.human_shape_bias()
+    if not sel.models:
+        ui.empty("Select at least one model in the sidebar.", hint=False)
+    elif overall.empty and per_cat.empty:
+        ui.empty("No shape-bias results for these models and this source.")
+    else:
+        ui.chart(figures.shape_bias_plot(per_cat, overall, humans), "shape-bias")
+        st.caption(f"Grey band: the {len(humans)} human observers' range; black line: their "
+                   f"mean ({humans['shape_bias'].mean():.3f}). Circles: per shape category "
+                   "(measured); diamonds: each model's overall shape bias (hollow = published).")
+        rows = std[std["metric"].isin(["shape_bias", "shape_accuracy", "texture_accuracy"])]
+        table = rows.pivot_table(index=["display", "source"], columns="metric",
+                                 values="value").round(4).reset_index().astype(object).fillna("")
+        ui.table(table, "shape-bias")
+        with st.expander("Human observers"):
+            ui.table(humans, "human-shape-bias")
+    st.subheader("Cue-conflict gallery")
+    measured = tuple(m for m in sel.models if m in set(
+        sel.runs[sel.runs["dataset"] == "cue-conflict"]["model"]))
+    if sel.source == "published" or not measured:
+        ui.empty("The gallery shows each measured model's decision on cue-conflict images: "
+                 "run precompute on the cue-conflict dataset (and pick the measured source).")
+    else:
+        c1, c2 = st.columns(2)
+        n = c1.slider("Images", 4, 24, 8, step=4, key="sb-n")
+        seed = c2.number_input("Shuffle", 0, 10_000, 0, key="sb-seed")
+        g = queries.cue_conflict_gallery(sel.path, sel.version, measured, int(n), int(seed))
+        st.download_button("Download these decisions (CSV)",
+                           g.drop(columns=["dataset_root"]).to_csv(index=False).encode(),
+                           "cue-conflict-gallery.csv", "text/csv", key="csv-gallery")
+        cols = st.columns(4)
+        for i, (sid, grp) in enumerate(g.groupby("sample_id", sort=True)):
+            col = cols[i % 4]
+            p = queries.safe_image_path(grp["dataset_root"].dropna().unique().tolist(), sid)
+            shape_texture = sid.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if p is not None:
+                with Image.open(p) as im:
+                    col.image(im.convert("RGB").resize((160, 160)), caption=shape_texture)
+            else:
+                col.caption(f"{shape_texture} (image not found)")
+            col.dataframe(pd.DataFrame({"model": grp["model"], "decision": grp["decision"],
+                                        "shape?": grp["correct"].map({True: "✓",
+                                                                      False: ""})}),
+                          hide_index=True)

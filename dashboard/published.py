@@ -1,0 +1,129 @@
+"""The paper's published numbers, shipped in ``data/published/``, in the store's metric keys.
+
+Each published row (``property, model, dataset, metric, value, unit, provenance, source``) is
+mapped to the key the store uses for the same number (``dataset, view, metric``, fractions in
+0-1), so measured and published values line up. Rows without a store counterpart (FLOPs,
+VTAB transfer) keep ``dataset``/``metric`` as ``None`` and appear only on the Reproduction page.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "data" / "published"
+RESULTS_CSV = "paper_published_results.csv"
+HUMANS_CSV = "human_shape_bias.csv"
+
+#: Robustness benchmarks in the paper's average (its "Average" = mean of these 7 top-1s).
+ROBUSTNESS_BENCHMARKS: tuple[tuple[str, str, str], ...] = (
+    # (label, store dataset, store metric)
+    ("ImageNet-V2", "imagenet-v2", "top1"),
+    ("ImageNet-ReaL", "imagenet-val", "top1_real"),
+    ("ImageNet-Sketch", "imagenet-sketch", "top1"),
+    ("ImageNet-R", "imagenet-r", "top1"),
+    ("ImageNet-A", "imagenet-a", "top1"),
+    ("ImageNet-C", "imagenet-c", "top1"),
+    ("ImageNet-Hard", "imagenet-hard", "top1"),
+)
+ROBUSTNESS_AVERAGE = ("robustness", "top1_average")  # (dataset, metric) of the derived average
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Where a published (dataset, metric) lives in the store, and the factor to 0-1."""
+
+    dataset: str
+    metric: str
+    scale: float = 1.0
+    view: str = "standard"
+
+
+#: (published dataset, published metric) -> store key; the first listed wins on duplicates.
+MAPPINGS: dict[tuple[str, str], Mapping] = {
+    ("ImageNet-1K val (INet-Val)", "top-1 accuracy"): Mapping("imagenet-val", "top1", 0.01),
+    ("ImageNet-1K val", "top-1 accuracy"): Mapping("imagenet-val", "top1", 0.01),
+    ("ImageNet-1K val", "ECE"): Mapping("imagenet-val", "ece"),
+    ("ImageNet-R (200-class logits)", "ECE"): Mapping("imagenet-r", "ece"),
+    ("ImageNet-R (200-class logits)", "top-1 accuracy"): Mapping("imagenet-r", "top1", 0.01),
+    ("ImageNet-Real", "top-1 accuracy"): Mapping("imagenet-val", "top1_real", 0.01),
+    ("ImageNet-Sketch", "top-1 accuracy"): Mapping("imagenet-sketch", "top1", 0.01),
+    ("ImageNet-R", "top-1 accuracy"): Mapping("imagenet-r", "top1", 0.01),
+    ("ImageNet-A", "top-1 accuracy"): Mapping("imagenet-a", "top1", 0.01),
+    ("ImageNet-C", "top-1 accuracy"): Mapping("imagenet-c", "top1", 0.01),
+    ("ImageNet-Hard", "top-1 accuracy"): Mapping("imagenet-hard", "top1", 0.01),
+    ("ImageNet-V2", "top-1 accuracy"): Mapping("imagenet-v2", "top1", 0.01),
+    ("Average", "top-1 accuracy"): Mapping(*ROBUSTNESS_AVERAGE, 0.01),
+    ("cue-conflict (1200 images with shape != texture)", "shape bias"):
+        Mapping("cue-conflict", "shape_bias"),
+    ("cue-conflict", "accuracy (top-1) vs shape label"):
+        Mapping("cue-conflict", "accuracy_all_images"),
+}
+
+COLUMNS = ["model", "paper_label", "property", "published_dataset", "setting",
+           "published_metric", "published_value", "unit", "dataset", "view", "metric", "value",
+           "preferred", "provenance", "source"]
+
+
+def _decimals(x: float) -> int:
+    text = repr(float(x))
+    return len(text.split(".")[1].rstrip("0")) if "." in text else 0
+
+
+@functools.lru_cache(maxsize=4)
+def _load(directory: str) -> pd.DataFrame:
+    raw = pd.read_csv(Path(directory) / RESULTS_CSV)
+    rows = []
+    for r in raw.itertuples(index=False):
+        m = MAPPINGS.get((r.dataset, r.metric))
+        rows.append({
+            "model": r.model, "paper_label": r.paper_label, "property": r.property,
+            "published_dataset": r.dataset, "setting": r.setting,
+            "published_metric": r.metric, "published_value": float(r.value), "unit": r.unit,
+            "dataset": m.dataset if m else None, "view": m.view if m else None,
+            "metric": m.metric if m else None,
+            "value": float(r.value) * m.scale if m else float("nan"),
+            "provenance": r.provenance, "source": r.source,
+            "_rank": (list(MAPPINGS).index((r.dataset, r.metric)) if m else 99,
+                      -_decimals(r.value)),
+        })
+    df = pd.DataFrame(rows)
+    df["preferred"] = False
+    mapped = df[df["dataset"].notna()].sort_values("_rank", kind="stable")
+    first = mapped.drop_duplicates(["model", "dataset", "view", "metric"]).index
+    df.loc[first, "preferred"] = True
+    return df[COLUMNS]
+
+
+def published_rows(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
+    """Every published number with its store key (``dataset/view/metric``, NaN-free ``value``
+    in store units where mapped), ``preferred`` marking the one value used per key, and its
+    ``provenance`` and ``source``. A copy; raises FileNotFoundError if the CSV is missing."""
+    return _load(str(directory)).copy()
+
+
+def published_metrics(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
+    """The preferred published value per (model, dataset, view, metric), in the measured
+    metrics' long format plus ``source='published'``, ``provenance`` and ``reference``."""
+    df = published_rows(directory)
+    df = df[df["preferred"]]
+    return pd.DataFrame({
+        "model": df["model"], "dataset": df["dataset"], "view": df["view"],
+        "metric": df["metric"], "value": df["value"], "ci_low": float("nan"),
+        "ci_high": float("nan"), "source": "published", "random_weights": False,
+        "provenance": df["provenance"], "reference": df["source"],
+    }).reset_index(drop=True)
+
+
+def paper_labels(directory: Path = PUBLISHED_DIR) -> dict[str, str]:
+    """Model key -> the paper's label (``deit3_21k`` -> ``ViT-sup``)."""
+    df = published_rows(directory)
+    return dict(zip(df["model"], df["paper_label"], strict=False))
+
+
+def human_shape_bias(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
+    """The human observers' shape bias (``subject, shape_bias, source``)."""
+    return pd.read_csv(directory / HUMANS_CSV)

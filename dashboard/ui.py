@@ -1,0 +1,83 @@
+"""Small Streamlit helpers every page shares: tables with CSV download, charts with PNG
+export, friendly empty states, the random-weights banner, and a guard against store errors."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import duckdb
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from beyond_inet.store import StoreLockedError
+from dashboard import queries
+from dashboard.state import Selection
+
+PRECOMPUTE_HINT = (
+    "Measured results come from `python -m precompute --model all --data-root DIR` "
+    "(or `python -m precompute --model timm:test_vit --random-weights --limit 50` for a smoke "
+    "test); they appear here after a refresh."
+)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "table"
+
+
+def table(df: pd.DataFrame, name: str, styled: object | None = None, **kwargs: object) -> None:
+    """Show ``df`` (or its Styler) and a button that downloads it as CSV."""
+    st.dataframe(styled if styled is not None else df, hide_index=kwargs.pop("hide_index", True),
+                 **kwargs)
+    st.download_button("Download CSV", df.to_csv(index=False).encode(), f"{_slug(name)}.csv",
+                       "text/csv", key=f"csv-{_slug(name)}")
+
+
+def chart(fig: go.Figure, name: str) -> None:
+    """Show a Plotly figure; its toolbar's camera button exports it as PNG."""
+    st.plotly_chart(fig, config={"displaylogo": False, "toImageButtonOptions": {
+        "format": "png", "filename": _slug(name), "scale": 2}}, key=f"fig-{_slug(name)}")
+
+
+def empty(message: str, hint: bool = True) -> None:
+    """A friendly empty state (never a traceback)."""
+    st.info(message + ("\n\n" + PRECOMPUTE_HINT if hint else ""))
+
+
+def random_banner(combined: pd.DataFrame) -> None:
+    """A visible warning when any measured number shown comes from random weights."""
+    if len(combined) and combined["random_weights"].astype(bool).any():
+        shown = sorted(combined.loc[combined["random_weights"].astype(bool), "model"].unique())
+        st.warning(f"⚠ RANDOM weights (smoke test, numbers meaningless): {', '.join(shown)}")
+
+
+def combined_metrics(sel: Selection, datasets: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Measured (latest runs) and published numbers for the selection, per its source."""
+    path = sel.path if sel.has_measured else ""
+    return queries.combined(path, sel.version, sel.source, sel.models, datasets)
+
+
+def source_note(sel: Selection) -> None:
+    """A one-line caption saying what the numbers are."""
+    if not sel.has_measured and sel.source != "published":
+        st.caption("No measured results in the store yet: showing the paper's **published** "
+                   "numbers. " + PRECOMPUTE_HINT)
+    else:
+        st.caption({"both": "Measured results (solid) next to the paper's published numbers "
+                            "(hatched / hollow).",
+                    "measured": "Measured results from the store.",
+                    "published": "The paper's **published** numbers (data/published)."}
+                   [sel.source])
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Turn store errors into a friendly message instead of a traceback."""
+    try:
+        yield
+    except StoreLockedError:
+        st.warning("The results store is busy (precompute is writing). Refresh in a moment.")
+    except duckdb.Error as e:
+        st.error(f"Could not read the results store: {str(e).splitlines()[0]}")

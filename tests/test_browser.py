@@ -1,0 +1,166 @@
+"""Real browser: ``streamlit run`` on a loopback port, every page opened in Debian's chromium.
+
+Skips when /usr/bin/chromium is absent, unless ``BEYOND_INET_REQUIRE_BROWSER=1`` (CI), then it
+fails. Screenshots go to ``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from dashboard import synthetic
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+# url path -> (title, minimum number of Plotly charts on the synthetic store)
+PAGES = {
+    "": ("Overview", 2), "calibration": ("Calibration", 3), "imagenet_x": ("ImageNet-X", 1),
+    "invariance": ("Invariance", 3), "shape_bias": ("Shape bias", 1),
+    "robustness": ("Robustness", 3), "pug": ("PUG-ImageNet", 2), "explorer": ("Explorer", 0),
+    "reproduction": ("Reproduction", 1), "store_overview": ("Runs", 0),
+}
+READY_TRIES = 240  # x 0.25 s: streamlit start-up on a busy 2-core machine
+TIMEOUT_MS = 60_000
+
+
+def _require_browser() -> None:
+    if CHROMIUM.is_file():
+        return
+    msg = f"{CHROMIUM} not found (apt-get install chromium)"
+    if os.environ.get("BEYOND_INET_REQUIRE_BROWSER") == "1":
+        pytest.fail(msg + "; BEYOND_INET_REQUIRE_BROWSER=1 requires it")
+    pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(READY_TRIES):
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)  # polling interval, not an assertion
+    raise RuntimeError(f"streamlit not healthy at {url} after {READY_TRIES} tries")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _require_browser()
+    d = tmp_path_factory.mktemp("browser")
+    root = d / "datasets"
+    (root / "imagenet-val").mkdir(parents=True)
+    for i in range(1, 31):
+        Image.new("RGB", (64, 48), (i * 8, 120, 200)).save(
+            root / "imagenet-val" / f"ILSVRC2012_val_{i:08d}.JPEG")
+    store = d / "store.duckdb"
+    synthetic.fill_store(store, scale=0.002, models=("deit3_21k", "vit_clip"),
+                         random_models=("timm:test_vit",), dataset_root=str(root))
+    port = _free_port()
+    log = open(d / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
+    env = {**os.environ, "BEYOND_INET_STORE": "", "HF_HUB_OFFLINE": "1",
+           "BEYOND_INET_LIVE_MODELS": "timm:test_vit,open_clip:test-tiny-clip"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless",
+         "true", "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+         "--", "--store", str(store)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def tab(server: str) -> Iterator[object]:
+    """One browser tab on the app; tests move through the pages with the sidebar links
+    (client-side navigation, as a user does), so the app's JavaScript loads once."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = b.new_page(viewport={"width": 1400, "height": 2400})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server}/?source=both")
+            yield page
+        finally:
+            b.close()
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_renders_without_errors(tab: Any, path: str) -> None:
+    title, charts = PAGES[path]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = tab
+    if path:  # the first test looks at the landing page (Overview)
+        page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.get_by_role("heading", name=title, exact=True).first.wait_for()
+    if charts:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+            arg=charts)
+    if path == "explorer":
+        page.locator('[data-testid="stImage"] img').first.wait_for()
+    # the script run has finished when the "running" status widget is gone
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    page.screenshot(path=str(ARTIFACTS / f"{path or 'overview'}.png"))
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    sidebar = page.locator('[data-testid="stSidebar"]').inner_text().lower()
+    assert "random" in sidebar, "random-weights runs are marked"
+    assert "models=" in page.url and "source=both" in page.url
+
+
+def test_live_inference_upload_shows_predictions(tab: Any, tmp_path: Path) -> None:
+    """Upload a picture on the Live inference page and see each model's top-5."""
+    page = tab
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Live inference").first.click()
+    page.get_by_role("heading", name="Live inference", exact=True).first.wait_for()
+    page.locator(".st-key-live_random label").first.click()  # random weights are opt-in
+    page.locator(".st-key-live_source label", has_text="Upload").first.click()
+    picture = tmp_path / "upload.png"
+    Image.new("RGB", (320, 240), (200, 80, 40)).save(picture)
+    page.locator('.st-key-live_upload input[type="file"]').set_input_files(str(picture))
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2")
+    page.locator('[data-testid="stImage"] img').nth(1).wait_for()
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live_inference.png"))
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert "saw:" in page.locator("main").inner_text()

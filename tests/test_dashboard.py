@@ -1,0 +1,451 @@
+"""The dashboard: every page under AppTest against no store, published data only, a real
+``precompute`` store of tiny random models and a synthetic store with every dataset; plus the
+data-access layer (SQL calibration bins, explorer filters, safe image paths) and the pure
+frame functions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from beyond_inet import metrics as M
+from beyond_inet.store import METRIC_COLUMNS, PREDICTION_SCHEMA, RUN_COLUMNS, Store
+from dashboard import frames, published, queries, synthetic
+from tests.conftest import REPO, TINY_CLIP, TINY_TIMM
+
+APP = str(REPO / "dashboard" / "app.py")
+PAGES = {  # page file -> (title, needs-data-to-chart)
+    "overview": "Overview", "calibration": "Calibration", "imagenet_x": "ImageNet-X",
+    "invariance": "Invariance", "shape_bias": "Shape bias", "robustness": "Robustness",
+    "pug": "PUG-ImageNet", "explorer": "Explorer", "reproduction": "Reproduction",
+    "store_overview": "Runs",
+}
+# pages with published numbers: they chart even without a store
+PUBLISHED_CHARTS = {"overview", "calibration", "shape_bias", "robustness", "reproduction"}
+SYN_MODELS = ("deit3_21k", "vit_clip")
+SYN_RANDOM = ("timm:test_vit",)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def precompute_store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store filled by a real ``python -m precompute`` run of two tiny random models."""
+    from precompute.cli import main
+
+    store = tmp_path_factory.mktemp("dash_pre") / "results.duckdb"
+    assert main(["--model", f"{TINY_TIMM},{TINY_CLIP}", "--random-weights", "--data-root",
+                 str(data_root), "--store", str(store), "--workers", "0", "--quiet",
+                 "--bootstrap", "20"]) == 0
+    return store
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every dataset, view and metric the dashboard knows (synthetic numbers), two paper
+    models plus one random-weights model; a few real images under the recorded roots."""
+    d = tmp_path_factory.mktemp("dash_syn")
+    root = d / "datasets"
+    (root / "imagenet-val").mkdir(parents=True)
+    for i in range(1, 31):
+        Image.new("RGB", (40, 30), (i * 8, 100, 200)).save(
+            root / "imagenet-val" / f"ILSVRC2012_val_{i:08d}.JPEG")
+    store = d / "syn.duckdb"
+    synthetic.fill_store(store, scale=0.002, models=SYN_MODELS, random_models=SYN_RANDOM,
+                         dataset_root=str(root))
+    return store
+
+
+def _app(monkeypatch: pytest.MonkeyPatch, store: Path, page: str | None = None,
+         **query: str) -> AppTest:
+    monkeypatch.setenv("BEYOND_INET_STORE", str(store))
+    at = AppTest.from_file(APP, default_timeout=90)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page is not None:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_pages_without_a_store_show_published_numbers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, page: str
+) -> None:
+    at = _app(monkeypatch, tmp_path / "absent.duckdb", page)
+    assert [t.value for t in at.title] == [PAGES[page]]
+    if page in PUBLISHED_CHARTS:
+        assert _charts(at) >= 1 and len(at.dataframe) >= 1
+        text = " ".join(c.value for c in at.caption)
+        assert "published" in text.lower()
+    else:
+        assert at.info, "an empty page explains itself"
+    # every page says how to get measured results (or what to select)
+    notes = " ".join(i.value for i in at.info) + " ".join(c.value for c in at.caption)
+    if page not in ("reproduction",):
+        assert "precompute" in notes or "measured" in notes.lower()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_pages_on_a_synthetic_store_with_every_dataset(
+    monkeypatch: pytest.MonkeyPatch, synthetic_store: Path, page: str
+) -> None:
+    at = _app(monkeypatch, synthetic_store, page)
+    assert [t.value for t in at.title] == [PAGES[page]]
+    if page == "explorer":
+        assert len(at.get("image")) >= 1  # thumbnails served from the recorded root
+        assert "100 images match." in [c.value for c in at.caption]
+        at.number_input(key="ex-page").set_value(5).run()
+        full = [b for b in at.button if (b.key or "").startswith("ex-full-")]
+        assert len(full) == 4  # the last page: 100 - 4 x 24
+        at.checkbox(key="ex-disagree").check().run()  # fewer pages: back to the last one
+        assert not at.exception
+        n_pages = int(at.number_input(key="ex-page").label.split("of ")[1].rstrip(")"))
+        assert at.number_input(key="ex-page").value == n_pages < 5
+    elif page == "store_overview":
+        assert len(at.dataframe) == 1 and "RANDOM" in at.warning[0].value
+    else:
+        assert _charts(at) >= 1 and len(at.dataframe) >= 1
+        assert not at.info, [i.value for i in at.info]
+        assert any("RANDOM" in w.value for w in at.warning)
+    assert at.get("download_button"), "every table can be downloaded"
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_pages_on_a_real_precompute_store(
+    monkeypatch: pytest.MonkeyPatch, precompute_store: Path, page: str
+) -> None:
+    at = _app(monkeypatch, precompute_store, page, source="measured",
+              models=f"{TINY_TIMM},{TINY_CLIP}")
+    assert [t.value for t in at.title] == [PAGES[page]]
+    charted = {"overview", "calibration", "imagenet_x", "shape_bias", "robustness"}
+    if page in charted:
+        assert _charts(at) >= 1
+    if page in ("overview", "calibration", "imagenet_x", "shape_bias", "explorer"):
+        assert any("RANDOM" in w.value for w in at.warning)
+    if page == "explorer":
+        n = len(at.get("image"))
+        assert n >= 1
+        at.button(key="ex-full-0").click().run()  # the full-size view opens on top
+        assert not at.exception and len(at.get("image")) == n + 1
+        assert at.button(key="ex-close")
+        at.selectbox(key=f"ex-o-{TINY_TIMM}").set_value("correct").run()
+        assert not at.exception and "0 images match." in [c.value for c in at.caption]
+
+
+def test_overview_marks_random_models_and_highlights(
+    monkeypatch: pytest.MonkeyPatch, precompute_store: Path
+) -> None:
+    at = _app(monkeypatch, precompute_store, "overview", source="both")
+    table = at.dataframe[0].value
+    rows = table["model"].tolist()
+    assert f"{TINY_TIMM}{frames.RANDOM_MARK} (measured)" in rows
+    assert "deit3_21k (published)" in rows
+    assert "ImageNet top-1" in table.columns and "Shape bias" in table.columns
+
+
+def test_selection_is_kept_in_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    at = _app(monkeypatch, tmp_path / "none.duckdb", "overview", models="vit_clip,deit3_21k",
+              source="published")
+    assert at.dataframe[0].value["model"].tolist() == ["deit3_21k", "vit_clip"]
+    assert at.query_params["source"] == "published"
+    at.sidebar.multiselect[0].set_value(["convnext_clip"]).run()
+    assert at.query_params["models"] == "convnext_clip"
+    assert at.dataframe[0].value["model"].tolist() == ["convnext_clip"]
+    at.switch_page("pages/robustness.py").run()  # the selection follows across pages
+    assert not at.exception
+    wide = at.dataframe[0].value
+    assert [c for c in wide.columns if c != "benchmark"] == ["convnext_clip (published)"]
+
+
+def test_calibration_bins_slider_recomputes(
+    monkeypatch: pytest.MonkeyPatch, synthetic_store: Path
+) -> None:
+    at = _app(monkeypatch, synthetic_store, "calibration", source="measured")
+    at.slider(key="cal-bins").set_value(7).run()
+    assert not at.exception
+    assert "ECE (7 bins)" in at.dataframe[0].value.columns
+    assert at.dataframe[-1].value["bin"].max() <= 7
+
+
+def test_new_runs_appear_after_a_refresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    store = tmp_path / "grow.duckdb"
+    plan = [synthetic.DatasetPlan("cue-conflict", 40)]
+    synthetic.fill_store(store, 1.0, models=("deit3_21k",), datasets=plan)
+    at = _app(monkeypatch, store, "store_overview")
+    assert at.dataframe[0].value["model"].tolist() == ["deit3_21k"]
+    synthetic.fill_store(store, 1.0, models=("my_model",), datasets=plan)
+    at.run()
+    assert sorted(at.dataframe[0].value["model"]) == ["deit3_21k", "my_model"]
+
+
+def test_a_locked_store_is_a_message_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = tmp_path / "locked.duckdb"
+    synthetic.fill_store(store, 1.0, models=("deit3_21k",),
+                         datasets=[synthetic.DatasetPlan("cue-conflict", 20)])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.read()", str(store)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(queries, "LOCK_WAIT_SECONDS", 0.2)
+        at = _app(monkeypatch, store, "overview")
+        assert any("busy" in w.value for w in at.sidebar.warning)
+        assert "deit3_21k" in at.dataframe[0].value["model"].tolist()  # published still shows
+    finally:
+        holder.communicate("", timeout=30)
+    at.run()
+    assert not at.exception and not any("busy" in w.value for w in at.sidebar.warning)
+
+
+def test_an_unreadable_store_is_a_message_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = tmp_path / "garbage.duckdb"
+    store.write_bytes(b"this is not a database" * 1000)
+    monkeypatch.setenv("BEYOND_INET_STORE", str(store))
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    assert not at.exception
+    assert "Cannot read the results store" in at.sidebar.error[0].value
+    assert "deit3_21k" in at.dataframe[0].value["model"].tolist()
+
+
+def test_the_live_inference_page_is_routed_when_present() -> None:
+    src = (REPO / "dashboard" / "app.py").read_text()
+    assert '"live_inference.py", "Live inference"' in src
+
+
+# --------------------------------------------------------------------------- data access
+
+
+def _prediction_store(path: Path, conf: np.ndarray, correct: np.ndarray) -> None:
+    n = len(conf)
+    cols = {"run_id": ["r1"] * n, "model": ["m"] * n, "dataset": ["imagenet-val"] * n,
+            "view": ["standard"] * n, "sample_id": [f"s{i}" for i in range(n)],
+            "label": np.zeros(n, np.int32), "pred": np.where(correct, 0, 1).astype(np.int32),
+            "confidence": conf.astype(np.float32), "p_true": conf.astype(np.float32),
+            "correct": correct, "topk_idx": [[0]] * n, "topk_prob": [[0.5]] * n,
+            "decision": [None] * n, "brier": np.zeros(n, np.float32)}
+    run: dict[str, object] = {c: None for c, _ in RUN_COLUMNS}
+    run.update(run_id="r1", run_key="k", model="m", dataset="imagenet-val", status="finished",
+               weights="w", random_weights=False, preprocessing="{}", views="[]",
+               n_samples=n, n_failed=0, finished_at=pd.Timestamp("2026-01-01"))
+    Store(path).commit_run(run, pa.table(cols, schema=PREDICTION_SCHEMA),
+                           pd.DataFrame(columns=list(METRIC_COLUMNS)))
+
+
+@pytest.mark.parametrize("n_bins", [1, 3, 10, 15, 33])
+def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int) -> None:
+    rng = np.random.default_rng(n_bins)
+    edges = np.array(queries.calibration_edges(n_bins), dtype=np.float32)
+    conf = np.concatenate([rng.random(3000).astype(np.float32), edges,
+                           np.nextafter(edges, np.float32(0)), [1.0, 1.0, 0.0]])
+    conf = np.clip(conf, 0, 1).astype(np.float32)
+    correct = rng.random(len(conf)) < conf
+    _prediction_store(tmp_path / "c.duckdb", conf, correct)
+    path = str(tmp_path / "c.duckdb")
+    got = queries.calibration_table.uncached(path, "v", "imagenet-val", "standard", ("m",),
+                                             n_bins).set_index("bin")
+    ref = M.calibration_bins(conf, correct, n_bins)
+    ref = ref[ref["count"] > 0].set_index("bin")
+    assert got.index.tolist() == ref.index.tolist()
+    np.testing.assert_array_equal(got["count"], ref["count"])
+    np.testing.assert_allclose(got["accuracy"], ref["accuracy"], rtol=1e-12)
+    np.testing.assert_allclose(got["mean_confidence"], ref["mean_confidence"], rtol=1e-6)
+    ece = queries.ece_from_bins(got.reset_index())["ece"].iloc[0]
+    assert ece == pytest.approx(M.expected_calibration_error(conf, correct, n_bins), rel=1e-6)
+
+
+def _preds(store: Path, dataset: str = "imagenet-val") -> pd.DataFrame:
+    return Store(store).query("SELECT * FROM predictions WHERE dataset = ? AND view = 'standard'",
+                              [dataset])
+
+
+def test_explorer_filters(synthetic_store: Path) -> None:
+    path, v = str(synthetic_store), queries.store_version(synthetic_store)
+    p = _preds(synthetic_store)
+    wide = p.pivot(index="sample_id", columns="model", values="correct")
+    preds = p.pivot(index="sample_id", columns="model", values="pred")
+    labels = p.groupby("sample_id")["label"].first()
+    a, b = SYN_MODELS
+    page = queries.explorer_page
+    total, ids = page(path, v, "imagenet-val", "standard", (a, b), ((a, "correct"), (b, "wrong")),
+                      page_size=1000)
+    expected = sorted(wide.index[wide[a] & ~wide[b]])
+    assert total == len(expected) and ids == expected
+    total, ids = page(path, v, "imagenet-val", "standard", (a, b), disagree=True, page_size=1000)
+    assert ids == sorted(preds.index[preds[a] != preds[b]])
+    lab = int(labels.iloc[0])
+    total, ids = page(path, v, "imagenet-val", "standard", (a,), label=lab, page_size=1000)
+    assert ids == sorted(labels.index[labels == lab])
+    files = queries.file_names_with_factor("pose")
+    total, ids = page(path, v, "imagenet-val", "standard", (a,), factor="pose", page_size=1000)
+    assert ids == sorted(set(labels.index) & set(files)) and 0 < total < len(labels)
+    total, first = page(path, v, "imagenet-val", "standard", (a,), page=0, page_size=7)
+    _, second = page(path, v, "imagenet-val", "standard", (a,), page=1, page_size=7)
+    assert total == len(labels) and len(first) == 7 and first + second == sorted(labels.index)[:14]
+    det = queries.explorer_details(path, v, "imagenet-val", "standard", (a, b),
+                                            tuple(first[:2]))
+    assert len(det) == 4 and det["topk_idx"].map(len).eq(5).all()
+    total, grid = queries.explorer_grid.uncached(path, v, "imagenet-val", "standard", (a, b),
+                                                 page=1, page_size=7)
+    assert total == len(labels) and grid["sample_id"].unique().tolist() == second
+    assert queries.explorer_page(path, v, "imagenet-val", "standard", (a,), page=99) == (
+        len(labels), [])
+
+
+def test_safe_image_path_rejects_escapes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "cls").mkdir(parents=True)
+    (root / "cls" / "a.png").write_bytes(b"x")
+    (tmp_path / "secret.txt").write_text("s")
+    os.symlink(tmp_path / "secret.txt", root / "link.png")
+    roots = [str(root)]
+    assert queries.safe_image_path(roots, "cls/a.png") == (root / "cls" / "a.png").resolve()
+    for bad in ("../secret.txt", "cls/../../secret.txt", str(tmp_path / "secret.txt"),
+                "link.png", "", "cls", "missing.png", "a\x00b"):
+        assert queries.safe_image_path(roots, bad) is None, bad
+    assert queries.safe_image_path([], "cls/a.png") is None
+
+
+def test_metrics_query_reads_only_the_latest_run(tmp_path: Path) -> None:
+    store = tmp_path / "twice.duckdb"
+    plan = [synthetic.DatasetPlan("cue-conflict", 30)]
+    synthetic.fill_store(store, 1.0, models=("m",), datasets=plan, seed=1)
+    first = queries.latest_runs.uncached(str(store), "")
+    run, preds, mets = synthetic._run("m", plan[0], 1.0, 5, False, "/x")
+    Store(store).commit_run({**run, "run_key": "other"}, preds, mets)
+    m = queries.metrics.uncached(str(store), "", None)
+    assert set(m["run_id"]) == {run["run_id"]} != set(first["run_id"])
+    assert len(queries.all_runs.uncached(str(store), "")) == 2
+
+
+# --------------------------------------------------------------------------- pure frames
+
+
+def test_published_numbers_map_to_store_keys() -> None:
+    rows = published.published_rows()
+    assert rows["provenance"].isin(["printed", "derived"]).all() and rows["source"].notna().all()
+    unmapped = rows[rows["dataset"].isna()]
+    assert set(unmapped["property"]) == {"models", "transferability"}
+    assert set(unmapped[unmapped["property"] == "models"]["published_metric"]) == {
+        "FLOPs", "#params"}
+    pm = published.published_metrics().set_index(["model", "dataset", "metric"])
+    assert pm.loc[("deit3_21k", "imagenet-val", "top1"), "value"] == pytest.approx(0.855)
+    assert pm.loc[("vit_clip", "imagenet-val", "ece"), "value"] == pytest.approx(0.1331)
+    assert pm.loc[("convnext_clip", "cue-conflict", "shape_bias"), "value"] == pytest.approx(
+        0.4241)
+    assert not pm.index.duplicated().any()
+    assert published.human_shape_bias()["shape_bias"].mean() == pytest.approx(0.95759)
+
+
+def test_derived_robustness_average_matches_the_paper() -> None:
+    """Feeding the paper's seven benchmark numbers as 'measured' reproduces its average."""
+    pm = published.published_metrics()
+    bench = pm[pm["metric"] != "top1_average"].assign(ci_low=np.nan, ci_high=np.nan,
+                                                      random_weights=False)
+    derived = frames.derive(bench)
+    avg = derived[derived["metric"] == "top1_average"].set_index("model")["value"]
+    paper = pm[pm["metric"] == "top1_average"].set_index("model")["value"]
+    for model in paper.index:
+        assert avg[model] == pytest.approx(paper[model], abs=0.0006), model
+
+
+def test_imagenet_c_mean_and_invariance_summaries() -> None:
+    rows = [("m", "imagenet-c", f"fog:{s}", "top1", 0.1 * s) for s in range(1, 6)]
+    rows += [("m", "imagenet-val", "scale:2", "agreement", 0.5),
+             ("m", "imagenet-val", "shift:5", "agreement", 0.7),
+             ("m", "pug-imagenet", "Worlds", "top1", 0.2),
+             ("m", "pug-imagenet", "Camera_Yaw", "top1", 0.4)]
+    df = pd.DataFrame(rows, columns=["model", "dataset", "view", "metric", "value"]).assign(
+        ci_low=np.nan, ci_high=np.nan, random_weights=True)
+    d = frames.derive(df)
+    d = d[d["view"] == "standard"].set_index(["dataset", "metric"])
+    assert d.loc[("imagenet-c", "top1"), "value"] == pytest.approx(0.3)  # the mean as `standard`
+    assert d.loc[("robustness", "top1_average"), "value"] == pytest.approx(0.3)
+    assert d.loc[("invariance", "agreement_mean"), "value"] == pytest.approx(0.6)
+    assert d.loc[("pug-imagenet", "top1_mean"), "value"] == pytest.approx(0.3)
+    comb = frames.combine(df, pd.DataFrame(), "measured")
+    assert comb["display"].str.endswith(frames.RANDOM_MARK).all()
+
+
+def test_overview_best_and_ranking() -> None:
+    rows = [("a", "imagenet-val", "top1", 0.8), ("b", "imagenet-val", "top1", 0.7),
+            ("a", "imagenet-val", "ece", 0.10), ("b", "imagenet-val", "ece", 0.02),
+            ("c", "imagenet-val", "top1", 0.75)]
+    df = pd.DataFrame(rows, columns=["model", "dataset", "metric", "value"]).assign(
+        view="standard", ci_low=np.nan, ci_high=np.nan, random_weights=False)
+    comb = frames.combine(df, pd.DataFrame(), "measured")
+    num, text = frames.overview(comb)
+    assert list(num.columns[3:]) == ["ImageNet top-1", "ECE"]
+    mask = frames.best_mask(num[["ImageNet top-1", "ECE"]])
+    assert mask.loc["a", "ImageNet top-1"] and mask.loc["b", "ECE"] and not mask.loc["a", "ECE"]
+    assert text.loc["a", "ImageNet top-1"] == "80.0" and text.loc["c", "ECE"] == ""
+    props = num[["ImageNet top-1", "ECE"]]
+    r = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 0})
+    assert r.index.tolist() == ["a", "c", "b"] and r["score"].tolist() == [1.0, 0.5, 0.0]
+    r = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 3})
+    assert r.loc["b", "score"] == pytest.approx(0.75) and r.loc["a", "score"] == pytest.approx(
+        0.25)
+    assert r.loc["c", "score"] == pytest.approx(0.5) and r.loc["c", "properties"] == 1
+    assert frames.ranking(props, {"ECE": 0})["score"].isna().all()
+    assert frames.format_value(0.8531, 0.85, 0.857, True) == "85.3 [85.0, 85.7]"
+
+
+def test_reproduction_differences() -> None:
+    df = pd.DataFrame([("deit3_21k", "imagenet-val", "standard", "top1", 0.85)],
+                      columns=["model", "dataset", "view", "metric", "value"]).assign(
+        ci_low=np.nan, ci_high=np.nan, random_weights=False)
+    comb = frames.combine(df, published.published_metrics(), "both")
+    rep = frames.reproduction(comb, published.published_rows())
+    r = rep[(rep["model"] == "deit3_21k") & (rep["metric"] == "top-1 accuracy")
+            & (rep["dataset"] == "ImageNet-1K val (INet-Val)")].iloc[0]
+    assert r["measured"] == pytest.approx(85.0) and r["difference"] == pytest.approx(-0.5)
+    assert rep[rep["measured"].notna()]["model"].unique().tolist() == ["deit3_21k"]
+
+
+def test_sql_summaries_equal_frames_derive(synthetic_store: Path) -> None:
+    path, v = str(synthetic_store), queries.store_version(synthetic_store)
+    raw = queries.metrics.uncached(path, v, None, False)
+    sql = queries.metrics.uncached(path, v, None, True)
+    key = ["model", "dataset", "view", "metric"]
+    ref = frames.derive(raw.drop(columns="detail")).sort_values(key).reset_index(drop=True)
+    got = sql.sort_values(key).reset_index(drop=True)
+    assert got[key].equals(ref[key])
+    np.testing.assert_allclose(got["value"], ref["value"], rtol=1e-9)
+    assert got["detail"].fillna("").tolist() == ref["detail"].fillna("").tolist()
+    assert (got["dataset"] == "robustness").sum() == len(SYN_MODELS) + len(SYN_RANDOM)
+
+
+def test_published_source_hides_measured_numbers(
+    monkeypatch: pytest.MonkeyPatch, synthetic_store: Path
+) -> None:
+    for page in [p for p in PAGES if p != "store_overview"]:  # Runs lists the store itself
+        at = _app(monkeypatch, synthetic_store, page, source="published")
+        assert [t.value for t in at.title] == [PAGES[page]]
+        assert not [w for w in at.main.warning if "RANDOM" in w.value], page
+        if page in PUBLISHED_CHARTS:
+            assert _charts(at) >= 1, page
