@@ -32,7 +32,7 @@ GOAL_MS = 300.0
 
 
 def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
-    """Per page, a function doing what that page computes (see dashboard/pages/)."""
+    """Per page, a function doing what that page computes (see dashboard/sections/)."""
     p, v, models = sel.path, sel.version, sel.models
     a, b = models[0], models[1]
 

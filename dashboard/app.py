@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import streamlit as st
 
 HERE = Path(__file__).resolve().parent
-PAGES = [  # (file under pages/, title, icon)
+PAGES = [  # (file under sections/, title, icon)
     ("overview.py", "Overview", ":material/dashboard:"),
     ("calibration.py", "Calibration", ":material/tune:"),
     ("imagenet_x.py", "ImageNet-X", ":material/category:"),
@@ -26,7 +26,7 @@ PAGES = [  # (file under pages/, title, icon)
 ]
 
 st.set_page_config(page_title="beyond-inet", page_icon=":material/compare:", layout="wide")
-pages = [st.Page(HERE / "pages" / f, title=t, icon=i, default=k == 0)
-         for k, (f, t, i) in enumerate(PAGES) if (HERE / "pages" / f).is_file()]
+pages = [st.Page(HERE / "sections" / f, title=t, icon=i, default=k == 0)
+         for k, (f, t, i) in enumerate(PAGES) if (HERE / "sections" / f).is_file()]
 nav = st.navigation(pages)
 nav.run()

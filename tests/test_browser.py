@@ -164,3 +164,16 @@ def test_live_inference_upload_shows_predictions(tab: Any, tmp_path: Path) -> No
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     assert "saw:" in page.locator("main").inner_text()
+
+
+def test_a_shared_page_url_opens_that_page_with_the_titled_navigation(
+    tab: Any, server: str
+) -> None:
+    """A link to a page (as shared from the URL bar) opens it directly, and the sidebar shows
+    the app's page titles, not Streamlit's file-name pages."""
+    page = tab
+    page.goto(f"{server}/shape_bias?source=published")
+    page.get_by_role("heading", name="Shape bias", exact=True).first.wait_for()
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Overview" in nav and "PUG-ImageNet" in nav
+    assert "store_overview" not in nav and "shape_bias" not in nav

@@ -74,7 +74,7 @@ def _app(monkeypatch: pytest.MonkeyPatch, store: Path, page: str | None = None,
         at.query_params[k] = v
     at.run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"sections/{page}.py")
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -172,7 +172,7 @@ def test_selection_is_kept_in_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path:
     at.sidebar.multiselect[0].set_value(["convnext_clip"]).run()
     assert at.query_params["models"] == "convnext_clip"
     assert at.dataframe[0].value["model"].tolist() == ["convnext_clip"]
-    at.switch_page("pages/robustness.py").run()  # the selection follows across pages
+    at.switch_page("sections/robustness.py").run()  # the selection follows across pages
     assert not at.exception
     wide = at.dataframe[0].value
     assert [c for c in wide.columns if c != "benchmark"] == ["convnext_clip (published)"]

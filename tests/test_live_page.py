@@ -17,7 +17,7 @@ from beyond_inet.live import available_view_families, view_grid
 from beyond_inet.perturbations import CORRUPTIONS
 from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, noise_image
 
-PAGE = str(REPO / "dashboard" / "pages" / "live_inference.py")
+PAGE = str(REPO / "dashboard" / "sections" / "live_inference.py")
 TINY = f"{TINY_TIMM}, {TINY_CLIP}"
 
 
@@ -225,7 +225,7 @@ def test_page_is_routed_by_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("BEYOND_INET_STORE", str(tmp_path / "absent.duckdb"))
     monkeypatch.setenv("BEYOND_INET_DATA_ROOT", str(tmp_path / "no-data"))
     at = _ok(AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run())
-    at = _ok(at.switch_page("pages/live_inference.py").run())
+    at = _ok(at.switch_page("sections/live_inference.py").run())
     assert [t.value for t in at.title] == ["Live inference"]
     at.multiselect(key="live_models").set_value([])
     at.text_input(key="live_extra_models").set_value(TINY)
