@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import duckdb
+
 from beyond_inet.data import DATASETS, DatasetLayoutError
 from beyond_inet.engine import RunSettings, resolve_device
 from beyond_inet.evaluations import ScoringOptions
@@ -212,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries = run_precompute(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except duckdb.Error as e:
+        print(f"error: results store {args.store}: {str(e).splitlines()[0]} "
+              "(pass another --store)", file=sys.stderr)
         return 2
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -218,6 +218,13 @@ def test_bad_inputs_exit_2_with_one_line(
         (["--model", "all", "--checkpoint", str(tmp_path / "c.pt"), "--data-root",
           str(data_root)], "exactly one --model"),
     ]
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("my notes")
+    assert main(["--model", TINY_TIMM, "--random-weights", "--data-root", str(data_root),
+                 "--dataset", "cue-conflict", "--store", str(not_a_store), "--quiet",
+                 "--workers", "0", "--no-invariance"]) == 2
+    assert "pass another --store" in capsys.readouterr().err
+    assert not_a_store.read_text() == "my notes"  # nothing lost
     for argv, message in cases:
         assert main([*argv, "--store", store, "--quiet", "--workers", "0"]) == 2
         assert message in capsys.readouterr().err
