@@ -108,20 +108,27 @@ def imagenet_val_labels() -> dict[str, int]:
     return dict(zip(df["file_name"], df["label"].astype(int), strict=True))
 
 
-def _rel(path: Path, root: Path) -> str:
+@lru_cache(maxsize=1)
+def imagenet_wnid_index() -> dict[str, int]:
+    """wnid -> ImageNet-1k class index."""
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
+def relative_id(path: Path, root: Path) -> str:
+    """A sample id: ``path`` relative to the dataset ``root``, with forward slashes."""
     return path.relative_to(root).as_posix()
 
 
 def find_imagenet_val(root: Path) -> list[Sample]:
     """ImageNet val as 1000-class wnid folders or flat ``ILSVRC2012_val_*.JPEG`` files."""
-    wnid_index = {w: i for i, w in enumerate(imagenet_wnids())}
+    wnid_index = imagenet_wnid_index()
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and WNID.match(p.name))
     if class_dirs:
         unknown = [p.name for p in class_dirs if p.name not in wnid_index]
         if unknown:
             raise DatasetLayoutError(f"{root}: folders {unknown[:3]} are not ImageNet-1k wnids.")
         return [
-            Sample(f, _rel(f, root), wnid_index[d.name])
+            Sample(f, relative_id(f, root), wnid_index[d.name])
             for d in class_dirs
             for f in sorted(d.iterdir())
             if _is_image(f)
@@ -132,7 +139,7 @@ def find_imagenet_val(root: Path) -> list[Sample]:
     for f in files:
         canonical = f"ILSVRC2012_val_{VAL_NAME.match(f.name).group(1)}.JPEG"  # type: ignore[union-attr]
         if canonical in labels:
-            out.append(Sample(f, _rel(f, root), labels[canonical]))
+            out.append(Sample(f, relative_id(f, root), labels[canonical]))
     return out
 
 
@@ -145,7 +152,7 @@ def find_cue_conflict(root: Path) -> list[Sample]:
         for f in sorted(d.iterdir()):
             if _is_image(f):
                 parse_stimulus_name(f.name)  # raises on names that are not stimuli
-                out.append(Sample(f, _rel(f, root), -1))
+                out.append(Sample(f, relative_id(f, root), -1))
     return out
 
 

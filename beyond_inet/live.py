@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 
 from beyond_inet.data import imagenet_class_names, pil_to_tensor, to_rgb
-from beyond_inet.models import LoadedModel, ZeroShotClassifier
+from beyond_inet.models import LoadedModel, ZeroShotClassifier, openai_templates
 from beyond_inet.perturbations import CORRUPTIONS, PERTURBATIONS, corrupt, rotate
 from beyond_inet.preprocess import Preprocessing
 from beyond_inet.registry import Registry, UnknownNameError
@@ -53,14 +52,6 @@ for _label, _fn in (
 
 #: Prompt template sets for custom CLIP labels (data): name -> format strings.
 SINGLE_TEMPLATE = ("a photo of a {}.",)
-
-
-@lru_cache(maxsize=1)
-def openai_templates() -> tuple[str, ...]:
-    """The 80 OpenAI ImageNet prompt templates as format strings (open_clip's list)."""
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 
 
 TEMPLATE_SETS: Registry[Callable[[], tuple[str, ...]]] = Registry("template set")

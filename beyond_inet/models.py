@@ -17,6 +17,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -506,6 +507,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BEYOND_INET_CACHE", Path.home() / ".cache" / "beyond_inet"))
 
 
+@lru_cache(maxsize=1)
+def openai_templates() -> tuple[str, ...]:
+    """The 80 OpenAI ImageNet prompt templates as format strings (open_clip's list)."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+
 def _zero_shot_head(
     clip: nn.Module, spec: ModelSpec, weights: str, cache_dir: Path
 ) -> tuple[torch.Tensor, str]:
@@ -514,7 +523,7 @@ def _zero_shot_head(
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
-    templates = [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
+    templates = list(openai_templates())
     key_src = json.dumps(
         {"arch": spec.arch, "weights": weights, "templates": templates,
          "classnames": list(IMAGENET_CLASSNAMES)}, sort_keys=True,

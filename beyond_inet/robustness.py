@@ -30,7 +30,8 @@ from beyond_inet.data import (
     DatasetLayoutError,
     DatasetSpec,
     Sample,
-    imagenet_wnids,
+    imagenet_wnid_index,
+    relative_id,
 )
 
 # --------------------------------------------------------------------------------------
@@ -66,10 +67,6 @@ def real_labels() -> dict[str, tuple[int, ...]]:
     return {f"ILSVRC2012_val_{i + 1:08d}.JPEG": tuple(labels) for i, labels in enumerate(table)}
 
 
-def _wnid_index() -> dict[str, int]:
-    return {w: i for i, w in enumerate(imagenet_wnids())}
-
-
 # --------------------------------------------------------------------------------------
 # Folder helpers
 # --------------------------------------------------------------------------------------
@@ -88,10 +85,6 @@ def _subdirs(folder: Path) -> list[Path]:
         return sorted(folder / e.name for e in it if e.is_dir())
 
 
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
 def _wnid_folder_samples(
     root: Path, base: Path, allowed: frozenset[int] | None, name: str, group: str = "standard"
 ) -> list[Sample]:
@@ -100,7 +93,7 @@ def _wnid_folder_samples(
     Folders that are not wnids are ignored; a wnid outside ImageNet-1k (or outside
     ``allowed``) is a layout error.
     """
-    index = _wnid_index()
+    index = imagenet_wnid_index()
     out = []
     for d in _subdirs(base):
         if not WNID.match(d.name):
@@ -109,7 +102,7 @@ def _wnid_folder_samples(
         if label < 0 or (allowed is not None and label not in allowed):
             raise DatasetLayoutError(
                 f"{name}: folder {d} is not one of the dataset's ImageNet classes.")
-        out += [Sample(f, _rel(f, root), label, group=group) for f in _images(d)]
+        out += [Sample(f, relative_id(f, root), label, group=group) for f in _images(d)]
     return out
 
 
@@ -123,7 +116,7 @@ def find_imagenet_v2(root: Path) -> list[Sample]:
     out = []
     for d in _subdirs(root):
         if d.name.isdigit() and int(d.name) < 1000:
-            out += [Sample(f, _rel(f, root), int(d.name)) for f in _images(d)]
+            out += [Sample(f, relative_id(f, root), int(d.name)) for f in _images(d)]
     return out
 
 
@@ -198,7 +191,7 @@ def find_imagenet_hard(root: Path) -> list[Sample]:
         if not labels or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         origin = str(rec.get("origin") or "") or None
-        out.append(Sample(path, _rel(path, root), labels[0], alt_labels=labels,
+        out.append(Sample(path, relative_id(path, root), labels[0], alt_labels=labels,
                           factor_value=origin))
     return out
 
@@ -271,8 +264,8 @@ def find_pug_imagenet(root: Path) -> list[Sample]:
                     f"pug-imagenet: class folder {d} is not in {PUG_CLASS_MAP}.")
             labels = mapping[d.name]
             for f in _images(d):
-                rel = _rel(f, root)
-                value = _lookup(tables, (rel, _rel(f, fdir), f.name))
+                rel = relative_id(f, root)
+                value = _lookup(tables, (rel, relative_id(f, fdir), f.name))
                 out.append(Sample(f, rel, labels[0], group=factor, alt_labels=labels,
                                   factor_value=value))
     return out

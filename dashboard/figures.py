@@ -60,6 +60,15 @@ def empty_figure(message: str) -> go.Figure:
     return _layout(fig, "", 200)
 
 
+def _scaled(df: pd.DataFrame, percent: bool) -> pd.DataFrame:
+    """A copy with ``value`` and its interval in percent when ``percent``."""
+    d = df.copy()
+    if percent:
+        for c in ("value", "ci_low", "ci_high"):
+            d[c] = d[c] * 100.0
+    return d
+
+
 def grouped_bars(df: pd.DataFrame, x: str, title: str, y_title: str,
                  reference: float | None = None, percent: bool = False,
                  category_order: list[str] | None = None) -> go.Figure:
@@ -67,10 +76,7 @@ def grouped_bars(df: pd.DataFrame, x: str, title: str, y_title: str,
     95% intervals; an optional horizontal reference line."""
     if df.empty:
         return empty_figure("no data")
-    d = df.copy()
-    scale = 100.0 if percent else 1.0
-    for c in ("value", "ci_low", "ci_high"):
-        d[c] = d[c] * scale
+    d = _scaled(df, percent)
     d["series"] = d["display"] + np.where(d["source"] == "published", " (published)", "")
     fig = px.bar(d, x=x, y="value", color="display", pattern_shape="source",
                  pattern_shape_map=PATTERN, barmode="group",
@@ -79,7 +85,8 @@ def grouped_bars(df: pd.DataFrame, x: str, title: str, y_title: str,
                  hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
                  **_errors(d))
     if reference is not None:
-        fig.add_hline(y=reference * scale, line_dash="dash", line_color="grey")
+        fig.add_hline(y=reference * (100.0 if percent else 1.0), line_dash="dash",
+                      line_color="grey")
     fig.update_yaxes(title=y_title)
     return _layout(fig, title)
 
@@ -163,10 +170,7 @@ def curves(df: pd.DataFrame, y_title: str, title: str, percent: bool = True) -> 
     ``family``, 95% intervals as error bars."""
     if df.empty:
         return empty_figure("no data")
-    d = df.copy()
-    scale = 100.0 if percent else 1.0
-    for c in ("value", "ci_low", "ci_high"):
-        d[c] = d[c] * scale
+    d = _scaled(df, percent)
     d["x_plot"] = np.where(d["x"].notna(), d["x"], d["x_raw"]) if "x_raw" in d else d["x"]
     fig = px.line(d, x="x_plot", y="value", color="display", symbol="source",
                   symbol_map=SYMBOL, facet_col="family" if "family" in d else None,

@@ -59,6 +59,13 @@ def combined_metrics(sel: Selection, datasets: tuple[str, ...] | None = None) ->
     return queries.combined(path, sel.version, sel.source, sel.models, datasets)
 
 
+def shown_metrics(sel: Selection, datasets: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """:func:`combined_metrics`, with the random-weights banner for the measured ones."""
+    comb = combined_metrics(sel, datasets)
+    random_banner(comb[comb["source"] == "measured"])
+    return comb
+
+
 def source_note(sel: Selection) -> None:
     """A one-line caption saying what the numbers are."""
     if not sel.has_measured and sel.source != "published":

@@ -12,8 +12,7 @@ st.write("Which kinds of images does each model get wrong? The error ratio of a 
          "1.0 the factor makes the model fail more often than usual.")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.combined_metrics(sel, ("imagenet-val",))
-    ui.random_banner(comb[comb["source"] == "measured"])
+    comb = ui.shown_metrics(sel, ("imagenet-val",))
     std = comb[comb["view"] == "standard"]
     er = std[std["metric"].str.startswith("error_ratio:")].copy()
     if not sel.models:

@@ -14,8 +14,7 @@ st.write("Does the prediction survive a change the label does not care about? Ea
          "resolution.")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.combined_metrics(sel, ("imagenet-val",))
-    ui.random_banner(comb[comb["source"] == "measured"])
+    comb = ui.shown_metrics(sel, ("imagenet-val",))
     fam = frames.family_views(comb, frames.INVARIANCE_FAMILIES)
     if not sel.models:
         ui.empty("Select at least one model in the sidebar.", hint=False)

@@ -10,8 +10,7 @@ st.write("Which model should you pick? Each column is one property the paper loo
          "beyond ImageNet accuracy; the best value shown is highlighted.")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.combined_metrics(sel)
-    ui.random_banner(comb[comb["source"] == "measured"])
+    comb = ui.shown_metrics(sel)
     if not sel.models:
         ui.empty("Select at least one model in the sidebar.", hint=False)
     elif comb.empty:

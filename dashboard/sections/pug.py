@@ -11,8 +11,7 @@ st.write("Photorealistic renders where one factor changes at a time (pose, camer
          "texture, background): which factors break each model?")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.combined_metrics(sel, ("pug-imagenet",))
-    ui.random_banner(comb[comb["source"] == "measured"])
+    comb = ui.shown_metrics(sel, ("pug-imagenet",))
     top1 = comb[(comb["metric"] == "top1") & (comb["view"] != "standard")]
     if not sel.models:
         ui.empty("Select at least one model in the sidebar.", hint=False)

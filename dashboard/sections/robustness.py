@@ -10,8 +10,7 @@ st.write("How much accuracy survives a distribution shift? Top-1 per benchmark a
          "paper's average over its seven robustness benchmarks.")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.combined_metrics(sel)
-    ui.random_banner(comb[comb["source"] == "measured"])
+    comb = ui.shown_metrics(sel)
     table = frames.robustness_table(comb)
     if not sel.models:
         ui.empty("Select at least one model in the sidebar.", hint=False)

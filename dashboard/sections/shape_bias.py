@@ -12,8 +12,7 @@ st.write("On cue-conflict images (the shape of one category, the texture of anot
          "model decide by shape, like people, or by texture? 1.0 = always shape.")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.combined_metrics(sel, ("cue-conflict",))
-    ui.random_banner(comb[comb["source"] == "measured"])
+    comb = ui.shown_metrics(sel, ("cue-conflict",))
     std = comb[comb["view"] == "standard"]
     overall = std[std["metric"] == "shape_bias"]
     per_cat = std[std["metric"].str.startswith("shape_bias:")].copy()
