@@ -13,9 +13,12 @@ import functools
 import io
 import re
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 CATEGORIES: tuple[str, ...] = (
     "airplane",
@@ -106,7 +109,9 @@ def _check_probs_shape(shape: tuple[int, ...]) -> None:
 
 def category_probabilities(probs: np.ndarray | torch.Tensor) -> np.ndarray:
     """[N, 1000] softmax probabilities -> float64 [N, 16] per-category mean probabilities."""
-    if isinstance(probs, torch.Tensor):
+    if not isinstance(probs, np.ndarray) and hasattr(probs, "detach"):  # a torch tensor
+        import torch
+
         probs = probs.detach().to("cpu", torch.float64).numpy()
     array = np.asarray(probs, dtype=np.float64)
     _check_probs_shape(array.shape)
@@ -125,6 +130,8 @@ def decision_from_probs(probs: np.ndarray | torch.Tensor) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _torch_averaging_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The [1000, 16] averaging matrix on ``device`` in ``dtype`` (cached per pair)."""
+    import torch
+
     return torch.from_numpy(_averaging_matrix().copy()).to(device=device, dtype=dtype)
 
 

@@ -8,18 +8,24 @@ reported, never fatal.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image, ImageOps
 
+from beyond_inet.preprocess import Preprocessing
 from beyond_inet.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
@@ -62,9 +68,9 @@ class DatasetSpec:
     decision: str | None = None  # name of a decision rule (e.g. 16-class cue-conflict)
     decision_target: Callable[[str], str] | None = field(default=None, compare=False)
     description: str = ""
-    #: ImageNet-1k indices the dataset's classes map to (e.g. the 200 of ImageNet-R / -A):
-    #: softmax and predictions are restricted to them.
-    class_subset: tuple[int, ...] | None = None
+    #: the ImageNet-1k indices the dataset's classes map to (e.g. the 200 of ImageNet-R /
+    #: -A; read lazily): softmax and predictions are restricted to them.
+    class_subset: Callable[[], tuple[int, ...]] | None = field(default=None, compare=False)
     #: whether the invariance view grids (scale / shift / resolution) apply to this dataset.
     transform_views: bool = False
     #: run-level evaluations that need every view at once (e.g. agreement, mCE).
@@ -73,9 +79,32 @@ class DatasetSpec:
     #: resolution); ``None`` = the same as ``evaluations``. Keeps the heavy ones (bootstrap
     #: calibration, ImageNet-X) to the standard view.
     view_evaluations: tuple[str, ...] | None = None
+    #: the dataset's own input recipe (a name in :data:`INPUT_RECIPES`), when its protocol
+    #: fixes how images are fed (cue-conflict: native size); ``None`` = the model's own.
+    input_recipe: str | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def native_input(pp: Preprocessing) -> Preprocessing:
+    """The cue-conflict protocol (model-vs-human): the 224 px stimuli are fed as they are,
+    ``ToTensor`` + ``Normalize`` with the model's mean / std; a model whose input size is
+    not 224 gets a plain resize to it (no crop)."""
+    return pp.native(
+        f"dataset protocol: native-size stimuli, no resize / crop (plain resize to "
+        f"{pp.crop_size}x{pp.crop_size} when the image has another size), "
+        f"mean/std of: {pp.source or 'the model'}")
+
+
+#: Dataset-owned input recipes: name -> (the model's preprocessing -> the one to use).
+INPUT_RECIPES: Registry[Callable[[Preprocessing], Preprocessing]] = Registry("input recipe")
+INPUT_RECIPES.add("native", native_input)
+
+
+def dataset_preprocessing(spec: DatasetSpec, pp: Preprocessing) -> Preprocessing:
+    """The preprocessing a model with recipe ``pp`` is evaluated with on ``spec``."""
+    return pp if spec.input_recipe is None else INPUT_RECIPES.get(spec.input_recipe)(pp)
 
 
 def _is_image(p: Path) -> bool:
@@ -186,6 +215,7 @@ DATASETS.add("cue-conflict", DatasetSpec(
     "github.com/rgeirhos/texture-vs-shape, stimuli/style-transfer-preprocessed-512.",
     find=find_cue_conflict,
     evaluations=("shape_bias",),
+    input_recipe="native",
     decision="cue_conflict_16",
     decision_target=lambda sample_id: _shape_of(sample_id),
     description="Cue-conflict stimuli (1,280 images, 16 categories)",
@@ -202,6 +232,18 @@ class FoundDataset:
     spec: DatasetSpec
     root: Path
     samples: list[Sample]
+
+    def fingerprint(self) -> str:
+        """What was evaluated: a hash of the sorted (sample id, file size) pairs and their
+        count, part of a run's identity (another folder or changed files is another run)."""
+        h = hashlib.sha256(f"{len(self.samples)}\n".encode())
+        for s in sorted(self.samples, key=lambda s: s.sample_id):
+            try:
+                size = os.stat(s.path).st_size
+            except OSError:
+                size = -1
+            h.update(f"{s.sample_id}\t{size}\n".encode())
+        return h.hexdigest()[:24]
 
 
 def locate(spec: DatasetSpec, data_root: Path, override: Path | None = None) -> Path:
@@ -256,6 +298,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 def pil_to_tensor(im: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 CHW tensor."""
+    import torch
+
     return torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
@@ -268,8 +312,9 @@ class Decoded:
     error: str | None = None
 
 
-class DecodedImages(torch.utils.data.Dataset[Decoded]):
-    """Decodes each sample once to a uint8 CHW tensor; failures become ``Decoded.error``."""
+class DecodedImages:
+    """A map-style dataset for ``torch.utils.data.DataLoader``: decodes each sample once to
+    a uint8 CHW tensor; failures become ``Decoded.error``."""
 
     def __init__(self, samples: Sequence[Sample]) -> None:
         self.paths = [str(s.path) for s in samples]

@@ -7,7 +7,6 @@ dataset has a decision rule (cue-conflict), the decision. Scoring lives elsewher
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from beyond_inet.data import DecodedImages, FoundDataset, collate_decoded
 from beyond_inet.models import LoadedModel
+from beyond_inet.models.contract import PRECISIONS, logits_of
 from beyond_inet.registry import Registry
 from beyond_inet.views import STANDARD, View
 
@@ -44,23 +44,27 @@ def _cue_conflict_rule() -> DecisionRule:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How to run: device, batch size, workers, optional torch.compile, progress bars."""
+    """How to run: device, precision, batch size, workers, optional torch.compile, progress.
+
+    ``precision``: ``fp32`` (the paper's) or ``bf16`` (the trunk under bf16 autocast); the
+    head (final projection / zero-shot head), softmax and metrics are always fp32.
+    """
 
     device: str = "cpu"
     batch_size: int = 32
     workers: int = 2
     compile: bool = False
     progress: bool = True
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @property
     def cuda(self) -> bool:
         """True when running on a CUDA device."""
         return torch.device(self.device).type == "cuda"
-
-    @property
-    def precision(self) -> str:
-        """``bf16-autocast`` on CUDA, ``fp32`` elsewhere (softmax and metrics always fp32)."""
-        return "bf16-autocast" if self.cuda else "fp32"
 
 
 def resolve_device(choice: str) -> str:
@@ -117,19 +121,23 @@ class PassResult:
     decision_labels: tuple[str, ...] | None = None
 
 
-def _prepare(model: LoadedModel, settings: RunSettings) -> torch.nn.Module:
+@dataclass
+class _Prepared:
+    """A model on the device, with its (optionally compiled) trunk."""
+
+    model: LoadedModel
+    trunk: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def logits(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        return logits_of(self.model.module, x, precision, self.trunk)  # type: ignore[arg-type]
+
+
+def _prepare(model: LoadedModel, settings: RunSettings) -> _Prepared:
     module = model.module.to(settings.device).eval()
     if settings.cuda:
         module = module.to(memory_format=torch.channels_last)
-    if settings.compile:
-        module = torch.compile(module)  # type: ignore[assignment]
-    return module
-
-
-def _autocast(settings: RunSettings) -> contextlib.AbstractContextManager[None]:
-    if settings.cuda:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    trunk = torch.compile(module.trunk) if settings.compile else None
+    return _Prepared(model, trunk)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,7 @@ def run_pass(
     are skipped and returned in ``failed`` as (sample_id, error).
     """
     views = views or {m.name: [STANDARD] for m in models}
-    subset = (ClassSubset.of(found.spec.class_subset, settings.device)
+    subset = (ClassSubset.of(found.spec.class_subset(), settings.device)
               if found.spec.class_subset else None)
     modules = {m.name: _prepare(m, settings) for m in models}
     accs = {(m.name, v.name): _Accumulator() for m in models for v in views[m.name]}
@@ -238,8 +246,7 @@ def run_pass(
             for m in models:
                 for v in views[m.name]:
                     x = _view_batch(images, v, m, settings)
-                    with _autocast(settings):
-                        logits = modules[m.name](x)
+                    logits = modules[m.name].logits(x, settings.precision)
                     accs[(m.name, v.name)].add(
                         index=index, **score_logits(logits, labels, rule, subset))
     seconds = time.perf_counter() - start

@@ -299,10 +299,14 @@ def imagenet_c(
     views: dict[str, ViewPredictions], opts: ScoringOptions
 ) -> list[tuple[str, MetricRow]]:
     """ImageNet-C summaries from the ``<corruption>:<severity>`` views: per corruption view
-    ``<corruption>`` its ``top1`` (mean over severities) and ``ce`` (AlexNet-normalised
-    corruption error); view ``standard``: ``top1`` (mean over all views), ``mce`` (mean CE
-    over the corruptions with an AlexNet baseline) and ``corruptions`` (how many)."""
+    ``<corruption>`` its ``top1`` (mean over severities) and, for the 15 benchmark
+    corruptions (those with an AlexNet baseline), ``ce`` (AlexNet-normalised corruption
+    error). View ``standard``: ``top1`` (mean over the benchmark corruptions' views only),
+    ``mean_ce`` (their mean CE, the mCE), ``corruptions`` (how many benchmark corruptions were
+    present) and, when any of the 4 extra corruptions is present, ``top1_extra`` (mean over
+    their views) and ``extra_corruptions``."""
     from beyond_inet.robustness import (
+        alexnet_errors,
         corruption_errors,
         mean_corruption_error,
         parse_imagenet_c_view,
@@ -319,9 +323,15 @@ def imagenet_c(
     rows = [(c, MetricRow("top1", float(np.mean(list(by.values()))))) for c, by in acc.items()]
     ce = corruption_errors({c: {s: 1.0 - a for s, a in by.items()} for c, by in acc.items()})
     rows += [(c, MetricRow("ce", v)) for c, v in ce.items()]
-    every = [a for by in acc.values() for a in by.values()]
-    rows.append(("standard", MetricRow("top1", float(np.mean(every)))))
-    if ce:
-        rows.append(("standard", MetricRow("mce", mean_corruption_error(ce))))
+    benchmark = set(alexnet_errors())
+    bench = [a for c, by in acc.items() if c in benchmark for a in by.values()]
+    extra = [a for c, by in acc.items() if c not in benchmark for a in by.values()]
+    if bench:
+        rows.append(("standard", MetricRow("top1", float(np.mean(bench)))))
+        rows.append(("standard", MetricRow("mean_ce", mean_corruption_error(ce))))
         rows.append(("standard", MetricRow("corruptions", float(len(ce)))))
+    if extra:
+        rows.append(("standard", MetricRow("top1_extra", float(np.mean(extra)))))
+        rows.append(("standard", MetricRow("extra_corruptions",
+                                           float(len([c for c in acc if c not in benchmark])))))
     return rows

@@ -19,7 +19,9 @@ import torch
 from PIL import Image
 
 from beyond_inet.data import imagenet_class_names, pil_to_tensor, to_rgb
-from beyond_inet.models import LoadedModel, ZeroShotClassifier, openai_templates
+from beyond_inet.models import LoadedModel
+from beyond_inet.models.contract import logits_of
+from beyond_inet.models.open_clip_family import ZeroShotClassifier, embed_norm, openai_templates
 from beyond_inet.perturbations import CORRUPTIONS, PERTURBATIONS, corrupt, rotate
 from beyond_inet.preprocess import Preprocessing
 from beyond_inet.registry import Registry, UnknownNameError
@@ -188,17 +190,9 @@ def _forward(model: LoadedModel, batch: torch.Tensor) -> tuple[torch.Tensor, tor
     features [B, D] of that same pass (captured from the image tower's output)."""
     module = model.module
     if not isinstance(module, ZeroShotClassifier):
-        return module(batch).float(), None
-    captured: list[torch.Tensor] = []
-    handle = module.clip.visual.register_forward_hook(
-        lambda _mod, _inp, out: captured.append(out)
-    )
-    try:
-        logits = module(batch).float()
-    finally:
-        handle.remove()
-    feats = torch.nn.functional.normalize(captured[-1].float(), dim=-1) if captured else None
-    return logits, feats
+        return logits_of(module, batch), None
+    t = module.trunk(batch)
+    return module.head(t.float()).float(), embed_norm(t)
 
 
 def _error_text(e: BaseException) -> str:
@@ -269,17 +263,10 @@ def label_head(
 ) -> torch.Tensor:
     """The [D, len(labels)] zero-shot text head for ``labels`` (open_clip's recipe: mean of
     unit-norm template embeddings, re-normalised) with the named template set."""
-    import open_clip
-    from open_clip.zero_shot_classifier import build_zero_shot_classifier
-
     if not is_clip(model):
         raise ValueError(f"{model.name} is not a CLIP zero-shot model; custom labels need CLIP.")
-    clip = model.module.clip  # type: ignore[union-attr]
-    device = next(clip.parameters()).device
-    return build_zero_shot_classifier(
-        clip, open_clip.get_tokenizer(model.spec.arch), list(labels),
-        list(TEMPLATE_SETS.get(templates)()), num_classes_per_batch=10, device=device,
-    ).float().cpu()
+    return model.module.text_head_for(  # type: ignore[union-attr]
+        list(labels), list(TEMPLATE_SETS.get(templates)()))
 
 
 def rank_labels(

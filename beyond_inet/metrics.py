@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from beyond_inet.cue_conflict import CATEGORIES
 
@@ -76,6 +75,8 @@ def brier_score(brier_values: np.ndarray) -> float:
 @functools.lru_cache(maxsize=64)
 def _bin_edges(n_bins: int) -> np.ndarray:
     """Read-only float32 edges built exactly as torchmetrics does (``torch.linspace``)."""
+    import torch
+
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float32).numpy().copy()
     edges.setflags(write=False)
     return edges

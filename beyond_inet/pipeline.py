@@ -7,7 +7,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,16 @@ import pyarrow as pa
 import torch
 
 import beyond_inet
-from beyond_inet.data import DATASETS, DatasetSpec, FoundDataset, discover, locate
+from beyond_inet.data import (
+    DATASETS,
+    DatasetSpec,
+    FoundDataset,
+    dataset_preprocessing,
+    discover,
+    locate,
+)
 from beyond_inet.engine import DECISIONS, PassResult, PredictionArrays, RunSettings, run_pass
+from beyond_inet.errors import PrecomputeError
 from beyond_inet.evaluations import ScoringOptions, ViewPredictions, score_run, score_view
 from beyond_inet.models import (
     LoadedModel,
@@ -27,9 +35,11 @@ from beyond_inet.models import (
     PreprocessingChoice,
     WeightsSource,
     expand_model_names,
+    family,
     load_model,
     resolve_spec,
 )
+from beyond_inet.settings import DEFAULT_DATA_ROOT, DEFAULT_LOGIT_SCALE, DEFAULT_STORE
 from beyond_inet.store import PREDICTION_SCHEMA, Store
 from beyond_inet.views import STANDARD, View, parse_view
 
@@ -41,13 +51,13 @@ class PrecomputeConfig:
     """Everything one ``precompute`` invocation needs (the CLI builds it from argv)."""
 
     models: tuple[str, ...]
-    data_root: Path = Path("data/datasets")
-    store: Path = Path("data/results.duckdb")
+    data_root: Path = DEFAULT_DATA_ROOT
+    store: Path = DEFAULT_STORE
     datasets: tuple[str, ...] | None = None
     dataset_paths: dict[str, Path] = field(default_factory=dict)
     weights: WeightsSource = field(default_factory=WeightsSource)
     preprocessing: PreprocessingChoice = "paper"
-    logit_scale: float = 100.0
+    logit_scale: float = DEFAULT_LOGIT_SCALE
     limit: int | None = None
     run: RunSettings = field(default_factory=RunSettings)
     force: bool = False
@@ -63,15 +73,11 @@ class RunSummary:
 
     model: str
     dataset: str
-    status: str  # 'done', 'skipped'
+    status: str  # 'done', 'skipped', 'exists' (another process stored the same run first)
     n_samples: int = 0
     n_failed: int = 0
     seconds: float = 0.0
     headline: dict[str, float] = field(default_factory=dict)
-
-
-class PrecomputeError(RuntimeError):
-    """A configuration problem reported to the user as one clear message."""
 
 
 def code_version() -> str:
@@ -86,17 +92,14 @@ def code_version() -> str:
     return beyond_inet.__version__ + (f"+{sha}" if sha else "")
 
 
-def library_versions() -> str:
-    """JSON of the versions that affect numbers."""
-    import open_clip
-    import timm
-    import torch
+def library_versions(families: Sequence[str] = ("timm", "open_clip")) -> str:
+    """JSON of the versions that affect numbers (torch, torchvision and each family's)."""
     import torchvision
 
-    return json.dumps({
-        "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "timm": timm.__version__, "open_clip": open_clip.__version__,
-    }, sort_keys=True)
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    for f in families:
+        versions.update(family(f).versions())
+    return json.dumps(versions, sort_keys=True)
 
 
 def select_datasets(names: Sequence[str] | None) -> list[DatasetSpec]:
@@ -122,15 +125,25 @@ def find_datasets(cfg: PrecomputeConfig, log: Log) -> list[FoundDataset]:
     return found
 
 
-def run_key(model: LoadedModel, dataset: str, views: Sequence[View], limit: int | None) -> str:
-    """Identity of a run: model, weights, dataset, views, preprocessing, settings, limit."""
+def run_key(model: LoadedModel, dataset: str, views: Sequence[View], limit: int | None,
+            precision: str = "fp32", content: str = "") -> str:
+    """Identity of a run: model, weights, dataset and its content (``content``: the
+    :meth:`FoundDataset.fingerprint` of the evaluated files), views, preprocessing,
+    settings, precision, limit."""
     payload = {
         "model": model.name, "weights": model.weights, "dataset": dataset,
         "views": [v.name for v in views], "preprocessing": model.preprocessing.to_dict(),
-        "settings": model.settings, "limit": limit,
+        "settings": {k: v for k, v in model.settings.items() if k != "head_cache"},
+        "limit": limit, "precision": precision, "content": content,
     }
-    payload["settings"] = {k: v for k, v in model.settings.items() if k != "head_cache"}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def model_for_dataset(model: LoadedModel, spec: DatasetSpec) -> LoadedModel:
+    """``model`` with the preprocessing the dataset's protocol gives it (its own unless the
+    dataset owns its input recipe, e.g. cue-conflict at native size)."""
+    pp = dataset_preprocessing(spec, model.preprocessing)
+    return model if pp == model.preprocessing else replace(model, preprocessing=pp)
 
 
 def _correct(found: FoundDataset, arrays: PredictionArrays, labels: np.ndarray,
@@ -275,6 +288,7 @@ def runnable_views(
 def store_model_run(
     store: Store, cfg: PrecomputeConfig, found: FoundDataset, model: LoadedModel,
     views: Sequence[View], result: PassResult, started: datetime, key: str,
+    log: Log = print,
 ) -> RunSummary:
     """Score one model's outputs from a pass and commit them as one finished run."""
     run_id = uuid.uuid4().hex[:16]
@@ -304,11 +318,13 @@ def store_model_run(
         "failed": json.dumps([{"sample_id": s, "error": e} for s, e in result.failed]),
         "started_at": started, "finished_at": _now(), "seconds": result.seconds,
         "device": cfg.run.device, "precision": cfg.run.precision,
-        "code_version": code_version(), "library_versions": library_versions(),
+        "code_version": code_version(),
+        "library_versions": library_versions((model.spec.family,)),
     }
-    store.commit_run(run, pa.concat_tables(tables), metrics, replace=cfg.force)
-    return RunSummary(model.name, found.spec.name, "done", run["n_samples"], run["n_failed"],
-                      result.seconds, _headline(metrics))
+    stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
+    status = "done" if stored else "exists"
+    return RunSummary(model.name, found.spec.name, status, run["n_samples"], run["n_failed"],
+                      result.seconds, _headline(metrics) if stored else {})
 
 
 def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
@@ -329,18 +345,31 @@ def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
     return loaded
 
 
+def commit_staged_runs(store: Store, log: Log) -> None:
+    """Commit runs an earlier precompute computed but could not commit (staged)."""
+    for folder in store.staged_runs():
+        run, stored = store.commit_staged(folder)
+        what = f"{run['model']} on {run['dataset']}"
+        log(f"stored {what} (computed earlier, staged in {folder})" if stored else
+            f"discarded the staged run of {what}: the store already holds the same run")
+
+
 def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
     """Run every selected model on every found dataset; store finished runs."""
-    found_all = find_datasets(cfg, log)
-    models = load_models(cfg, log)
     store = Store(cfg.store)
+    store.check_writable()
+    commit_staged_runs(store, log)
+    found_all = find_datasets(cfg, log)
+    loaded = load_models(cfg, log)
     summaries: list[RunSummary] = []
     grid = [parse_view(v) for v in cfg.extra_views]
     for found in found_all:
+        models = [model_for_dataset(m, found.spec) for m in loaded]
         views = [STANDARD, *grid] if found.spec.transform_views else [STANDARD]
         per_model = {m.name: runnable_views(m, views, cfg.run, log) for m in models}
-        keys = {m.name: run_key(m, found.spec.name, per_model[m.name], cfg.limit)
-                for m in models}
+        content = found.fingerprint()
+        keys = {m.name: run_key(m, found.spec.name, per_model[m.name], cfg.limit,
+                                cfg.run.precision, content) for m in models}
         todo = []
         for m in models:
             if not cfg.force and store.finished_run(keys[m.name]):
@@ -356,11 +385,14 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
         for sid, err in result.failed:
             log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
         for m in todo:
-            summaries.append(
-                store_model_run(store, cfg, found, m, per_model[m.name], result, started,
-                                keys[m.name])
-            )
-            log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
+            s = store_model_run(store, cfg, found, m, per_model[m.name], result, started,
+                                keys[m.name], log)
+            summaries.append(s)
+            if s.status == "done":
+                log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
+            else:
+                log(f"not stored: {m.name} on {found.spec.name} — another process stored the "
+                    f"same run in {cfg.store} meanwhile; kept that one (--force replaces it).")
     return summaries
 
 

@@ -11,25 +11,33 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torchvision.transforms.v2.functional as TF
-from torchvision.transforms import InterpolationMode
+if TYPE_CHECKING:  # torch / torchvision are imported where images are transformed
+    import torch
+    from torchvision.transforms import InterpolationMode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_INTERPOLATIONS = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
-}
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+#: ``shorter``: resize the shorter side to ``resize_size``, center-crop ``crop_size`` (the
+#: usual ImageNet recipe); ``exact``: resize the whole image to ``crop_size`` x ``crop_size``
+#: (no crop; nothing at all when it already has that size), as model-vs-human feeds its
+#: 224 px stimuli.
+RESIZE_MODES = ("shorter", "exact")
+
+
+def _tf():  # type: ignore[no-untyped-def]
+    import torchvision.transforms.v2.functional as TF
+
+    return TF
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the shorter side to ``resize_size``, center-crop ``crop_size``, normalise.
+    """Resize the shorter side to ``resize_size``, center-crop ``crop_size``, normalise
+    (``resize_mode='exact'``: resize to ``crop_size`` x ``crop_size``, no crop).
 
     ``source`` says where the recipe comes from (e.g. ``timm pretrained_cfg``).
     """
@@ -41,6 +49,7 @@ class Preprocessing:
     std: tuple[float, float, float]
     antialias: bool = True
     source: str = ""
+    resize_mode: str = "shorter"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -48,6 +57,9 @@ class Preprocessing:
                 f"Unsupported interpolation {self.interpolation!r}; "
                 f"use one of {sorted(_INTERPOLATIONS)}"
             )
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got "
+                             f"{self.resize_mode!r}")
         if self.crop_size > self.resize_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds resize_size {self.resize_size}")
 
@@ -74,7 +86,13 @@ class Preprocessing:
     @property
     def interpolation_mode(self) -> InterpolationMode:
         """torchvision's enum for :attr:`interpolation`."""
-        return _INTERPOLATIONS[self.interpolation]
+        from torchvision.transforms import InterpolationMode
+
+        return InterpolationMode(self.interpolation)
+
+    def native(self, source: str) -> Preprocessing:
+        """This recipe's normalisation with ``resize_mode='exact'`` at its input size."""
+        return replace(self, resize_size=self.crop_size, resize_mode="exact", source=source)
 
 
 def from_timm_config(cfg: dict[str, Any]) -> Preprocessing:
@@ -119,28 +137,30 @@ def resize_shorter(img: torch.Tensor, size: int, pp: Preprocessing) -> torch.Ten
 
     The longer side is ``int(size * long / short)``, as torchvision's ``Resize(int)`` does.
     """
-    return TF.resize(img, [size], interpolation=pp.interpolation_mode, antialias=pp.antialias)
+    return _tf().resize(img, [size], interpolation=pp.interpolation_mode, antialias=pp.antialias)
 
 
 def resize_exact(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
     """Resize a CHW image to exactly ``height`` x ``width`` (the recipe's interpolation)."""
-    return TF.resize(img, [height, width], interpolation=pp.interpolation_mode,
+    return _tf().resize(img, [height, width], interpolation=pp.interpolation_mode,
                      antialias=pp.antialias)
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     """Center crop to ``size`` x ``size`` (torchvision's rounding; zero-pads a smaller image)."""
-    return TF.center_crop(img, [size, size])
+    return _tf().center_crop(img, [size, size])
 
 
 def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
     """The window ``[top, top + height) x [left, left + width)`` of a CHW image; parts
     outside the image are zeros (as PIL's ``Image.crop``)."""
-    return TF.crop(img, top, left, height, width)
+    return _tf().crop(img, top, left, height, width)
 
 
 def to_normalized_float(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
     """uint8 [0,255] (or float [0,255] after resampling) CHW -> normalised float32 CHW."""
+    import torch
+
     x = img.to(torch.float32)
     if img.dtype == torch.uint8:
         x = x / 255.0
@@ -151,5 +171,9 @@ def to_normalized_float(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
 
 def standard_transform(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
     """The model's evaluation transform on one uint8 CHW image -> normalised float CHW."""
+    if pp.resize_mode == "exact":
+        c = pp.crop_size
+        same = tuple(img.shape[-2:]) == (c, c)
+        return to_normalized_float(img if same else resize_exact(img, c, c, pp), pp)
     resized = resize_shorter(img, pp.resize_size, pp)
     return to_normalized_float(center_crop(resized, pp.crop_size), pp)

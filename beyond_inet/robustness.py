@@ -345,7 +345,7 @@ ROBUSTNESS_DATASETS: tuple[DatasetSpec, ...] = (
         + "people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar.",
         find=find_imagenet_r,
         evaluations=("accuracy", "calibration", "accuracy_1000way"),
-        class_subset=imagenet_r_indices(),
+        class_subset=imagenet_r_indices,
         description="ImageNet-R renditions (30,000 images, 200 classes)",
     ),
     DatasetSpec(
@@ -356,7 +356,7 @@ ROBUSTNESS_DATASETS: tuple[DatasetSpec, ...] = (
         + "people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar.",
         find=find_imagenet_a,
         evaluations=("accuracy", "calibration", "accuracy_1000way"),
-        class_subset=imagenet_a_indices(),
+        class_subset=imagenet_a_indices,
         description="ImageNet-A natural adversarial examples (7,500 images, 200 classes)",
     ),
     DatasetSpec(

@@ -1,4 +1,4 @@
-"""The one module that owns DuckDB: schema, atomic run commits, read-only queries.
+"""The one module that owns DuckDB: schema, atomic run commits, staging, read-only queries.
 
 Contract (the dashboard and later evaluations build on it):
 
@@ -7,21 +7,37 @@ Contract (the dashboard and later evaluations build on it):
 * ``metrics`` — long format (run, view, metric, value, 95% bootstrap interval).
 
 Only finished runs are ever written, each in one transaction, so readers never see a
-partial run. The writer opens the file only for its short commit window and readers use
-short-lived read-only connections; both retry briefly while the other holds the lock.
+partial run. The writer opens the file only for its short commit window; readers use
+short-lived read-only connections. While a writer waits for the lock it leaves an intent
+file (``<store>.writer.<pid>``) and readers hold back until it has committed, so a busy dashboard
+cannot starve a commit. A computed run that cannot be committed yet is staged as Parquet
+(``<store>.staging/<run_id>/``) and committed by the next writer if this one is stopped.
+
+No other module imports duckdb: every DuckDB failure leaves here as a :class:`StoreError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
+import os
+import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beyond_inet.settings import DEFAULT_STORE, LOCK_WAIT_SECONDS
+
+__all__ = ["DEFAULT_STORE", "LOCK_WAIT_SECONDS", "METRIC_COLUMNS", "PREDICTION_SCHEMA",
+           "RUN_COLUMNS", "Store", "StoreError", "StoreLockedError", "StoreUnusableError"]
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("run_id", "VARCHAR PRIMARY KEY"),
@@ -82,12 +98,22 @@ SCHEMA_SQL = [
     "view VARCHAR, metric VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE)",
 ]
 
-DEFAULT_STORE = Path("data") / "results.duckdb"
-LOCK_WAIT_SECONDS = 30.0
+#: A writer's intent file older than this (not refreshed) is stale: readers ignore it.
+INTENT_STALE_SECONDS = 60.0
+_POLL = 0.02
+Log = Callable[[str], None]
 
 
-class StoreLockedError(RuntimeError):
+class StoreError(RuntimeError):
+    """The results store cannot be read or written (the message says why and what to do)."""
+
+
+class StoreLockedError(StoreError):
     """The store stayed locked by another process longer than the retry window."""
+
+
+class StoreUnusableError(StoreError):
+    """The store path cannot hold a results store (a folder, not DuckDB, not writable)."""
 
 
 def _is_lock_error(e: Exception) -> bool:
@@ -95,22 +121,18 @@ def _is_lock_error(e: Exception) -> bool:
     return "lock" in msg or "conflicting" in msg or "being used" in msg
 
 
-def _connect(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
-    deadline = time.monotonic() + wait
-    delay = 0.05
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except (duckdb.IOException, duckdb.ConnectionException) as e:
-            if not _is_lock_error(e) or time.monotonic() > deadline:
-                if _is_lock_error(e):
-                    raise StoreLockedError(
-                        f"The results store {path} is locked by another process ({e}). "
-                        "Wait for it to finish or use another --store."
-                    ) from e
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Store:
@@ -120,6 +142,76 @@ class Store:
         self.path = Path(path)
         self.lock_wait = lock_wait
 
+    # ---- paths ---------------------------------------------------------------------
+    @property
+    def intent_path(self) -> Path:
+        """This process's intent file: present while it waits for / holds the write lock."""
+        return Path(f"{self.path}.writer.{os.getpid()}")
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where computed runs wait (as Parquet) until they are committed."""
+        return Path(f"{self.path}.staging")
+
+    # ---- connections ---------------------------------------------------------------
+    def _connect(self, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + wait
+        while True:
+            if read_only:
+                self._wait_for_writer(deadline)
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except (duckdb.IOException, duckdb.ConnectionException) as e:
+                if _is_lock_error(e):
+                    if time.monotonic() <= deadline:
+                        time.sleep(_POLL)
+                        continue
+                    raise StoreLockedError(
+                        f"The results store {self.path} is locked by another process "
+                        f"({_first_line(e)}). Wait for it to finish or use another --store."
+                    ) from e
+                raise self._unusable(e) from e
+            except duckdb.Error as e:
+                raise self._unusable(e) from e
+
+    def _unusable(self, e: BaseException) -> StoreUnusableError:
+        return StoreUnusableError(
+            f"The results store {self.path} cannot be opened: {_first_line(e)}. Is it a "
+            "DuckDB file written by beyond-inet? If not, pass another --store.")
+
+    def writer_waiting(self) -> bool:
+        """True while another live process has declared it is committing (a fresh
+        ``<store>.writer.<pid>`` file)."""
+        now = time.time()
+        for f in self.path.parent.glob(f"{glob.escape(self.path.name)}.writer.*"):
+            try:
+                pid = int(f.name.rsplit(".", 1)[1])
+                fresh = now - f.stat().st_mtime <= INTENT_STALE_SECONDS
+            except (OSError, ValueError):
+                continue
+            if pid != os.getpid() and fresh and _pid_alive(pid):
+                return True
+        return False
+
+    def _wait_for_writer(self, deadline: float) -> None:
+        while self.writer_waiting():
+            if time.monotonic() > deadline:
+                raise StoreLockedError(
+                    f"The results store {self.path} is being written (precompute is "
+                    "committing a run). Try again in a moment.")
+            time.sleep(_POLL)
+
+    @contextlib.contextmanager
+    def _intent(self) -> Iterator[None]:
+        """Declare a pending write so readers step aside."""
+        self.intent_path.parent.mkdir(parents=True, exist_ok=True)
+        self.intent_path.write_text(f"{os.getpid()}\n")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self.intent_path.unlink()
+
     # ---- readers -------------------------------------------------------------------
     @contextlib.contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
@@ -127,9 +219,11 @@ class Store:
         if not self.path.is_file():
             yield None
             return
-        con = _connect(self.path, read_only=True, wait=self.lock_wait)
+        con = self._connect(read_only=True, wait=self.lock_wait)
         try:
             yield con
+        except duckdb.Error as e:
+            raise StoreError(f"Query on {self.path} failed: {_first_line(e)}") from e
         finally:
             con.close()
 
@@ -151,54 +245,167 @@ class Store:
         return None if df.empty else str(df["run_id"].iloc[0])
 
     # ---- writer --------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail now, before any work, when results could not be written here.
+
+        Creates the store's folder when absent, but not the store: a probe file checks the
+        folder is writable. An existing store must open read-write (one locked by another
+        writer passes: the commit waits for it later).
+        """
+        if self.path.is_dir():
+            raise StoreUnusableError(
+                f"--store {self.path} is a folder; give a file path such as "
+                f"{self.path / 'results.duckdb'}.")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreUnusableError(
+                f"Cannot create the folder of --store {self.path}: {e.strerror or e}. "
+                "Pass a --store in a writable folder.") from None
+        if not self.path.exists():
+            probe = self.path.with_name(f".{self.path.name}.probe.{os.getpid()}")
+            try:
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as e:
+                raise StoreUnusableError(
+                    f"Cannot write in the folder of --store {self.path}: {e.strerror or e}. "
+                    "Pass a --store in a writable folder.") from None
+            return
+        if not os.access(self.path, os.W_OK):
+            raise StoreUnusableError(
+                f"--store {self.path} is not writable. Pass a --store you can write.")
+        try:
+            con = self._connect(read_only=False, wait=0)
+        except StoreLockedError:
+            return
+        con.close()
+
     def commit_run(
         self,
         run: dict[str, Any],
         predictions: pa.Table,
         metrics: pd.DataFrame,
         replace: bool = False,
+        wait: float | None = None,
     ) -> bool:
         """Atomically add one finished run (its row, predictions and metrics).
 
         With ``replace`` every earlier run with the same ``run_key`` is deleted in the same
         transaction. Without it, an existing finished run with that key wins and nothing is
-        written (returns False).
+        written (returns False). Waits up to ``wait`` (default ``lock_wait``) seconds for
+        the lock, then raises :class:`StoreLockedError`.
         """
         missing = [c for c, _ in RUN_COLUMNS if c not in run]
         if missing:
             raise ValueError(f"run record lacks {missing}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         preds = predictions.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA)
         mets = metrics.loc[:, list(METRIC_COLUMNS)]
         run_df = pd.DataFrame([{c: run[c] for c, _ in RUN_COLUMNS}])
-        con = _connect(self.path, read_only=False, wait=self.lock_wait)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._intent():
+            con = self._connect(read_only=False,
+                                wait=self.lock_wait if wait is None else wait)
+            try:
+                for sql in SCHEMA_SQL:
+                    con.execute(sql)
+                con.execute("BEGIN TRANSACTION")
+                old = con.execute(
+                    "SELECT run_id FROM runs WHERE run_key = ?", [run["run_key"]]
+                ).fetchall()
+                if old and not replace:
+                    con.execute("ROLLBACK")
+                    return False
+                for (rid,) in old:
+                    for table in ("predictions", "metrics", "runs"):
+                        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
+                con.register("_run_df", run_df)
+                con.register("_pred_tbl", preds)
+                con.register("_metric_df", mets)
+                con.execute("INSERT INTO runs BY NAME SELECT * FROM _run_df")
+                con.execute("INSERT INTO predictions BY NAME SELECT * FROM _pred_tbl")
+                con.execute("INSERT INTO metrics BY NAME SELECT * FROM _metric_df")
+                con.execute("COMMIT")
+                return True
+            except BaseException as e:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                if isinstance(e, duckdb.Error):
+                    raise StoreError(f"Could not write run to {self.path}: "
+                                     f"{_first_line(e)}") from e
+                raise
+            finally:
+                con.close()
+
+    # ---- staging -------------------------------------------------------------------
+    def stage_run(self, run: dict[str, Any], predictions: pa.Table, metrics: pd.DataFrame,
+                  replace: bool = False) -> Path:
+        """Write a computed run next to the store (Parquet + JSON); ``COMPLETE`` is written
+        last, so a half-written folder is never mistaken for a run."""
+        folder = self.staging_dir / str(run["run_id"])
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        record = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
+        (tmp / "run.json").write_text(json.dumps({"run": record, "replace": replace}))
+        pq.write_table(predictions, tmp / "predictions.parquet")
+        metrics.to_parquet(tmp / "metrics.parquet", index=False)
+        (tmp / "COMPLETE").write_text("")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return folder
+
+    def staged_runs(self) -> list[Path]:
+        """Complete staged runs, oldest first."""
+        if not self.staging_dir.is_dir():
+            return []
+        done = [p for p in self.staging_dir.iterdir() if (p / "COMPLETE").is_file()]
+        return sorted(done, key=lambda p: p.stat().st_mtime)
+
+    def commit_staged(self, folder: Path, wait: float | None = None) -> tuple[dict[str, Any],
+                                                                             bool]:
+        """Commit one staged run and remove its folder; returns (run record, stored?)."""
+        meta = json.loads((folder / "run.json").read_text())
+        run = dict(meta["run"])
+        for k in ("started_at", "finished_at"):
+            if isinstance(run.get(k), str):
+                run[k] = datetime.fromisoformat(run[k])
+        preds = pq.read_table(folder / "predictions.parquet")
+        mets = pd.read_parquet(folder / "metrics.parquet")
+        stored = self.commit_run(run, preds, mets, replace=bool(meta["replace"]), wait=wait)
+        discard_staged(folder)
+        return run, stored
+
+    def commit_persistently(self, run: dict[str, Any], predictions: pa.Table,
+                            metrics: pd.DataFrame, replace: bool, log: Log) -> bool:
+        """Commit a computed run, never losing it to a lock: when the store stays locked it
+        is staged on disk and the commit is retried until it succeeds (Ctrl-C stops the
+        wait; the staged run is then committed by the next writer)."""
         try:
-            for sql in SCHEMA_SQL:
-                con.execute(sql)
-            con.execute("BEGIN TRANSACTION")
-            old = con.execute(
-                "SELECT run_id FROM runs WHERE run_key = ?", [run["run_key"]]
-            ).fetchall()
-            if old and not replace:
-                con.execute("ROLLBACK")
-                return False
-            for (rid,) in old:
-                for table in ("predictions", "metrics", "runs"):
-                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
-            con.register("_run_df", run_df)
-            con.register("_pred_tbl", preds)
-            con.register("_metric_df", mets)
-            con.execute("INSERT INTO runs BY NAME SELECT * FROM _run_df")
-            con.execute("INSERT INTO predictions BY NAME SELECT * FROM _pred_tbl")
-            con.execute("INSERT INTO metrics BY NAME SELECT * FROM _metric_df")
-            con.execute("COMMIT")
-            return True
-        except BaseException:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+            return self.commit_run(run, predictions, metrics, replace, wait=min(
+                self.lock_wait, 5.0))
+        except StoreLockedError:
+            pass
+        folder = self.stage_run(run, predictions, metrics, replace)
+        log(f"waiting: the store {self.path} is locked by another process; the computed run "
+            f"of {run['model']} on {run['dataset']} is staged in {folder} and will be "
+            "committed as soon as the lock is free (Ctrl-C stops; the next precompute on "
+            "this store commits it).")
+        while True:
+            try:
+                stored = self.commit_run(run, predictions, metrics, replace,
+                                         wait=self.lock_wait)
+            except StoreLockedError:
+                log(f"waiting: {self.path} is still locked ({run['model']} on "
+                    f"{run['dataset']} staged) ...")
+                continue
+            discard_staged(folder)
+            return stored
+
+
+def discard_staged(folder: Path) -> None:
+    """Remove a staged run folder (after its commit)."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:

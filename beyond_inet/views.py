@@ -25,8 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-
-import torch
+from typing import TYPE_CHECKING
 
 from beyond_inet.preprocess import (
     Preprocessing,
@@ -39,7 +38,10 @@ from beyond_inet.preprocess import (
 )
 from beyond_inet.registry import Registry
 
-Transform = Callable[[torch.Tensor, Preprocessing], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+Transform = Callable[["torch.Tensor", Preprocessing], "torch.Tensor"]
 
 
 def _same_size(pp: Preprocessing) -> int:

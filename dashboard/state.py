@@ -11,11 +11,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-import duckdb
 import pandas as pd
 import streamlit as st
 
-from beyond_inet.store import StoreLockedError
+from beyond_inet.store import StoreError, StoreLockedError
 from dashboard import frames, published
 from dashboard.queries import latest_runs, store_path, store_version
 
@@ -80,7 +79,7 @@ def sidebar() -> Selection:
         runs = latest_runs(path, version)
     except StoreLockedError:
         runs, locked = latest_runs.uncached("", ""), True  # type: ignore[attr-defined]
-    except (duckdb.Error, OSError) as e:
+    except (StoreError, OSError) as e:
         runs, broken = latest_runs.uncached("", ""), str(e).splitlines()[0]  # type: ignore
     options = _options(runs)
     qp = st.query_params

@@ -205,7 +205,7 @@ def _run(model: str, plan: DatasetPlan, scale: float, seed: int, random_weights:
             mrows += [(c, "top1", float(np.mean(accs)), math.nan, math.nan),
                       (c, "ce", ce, math.nan, math.nan)]
         mrows += [("standard", "top1", float(np.mean(list(top1.values()))), math.nan, math.nan),
-                  ("standard", "mce", float(np.mean(ces)), math.nan, math.nan),
+                  ("standard", "mean_ce", float(np.mean(ces)), math.nan, math.nan),
                   ("standard", "corruptions", float(len(CORRUPTIONS)), math.nan, math.nan)]
     metrics = pd.DataFrame([{"run_id": run_id, "model": model, "dataset": plan.name,
                              "view": v, "metric": m, "value": val, "ci_low": lo, "ci_high": hi}

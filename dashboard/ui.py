@@ -7,12 +7,11 @@ import contextlib
 import re
 from collections.abc import Iterator
 
-import duckdb
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from beyond_inet.store import StoreLockedError
+from beyond_inet.store import StoreError, StoreLockedError
 from dashboard import queries
 from dashboard.state import Selection
 
@@ -86,5 +85,5 @@ def guard() -> Iterator[None]:
         yield
     except StoreLockedError:
         st.warning("The results store is busy (precompute is writing). Refresh in a moment.")
-    except duckdb.Error as e:
+    except StoreError as e:
         st.error(f"Could not read the results store: {str(e).splitlines()[0]}")

@@ -1,28 +1,35 @@
-"""Command line: argv is parsed and converted to typed config here, and only here."""
+"""Command line: argv is parsed and converted to typed config here, and only here.
+
+Only light modules are imported at the top (no torch, timm or open_clip), so ``--help``,
+``--list-datasets`` and argument errors answer at once; a run imports the rest.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
-
+from beyond_inet import settings
 from beyond_inet.data import DATASETS, DatasetLayoutError
-from beyond_inet.engine import RunSettings, resolve_device
-from beyond_inet.evaluations import ScoringOptions
+from beyond_inet.errors import PrecomputeError
 from beyond_inet.models import (
     MODELS,
     CheckpointMismatchError,
     WeightsSource,
     WeightsUnavailableError,
 )
-from beyond_inet.pipeline import PrecomputeConfig, PrecomputeError, format_summary, run_precompute
+from beyond_inet.models.base import PRECISIONS
 from beyond_inet.registry import UnknownNameError
-from beyond_inet.store import StoreLockedError
+from beyond_inet.store import StoreError
 from beyond_inet.views import VIEW_GRIDS, ViewError, format_number, grid_views, parse_view
+
+if TYPE_CHECKING:
+    from beyond_inet.pipeline import PrecomputeConfig
 
 
 def _epilog() -> str:
@@ -41,10 +48,34 @@ def _csv(value: str) -> list[str]:
 
 
 def _positive(value: str) -> int:
-    n = int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
     if n <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
     return n
+
+
+def _non_negative(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
+    return n
+
+
+def _logit_scale(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0 (the paper uses 100), got {value!r}")
+    return x
 
 
 def _grid(family: str) -> Callable[[str], tuple[float, ...]]:
@@ -79,12 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
                    help="model(s) to evaluate; repeatable; 'all' = the paper's four (default)")
+    p.add_argument("--fetch-weights", action="store_true",
+                   help="download (or verify in the local cache) the weights and CLIP "
+                   "zero-shot heads of --model, for later offline runs; needs no dataset")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--checkpoint", type=Path, metavar="PATH",
                    help="local safetensors / PyTorch state-dict file for the (single) --model")
     w.add_argument("--random-weights", action="store_true",
                    help="random init (smoke tests; recorded as 'random', numbers meaningless)")
-    p.add_argument("--data-root", type=Path, default=Path("data/datasets"), metavar="DIR",
+    p.add_argument("--data-root", type=Path, default=settings.DEFAULT_DATA_ROOT, metavar="DIR",
                    help="folder holding the datasets in their conventional layouts "
                    "(default: data/datasets)")
     p.add_argument("--dataset", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
@@ -97,24 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
                    help="download, verify and extract public datasets into --data-root "
                    "(resumable; no --model needed)")
-    p.add_argument("--store", type=Path, default=Path("data/results.duckdb"), metavar="PATH",
+    p.add_argument("--store", type=Path, default=settings.DEFAULT_STORE, metavar="PATH",
                    help="DuckDB results store (default: data/results.duckdb)")
     p.add_argument("--limit", type=_positive, metavar="N",
                    help="only the first N images of each dataset (smoke runs)")
-    p.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="default 64")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), metavar="N",
-                   help="DataLoader decode workers (default: min(8, CPUs))")
+    p.add_argument("--batch-size", type=_positive, default=settings.DEFAULT_BATCH_SIZE,
+                   metavar="N", help=f"default {settings.DEFAULT_BATCH_SIZE}")
+    p.add_argument("--workers", type=_non_negative, default=settings.default_workers(),
+                   metavar="N", help="DataLoader decode workers (default: min(8, CPUs))")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available (default)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default, as the paper) or bf16 (the backbone under bf16 autocast, "
+                   "faster on GPUs); the head, softmax and metrics are fp32 either way")
     p.add_argument("--force", action="store_true",
                    help="recompute runs already in the store and replace them")
     p.add_argument("--compile", action="store_true", help="torch.compile the models (opt-in)")
     p.add_argument("--preprocessing", choices=("paper", "weights"), default="paper",
                    help="paper = the paper's eval recipe for its four models (default); "
                    "weights = each weights' own config (timm / open_clip)")
-    p.add_argument("--logit-scale", type=float, default=100.0, metavar="S",
-                   help="CLIP zero-shot logit scale (default 100, as in the paper)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+    p.add_argument("--logit-scale", type=_logit_scale, default=settings.DEFAULT_LOGIT_SCALE,
+                   metavar="S", help="CLIP zero-shot logit scale (default 100, as in the paper)")
+    p.add_argument("--bootstrap", type=_non_negative, default=settings.DEFAULT_BOOTSTRAP,
+                   metavar="N",
                    help="bootstrap resamples for 95%% intervals (0 = none; default 1000)")
     p.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="where CLIP zero-shot heads are cached "
@@ -143,6 +182,10 @@ def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
     """Convert parsed argv to a typed :class:`PrecomputeConfig`."""
+    from beyond_inet.engine import RunSettings, resolve_device
+    from beyond_inet.evaluations import ScoringOptions
+    from beyond_inet.pipeline import PrecomputeConfig
+
     models = tuple(m for group in (args.model or [["all"]]) for m in group)
     datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
     for name, _ in args.dataset_path:
@@ -162,19 +205,52 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         logit_scale=args.logit_scale,
         limit=args.limit,
         run=RunSettings(device=resolve_device(args.device), batch_size=args.batch_size,
-                        workers=max(0, args.workers), compile=args.compile,
-                        progress=not args.quiet),
+                        workers=args.workers, compile=args.compile,
+                        progress=not args.quiet, precision=args.precision),
         force=args.force,
-        scoring=ScoringOptions(n_boot=max(0, args.bootstrap)),
+        scoring=ScoringOptions(n_boot=args.bootstrap),
         cache_dir=args.cache_dir,
         extra_views=invariance_views(args),
     )
 
 
-USER_ERRORS = (
+class UsageError(ValueError):
+    """A combination of options that does not make sense (one-line message)."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
     UnknownNameError, WeightsUnavailableError, CheckpointMismatchError, DatasetLayoutError,
-    PrecomputeError, StoreLockedError, FileNotFoundError,
+    StoreError, FileNotFoundError, UsageError, ViewError,
 )
+
+
+def _configure_logging() -> None:
+    """Library warnings as one plain line (``warning: ...``), never ``WARNING:root:``."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", force=True)
+
+
+def _fetch_command(args: argparse.Namespace) -> int:
+    """``--fetch-weights``: weights (and CLIP heads) of every --model, no dataset needed."""
+    from beyond_inet.models import LoadOptions, expand_model_names, fetch_weights, resolve_spec
+
+    if args.checkpoint is not None or args.random_weights:
+        raise UsageError("--fetch-weights gets hub weights; it does not combine with "
+                         "--checkpoint or --random-weights.")
+    names = expand_model_names([m for group in (args.model or [["all"]]) for m in group])
+    for n in names:  # typos fail before any download
+        resolve_spec(n)
+    opts = LoadOptions(preprocessing=args.preprocessing, logit_scale=args.logit_scale,
+                       cache_dir=args.cache_dir)
+
+    def log(m: str) -> None:
+        print(m, file=sys.stderr, flush=True)
+
+    for i, n in enumerate(names, 1):
+        log(f"[{i}/{len(names)}] {n}")
+        fetch_weights(n, opts, log)
+    print(f"weights ready for {len(names)} model(s): {', '.join(names)}. Later runs need no "
+          "network (HF_HUB_OFFLINE=1 works).")
+    return 0
 
 
 def _datasets_command(args: argparse.Namespace) -> int:
@@ -202,29 +278,55 @@ def _datasets_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(store: Path) -> str:
+    """What Ctrl-C leaves behind: nothing partial; staged runs are said."""
+    from beyond_inet.store import Store
+
+    staged = Store(store).staged_runs()
+    msg = "interrupted; nothing partial was stored."
+    if staged:
+        msg += (f" {len(staged)} computed run(s) are staged in {Store(store).staging_dir} and "
+                "will be committed by the next precompute on this store.")
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit status (0 ok, 2 bad input, 1 failure)."""
+    """Run the CLI; returns the process exit status (0 ok, 2 bad input, 1 failure,
+    130 interrupted)."""
     args = build_parser().parse_args(argv)
-    if args.list_datasets or args.download:
-        status = _datasets_command(args)
-        if status or args.model is None:  # with --model, go on to evaluate
-            return status
+    _configure_logging()
     try:
+        if args.fetch_weights:
+            return _fetch_command(args)
+        if args.list_datasets or args.download:
+            status = _datasets_command(args)
+            if status or args.model is None:  # with --model, go on to evaluate
+                return status
+        from beyond_inet.pipeline import format_summary, run_precompute
+
         cfg = config_from_args(args)
         summaries = run_precompute(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except duckdb.Error as e:
-        print(f"error: results store {args.store}: {str(e).splitlines()[0]} "
-              "(pass another --store)", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\n{_interrupted(args.store)}", file=sys.stderr)
+        return 130
+    except (*USER_ERRORS, PrecomputeError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     print(format_summary(summaries))
+    exists = [s for s in summaries if s.status == "exists"]
+    if exists:
+        print(f"{len(exists)} run(s) were not stored: another process stored the same run "
+              "first (see above).", file=sys.stderr)
     failed = max((s.n_failed for s in summaries), default=0)
     if failed:
         print(f"{failed} image(s) could not be decoded and were skipped (listed above and in the "
               "store's runs.failed).", file=sys.stderr)
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__

@@ -74,9 +74,9 @@ class Server:
                 self.end_headers()
                 if outer.cut_after is not None:
                     chunk = chunk[:outer.cut_after]
+                outer.sent.append(len(chunk))  # before writing: the client may finish first
                 self.wfile.write(chunk)
                 self.wfile.flush()
-                outer.sent.append(len(chunk))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

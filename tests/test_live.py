@@ -24,6 +24,7 @@ from beyond_inet.live import (
     unnormalize,
 )
 from beyond_inet.models import LoadedModel
+from beyond_inet.models.contract import Classifier
 from beyond_inet.perturbations import CORRUPTIONS, corrupt, rotate
 from beyond_inet.preprocess import center_crop, resize_shorter, standard_transform
 from beyond_inet.registry import UnknownNameError
@@ -82,8 +83,8 @@ def test_perturb_order_rotation_then_corruption(photo: torch.Tensor) -> None:
 
 def test_a_failing_model_does_not_hide_the_others(tiny_timm: LoadedModel,
                                                   photo: torch.Tensor) -> None:
-    class Broken(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+    class Broken(Classifier):
+        def trunk(self, x: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("Input height (64) doesn't match model (160).")
 
     broken = LoadedModel("broken", tiny_timm.spec, Broken(), tiny_timm.preprocessing, "random")

@@ -17,7 +17,10 @@ from beyond_inet.models import (
     WeightsSource,
     WeightsUnavailableError,
     load_model,
+    open_clip_family,
     resolve_spec,
+    timm_family,
+    weights,
 )
 from beyond_inet.preprocess import from_timm_config
 from beyond_inet.registry import UnknownNameError
@@ -67,8 +70,9 @@ def test_paper_preprocessing_differs_from_timm_config() -> None:
 def test_preprocessing_switch_on_a_loaded_paper_model() -> None:
     spec = resolve_spec("convnext_base_21k")
     small = M.ModelSpec("cnx", "timm", "test_convnext", None, "x", spec.paper_preprocessing)
-    paper = M.load_timm(small, LoadOptions(weights=WeightsSource("random")))
-    own = M.load_timm(small, LoadOptions(weights=WeightsSource("random"), preprocessing="weights"))
+    paper = timm_family.FAMILY.load(small, LoadOptions(weights=WeightsSource("random")))
+    own = timm_family.FAMILY.load(
+        small, LoadOptions(weights=WeightsSource("random"), preprocessing="weights"))
     assert paper.preprocessing == spec.paper_preprocessing
     assert own.preprocessing.source.startswith("timm pretrained_cfg")
     assert own.preprocessing.interpolation == "bicubic"
@@ -97,7 +101,7 @@ def test_missing_weights_fail_fast_with_instructions(name: str, empty_caches: Pa
 def test_unreachable_hub_is_detected_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
-    assert M.hub_reachable(timeout=3) is False
+    assert weights.hub_reachable(timeout=3) is False
 
 
 def _seeded_test_vit(seed: int) -> torch.nn.Module:
@@ -130,7 +134,7 @@ def test_checkpoint_gives_the_saved_models_outputs(tmp_path: Path, suffix: str) 
     else:
         save_file(src.state_dict(), str(path))
     loaded = load_model("timm:test_vit", LoadOptions(weights=WeightsSource("checkpoint", path)))
-    assert loaded.weights == f"checkpoint:sha256:{M.sha256_file(path)}"
+    assert loaded.weights == f"checkpoint:sha256:{weights.sha256_file(path)}"
     x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), src(x))
@@ -149,10 +153,27 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path: Path) -> None:
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointMismatchError, match="weights_only=True"):
+    with pytest.raises(CheckpointMismatchError, match="not a readable PyTorch checkpoint"):
         load_model("timm:test_vit", LoadOptions(weights=WeightsSource("checkpoint", path)))
     with pytest.raises(FileNotFoundError):
-        M.read_state_dict(tmp_path / "absent.pt")
+        weights.read_state_dict(tmp_path / "absent.pt")
+
+
+class _NotATensor:
+    pass
+
+
+def test_garbage_safetensors_and_pickled_objects_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json")
+    with pytest.raises(CheckpointMismatchError, match="as safetensors") as e:
+        weights.read_state_dict(bad)
+    assert "\n" not in str(e.value)
+    obj = tmp_path / "objects.pt"
+    torch.save({"w": torch.zeros(2), "cfg": _NotATensor()}, obj)
+    with pytest.raises(CheckpointMismatchError, match="pickles objects other than tensors") as e:
+        weights.read_state_dict(obj)
+    assert "weights_only=False" not in str(e.value) and "weights_only" not in str(e.value)
 
 
 def test_random_weights_are_recorded_and_deterministic(tiny_timm: M.LoadedModel) -> None:
@@ -165,7 +186,9 @@ def test_random_weights_are_recorded_and_deterministic(tiny_timm: M.LoadedModel)
 
 def test_clip_logit_scale_is_an_explicit_recorded_setting(tiny_clip: M.LoadedModel) -> None:
     assert tiny_clip.settings["logit_scale"] == 100.0
-    half = M.ZeroShotClassifier(tiny_clip.module.clip, tiny_clip.module.head, 50.0)
+    half = open_clip_family.ZeroShotClassifier(tiny_clip.module.clip,
+                                               tiny_clip.module.text_head, 50.0,
+                                               "test-tiny-clip")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(half(x) * 2, tiny_clip.module(x))
@@ -189,11 +212,12 @@ def test_zero_shot_head_is_built_once_and_cached_on_disk(
     monkeypatch.setattr(zsc, "build_zero_shot_classifier", fake_build)
     spec = resolve_spec("open_clip:test-tiny-clip")
     clip = tiny_clip.module.clip
-    h1, p1 = M._zero_shot_head(clip, spec, "checkpoint:sha256:aa", tmp_path)
-    h2, p2 = M._zero_shot_head(clip, spec, "checkpoint:sha256:aa", tmp_path)
+    h1, p1 = open_clip_family.zero_shot_head(clip, spec, "checkpoint:sha256:aa", tmp_path)
+    h2, p2 = open_clip_family.zero_shot_head(clip, spec, "checkpoint:sha256:aa", tmp_path)
     assert calls == [80] and p1 == p2 and Path(p1).is_file()
     torch.testing.assert_close(h1, h2)
-    M._zero_shot_head(clip, spec, "checkpoint:sha256:bb", tmp_path)  # other weights: new head
+    # other weights: a new head
+    open_clip_family.zero_shot_head(clip, spec, "checkpoint:sha256:bb", tmp_path)
     assert len(calls) == 2
 
 
@@ -203,7 +227,8 @@ def test_open_clip_weights_are_found_in_the_hub_cache(empty_caches: Path) -> Non
     (repo / "snapshots" / "s1" / "open_clip_pytorch_model.bin").write_bytes(b"x")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("s1")
-    found = M._resolve_open_clip_file(resolve_spec("convnext_clip"))
+    found = open_clip_family.FAMILY.cached_weights(resolve_spec("convnext_clip"),
+                                                   must_exist=True)
     assert found == str(repo / "snapshots" / "s1" / "open_clip_pytorch_model.bin")
 
 

@@ -57,8 +57,13 @@ def test_runs_record_provenance(filled_store: Store) -> None:
     assert val["n_samples"].tolist() == [12, 12] and val["n_failed"].tolist() == [2, 2]
     failed = {f["sample_id"] for f in json.loads(val["failed"].iloc[0])}
     assert failed == {"ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000002.JPEG"}
-    pp = json.loads(runs[runs["model"] == TINY_CLIP]["preprocessing"].iloc[0])
+    pp = json.loads(val[val["model"] == TINY_CLIP]["preprocessing"].iloc[0])
     assert pp["source"] == "open_clip preprocess config" and pp["crop_size"] == 64
+    assert pp["resize_mode"] == "shorter"
+    cue = runs[(runs["dataset"] == "cue-conflict") & (runs["model"] == TINY_CLIP)]
+    cue_pp = json.loads(cue["preprocessing"].iloc[0])  # the dataset's own recipe, recorded
+    assert cue_pp["resize_mode"] == "exact" and cue_pp["crop_size"] == 64
+    assert cue_pp["mean"] == pp["mean"] and "native-size stimuli" in cue_pp["source"]
     settings = json.loads(runs[runs["model"] == TINY_CLIP]["settings"].iloc[0])
     assert settings["logit_scale"] == 100.0
     assert set(runs["device"]) == {"cpu"} and set(runs["precision"]) == {"fp32"}

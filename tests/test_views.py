@@ -21,8 +21,9 @@ from beyond_inet.models import (
     LoadOptions,
     WeightsSource,
     load_model,
-    register_bundled_open_clip_configs,
 )
+from beyond_inet.models.contract import Classifier
+from beyond_inet.models.open_clip_family import register_bundled_configs
 from beyond_inet.pipeline import evaluations_for, runnable_views
 from beyond_inet.preprocess import Preprocessing, standard_transform
 from beyond_inet.registry import UnknownNameError
@@ -235,11 +236,11 @@ def test_timm_vit_runs_at_other_sizes_as_timm_resamples(tiny_timm: LoadedModel) 
         # oracle: timm's own model at that size, weights adapted by timm's checkpoint filter
         fixed = timm.create_model("test_vit", img_size=size)
         fixed.load_state_dict(timm.models.vision_transformer.checkpoint_filter_fn(
-            vit.state_dict(), fixed))
+            vit.net.state_dict(), fixed))
         with torch.no_grad():
             torch.testing.assert_close(vit(x), fixed.eval()(x), rtol=1e-4, atol=1e-5)
     plain = timm.create_model("test_vit").eval()
-    plain.load_state_dict(vit.state_dict())
+    plain.load_state_dict(vit.net.state_dict())
     x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         assert torch.equal(vit(x), plain(x))  # unchanged at the native size
@@ -253,7 +254,7 @@ def test_timm_convnext_runs_at_other_sizes(tiny_convnext: LoadedModel) -> None:
 
 
 def test_open_clip_vit_runs_at_other_sizes_as_force_image_size(tiny_clip: LoadedModel) -> None:
-    register_bundled_open_clip_configs()
+    register_bundled_configs()
     zs = tiny_clip.module
     native = zs.clip.visual.image_size
     torch.manual_seed(0)
@@ -266,16 +267,19 @@ def test_open_clip_vit_runs_at_other_sizes_as_force_image_size(tiny_clip: Loaded
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
             feats = torch.nn.functional.normalize(other.eval().encode_image(x).float(), dim=-1)
-            torch.testing.assert_close(zs(x), zs.logit_scale * feats @ zs.head, rtol=1e-4,
+            torch.testing.assert_close(zs(x), zs.logit_scale * feats @ zs.text_head, rtol=1e-4,
                                        atol=1e-4)
     assert zs.clip.visual.image_size == native  # the tower itself is not changed
 
 
-class _FixedSize(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+class _FixedSize(Classifier):
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != 160:
             raise AssertionError(f"Input width ({x.shape[-1]}) doesn't match model (160).")
         return torch.zeros(x.shape[0], 1000)
+
+    def head(self, t: torch.Tensor) -> torch.Tensor:
+        return t
 
 
 def test_views_a_model_cannot_take_are_skipped_with_a_note(tiny_timm: LoadedModel) -> None:

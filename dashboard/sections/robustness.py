@@ -51,11 +51,17 @@ with ui.guard():
         wide = c.pivot_table(index=["corruption", "x_raw"], columns="display", values="value")
         ui.table((wide * 100).round(2).reset_index().rename(columns={"x_raw": "severity"}),
                  "imagenet-c")
-        mce = comb[(comb["dataset"] == "imagenet-c") & (comb["metric"] == "mce")
+        mce = comb[(comb["dataset"] == "imagenet-c") & (comb["metric"] == "mean_ce")
                    & (comb["view"] == "standard")]
         if len(mce):
             st.caption("mean Corruption Error, mCE (AlexNet-normalised, lower is better): "
                        + ", ".join(f"{r.display} {r.value:.3f}" for r in mce.itertuples()))
+        extra = comb[(comb["dataset"] == "imagenet-c") & (comb["metric"] == "top1_extra")
+                     & (comb["view"] == "standard")]
+        if len(extra):
+            st.caption("The 4 extra corruptions (not in the benchmark's top-1 or mCE): "
+                       + ", ".join(f"{r.display} {100 * r.value:.1f}%"
+                                   for r in extra.itertuples()))
     if sel.source != "measured":
         with st.expander("Transfer: VTAB (published only)"):
             vt = published.published_rows()

@@ -1,0 +1,168 @@
+"""What a model is, independent of its library: specs, weights sources, load options, the
+loaded-model record and the family protocol. Cheap to import (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from beyond_inet.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from beyond_inet.settings import DEFAULT_LOGIT_SCALE
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from beyond_inet.models.contract import Classifier
+
+PreprocessingChoice = Literal["paper", "weights"]
+#: Precision of a model's trunk (the head always runs in fp32).
+PRECISIONS = ("fp32", "bf16")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable (the message says what to do)."""
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A ``--checkpoint`` file does not fit the model architecture or cannot be read."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build: a family (``timm`` / ``open_clip``), an architecture and a weights tag,
+    with display metadata.
+
+    ``paper_preprocessing`` is the paper's own evaluation recipe where it differs from the
+    weights' config; ``None`` means the weights' config is what the paper used.
+    """
+
+    name: str
+    family: str
+    arch: str
+    tag: str | None = None
+    label: str = ""
+    paper_preprocessing: Preprocessing | None = None
+    description: str = ""
+
+    @property
+    def hub_id(self) -> str:
+        """A human-readable weights id: ``timm/<arch>.<tag>`` or ``open_clip/<arch>/<tag>``."""
+        if self.family == "timm":
+            return f"timm/{self.arch}" + (f".{self.tag}" if self.tag else "")
+        return f"{self.family}/{self.arch}/{self.tag}"
+
+    @property
+    def display(self) -> str:
+        """The paper's label when there is one, else the name."""
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where weights come from: the hub cache, a local checkpoint file, or random init."""
+
+    kind: Literal["hub", "checkpoint", "random"] = "hub"
+    checkpoint: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind == "checkpoint") != (self.checkpoint is not None):
+            raise ValueError("a checkpoint path is required exactly when kind == 'checkpoint'")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load: weights source, preprocessing choice, CLIP settings, head cache dir."""
+
+    weights: WeightsSource = WeightsSource()
+    preprocessing: PreprocessingChoice = "paper"
+    logit_scale: float = DEFAULT_LOGIT_SCALE
+    cache_dir: Path | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation: ``module`` is a
+    :class:`~beyond_inet.models.contract.Classifier` (``trunk`` / ``head`` / ``features``;
+    calling it gives ``[B, 1000]`` logits from a normalised float batch)."""
+
+    name: str
+    spec: ModelSpec
+    module: Classifier
+    preprocessing: Preprocessing
+    weights: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_random(self) -> bool:
+        """True when the weights are random (smoke tests; numbers mean nothing)."""
+        return self.weights == "random"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready record of everything that defines this model's numbers."""
+        return {
+            "model": self.name,
+            "family": self.spec.family,
+            "arch": self.spec.arch,
+            "tag": self.spec.tag,
+            "label": self.spec.display,
+            "weights": self.weights,
+            "preprocessing": self.preprocessing.to_dict(),
+            "settings": self.settings,
+        }
+
+
+class ModelFamily(Protocol):
+    """One model library (timm, open_clip): how names parse, how weights are found, fetched
+    and loaded, and which library versions affect the numbers."""
+
+    prefix: str
+
+    def parse(self, name: str, rest: str) -> ModelSpec:
+        """``<prefix>:<rest>`` -> spec; unknown names raise UnknownNameError."""
+        ...
+
+    def load(self, spec: ModelSpec, opts: LoadOptions) -> LoadedModel:
+        """Build the model (hub cache, checkpoint or random init)."""
+        ...
+
+    def fetch(self, spec: ModelSpec, opts: LoadOptions, log: Callable[[str], None]) -> None:
+        """Download (or verify in the cache) everything a later offline load needs."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """Library name -> version, for the run record."""
+        ...
+
+
+PAPER_SUPERVISED_PREPROCESSING = Preprocessing(
+    resize_size=256,
+    crop_size=224,
+    interpolation="bilinear",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    antialias=True,
+    source="paper (resize 256 bilinear antialias, center crop 224, ImageNet mean/std)",
+)
+
+#: The paper's four models (data).
+PAPER_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("deit3_21k", "timm", "deit3_base_patch16_224", "fb_in22k_ft_in1k", "ViT-sup",
+              PAPER_SUPERVISED_PREPROCESSING, "DeiT3-B/16, supervised IN-21k -> IN-1k (timm)"),
+    ModelSpec("convnext_base_21k", "timm", "convnext_base", "fb_in22k_ft_in1k", "ConvNeXt-sup",
+              PAPER_SUPERVISED_PREPROCESSING, "ConvNeXt-B, supervised IN-21k -> IN-1k (timm)"),
+    ModelSpec("vit_clip", "open_clip", "ViT-B-16", "laion400m_e31", "ViT-clip", None,
+              "OpenCLIP ViT-B/16 on LAION-400M, zero-shot ImageNet head"),
+    ModelSpec("convnext_clip", "open_clip", "convnext_base", "laion400m_s13b_b51k",
+              "ConvNeXt-clip", None, "OpenCLIP ConvNeXt-B on LAION-400M, zero-shot ImageNet head"),
+)
+
+
+def choose_preprocessing(spec: ModelSpec, weights_pp: Preprocessing,
+                         choice: PreprocessingChoice) -> Preprocessing:
+    """The paper's recipe for its models with ``choice='paper'``, else the weights' own."""
+    if choice not in ("paper", "weights"):
+        raise ValueError(f"preprocessing must be 'paper' or 'weights', got {choice!r}")
+    if choice == "paper" and spec.paper_preprocessing is not None:
+        return spec.paper_preprocessing
+    return weights_pp

@@ -1,0 +1,53 @@
+"""Defaults and environment variables, read in one place (stdlib only: cheap to import).
+
+Every other module takes these as typed arguments; the CLI and the dashboard read them here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The logit scale the paper applies to CLIP cosine similarities (CLIP's own, exp(4.6052)).
+DEFAULT_LOGIT_SCALE = 100.0
+#: Seed of random initialisation (``--random-weights``) and of random heads.
+RANDOM_SEED = 0
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_BOOTSTRAP = 1000
+DEFAULT_DATA_ROOT = Path("data") / "datasets"
+DEFAULT_STORE = Path("data") / "results.duckdb"
+#: How long a reader or writer waits for the other side's DuckDB lock before reporting it.
+LOCK_WAIT_SECONDS = 30.0
+#: The dashboard's readers wait less: a page should say "busy" rather than hang.
+DASHBOARD_LOCK_WAIT_SECONDS = 10.0
+
+STORE_ENV = "BEYOND_INET_STORE"
+DATA_ROOT_ENV = "BEYOND_INET_DATA_ROOT"
+CACHE_ENV = "BEYOND_INET_CACHE"
+DOWNLOADS_ENV = "BEYOND_INET_DOWNLOADS"
+LIVE_MODELS_ENV = "BEYOND_INET_LIVE_MODELS"
+MAX_UPLOAD_MB_ENV = "BEYOND_INET_MAX_UPLOAD_MB"
+MAX_PIXELS_ENV = "BEYOND_INET_MAX_PIXELS"
+
+
+def default_workers() -> int:
+    """DataLoader decode workers: ``min(8, CPUs)``."""
+    return min(8, os.cpu_count() or 1)
+
+
+def cache_dir() -> Path:
+    """Where zero-shot heads are cached: ``$BEYOND_INET_CACHE`` or ``~/.cache/beyond_inet``."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    return Path(env) if env else Path.home() / ".cache" / "beyond_inet"
+
+
+def env_data_roots() -> list[Path]:
+    """``$BEYOND_INET_DATA_ROOT`` split on the path separator (``:``); [] when unset."""
+    raw = os.environ.get(DATA_ROOT_ENV, "").strip()
+    return [Path(p) for p in raw.split(os.pathsep) if p.strip()]
+
+
+def env_store() -> Path | None:
+    """``$BEYOND_INET_STORE`` when set and non-empty."""
+    raw = os.environ.get(STORE_ENV, "").strip()
+    return Path(raw) if raw else None
