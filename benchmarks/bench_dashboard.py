@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
+from beyond_inet.store import read_session
 from dashboard import frames, published, queries, synthetic
 from dashboard.state import Selection
 from dashboard.ui import combined_metrics
@@ -39,10 +40,10 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
     def overview() -> object:
         num, _ = frames.overview(combined_metrics(sel))
         props = [c for c in num.columns if c in {x.title for x in frames.PROPERTIES}]
-        return frames.ranking(num[props], dict.fromkeys(props, 1.0))
+        return frames.ranking(num[[*props, "random_weights"]], dict.fromkeys(props, 1.0))
 
     def calibration() -> object:
-        combined_metrics(sel)
+        combined_metrics(sel, None, ("top1", "ece", "mce", "nll", "brier"))
         bins = queries.calibration_table(p, v, "imagenet-val", "standard", models, 15)
         return queries.ece_from_bins(bins)
 
@@ -70,9 +71,13 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
     def pug() -> object:
         return combined_metrics(sel, ("pug-imagenet",))
 
+    def explorer_first() -> object:  # what the page shows first: no filter, page 1
+        queries.explorer_options(p, v, "imagenet-val")
+        return queries.explorer_grid(p, v, "imagenet-val", "standard", models, (), False, None,
+                                     None, 0, 24)
+
     def explorer() -> object:
-        queries.dataset_views(p, v, "imagenet-val")
-        queries.dataset_labels(p, v, "imagenet-val")
+        queries.explorer_options(p, v, "imagenet-val")
         return queries.explorer_grid(p, v, "imagenet-val", "standard", models,
                                      ((a, "correct"), (b, "wrong")), True, "pose", None, 0, 24)
 
@@ -89,7 +94,8 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
     return {"overview": overview, "calibration": calibration,
             "calibration (imagenet-c view, 30 bins)": calibration_c, "imagenet-x": imagenet_x,
             "invariance": invariance, "shape bias": shape_bias, "robustness": robustness,
-            "pug-imagenet": pug, "explorer": explorer, "explorer (imagenet-c, page 3)": explorer_c,
+            "pug-imagenet": pug, "explorer (first view)": explorer_first,
+            "explorer (filters)": explorer, "explorer (imagenet-c, page 3)": explorer_c,
             "reproduction": reproduction, "runs": runs}
 
 
@@ -97,7 +103,8 @@ def _time(fn: Callable[[], object], clear: bool) -> float:
     if clear:
         st.cache_data.clear()
     t = time.perf_counter()
-    fn()
+    with read_session():  # as app.py runs every page
+        fn()
     return (time.perf_counter() - t) * 1000
 
 

@@ -111,12 +111,23 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
+def imagenet_x_annotation_dir() -> Path:
+    """The imagenet-x package's ``annotations`` folder, found without importing the package
+    (its import pulls in scipy, seconds that ``--list-datasets`` should not pay)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("imagenet_x")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the imagenet-x package is not installed "
+                                  "(pip install imagenet-x)")
+    return Path(next(iter(spec.submodule_search_locations))) / "annotations"
+
+
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids in class-index order (from the imagenet-x package)."""
-    from imagenet_x.utils import get_annotation_path
-
-    labels = pd.read_csv(get_annotation_path() / "imagenet_labels.txt", names=["wnid", "label"])
+    labels = pd.read_csv(imagenet_x_annotation_dir() / "imagenet_labels.txt",
+                         names=["wnid", "label"])
     return tuple(labels["wnid"])
 
 
@@ -131,9 +142,7 @@ def imagenet_class_names() -> tuple[str, ...]:
 @lru_cache(maxsize=1)
 def imagenet_val_labels() -> dict[str, int]:
     """``ILSVRC2012_val_XXXXXXXX.JPEG`` -> class index, from the imagenet-x package's table."""
-    from imagenet_x.utils import get_annotation_path
-
-    df = pd.read_csv(get_annotation_path() / "filename_label.csv")
+    df = pd.read_csv(imagenet_x_annotation_dir() / "filename_label.csv")
     return dict(zip(df["file_name"], df["label"].astype(int), strict=True))
 
 

@@ -14,6 +14,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,12 +42,26 @@ def topk_accuracy(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(topk[:, :k] == labels[:, None], axis=1)))
 
 
-def negative_log_likelihood(p_true: np.ndarray, eps: float = 1e-12) -> float:
-    """Mean of ``-log(max(p_true, eps))`` over images (natural log); NaN when empty."""
-    p = np.asarray(p_true, dtype=np.float64).ravel()
-    if p.size == 0:
-        return NAN
-    return float(np.mean(-np.log(np.clip(p, eps, None))))
+def _last_axis_mean(values: np.ndarray) -> Any:
+    """Mean over the last axis (images); float for 1-D input, NaN when there is no image.
+    Leading axes are independent sets (e.g. bootstrap resamples)."""
+    if values.shape[-1] == 0:
+        return NAN if values.ndim == 1 else np.full(values.shape[:-1], NAN)
+    out = values.mean(axis=-1)
+    return float(out) if values.ndim == 1 else out
+
+
+def mean(values: np.ndarray) -> Any:
+    """Mean over images (the last axis) of per-image values, e.g. correctness -> accuracy;
+    NaN when empty. Leading axes broadcast (bootstrap resamples)."""
+    return _last_axis_mean(np.asarray(values, dtype=np.float64))
+
+
+def negative_log_likelihood(p_true: np.ndarray, eps: float = 1e-12) -> Any:
+    """Mean of ``-log(max(p_true, eps))`` over images (natural log); NaN when empty.
+    Leading axes broadcast."""
+    p = np.asarray(p_true, dtype=np.float64)
+    return _last_axis_mean(-np.log(np.clip(p, eps, None)))
 
 
 def brier_per_image(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -63,10 +78,10 @@ def brier_per_image(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def brier_score(brier_values: np.ndarray) -> float:
-    """Mean of per-image Brier values (see :func:`brier_per_image`); NaN when empty."""
-    values = np.asarray(brier_values, dtype=np.float64).ravel()
-    return float(values.mean()) if values.size else NAN
+def brier_score(brier_values: np.ndarray) -> Any:
+    """Mean of per-image Brier values (see :func:`brier_per_image`); NaN when empty.
+    Leading axes broadcast."""
+    return _last_axis_mean(np.asarray(brier_values, dtype=np.float64))
 
 
 # --------------------------------------------------------------------------- calibration
@@ -131,22 +146,47 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     )
 
 
-def expected_calibration_error(
+def calibration_errors(
     confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
-) -> float:
-    """Count-weighted mean of ``|gap|`` over bins (torchmetrics ``norm='l1'``); NaN if empty."""
-    table = calibration_bins(confidence, correct, n_bins)
-    total = table["count"].sum()
-    if total == 0:
-        return NAN
-    weights = table["count"].to_numpy() / total
-    return float(np.nansum(weights * table["gap"].abs().to_numpy()))
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ECE, MCE) with :func:`calibration_bins`' binning, for ``[..., N]`` inputs: each
+    leading index is an independent set of N images (bootstrap resamples are scored in one
+    call). ECE = count-weighted mean of ``|accuracy - mean confidence|`` over bins, MCE =
+    its max over non-empty bins (torchmetrics ``norm='l1'`` / ``'max'``); NaN when N == 0."""
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    conf = np.asarray(confidence, dtype=np.float64)
+    corr = np.asarray(correct, dtype=np.float64)
+    if conf.shape != corr.shape:
+        raise ValueError(f"confidence and correct differ in shape: {conf.shape} vs {corr.shape}")
+    lead, n, k = conf.shape[:-1], conf.shape[-1], n_bins + 1
+    if n == 0:
+        return np.full(lead, NAN), np.full(lead, NAN)
+    if not np.all((conf >= 0.0) & (conf <= 1.0)):
+        raise ValueError("confidence must lie in [0, 1] (and not be NaN)")
+    b = int(np.prod(lead)) if lead else 1
+    offsets = (_bin_index(conf.reshape(b, n), n_bins) + (np.arange(b) * k)[:, None]).ravel()
+    count = np.bincount(offsets, minlength=b * k).reshape(b, k)
+    hits = np.bincount(offsets, weights=corr.ravel(), minlength=b * k).reshape(b, k)
+    total_conf = np.bincount(offsets, weights=conf.ravel(), minlength=b * k).reshape(b, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(hits / count - total_conf / count)
+    ece = np.nansum((count / n) * gap, axis=1)
+    mce = np.where(count > 0, gap, -np.inf).max(axis=1)
+    return ece.reshape(lead), mce.reshape(lead)
 
 
-def max_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """Largest ``|gap|`` over non-empty bins (torchmetrics ``norm='max'``); NaN if empty."""
-    gaps = calibration_bins(confidence, correct, n_bins)["gap"].abs().dropna()
-    return float(gaps.max()) if len(gaps) else NAN
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
+                               n_bins: int = 15) -> Any:
+    """ECE (see :func:`calibration_errors`): a float for 1-D input; NaN if empty."""
+    ece = calibration_errors(confidence, correct, n_bins)[0]
+    return float(ece) if ece.ndim == 0 else ece
+
+
+def max_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> Any:
+    """MCE (see :func:`calibration_errors`): a float for 1-D input; NaN if empty."""
+    mce = calibration_errors(confidence, correct, n_bins)[1]
+    return float(mce) if mce.ndim == 0 else mce
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -272,18 +312,18 @@ def align_imagenet_x(
 ) -> ImageNetXAlignment:
     """Inner-join input file names (by base name) to ImageNet-X annotations.
 
-    Unannotated names are ignored; duplicated input names raise ValueError (as the package's
-    sanity check). ``annotations`` defaults to :func:`load_imagenet_x_annotations`.
+    Unannotated names are ignored; an annotated name given twice raises ValueError (as the
+    package's sanity check). ``annotations`` defaults to :func:`load_imagenet_x_annotations`.
     """
     ann = load_imagenet_x_annotations() if annotations is None else annotations
     names = pd.Index(_base_names(file_names))
-    if names.has_duplicates:
-        raise ValueError("duplicated file names among the predictions")
     index = pd.Index(ann["file_name"].astype(str).to_numpy())
     if index.has_duplicates:
         raise ValueError("duplicated file names among the ImageNet-X annotations")
     positions = index.get_indexer(names)
     rows = np.flatnonzero(positions >= 0)
+    if names[rows].has_duplicates:
+        raise ValueError("duplicated file names among the predictions")
     picked = positions[rows]
     labels = ann["class"].to_numpy(dtype=np.int64)[picked]
     factors = ann[list(IMAGENET_X_FACTORS)].to_numpy(dtype=np.float64)[picked]
@@ -372,19 +412,23 @@ def shape_bias(decisions: np.ndarray, shapes: np.ndarray, textures: np.ndarray) 
     texture coincide are dropped first. ``shape_bias`` = #(decision == shape) /
     (#(decision == shape) + #(decision == texture)); ``shape_accuracy`` / ``texture_accuracy``
     are fractions of the KEPT images (model-vs-human divides by all images incl. dropped ones;
-    the ratio is the same). ``shape_bias:<c>`` uses the images whose SHAPE label is c, as
-    model-vs-human's per-category plots (``df.query("category == c")``, category = shape).
+    the ratio is the same); ``accuracy_all_images`` is the fraction of ALL images decided by
+    their shape (the paper's "accuracy (top-1) vs shape label"). ``shape_bias:<c>`` uses the
+    images whose SHAPE label is c, as model-vs-human's per-category plots
+    (``df.query("category == c")``, category = shape).
     NaN when a ratio has no shape/texture decisions (or no images).
     """
     d, s, t = (_category_names(x) for x in (decisions, shapes, textures))
     if not d.shape == s.shape == t.shape:
         raise ValueError(f"decisions/shapes/textures differ in size: {d.size}, {s.size}, {t.size}")
+    all_images = float(np.mean(d == s)) if d.size else NAN  # before dropping shape == texture
     keep = s != t
     d, s, t = d[keep], s[keep], t[keep]
     result = {
         "shape_bias": _shape_fraction(d, s, t),
         "shape_accuracy": float(np.mean(d == s)) if d.size else NAN,
         "texture_accuracy": float(np.mean(d == t)) if d.size else NAN,
+        "accuracy_all_images": all_images,
     }
     for category in CATEGORIES:
         mask = s == category

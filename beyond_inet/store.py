@@ -19,6 +19,7 @@ No other module imports duckdb: every DuckDB failure leaves here as a :class:`St
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import glob
 import json
 import os
@@ -102,6 +103,30 @@ SCHEMA_SQL = [
 INTENT_STALE_SECONDS = 60.0
 _POLL = 0.02
 Log = Callable[[str], None]
+
+
+#: Read-only connections shared within one :func:`read_session` (path -> connection).
+_SESSION: contextvars.ContextVar[dict[str, duckdb.DuckDBPyConnection] | None] = (
+    contextvars.ContextVar("beyond_inet_read_session", default=None))
+
+
+@contextlib.contextmanager
+def read_session() -> Iterator[None]:
+    """Within this block every :meth:`Store.reader` of a store reuses one read-only
+    connection (opening one costs ~30 ms on a large store), closed when the block ends —
+    e.g. one dashboard page run. A writer waiting for the lock makes the next reader close
+    the shared connection first, so a session never holds a writer back for long."""
+    if _SESSION.get() is not None:  # nested: the outer session owns the connections
+        yield
+        return
+    token = _SESSION.set({})
+    try:
+        yield
+    finally:
+        for con in (_SESSION.get() or {}).values():
+            with contextlib.suppress(Exception):
+                con.close()
+        _SESSION.reset(token)
 
 
 class StoreError(RuntimeError):
@@ -215,17 +240,29 @@ class Store:
     # ---- readers -------------------------------------------------------------------
     @contextlib.contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
-        """A short-lived read-only connection, or ``None`` when the store does not exist."""
+        """A short-lived read-only connection (the :func:`read_session`'s, when one is
+        open), or ``None`` when the store does not exist."""
         if not self.path.is_file():
             yield None
             return
-        con = self._connect(read_only=True, wait=self.lock_wait)
+        shared = _SESSION.get()
+        key = str(self.path.resolve())
+        con = None if shared is None else shared.get(key)
+        if con is not None and self.writer_waiting():
+            con.close()
+            con = shared.pop(key)  # type: ignore[union-attr]
+            con = None
+        if con is None:
+            con = self._connect(read_only=True, wait=self.lock_wait)
+            if shared is not None:
+                shared[key] = con
         try:
             yield con
         except duckdb.Error as e:
             raise StoreError(f"Query on {self.path} failed: {_first_line(e)}") from e
         finally:
-            con.close()
+            if shared is None:
+                con.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         """Run a read-only query with ``?`` parameters; empty frame when there is no store
@@ -256,6 +293,11 @@ class Store:
             raise StoreUnusableError(
                 f"--store {self.path} is a folder; give a file path such as "
                 f"{self.path / 'results.duckdb'}.")
+        blocking = next((p for p in self.path.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise StoreUnusableError(
+                f"--store {self.path}: {blocking} is a file, not a folder. Pass a --store in "
+                "a writable folder.")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

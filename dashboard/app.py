@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import streamlit as st
 
+from beyond_inet.store import read_session
+
 HERE = Path(__file__).resolve().parent
 PAGES = [  # (file under sections/, title, icon)
     ("overview.py", "Overview", ":material/dashboard:"),
@@ -29,4 +31,5 @@ st.set_page_config(page_title="beyond-inet", page_icon=":material/compare:", lay
 pages = [st.Page(HERE / "sections" / f, title=t, icon=i, default=k == 0)
          for k, (f, t, i) in enumerate(PAGES) if (HERE / "sections" / f).is_file()]
 nav = st.navigation(pages)
-nav.run()
+with read_session():  # one read-only store connection per page run, closed after it
+    nav.run()

@@ -92,7 +92,9 @@ def grouped_bars(df: pd.DataFrame, x: str, title: str, y_title: str,
 
 
 def profile_chart(normalised: pd.DataFrame) -> go.Figure:
-    """Radar chart of each row's properties scaled 0 (worst shown) .. 1 (best shown)."""
+    """Radar chart of each row's properties on their own scale (see
+    :func:`dashboard.frames.normalised`: 0 = worst, 1 = best). The radial axis is drawn
+    between the first two spokes, so its tick labels never sit on a property's name."""
     if normalised.empty or normalised.shape[1] == 0:
         return empty_figure("no properties to compare")
     cats = list(normalised.columns)
@@ -104,20 +106,26 @@ def profile_chart(normalised: pd.DataFrame) -> go.Figure:
                                       line_color=colours[str(name)], connectgaps=True,
                                       line_dash="dot" if str(name).endswith("(published)")
                                       else "solid", fill="toself", opacity=0.55))
-    fig.update_layout(polar={"radialaxis": {"range": [0, 1], "tickvals": [0, 0.5, 1],
-                                            "ticktext": ["worst", "", "best"]}})
-    return _layout(fig, "Model profiles (each property scaled from worst to best shown)", 460)
+    between = 90 - 180 / max(len(cats), 1)  # clockwise from the top spoke
+    fig.update_layout(polar={
+        "angularaxis": {"rotation": 90, "direction": "clockwise"},
+        "radialaxis": {"range": [0, 1], "tickvals": [0, 0.5, 1], "ticktext": ["0", "0.5", "1"],
+                       "angle": between, "tickangle": between, "tickfont": {"size": 10}}})
+    return _layout(fig, "Model profiles (each property on its own scale: 0 worst, 1 best)",
+                   460)
 
 
 def ranking_chart(rank: pd.DataFrame) -> go.Figure:
-    """Horizontal bars of the weighted score, best at the top."""
+    """Horizontal bars of the weighted score, best at the top, in each model's colour."""
     if rank.empty or rank["score"].isna().all():
         return empty_figure("give at least one property a weight")
     d = rank.reset_index(names="model").iloc[::-1]
-    fig = px.bar(d, x="score", y="model", orientation="h", range_x=[0, 1],
+    fig = px.bar(d, x="score", y="model", orientation="h", range_x=[0, 1], color="model",
+                 color_discrete_map=_colours(d["model"].tolist()),
                  text=d["score"].map(lambda s: f"{s:.2f}" if np.isfinite(s) else ""))
-    fig.update_yaxes(title=None)
-    return _layout(fig, "Your ranking (weighted mean of the scaled properties)",
+    fig.update_yaxes(title=None, categoryorder="array", categoryarray=list(d["model"]))
+    fig.update_layout(showlegend=False)
+    return _layout(fig, "Your ranking (weighted mean of the properties on their own scale)",
                    140 + 40 * len(d))
 
 

@@ -20,6 +20,8 @@ from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
 SOURCES = ("both", "measured", "published")
 RANDOM_MARK = " ⚠ random weights"
+MEANINGLESS_NOTE = ("⚠ Some runs use RANDOM weights or SYNTHETIC numbers (smoke tests, demo "
+                    "stores): their numbers mean nothing.")
 COMBINED_COLUMNS = ["model", "dataset", "view", "metric", "value", "ci_low", "ci_high",
                     "source", "random_weights", "display", "detail"]
 INVARIANCE_FAMILIES = ("scale", "shift", "resolution")
@@ -28,7 +30,10 @@ _FAMILY_VIEW = re.compile(r"^(?P<family>[A-Za-z_]+):(?P<value>.+)$")
 
 @dataclass(frozen=True)
 class Property:
-    """One Overview column: where its number lives and which direction is better."""
+    """One Overview column: where its number lives, which direction is better, and the
+    range it is scored on for profiles and rankings: ``scale = (lo, hi)`` is the property's
+    meaningful range (accuracies 0-1); ``hi=None`` means 0 .. the largest value shown (ECE,
+    error ratios have no fixed top)."""
 
     title: str
     dataset: str
@@ -36,15 +41,17 @@ class Property:
     higher_is_better: bool
     percent: bool
     help: str
+    scale: tuple[float, float | None] = (0.0, 1.0)
 
 
 PROPERTIES: tuple[Property, ...] = (
     Property("ImageNet top-1", "imagenet-val", "top1", True, True, "ImageNet-1k val accuracy"),
     Property("ECE", "imagenet-val", "ece", False, False,
-             "expected calibration error on ImageNet val (15 bins), lower is better"),
+             "expected calibration error on ImageNet val (15 bins), lower is better",
+             (0.0, None)),
     Property("ImageNet-X error ratio", "imagenet-val", "error_ratio_mean", False, False,
              "mean over the 16 ImageNet-X factors of (factor error / overall error); lower is "
-             "better"),
+             "better", (0.0, None)),
     Property("Shape bias", "cue-conflict", "shape_bias", True, False,
              "fraction of shape decisions on cue-conflict images (humans: 0.96)"),
     Property("Robustness avg", *ROBUSTNESS_AVERAGE, True, True,
@@ -189,11 +196,13 @@ def format_value(value: float, lo: float, hi: float, percent: bool) -> str:
 def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(numeric, text) tables: one row per (model, source), one column per property.
 
-    ``numeric`` holds the values (NaN where missing, plus ``model``/``display``/``source``
-    columns); ``text`` the formatted values with 95% intervals; both indexed by the row label.
+    ``numeric`` holds the values (NaN where missing, plus ``model``/``display``/``source``/
+    ``random_weights`` columns); ``text`` the formatted values with 95% intervals; both
+    indexed by the row label.
     """
     both = combined["source"].nunique() > 1
-    keys = combined[["model", "display", "source"]].drop_duplicates()
+    keys = combined[["model", "display", "source", "random_weights"]].drop_duplicates(
+        ["model", "display", "source"])
     keys = keys.sort_values(["model", "source"]).reset_index(drop=True)
     wanted = {(p.dataset, p.metric) for p in PROPERTIES}
     std = combined[combined["view"] == "standard"]
@@ -229,36 +238,61 @@ def best_mask(numeric: pd.DataFrame) -> pd.DataFrame:
 
 
 def normalised(numeric: pd.DataFrame) -> pd.DataFrame:
-    """Each property scaled to 0 (worst shown) .. 1 (best shown); NaN stays NaN; a column
-    whose values are all equal scores 1."""
+    """Each property on its meaningful range (:attr:`Property.scale`): 0 = worst, 1 = best
+    (accuracies 0-100 %, shape bias 0-1; ECE and error ratios 0 .. the largest shown, lower
+    better), clipped to 0-1; NaN stays NaN. Rows are scored independently of each other,
+    so a close race stays close (0.333 vs 0.399 shape bias is 0.33 vs 0.40, not 0 vs 1)."""
     out = pd.DataFrame(index=numeric.index)
     for p in PROPERTIES:
         if p.title not in numeric:
             continue
         col = numeric[p.title].astype(float)
-        lo, hi = col.min(), col.max()
-        if not np.isfinite(lo):
+        lo, hi = p.scale[0], p.scale[1] if p.scale[1] is not None else col.max()
+        if not np.isfinite(hi) or hi <= lo:
+            out[p.title] = col * 0 + 1.0
             continue
-        s = (col - lo) / (hi - lo) if hi > lo else col * 0 + 1.0
-        out[p.title] = s if p.higher_is_better else 1.0 - s if hi > lo else s
+        s = ((col - lo) / (hi - lo)).clip(0.0, 1.0)
+        out[p.title] = s if p.higher_is_better else 1.0 - s
     return out
 
 
-def ranking(numeric: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
-    """Weighted score per row: the weighted mean of the normalised properties the row has
-    (weights <= 0 ignored). Columns ``score`` (0-1), ``properties`` (how many counted);
-    sorted best first."""
+def default_weights(numeric: pd.DataFrame) -> dict[str, int]:
+    """Starting weights: 1 for each property every real (not random / synthetic) row has,
+    0 for the others, so the first ranking compares like with like. With only random rows,
+    the properties they all have."""
+    real = numeric
+    if "random_weights" in numeric and (~numeric["random_weights"].astype(bool)).any():
+        real = numeric[~numeric["random_weights"].astype(bool)]
+    return {p.title: int(bool(real[p.title].notna().all())) for p in PROPERTIES
+            if p.title in numeric}
+
+
+def ranking(numeric: pd.DataFrame, weights: Mapping[str, float],
+            include_random: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ranked, left out). ``ranked``: rows that have every weighted property (weight > 0),
+    scored by the weighted mean of their :func:`normalised` values; columns ``score`` (0-1)
+    and ``properties``; best first. Rows whose weights are random (or synthetic) are ranked
+    only with ``include_random``. ``left out``: the other rows with the ``reason``."""
     norm = normalised(numeric)
     w = pd.Series({k: float(v) for k, v in weights.items() if k in norm and v > 0}, dtype=float)
+    random = (numeric["random_weights"].fillna(False).astype(bool) if "random_weights" in numeric
+              else pd.Series(False, index=numeric.index))
+    reasons: dict[str, str] = {}
+    for label in numeric.index:
+        missing = [k for k in w.index if not np.isfinite(norm.loc[label, k])]
+        if random.loc[label] and not include_random:
+            reasons[label] = "random weights / synthetic numbers (tick the box to include)"
+        elif missing:
+            reasons[label] = f"not measured: {', '.join(missing)}"
+    left = pd.DataFrame({"reason": pd.Series(reasons, dtype=object)})
+    keep = [i for i in numeric.index if i not in reasons]
     if w.empty:
-        return pd.DataFrame({"score": math.nan, "properties": 0}, index=numeric.index)
-    sub = norm[w.index]
-    have = sub.notna()
-    total = (sub.fillna(0) * w).sum(axis=1)
-    denom = (have * w).sum(axis=1)
-    score = total / denom.where(denom > 0)
-    out = pd.DataFrame({"score": score, "properties": have.sum(axis=1)}, index=numeric.index)
-    return out.sort_values("score", ascending=False, na_position="last")
+        return (pd.DataFrame({"score": math.nan, "properties": 0}, index=pd.Index(keep)),
+                left)
+    sub = norm.loc[keep, w.index]
+    score = (sub * w).sum(axis=1) / w.sum()
+    out = pd.DataFrame({"score": score, "properties": len(w)}, index=sub.index)
+    return out.sort_values("score", ascending=False, kind="stable"), left
 
 
 def family_views(df: pd.DataFrame, families: Sequence[str] | None = None) -> pd.DataFrame:

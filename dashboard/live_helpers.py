@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -36,7 +35,6 @@ from beyond_inet.models import LoadedModel, LoadOptions, WeightsSource, load_mod
 from beyond_inet.perturbations import CORRUPTIONS, PERTURBATIONS
 from beyond_inet.registry import UnknownNameError
 
-DEFAULT_DATA_ROOT = Path("data/datasets")
 RANDOM_LABEL = "use random weights (meaningless demo)"
 #: Slider / axis labels of the invariance view families (definitions in beyond_inet.views).
 VIEW_LABELS = {
@@ -47,16 +45,11 @@ VIEW_LABELS = {
 
 
 def data_root(argv: Sequence[str] | None = None) -> Path:
-    """``--data-root`` after ``--`` on the app's command line, else ``$BEYOND_INET_DATA_ROOT``,
-    else ``data/datasets`` (the precompute CLI's default)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    for i, a in enumerate(args):
-        if a == "--data-root" and i + 1 < len(args):
-            return Path(args[i + 1])
-        if a.startswith("--data-root="):
-            return Path(a.split("=", 1)[1])
-    env = os.environ.get("BEYOND_INET_DATA_ROOT", "").strip()
-    return Path(env) if env else DEFAULT_DATA_ROOT
+    """The first of the dashboard's data roots (:func:`dashboard.state.data_roots`): where
+    cue-conflict images are looked for."""
+    from dashboard.state import data_roots
+
+    return data_roots(None if argv is None else list(argv))[0]
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -176,10 +169,15 @@ def topk_frame(scores: Sequence[ClassScore]) -> pd.DataFrame:
 
 
 def score_table(scores: Sequence[ClassScore]) -> None:
-    """Show ranked classes with probability bars."""
-    st.dataframe(topk_frame(scores), hide_index=True, column_config={
-        "probability": st.column_config.ProgressColumn(
-            "probability", format="%.3f", min_value=0.0, max_value=1.0)})
+    """Show ranked classes with their probability in %: the number first, in a narrow
+    column, so it stays readable when four models share the page width (a long class name
+    is cut instead, and shows in full on hover)."""
+    df = topk_frame(scores)
+    st.dataframe(df.assign(probability=df["probability"] * 100)[["probability", "class"]],
+                 hide_index=True, width="stretch", column_config={
+                     "probability": st.column_config.NumberColumn("p", format="%.1f%%",
+                                                                  width="small"),
+                     "class": st.column_config.TextColumn("class")})
 
 
 def seen_caption(result: ModelResult) -> str:
@@ -189,10 +187,12 @@ def seen_caption(result: ModelResult) -> str:
 
 def sweep_figure(df: pd.DataFrame, x_label: str, current: float | None) -> go.Figure:
     """One line per model: confidence in its original top-1 vs the swept value."""
+    from dashboard.figures import colour
+
     fig = go.Figure()
-    for label, part in df.groupby("label", sort=False):
+    for (model, label), part in df.groupby(["model", "label"], sort=False):
         fig.add_trace(go.Scatter(x=part["value"], y=part["confidence"], mode="lines+markers",
-                                 name=str(label)))
+                                 name=str(label), line_color=colour(str(model))))
     if current is not None:
         fig.add_vline(x=current, line_dash="dot", line_color="gray")
     fig.update_layout(

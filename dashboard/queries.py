@@ -139,20 +139,25 @@ def _derived_sql() -> str:
 
 @cached
 def metrics(path: str, version: str, datasets: tuple[str, ...] | None = None,
-            derived: bool = False) -> pd.DataFrame:
-    """Long-format metrics of the latest runs (optionally of some datasets only), with the
-    run's ``random_weights`` and a ``detail`` column. With ``derived`` (all datasets only),
-    also the summaries of :func:`dashboard.frames.derive`, computed in SQL."""
+            derived: bool = False, names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Long-format metrics of the latest runs (optionally of some datasets / metric names
+    only), with the run's ``random_weights`` and a ``detail`` column. With ``derived`` (all
+    datasets and metrics only), also the summaries of :func:`dashboard.frames.derive`,
+    computed in SQL."""
     cols = [*METRIC_COLUMNS, "detail"]
-    where, params = "", []
-    if datasets is not None:
-        if not datasets:
-            return pd.DataFrame(columns=cols)
-        where, params = f"WHERE m.dataset IN ({_marks(len(datasets))})", list(datasets)
+    conds, params = [], []
+    for column, values in (("dataset", datasets), ("metric", names)):
+        if values is not None:
+            if not values:
+                return pd.DataFrame(columns=cols)
+            conds.append(f"m.{column} IN ({_marks(len(values))})")
+            params += list(values)
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    derived = derived and datasets is None and names is None
     base = (f"WITH latest AS ({LATEST_RUNS}), m AS (SELECT m.model, m.dataset, m.view, "
             "m.metric, m.value, m.ci_low, m.ci_high, l.random_weights, m.run_id, "
             f"NULL::VARCHAR AS detail FROM metrics m JOIN latest l USING (run_id) {where})")
-    if derived and datasets is None:
+    if derived:
         sql = (f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d "
                "ORDER BY model, dataset, view, metric")
     else:
@@ -162,36 +167,23 @@ def metrics(path: str, version: str, datasets: tuple[str, ...] | None = None,
 
 @cached
 def combined(path: str, version: str, source: str, models: tuple[str, ...],
-             datasets: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Measured (with the derived summaries when ``datasets`` is None) and published numbers
-    of ``models`` per ``source`` (see :func:`dashboard.frames.combine`)."""
+             datasets: tuple[str, ...] | None = None,
+             names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Measured (with the derived summaries when neither ``datasets`` nor metric ``names``
+    is given) and published numbers of ``models`` per ``source`` (see
+    :func:`dashboard.frames.combine`)."""
     from dashboard import frames
     from dashboard.published import published_metrics
 
     measured = pd.DataFrame(columns=[*METRIC_COLUMNS, "detail"])
     if source != "published" and path and store_version(path):
-        measured = metrics(path, version, datasets, derived=datasets is None)
+        measured = metrics(path, version, datasets, derived=True, names=names)
     pub = published_metrics()
     if datasets is not None:
         pub = pub[pub["dataset"].isin(list(datasets))]
+    if names is not None:
+        pub = pub[pub["metric"].isin(list(names))]
     return frames.combine(measured, pub, source, models, derive=False)
-
-
-@cached
-def cue_conflict_accuracy(path: str, version: str) -> pd.DataFrame:
-    """Per model: fraction of ALL cue-conflict images whose decision is the shape category
-    (the paper's ``accuracy (top-1) vs shape label``), as metric ``accuracy_all_images``."""
-    runs = latest_runs(path, version)
-    ids = runs[runs["dataset"] == "cue-conflict"]["run_id"].tolist()
-    if not ids:
-        return pd.DataFrame(columns=METRIC_COLUMNS)
-    df = _q(path, "SELECT model, dataset, view, 'accuracy_all_images' AS metric, "
-            "avg(correct::DOUBLE) AS value, 'nan'::DOUBLE AS ci_low, 'nan'::DOUBLE AS ci_high, "
-            f"run_id FROM predictions WHERE dataset = 'cue-conflict' AND view = 'standard' AND "
-            f"run_id IN ({_marks(len(ids))}) GROUP BY model, dataset, view, run_id "
-            "ORDER BY model", ids, [c for c in METRIC_COLUMNS if c != "random_weights"])
-    rw = dict(zip(runs["run_id"], runs["random_weights"], strict=True))
-    return df.assign(random_weights=df["run_id"].map(rw).astype(bool))[METRIC_COLUMNS]
 
 
 @cached
@@ -204,8 +196,7 @@ def reproduction_table(path: str, version: str, source: str,
 
     measured = pd.DataFrame(columns=[*METRIC_COLUMNS, "detail"])
     if source != "published" and path and store_version(path):
-        measured = pd.concat([metrics(path, version, None, True),
-                              cue_conflict_accuracy(path, version)], ignore_index=True)
+        measured = metrics(path, version, None, True)
     comb = frames.combine(measured, published_metrics(), "both", models, derive=False)
     rows = published_rows()
     return comb, frames.reproduction(comb, rows[rows["model"].isin(list(models))])
@@ -289,23 +280,26 @@ def cue_conflict_gallery(path: str, version: str, models: tuple[str, ...],
 
 
 @cached
-def dataset_views(path: str, version: str, dataset: str) -> list[str]:
-    """The views stored for a dataset (``standard`` first)."""
-    df = metrics(path, version, (dataset,))
-    views = sorted(set(df["view"]), key=lambda v: (v != "standard", v))
-    return views or ["standard"]
-
-
-@cached
-def dataset_labels(path: str, version: str, dataset: str) -> list[int]:
-    """The distinct ImageNet labels present in a dataset's predictions."""
+def explorer_options(path: str, version: str, dataset: str) -> tuple[list[str], list[int]]:
+    """(views, labels) the Explorer offers for a dataset, read through one connection: the
+    views with per-image predictions (``standard`` first; ImageNet-C and PUG-ImageNet have
+    only their ``<corruption>:<severity>`` / factor views) and the ImageNet labels present
+    (in the first view; every view holds the same images or, for sample groups, classes)."""
     ids = _run_ids(path, version, dataset, tuple(latest_runs(path, version)["model"]))
     if not ids:
-        return []
-    df = _q(path, "SELECT DISTINCT label FROM predictions WHERE dataset = ? AND run_id = ? "
-            "AND view = 'standard' AND label IS NOT NULL ORDER BY label", [dataset, ids[0]],
-            ["label"])
-    return [int(x) for x in df["label"]]
+        return ["standard"], []
+    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+        if con is None:
+            return ["standard"], []
+        found = [r[0] for r in con.execute(
+            "SELECT view FROM predictions WHERE dataset = ? AND run_id = ? GROUP BY view",
+            [dataset, ids[0]]).fetchall()]
+        views = sorted(found, key=lambda v: (v != "standard", v)) or ["standard"]
+        labels = [int(r[0]) for r in con.execute(
+            "SELECT DISTINCT label FROM predictions WHERE dataset = ? AND run_id = ? AND "
+            "view = ? AND label IS NOT NULL ORDER BY label",
+            [dataset, ids[0], views[0]]).fetchall()]
+    return views, labels
 
 
 def _explorer_ids(con: Any, path: str, version: str, dataset: str, view: str,
@@ -437,6 +431,30 @@ def safe_image_path(roots: Sequence[str], sample_id: str) -> Path | None:
     return None
 
 
+def inside_any(path: str | Path, roots: Sequence[str | Path]) -> bool:
+    """True when ``path`` resolves inside one of ``roots``."""
+    p = Path(path).resolve()
+    return any(p.is_relative_to(Path(r).resolve()) for r in roots if str(r))
+
+
+def image_path(allowed: Sequence[str | Path], dataset: str, stored_roots: Sequence[str],
+               sample_id: str) -> Path | None:
+    """The file of ``sample_id`` inside the dashboard's configured data roots ``allowed``.
+
+    Looks in each run's recorded dataset folder when that folder lies inside an allowed
+    root, then in ``<allowed root>/<the dataset's conventional folder>`` (a store moved to
+    another machine). A store never widens what is served: anything outside ``allowed``
+    (``..``, absolute paths, symlinks out, a recorded root elsewhere) is refused.
+    """
+    from beyond_inet.data import DATASETS
+
+    candidates = [r for r in stored_roots if r and inside_any(r, allowed)]
+    if dataset in DATASETS:
+        candidates += [str(Path(a) / DATASETS.get(dataset).subdir) for a in allowed]
+    found = safe_image_path(list(dict.fromkeys(candidates)), sample_id)
+    return found if found is not None and inside_any(found, allowed) else None
+
+
 @functools.lru_cache(maxsize=32)
 def file_names_with_factor(factor: str) -> tuple[str, ...]:
     """ImageNet val file names whose top ImageNet-X factor is ``factor``."""
@@ -466,16 +484,23 @@ def runs_overview(path: Path) -> pd.DataFrame:
 
 
 @cached
-def image_bytes(path: str, max_side: int) -> bytes:
-    """The image at ``path`` (already checked by :func:`safe_image_path`) as PNG bytes,
-    shrunk to at most ``max_side`` pixels on its longer side."""
+def image_bytes(path: str, max_side: int) -> bytes | None:
+    """The image at ``path`` (already checked by :func:`image_path`) as PNG bytes, shrunk to
+    at most ``max_side`` pixels on its longer side; ``None`` when the file cannot be read as
+    an image (truncated, not an image, a decompression bomb): pages show a placeholder."""
     import io
 
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        im.thumbnail((max_side, max_side))
+    from beyond_inet.data import to_rgb
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = to_rgb(im)
+        rgb.thumbnail((max_side, max_side))
         buf = io.BytesIO()
-        im.save(buf, format="PNG")
+        rgb.save(buf, format="PNG")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
     return buf.getvalue()

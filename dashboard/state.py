@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from beyond_inet import settings
 from beyond_inet.store import StoreError, StoreLockedError
 from dashboard import frames, published
 from dashboard.queries import latest_runs, store_path, store_version
 
 SOURCE_LABELS = {"both": "measured + published", "measured": "measured", "published": "published"}
+#: The sidebar's model box grows with the selection instead of scrolling inside a fixed
+#: height (where the 5th model and beyond were hidden).
+SIDEBAR_CSS = (
+    "<style>[data-testid='stSidebar'] [data-testid='stMultiSelect'] div[role='group']"
+    "{max-height:none !important}"
+    "[data-testid='stSidebar'] [data-testid='stMultiSelectTagsContainer']"
+    "{max-height:none !important}</style>"
+)
 _MODELS, _SOURCE = "sel_models", "sel_source"  # persistent across pages
 _W_MODELS, _W_SOURCE = "_w_models", "_w_source"  # the widgets (page-specific)
 
@@ -27,15 +37,31 @@ def _copy(src: str, dst: str) -> None:
     st.session_state[dst] = st.session_state[src]
 
 
+def cli_values(flag: str, argv: list[str] | None = None) -> list[str]:
+    """Every value of ``flag`` (``--flag V`` or ``--flag=V``) in the app's argv (after
+    ``--`` on the streamlit command line)."""
+    args = sys.argv[1:] if argv is None else argv
+    out = []
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith(f"{flag}="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
 def cli_store_arg(argv: list[str] | None = None) -> str | None:
     """The value of ``--store`` in the app's argv, if given."""
-    args = sys.argv[1:] if argv is None else argv
-    for i, a in enumerate(args):
-        if a == "--store" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--store="):
-            return a.split("=", 1)[1]
-    return None
+    values = cli_values("--store", argv)
+    return values[-1] if values else None
+
+
+def data_roots(argv: list[str] | None = None) -> tuple[Path, ...]:
+    """The folders the dashboard may read images from: every ``--data-root`` after ``--``,
+    else ``$BEYOND_INET_DATA_ROOT`` (``:``-separated), else ``data/datasets`` (the
+    precompute's default). Images are served only from inside these, whatever a store says."""
+    given = [Path(v) for v in cli_values("--data-root", argv) if v.strip()]
+    return tuple(given or settings.env_data_roots() or [settings.DEFAULT_DATA_ROOT])
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,7 @@ class Selection:
     options: tuple[str, ...]
     runs: pd.DataFrame
     locked: bool = False
+    data_roots: tuple[str, ...] = ()
 
     @property
     def has_measured(self) -> bool:
@@ -94,6 +121,7 @@ def sidebar() -> Selection:
     st.session_state[_W_MODELS] = list(st.session_state[_MODELS])
     st.session_state[_W_SOURCE] = st.session_state[_SOURCE]
     sb = st.sidebar
+    sb.markdown(SIDEBAR_CSS, unsafe_allow_html=True)
     sb.multiselect("Models", options, key=_W_MODELS, on_change=_copy, args=(_W_MODELS, _MODELS),
                    format_func=_label(runs, published.paper_labels()),
                    help="The models every page compares (kept in the URL).")
@@ -113,11 +141,11 @@ def sidebar() -> Selection:
     elif len(runs):
         sb.caption(f"Store `{path}`: {len(runs)} runs, {runs['model'].nunique()} models.")
         if runs["random_weights"].any():
-            sb.warning("⚠ Some runs use RANDOM weights (smoke tests): their numbers mean "
-                       "nothing.")
+            sb.warning(frames.MEANINGLESS_NOTE)
     else:
         sb.caption(f"No measured results in `{path}` yet.")
-    return Selection(path, version, models, source, options, runs, locked)
+    return Selection(path, version, models, source, options, runs, locked,
+                     tuple(str(r) for r in data_roots()))
 
 
 def current() -> Selection:

@@ -1,16 +1,23 @@
-"""Synthetic results stores for tests, benchmarks and demos (no models, no images needed).
+"""Synthetic results stores for tests, benchmarks and demos (no models needed).
 
-:func:`fill_store` writes plausible runs through :meth:`beyond_inet.store.Store.commit_run`
-for every dataset, view and metric name the dashboard knows, at a chosen size: ``scale=1.0``
-is the full paper suite (~4.7 M prediction rows per model). Numbers are random but internally
-consistent (``top1`` = mean of ``correct``, ECE from the stored confidences).
+:func:`fill_store` makes per-image predictions for every dataset and view the tool knows,
+then scores and stores them through the production code (the per-image record of
+:func:`beyond_inet.pipeline.prediction_table`, the evaluations registered for each dataset,
+:meth:`beyond_inet.store.Store.commit_run`), so every number obeys the README's definitions:
+a view identical to ``standard`` (``scale:1``, ``resolution:224``) agrees 100% with it, and
+agreement falls as a view moves away. Runs are recorded with ``weights='synthetic'`` and
+marked like random weights (numbers meaningless) everywhere. ``scale=1.0`` is the full paper
+suite (~4.7 M prediction rows per model). With ``write_images`` small generated pictures are
+written under ``data_root`` in each dataset's layout, so the Explorer shows images.
 
-    python -m dashboard.synthetic --store demo.duckdb --scale 0.01
+    python -m dashboard.synthetic --store demo.duckdb            # + demo-datasets/ images
+    streamlit run dashboard/app.py -- --store demo.duckdb --data-root demo-datasets
 """
 
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import math
 import uuid
@@ -22,10 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from PIL import Image
 
-from beyond_inet import metrics as M
-from beyond_inet.cue_conflict import CATEGORIES, parse_stimulus_name
-from beyond_inet.store import PREDICTION_SCHEMA, Store
+from beyond_inet.cue_conflict import CATEGORIES
+from beyond_inet.data import DATASETS, imagenet_val_labels, imagenet_wnids
+from beyond_inet.evaluations import ScoringOptions, ViewPredictions, score_run, score_view
+from beyond_inet.robustness import imagenet_a_indices, imagenet_r_indices
+from beyond_inet.store import Store
 
 PAPER_MODELS = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
 INVARIANCE_VIEWS = (
@@ -38,15 +48,28 @@ CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", 
                "elastic_transform", "pixelate", "jpeg_compression")
 PUG_FACTORS = ("Worlds", "Camera_Pitch", "Camera_Yaw", "Camera_Roll", "Object_Pitch",
                "Object_Yaw", "Object_Roll", "Object_Scale", "Object_Texture", "Scene_Light")
+SYNTHETIC_WEIGHTS = "synthetic"
+#: How many images per dataset ``write_images`` writes (per view where each view has its
+#: own images: ImageNet-C, PUG-ImageNet).
+IMAGES_PER_VIEW = (120, 24)
+BASE_ACCURACY = {"imagenet-val": 0.84, "imagenet-c": 0.6, "imagenet-v2": 0.75,
+                 "imagenet-sketch": 0.47, "imagenet-r": 0.62, "imagenet-a": 0.55,
+                 "imagenet-hard": 0.29, "cue-conflict": 0.3, "pug-imagenet": 0.4}
 
 
 @dataclass(frozen=True)
 class DatasetPlan:
-    """A synthetic dataset: name, full-size image count, views."""
+    """A synthetic dataset: name, full-size image count, views (``standard`` = the plain
+    dataset; ImageNet-C and PUG-ImageNet views are sample groups, each its own images)."""
 
     name: str
     n_images: int
     views: tuple[str, ...] = ("standard",)
+
+    @property
+    def grouped(self) -> bool:
+        """True when each view is its own set of images (ImageNet-C, PUG-ImageNet)."""
+        return "standard" not in self.views
 
 
 def paper_suite() -> list[DatasetPlan]:
@@ -65,181 +88,247 @@ def paper_suite() -> list[DatasetPlan]:
     ]
 
 
-def _val_names(n: int) -> np.ndarray:
-    return np.array([f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)])
+def view_distance(view: str) -> float:
+    """How far a transform view is from ``standard`` (0 = the same input)."""
+    family, _, arg = view.partition(":")
+    if family == "scale":
+        return abs(math.log(float(arg))) * 0.5
+    if family == "shift":
+        return float(arg) / 250 + (0.01 if float(arg) == 0 else 0.0)  # crop-then-resize
+    if family == "resolution":
+        return abs(math.log(float(arg) / 224)) * 0.4
+    return 0.0
 
 
-def _sample_ids(plan: DatasetPlan, n: int, rng: np.random.Generator) -> np.ndarray:
-    if plan.name == "imagenet-val":
-        return _val_names(n)
-    if plan.name == "cue-conflict":
-        shapes = rng.choice(CATEGORIES, n)
-        tex = rng.choice(CATEGORIES, n)
+# --------------------------------------------------------------------------- samples
+
+
+def _labels(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if name == "imagenet-r":
+        return rng.choice(np.array(imagenet_r_indices()), n)
+    if name == "imagenet-a":
+        return rng.choice(np.array(imagenet_a_indices()), n)
+    if name == "cue-conflict":
+        return np.full(n, -1)
+    return rng.integers(0, 1000, n)
+
+
+def _sample_ids(name: str, view: str, labels: np.ndarray, rng: np.random.Generator,
+                grouped: bool) -> np.ndarray:
+    """Ids in each dataset's real layout (relative to its folder)."""
+    n = len(labels)
+    if name == "imagenet-val":
+        from beyond_inet.metrics import load_imagenet_x_annotations
+
+        real = load_imagenet_x_annotations()["file_name"].astype(str).to_numpy()
+        return np.sort(real[:n]) if n <= len(real) else np.array(
+            [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)])
+    if name == "cue-conflict":
+        shapes, tex = rng.choice(CATEGORIES, n), rng.choice(CATEGORIES, n)
         return np.array([f"{s}/{s}{i + 1}-{t}{i % 10 + 1}.png"
                          for i, (s, t) in enumerate(zip(shapes, tex, strict=True))])
-    return np.array([f"n{i % 1000:08d}/{plan.name}_{i:07d}.JPEG" for i in range(n)])
+    wnids = imagenet_wnids()
+    prefix = ""
+    if grouped and name == "imagenet-c":
+        c, s = view.split(":")
+        prefix = f"{c}/{s}/"
+    elif grouped:
+        prefix = f"{view}/"
+    if name == "imagenetv2" or name == "imagenet-v2":
+        return np.array([f"{lab}/{i:07d}.jpeg" for i, lab in enumerate(labels)])
+    if name == "imagenet-hard":
+        return np.array([f"images/{i}.jpg" for i in range(n)])
+    return np.array([f"{prefix}{wnids[lab]}/{name}_{i:07d}.JPEG"
+                     for i, lab in enumerate(labels)])
 
 
-def _lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
-    n, k = values.shape
-    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), type=typ.value_type))
+def _classes(labels: np.ndarray, name: str) -> np.ndarray:
+    """The class pool predictions are drawn from (the 200 of R / A, else all 1000)."""
+    if name == "imagenet-r":
+        return np.array(imagenet_r_indices())
+    if name == "imagenet-a":
+        return np.array(imagenet_a_indices())
+    return np.arange(1000)
 
 
-def _predictions(run_id: str, model: str, dataset: str, view: str, ids: np.ndarray,
-                 labels: np.ndarray, acc: float, rng: np.random.Generator,
-                 decision: np.ndarray | None) -> tuple[pa.Table, dict[str, np.ndarray]]:
+def _predictions(ids: np.ndarray, labels: np.ndarray, acc: float, rng: np.random.Generator,
+                 classes: np.ndarray, cue: bool, base: ViewPredictions | None = None,
+                 flip: float = 0.0) -> ViewPredictions:
+    """Per-image outputs whose fields agree with each other (top-5 sorted, top-1 = pred,
+    p_true from the top-5, Brier from the distribution). With ``base`` the predictions of a
+    view are the base view's, a fraction ``flip`` of them changed."""
     n = len(ids)
-    correct = rng.random(n) < acc
-    pred = np.where(correct, labels, (labels + rng.integers(1, 1000, n)) % 1000)
-    conf = np.where(correct, rng.beta(6, 1.5, n), rng.beta(2, 3, n)).astype(np.float32)
-    conf[rng.random(n) < 0.01] = 1.0  # torchmetrics' extra bin
-    p_true = np.where(correct, conf, conf * rng.random(n)).astype(np.float32)
+    if base is None:
+        correct = rng.random(n) < acc
+        other = classes[rng.integers(0, len(classes), n)]
+        lab = np.where(labels >= 0, labels, other)
+        pred = np.where(correct & (labels >= 0), lab, np.where(other == lab, classes[0], other))
+        conf = np.where(correct, rng.beta(6, 1.5, n), rng.beta(2, 3, n))
+        conf[rng.random(n) < 0.01] = 1.0  # torchmetrics' extra bin
+    else:
+        changed = rng.random(n) < flip
+        new = classes[rng.integers(0, len(classes), n)]
+        pred = np.where(changed, new, base.pred)
+        conf = np.where(changed, np.clip(base.confidence * rng.uniform(0.5, 0.9, n), 0.05, 1),
+                        base.confidence)
     rest = np.sort(rng.dirichlet(np.ones(4), n) * (1 - conf[:, None]), axis=1)[:, ::-1]
-    topk_prob = np.c_[conf, np.minimum(rest, conf[:, None])].astype(np.float32)
-    topk_idx = np.c_[pred, (pred[:, None] + rng.integers(1, 999, (n, 4))) % 1000]
-    brier = ((1 - p_true) ** 2 + (conf - p_true) ** 2).astype(np.float32)
-    has_label = decision is None
-    cols = {
-        "run_id": pa.array([run_id] * n), "model": pa.array([model] * n),
-        "dataset": pa.array([dataset] * n), "view": pa.array([view] * n),
-        "sample_id": pa.array(ids),
-        "label": pa.array(labels, pa.int32()) if has_label else pa.nulls(n, pa.int32()),
-        "pred": pa.array(pred, pa.int32()), "confidence": pa.array(conf),
-        "p_true": pa.array(p_true) if has_label else pa.nulls(n, pa.float32()),
-        "correct": pa.array(correct if has_label else decision == np.array(
-            [s.split("/")[0] for s in ids])),
-        "topk_idx": _lists(topk_idx.astype(np.int32), pa.list_(pa.int32())),
-        "topk_prob": _lists(topk_prob, pa.list_(pa.float32())),
-        "decision": pa.array(decision) if decision is not None else pa.nulls(n, pa.string()),
-        "brier": pa.array(brier) if has_label else pa.nulls(n, pa.float32()),
-    }
-    arrays = {"correct": np.asarray(cols["correct"]), "conf": conf, "p_true": p_true,
-              "brier": brier, "pred": pred}
-    return pa.table(cols, schema=PREDICTION_SCHEMA), arrays
+    topk_prob = np.c_[conf, np.minimum(rest, conf[:, None])]
+    others = classes[(np.searchsorted(classes, pred)[:, None] + rng.integers(
+        1, len(classes), (n, 4))) % len(classes)]
+    topk_idx = np.c_[pred, others]
+    in_top = topk_idx == labels[:, None]
+    p_true = np.where(in_top.any(1), (topk_prob * in_top).sum(1), topk_prob[:, -1] * 0.1)
+    p_true = np.where(labels >= 0, p_true, np.nan)
+    brier = np.where(labels >= 0, (topk_prob ** 2).sum(1) - 2 * p_true + 1, np.nan)
+    decision = None
+    if cue:
+        from beyond_inet.cue_conflict import parse_stimulus_name
+
+        shapes, textures = (np.array(x) for x in zip(*map(parse_stimulus_name, ids),
+                                                        strict=True))
+        u = rng.random(n)  # shape with probability acc, texture with 0.55, else any category
+        anything = np.asarray(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)]
+        decision = np.where(u < acc, shapes, np.where(u < acc + 0.55, textures, anything))
+        decision = decision.astype(object)
+        correct = decision == shapes
+    else:
+        correct = (pred == labels) & (labels >= 0)
+    return ViewPredictions(
+        sample_ids=ids.astype(object), labels=labels.astype(np.int64), pred=pred,
+        confidence=conf, p_true=p_true, correct=correct, topk_idx=topk_idx,
+        topk_prob=topk_prob, brier=brier, decision=decision,
+        pred_full=pred.copy() if len(classes) < 1000 else None)
 
 
-def _ci(value: float, n: int) -> tuple[float, float]:
-    half = 1.96 * math.sqrt(max(value * (1 - value), 1e-6) / max(n, 1))
-    return value - half, value + half
+def _with_factor_values(vp: ViewPredictions, name: str, view: str,
+                        rng: np.random.Generator) -> ViewPredictions:
+    n = len(vp.sample_ids)
+    if name == "pug-imagenet":
+        values = rng.choice(np.arange(0, 360, 45), n).astype(str).astype(object)
+        if view == "Worlds":
+            values = rng.choice(np.array(["desert", "forest", "city", "beach"]), n).astype(
+                object)
+    elif name == "imagenet-hard":
+        values = rng.choice(np.array(["imagenet", "imagenet_v2", "imagenet_sketch",
+                                      "objectnet"]), n).astype(object)
+    else:
+        return vp
+    return ViewPredictions(**{**vp.__dict__, "factor_value": values})
 
 
-def _labelled_metrics(a: dict[str, np.ndarray], n: int) -> list[tuple[str, float, float, float]]:
-    top1 = float(a["correct"].mean())
-    rows = [("top1", top1, *_ci(top1, n)),
-            ("top5", min(1.0, top1 + 0.1), math.nan, math.nan),
-            ("p_true_mean", float(a["p_true"].mean()), math.nan, math.nan),
-            ("ece", M.expected_calibration_error(a["conf"], a["correct"]), math.nan, math.nan),
-            ("mce", M.max_calibration_error(a["conf"], a["correct"]), math.nan, math.nan),
-            ("nll", M.negative_log_likelihood(a["p_true"]), math.nan, math.nan),
-            ("brier", float(a["brier"].mean()), math.nan, math.nan)]
-    return rows
+# --------------------------------------------------------------------------- images
 
 
-def _run(model: str, plan: DatasetPlan, scale: float, seed: int, random_weights: bool,
-         dataset_root: str, min_images: int = 32,
-         ) -> tuple[dict[str, object], pa.Table, pd.DataFrame]:
+def synthetic_image(label: int, seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A small picture for a synthetic sample: a hue per class, stripes per sample."""
+    rng = np.random.default_rng(seed)
+    hue = (label % 1000) / 1000 if label >= 0 else rng.random()
+    base = np.array(colorsys.hsv_to_rgb(hue, 0.6, 0.9)) * 255
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    stripes = 0.8 + 0.2 * np.sin(x * rng.uniform(0.1, 0.4) + y * rng.uniform(0.1, 0.4))
+    arr = np.clip(base[None, None, :] * stripes[..., None] + rng.normal(0, 8, (h, w, 3)), 0, 255)
+    return Image.fromarray(arr.astype(np.uint8))
+
+
+def _write_images(root: Path, vp: ViewPredictions, limit: int) -> None:
+    for i, (sid, lab) in enumerate(zip(vp.sample_ids[:limit], vp.labels[:limit], strict=True)):
+        path = root / str(sid)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        synthetic_image(int(lab), i).save(path)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _run(model: str, plan: DatasetPlan, scale: float, seed: int, meaningless: bool,
+         data_root: Path | None, min_images: int = 32, write_images: bool = False,
+         n_boot: int = 0) -> tuple[dict[str, object], pa.Table, pd.DataFrame]:
+    from beyond_inet.pipeline import evaluations_for, prediction_table
+
+    spec = DATASETS.get(plan.name)
     rng = np.random.default_rng(seed)
     n = max(min_images, round(plan.n_images * scale))
     run_id = uuid.uuid4().hex[:16]
-    data_rng = np.random.default_rng(sum(map(ord, plan.name)))  # same images for every model
-    ids = _sample_ids(plan, n, data_rng)
-    labels = data_rng.integers(0, 1000, n)
-    base_acc = {"imagenet-val": 0.84, "imagenet-c": 0.6, "imagenet-v2": 0.75,
-                "imagenet-sketch": 0.47, "imagenet-r": 0.62, "imagenet-a": 0.55,
-                "imagenet-hard": 0.29, "cue-conflict": 0.3, "pug-imagenet": 0.4}[plan.name]
-    base_acc = min(0.97, max(0.02, base_acc + rng.normal(0, 0.04)))
-    tables, mrows = [], []
-    standard_pred = None
+    base_acc = min(0.97, max(0.02, BASE_ACCURACY[plan.name] + rng.normal(0, 0.04)))
+    robustness = rng.uniform(0.7, 1.3)  # how much this model's predictions move per view
+    classes = _classes(np.zeros(0), plan.name)
+    opts = ScoringOptions(n_boot=n_boot, seed=0)
+    stored: dict[str, ViewPredictions] = {}
+    tables, rows = [], []
+    root = data_root / spec.subdir if data_root is not None else None
+    standard: ViewPredictions | None = None
     for k, view in enumerate(plan.views):
-        acc = base_acc
-        if ":" in view and plan.name == "imagenet-c":
-            acc = base_acc * (1 - 0.1 * int(view.rsplit(":", 1)[1]))
-        elif ":" in view:
-            acc = base_acc * (0.8 + 0.2 * rng.random())
-        elif plan.name == "pug-imagenet":
-            acc = base_acc * (0.5 + rng.random())
-        decision = rng.choice(CATEGORIES, n) if plan.name == "cue-conflict" else None
+        data_rng = np.random.default_rng(sum(map(ord, plan.name)) + 7919 * k * plan.grouped)
+        if plan.grouped or standard is None:  # same images for every model
+            labels = _labels(plan.name, n, data_rng)
+            ids = _sample_ids(plan.name, view, labels, data_rng, plan.grouped)
+            if plan.name == "imagenet-val":  # real val file names: their real labels
+                real = imagenet_val_labels()
+                labels = np.array([real.get(str(s), int(x)) for s, x in zip(ids, labels,
+                                                                           strict=True)])
         vrng = np.random.default_rng(seed * 1000 + k)
-        t, a = _predictions(run_id, model, plan.name, view, ids, labels, acc, vrng, decision)
-        tables.append(t)
-        rows: list[tuple[str, float, float, float]] = []
-        if decision is None:
-            rows += _labelled_metrics(a, n)
-        if view == "standard":
-            standard_pred = a["pred"]
-        elif standard_pred is not None:
-            agree = float((a["pred"] == standard_pred).mean())
-            rows.append(("agreement", agree, *_ci(agree, n)))
-        if plan.name == "imagenet-val" and view == "standard":
-            rows.append(("top1_real", min(1.0, rows[0][1] + 0.04), math.nan, math.nan))
-            ratios = rng.uniform(0.6, 1.8, len(M.IMAGENET_X_FACTORS))
-            for f, r in zip(M.IMAGENET_X_FACTORS, ratios, strict=True):
-                rows += [(f"error_ratio:{f}", float(r), float(r) - 0.1, float(r) + 0.1),
-                         (f"factor_accuracy:{f}", 1 - (1 - rows[0][1]) * float(r), math.nan,
-                          math.nan),
-                         (f"factor_count:{f}", float(rng.integers(50, 5000)), math.nan,
-                          math.nan)]
-            rows += [("error_ratio_mean", float(ratios.mean()), math.nan, math.nan),
-                     ("imagenet_x_images", float(n), math.nan, math.nan)]
-        if plan.name in ("imagenet-r", "imagenet-a"):
-            rows.append(("top1_1000way", rows[0][1] * 0.9, math.nan, math.nan))
-        if plan.name == "pug-imagenet":
-            for value in range(0, 360, 45):
-                rows.append((f"top1_at:{value}", float(rng.uniform(0.1, 0.9)), math.nan,
-                             math.nan))
-        if plan.name == "cue-conflict":
-            parsed = [parse_stimulus_name(s) for s in ids]
-            shapes = np.array([a for a, _ in parsed])
-            textures = np.array([b for _, b in parsed])
-            sb = M.shape_bias(decision, shapes, textures)
-            rows += [(k2, float(v), math.nan, math.nan) for k2, v in sb.items()]
-        mrows += [(view, *r) for r in rows]
-    if plan.name == "imagenet-c":  # as the real evaluation stores it (see the README)
-        top1 = {r[0]: r[2] for r in mrows if r[1] == "top1"}
-        ces = []
-        for c in CORRUPTIONS:
-            accs = [top1[f"{c}:{s}"] for s in range(1, 6)]
-            ce = float(np.sum(1 - np.array(accs)) / (5 * 0.8))
-            ces.append(ce)
-            mrows += [(c, "top1", float(np.mean(accs)), math.nan, math.nan),
-                      (c, "ce", ce, math.nan, math.nan)]
-        mrows += [("standard", "top1", float(np.mean(list(top1.values()))), math.nan, math.nan),
-                  ("standard", "mean_ce", float(np.mean(ces)), math.nan, math.nan),
-                  ("standard", "corruptions", float(len(CORRUPTIONS)), math.nan, math.nan)]
+        if view == "standard" or plan.grouped:
+            acc = base_acc
+            if plan.name == "imagenet-c":
+                acc = base_acc * (1 - 0.1 * int(view.rsplit(":", 1)[1]))
+            elif plan.name == "pug-imagenet":
+                acc = base_acc * (0.5 + vrng.random())
+            vp = _predictions(ids, labels, acc, vrng, classes, plan.name == "cue-conflict")
+            if view == "standard":
+                standard = vp
+        else:
+            assert standard is not None
+            flip = 1 - math.exp(-view_distance(view) * robustness)
+            vp = _predictions(ids, labels, base_acc, vrng, classes, False, standard, flip)
+        vp = _with_factor_values(vp, plan.name, view, vrng)
+        stored[view] = vp
+        tables.append(prediction_table(run_id, model, plan.name, view, vp))
+        evaluations = (spec.evaluations if plan.grouped
+                       else evaluations_for(spec, "standard" if view == "standard" else view))
+        rows += [(view, r) for r in score_view(vp, evaluations, opts)]
+        if write_images and root is not None and (plan.grouped or view == "standard"):
+            _write_images(root, vp, IMAGES_PER_VIEW[plan.grouped])
+    rows += score_run(stored, spec.run_evaluations, opts)
     metrics = pd.DataFrame([{"run_id": run_id, "model": model, "dataset": plan.name,
-                             "view": v, "metric": m, "value": val, "ci_low": lo, "ci_high": hi}
-                            for v, m, val, lo, hi in mrows])
+                             "view": v, "metric": r.metric, "value": r.value,
+                             "ci_low": r.ci_low, "ci_high": r.ci_high} for v, r in rows])
     now = datetime.now(UTC).replace(tzinfo=None)
     run = {
         "run_id": run_id, "run_key": f"synthetic:{model}:{plan.name}:{scale}:{seed}",
         "model": model, "model_label": model, "dataset": plan.name, "status": "finished",
-        "weights": "random" if random_weights else "synthetic",
-        "random_weights": random_weights, "preprocessing": "{}",
-        "views": json.dumps(list(plan.views)), "settings": "{}",
-        "dataset_root": str(Path(dataset_root) / plan.name), "sample_limit": None,
+        "weights": "random" if meaningless else SYNTHETIC_WEIGHTS,
+        "random_weights": True, "preprocessing": "{}",
+        "views": json.dumps(list(plan.views)), "settings": json.dumps({"synthetic": True}),
+        "dataset_root": str(root) if root is not None else None, "sample_limit": None,
         "n_samples": n, "n_failed": 0, "failed": "[]", "started_at": now, "finished_at": now,
-        "seconds": 0.0, "device": "synthetic", "precision": "fp32", "code_version": "synthetic",
-        "library_versions": "{}",
+        "seconds": 0.0, "device": "synthetic", "precision": "fp32",
+        "code_version": "synthetic", "library_versions": "{}",
     }
     return run, pa.concat_tables(tables), metrics
 
 
 def fill_store(path: Path | str, scale: float = 1.0, models: Sequence[str] = PAPER_MODELS,
                datasets: Sequence[DatasetPlan] | None = None, seed: int = 0,
-               random_models: Sequence[str] = (), dataset_root: str = "/nonexistent",
-               log: bool = False) -> int:
+               random_models: Sequence[str] = (), data_root: Path | str | None = None,
+               write_images: bool = False, n_boot: int = 0, log: bool = False) -> int:
     """Write one synthetic run per (model, dataset); returns the prediction rows written.
 
-    ``random_models`` are recorded with ``random_weights``; ``dataset_root`` is the folder
-    recorded as each run's dataset root (``<root>/<dataset>``)."""
+    Every run is marked meaningless (``random_weights``); ``random_models`` are recorded
+    with ``weights='random'`` (as a smoke-test run), the others with ``'synthetic'``. With
+    ``data_root`` each run records ``<data_root>/<dataset folder>`` as its dataset root, and
+    ``write_images`` puts generated pictures there."""
     store = Store(path)
     plans = list(datasets) if datasets is not None else paper_suite()
+    root = Path(data_root) if data_root is not None else None
     total = 0
     for i, model in enumerate([*models, *random_models]):
         for j, plan in enumerate(plans):
             run, preds, mets = _run(model, plan, scale, seed + 100 * i + j,
-                                    model in random_models, dataset_root)
+                                    model in random_models, root, write_images=write_images,
+                                    n_boot=n_boot)
             store.commit_run(run, preds, mets, replace=True)
             total += preds.num_rows
             if log:
@@ -248,13 +337,22 @@ def fill_store(path: Path | str, scale: float = 1.0, models: Sequence[str] = PAP
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fill a synthetic results store for the dashboard.")
+    p = argparse.ArgumentParser(description="Fill a synthetic results store for the dashboard "
+                                "(numbers meaningless; marked so everywhere).")
     p.add_argument("--store", required=True, type=Path)
     p.add_argument("--scale", type=float, default=0.01,
                    help="fraction of the full paper suite's images (1.0 = ~18.8 M rows)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="where the generated pictures go (default: <store name>-datasets next "
+                   "to the store)")
+    p.add_argument("--no-images", action="store_true", help="write no pictures")
     args = p.parse_args(argv)
-    n = fill_store(args.store, args.scale, log=True)
-    print(f"wrote {n:,} prediction rows to {args.store}")
+    root = args.data_root or args.store.with_name(f"{args.store.stem}-datasets")
+    n = fill_store(args.store, args.scale, data_root=root, write_images=not args.no_images,
+                   n_boot=100, log=True)
+    print(f"wrote {n:,} prediction rows to {args.store}"
+          + ("" if args.no_images else f" and pictures under {root}"))
+    print(f"open it: streamlit run dashboard/app.py -- --store {args.store} --data-root {root}")
     return 0
 
 

@@ -40,6 +40,18 @@ def chart(fig: go.Figure, name: str) -> None:
         "format": "png", "filename": _slug(name), "scale": 2}}, key=f"fig-{_slug(name)}")
 
 
+def picture(where: object, path: object, max_side: int, caption: str | None = None) -> None:
+    """An image from a data root (``path`` from :func:`dashboard.queries.image_path`), or a
+    placeholder saying why there is none; never an exception."""
+    data = None if path is None else queries.image_bytes(str(path), max_side)
+    if data is not None:
+        where.image(data, caption=caption)  # type: ignore[attr-defined]
+        return
+    why = ("not found in the dashboard's data roots (--data-root)" if path is None
+           else "unreadable image file")
+    where.caption(f"🖼 {caption + ': ' if caption else ''}{why}")  # type: ignore[attr-defined]
+
+
 def empty(message: str, hint: bool = True) -> None:
     """A friendly empty state (never a traceback)."""
     st.info(message + ("\n\n" + PRECOMPUTE_HINT if hint else ""))
@@ -49,18 +61,22 @@ def random_banner(combined: pd.DataFrame) -> None:
     """A visible warning when any measured number shown comes from random weights."""
     if len(combined) and combined["random_weights"].astype(bool).any():
         shown = sorted(combined.loc[combined["random_weights"].astype(bool), "model"].unique())
-        st.warning(f"⚠ RANDOM weights (smoke test, numbers meaningless): {', '.join(shown)}")
+        st.warning("⚠ RANDOM weights or SYNTHETIC numbers (a smoke test or demo store; "
+                   f"meaningless): {', '.join(shown)}")
 
 
-def combined_metrics(sel: Selection, datasets: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Measured (latest runs) and published numbers for the selection, per its source."""
+def combined_metrics(sel: Selection, datasets: tuple[str, ...] | None = None,
+                     names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Measured (latest runs) and published numbers for the selection, per its source
+    (only some datasets / metric names when given)."""
     path = sel.path if sel.has_measured else ""
-    return queries.combined(path, sel.version, sel.source, sel.models, datasets)
+    return queries.combined(path, sel.version, sel.source, sel.models, datasets, names)
 
 
-def shown_metrics(sel: Selection, datasets: tuple[str, ...] | None = None) -> pd.DataFrame:
+def shown_metrics(sel: Selection, datasets: tuple[str, ...] | None = None,
+                  names: tuple[str, ...] | None = None) -> pd.DataFrame:
     """:func:`combined_metrics`, with the random-weights banner for the measured ones."""
-    comb = combined_metrics(sel, datasets)
+    comb = combined_metrics(sel, datasets, names)
     random_banner(comb[comb["source"] == "measured"])
     return comb
 

@@ -191,6 +191,9 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
     for name, _ in args.dataset_path:
         DATASETS.get(name)
     if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist (give a "
+                                    ".safetensors or PyTorch state-dict file).")
         weights = WeightsSource("checkpoint", args.checkpoint)
     else:
         weights = WeightsSource("random" if args.random_weights else "hub")

@@ -96,3 +96,21 @@ def tiny_timm() -> LoadedModel:
 def tiny_clip() -> LoadedModel:
     """The bundled tiny open_clip config as a zero-shot classifier (random weights)."""
     return load_model(TINY_CLIP, LoadOptions(weights=WeightsSource("random")))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained ``test_vit`` (tests/trained.py) as a safetensors checkpoint, built once."""
+    from tests.trained import save_trained_checkpoint
+
+    return save_trained_checkpoint(tmp_path_factory.mktemp("trained") / "test_vit.safetensors")
+
+
+@pytest.fixture(scope="session")
+def trained_val_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --data-root whose imagenet/val holds wnid folders of the trained model's classes."""
+    from tests.trained import write_class_folders
+
+    root = tmp_path_factory.mktemp("trained_data")
+    write_class_folders(root / "imagenet" / "val", per_class=6)
+    return root

@@ -6,6 +6,7 @@ fails. Screenshots go to ``test-artifacts/browser/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -34,6 +35,16 @@ PAGES = {
     "robustness": ("Robustness", 3), "pug": ("PUG-ImageNet", 2), "explorer": ("Explorer", 0),
     "reproduction": ("Reproduction", 1), "store_overview": ("Runs", 0),
 }
+CHIPS_VISIBLE = """() => {
+  const box = document.querySelector(
+    '[data-testid="stSidebar"] [data-testid="stMultiSelectTagsContainer"]').getBoundingClientRect();
+  return [...document.querySelectorAll('[data-testid="stSidebar"] [data-tag]')].map(t => {
+    const r = t.getBoundingClientRect(); return r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+  });
+}"""
+#: The page's script run has finished (Streamlit marks its app element while running).
+SCRIPT_DONE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.dataset"
+               ".testScriptState === 'notRunning'")
 READY_TRIES = 240  # x 0.25 s: streamlit start-up on a busy 2-core machine
 TIMEOUT_MS = 60_000
 
@@ -67,27 +78,21 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"streamlit not healthy at {url} after {READY_TRIES} tries")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    _require_browser()
-    d = tmp_path_factory.mktemp("browser")
-    root = d / "datasets"
-    (root / "imagenet-val").mkdir(parents=True)
-    for i in range(1, 31):
-        Image.new("RGB", (64, 48), (i * 8, 120, 200)).save(
-            root / "imagenet-val" / f"ILSVRC2012_val_{i:08d}.JPEG")
-    store = d / "store.duckdb"
-    synthetic.fill_store(store, scale=0.002, models=("deit3_21k", "vit_clip"),
-                         random_models=("timm:test_vit",), dataset_root=str(root))
+@contextlib.contextmanager
+def serve(store: Path, data_root: Path, log_path: Path,
+          env: dict[str, str] | None = None) -> Iterator[str]:
+    """``streamlit run dashboard/app.py -- --store STORE --data-root ROOT`` on a free
+    loopback port (``env``: extra environment variables); yields the base URL."""
     port = _free_port()
-    log = open(d / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
-    env = {**os.environ, "BEYOND_INET_STORE": "", "HF_HUB_OFFLINE": "1",
-           "BEYOND_INET_LIVE_MODELS": "timm:test_vit,open_clip:test-tiny-clip"}
+    log = open(log_path, "wb")  # noqa: SIM115 (closed below)
+    env = {**os.environ, "BEYOND_INET_STORE": "", "BEYOND_INET_DATA_ROOT": "",
+           "HF_HUB_OFFLINE": "1",
+           "BEYOND_INET_LIVE_MODELS": "timm:test_vit,open_clip:test-tiny-clip", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless",
          "true", "--server.address", "127.0.0.1", "--server.port", str(port),
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-         "--", "--store", str(store)],
+         "--", "--store", str(store), "--data-root", str(data_root)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
@@ -101,22 +106,70 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def tab(server: str) -> Iterator[object]:
-    """One browser tab on the app; tests move through the pages with the sidebar links
-    (client-side navigation, as a user does), so the app's JavaScript loads once."""
+@contextlib.contextmanager
+def chromium_browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (one per module: Playwright's sync API does
+    not nest)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
-            page = b.new_page(viewport={"width": 1400, "height": 2400})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(f"{server}/?source=both")
-            yield page
+            yield b
         finally:
             b.close()
+
+
+def new_tab(browser: Any, url: str, width: int = 1400) -> Any:
+    """A new tab of ``browser`` on ``url``."""
+    page = browser.new_page(viewport={"width": width, "height": 2400})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    return page
+
+
+@contextlib.contextmanager
+def browser_tab(url: str, width: int = 1400) -> Iterator[Any]:
+    """One Chromium tab on ``url`` (for scripts; tests share :func:`chromium`)."""
+    with chromium_browser() as b:
+        yield new_tab(b, url, width)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    _require_browser()
+    with chromium_browser() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _require_browser()
+    d = tmp_path_factory.mktemp("browser")
+    store = d / "store.duckdb"
+    synthetic.fill_store(store, scale=0.002, models=("deit3_21k", "vit_clip"),
+                         random_models=("timm:test_vit",), data_root=d / "datasets",
+                         write_images=True, n_boot=20)
+    with serve(store, d / "datasets", d / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tab(server: str, chromium: Any) -> Iterator[object]:
+    """One browser tab on the app; tests move through the pages with the sidebar links
+    (client-side navigation, as a user does), so the app's JavaScript loads once."""
+    page = new_tab(chromium, f"{server}/?source=both")
+    yield page
+    page.close()
+
+
+def _visit(page: Any, title: str, first: bool = False) -> None:
+    """Open a page through the sidebar (as a user does) and wait until its script is done."""
+    if not first:
+        page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.get_by_role("heading", name=title, exact=True).first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
 
 
 @pytest.mark.parametrize("path", list(PAGES))
@@ -133,14 +186,15 @@ def test_every_page_renders_without_errors(tab: Any, path: str) -> None:
             arg=charts)
     if path == "explorer":
         page.locator('[data-testid="stImage"] img').first.wait_for()
-    # the script run has finished when the "running" status widget is gone
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    page.wait_for_function(SCRIPT_DONE)
     page.screenshot(path=str(ARTIFACTS / f"{path or 'overview'}.png"))
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     sidebar = page.locator('[data-testid="stSidebar"]').inner_text().lower()
     assert "random" in sidebar, "random-weights runs are marked"
+    if not path:  # every selected model's chip is visible in the sidebar's box (5 here)
+        visible = page.evaluate(CHIPS_VISIBLE)
+        assert len(visible) >= 5 and all(visible), visible
     assert "models=" in page.url and "source=both" in page.url
 
 
@@ -157,8 +211,7 @@ def test_live_inference_upload_shows_predictions(tab: Any, tmp_path: Path) -> No
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2")
     page.locator('[data-testid="stImage"] img').nth(1).wait_for()
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    page.wait_for_function(SCRIPT_DONE)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "live_inference.png"))
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -177,3 +230,28 @@ def test_a_shared_page_url_opens_that_page_with_the_titled_navigation(
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     assert "Overview" in nav and "PUG-ImageNet" in nav
     assert "store_overview" not in nav and "shape_bias" not in nav
+
+
+@pytest.mark.parametrize("dataset", ["cue-conflict", "imagenet-c", "pug-imagenet"])
+def test_every_page_on_a_store_of_one_dataset(
+    dataset: str, tmp_path_factory: pytest.TempPathFactory, chromium: Any
+) -> None:
+    """A newcomer's first store holds one dataset (cue-conflict is the only one that can be
+    run here): every page renders, without an exception or an error box."""
+    from tests.test_dashboard import single_kind_store
+
+    _require_browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d = tmp_path_factory.mktemp(f"one-{dataset}")
+    store = single_kind_store(d, dataset)
+    with serve(store, store.parent / "datasets", d / "streamlit.log") as url:
+        page = new_tab(chromium, f"{url}/?source=measured")
+        for i, (path, (title, _)) in enumerate(PAGES.items()):
+            _visit(page, title, first=i == 0)
+            if path == "explorer":
+                page.locator('[data-testid="stImage"] img').first.wait_for()
+            if path in ("explorer", "", "robustness", "shape_bias", "pug"):
+                page.screenshot(path=str(ARTIFACTS / f"one-{dataset}-{path or 'overview'}.png"))
+            assert page.locator('[data-testid="stException"]').count() == 0, (dataset, path)
+            assert page.locator('[data-testid="stAlertContentError"]').count() == 0, path
+        page.close()

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from beyond_inet import metrics as M
@@ -55,20 +54,16 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every dataset, view and metric the dashboard knows (synthetic numbers), two paper
     models plus one random-weights model; a few real images under the recorded roots."""
     d = tmp_path_factory.mktemp("dash_syn")
-    root = d / "datasets"
-    (root / "imagenet-val").mkdir(parents=True)
-    for i in range(1, 31):
-        Image.new("RGB", (40, 30), (i * 8, 100, 200)).save(
-            root / "imagenet-val" / f"ILSVRC2012_val_{i:08d}.JPEG")
     store = d / "syn.duckdb"
     synthetic.fill_store(store, scale=0.002, models=SYN_MODELS, random_models=SYN_RANDOM,
-                         dataset_root=str(root))
+                         data_root=d / "datasets", write_images=True, n_boot=20)
     return store
 
 
 def _app(monkeypatch: pytest.MonkeyPatch, store: Path, page: str | None = None,
-         **query: str) -> AppTest:
+         data_root: Path | None = None, **query: str) -> AppTest:
     monkeypatch.setenv("BEYOND_INET_STORE", str(store))
+    monkeypatch.setenv("BEYOND_INET_DATA_ROOT", str(data_root or store.parent / "datasets"))
     at = AppTest.from_file(APP, default_timeout=90)
     for k, v in query.items():
         at.query_params[k] = v
@@ -133,9 +128,9 @@ def test_pages_on_a_synthetic_store_with_every_dataset(
 
 @pytest.mark.parametrize("page", list(PAGES))
 def test_pages_on_a_real_precompute_store(
-    monkeypatch: pytest.MonkeyPatch, precompute_store: Path, page: str
+    monkeypatch: pytest.MonkeyPatch, precompute_store: Path, page: str, data_root: Path
 ) -> None:
-    at = _app(monkeypatch, precompute_store, page, source="measured",
+    at = _app(monkeypatch, precompute_store, page, data_root=data_root, source="measured",
               models=f"{TINY_TIMM},{TINY_CLIP}")
     assert [t.value for t in at.title] == [PAGES[page]]
     charted = {"overview", "calibration", "imagenet_x", "shape_bias", "robustness"}
@@ -336,7 +331,7 @@ def test_metrics_query_reads_only_the_latest_run(tmp_path: Path) -> None:
     plan = [synthetic.DatasetPlan("cue-conflict", 30)]
     synthetic.fill_store(store, 1.0, models=("m",), datasets=plan, seed=1)
     first = queries.latest_runs.uncached(str(store), "")
-    run, preds, mets = synthetic._run("m", plan[0], 1.0, 5, False, "/x")
+    run, preds, mets = synthetic._run("m", plan[0], 1.0, 5, False, Path("/x"))
     Store(store).commit_run({**run, "run_key": "other"}, preds, mets)
     m = queries.metrics.uncached(str(store), "", None)
     assert set(m["run_id"]) == {run["run_id"]} != set(first["run_id"])
@@ -400,19 +395,50 @@ def test_overview_best_and_ranking() -> None:
         view="standard", ci_low=np.nan, ci_high=np.nan, random_weights=False)
     comb = frames.combine(df, pd.DataFrame(), "measured")
     num, text = frames.overview(comb)
-    assert list(num.columns[3:]) == ["ImageNet top-1", "ECE"]
+    assert list(num.columns[4:]) == ["ImageNet top-1", "ECE"]
     mask = frames.best_mask(num[["ImageNet top-1", "ECE"]])
     assert mask.loc["a", "ImageNet top-1"] and mask.loc["b", "ECE"] and not mask.loc["a", "ECE"]
     assert text.loc["a", "ImageNet top-1"] == "80.0" and text.loc["c", "ECE"] == ""
-    props = num[["ImageNet top-1", "ECE"]]
-    r = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 0})
-    assert r.index.tolist() == ["a", "c", "b"] and r["score"].tolist() == [1.0, 0.5, 0.0]
-    r = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 3})
-    assert r.loc["b", "score"] == pytest.approx(0.75) and r.loc["a", "score"] == pytest.approx(
-        0.25)
-    assert r.loc["c", "score"] == pytest.approx(0.5) and r.loc["c", "properties"] == 1
-    assert frames.ranking(props, {"ECE": 0})["score"].isna().all()
+    props = num[["ImageNet top-1", "ECE", "random_weights"]]
+    r, left = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 0})
+    # accuracy on its own 0-1 scale, not min-max of the rows shown
+    assert r.index.tolist() == ["a", "c", "b"]
+    np.testing.assert_allclose(r["score"], [0.8, 0.75, 0.7])
+    r, left = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 3})
+    # ECE on 0 .. the largest shown (0.10), lower is better: a 0.0, b 0.8
+    assert r.loc["b", "score"] == pytest.approx((0.7 + 3 * 0.8) / 4)
+    assert r.loc["a", "score"] == pytest.approx((0.8 + 3 * 0.0) / 4)
+    assert "c" not in r.index and "not measured: ECE" in left.loc["c", "reason"]
+    assert frames.ranking(props, {"ECE": 0})[0]["score"].isna().all()
     assert frames.format_value(0.8531, 0.85, 0.857, True) == "85.3 [85.0, 85.7]"
+
+
+def test_ranking_never_lets_a_random_or_partial_model_win() -> None:
+    """The issue's case: a random-weights model measured on one property must not rank
+    above real models measured on four; close shape biases stay close."""
+    rows = []
+    for m, top1, ece, sb in (("real_a", 0.85, 0.05, 0.333), ("real_b", 0.84, 0.06, 0.399)):
+        rows += [(m, "imagenet-val", "top1", top1, False), (m, "imagenet-val", "ece", ece, False),
+                 (m, "cue-conflict", "shape_bias", sb, False)]
+    rows += [("timm:test_vit", "cue-conflict", "shape_bias", 0.99, True)]
+    df = pd.DataFrame(rows, columns=["model", "dataset", "metric", "value", "random_weights"])
+    comb = frames.combine(df.assign(view="standard", ci_low=np.nan, ci_high=np.nan),
+                          pd.DataFrame(), "measured")
+    num, _ = frames.overview(comb)
+    cols = ["ImageNet top-1", "ECE", "Shape bias", "random_weights"]
+    norm = frames.normalised(num[cols[:-1]])
+    assert norm.loc["real_a", "Shape bias"] == pytest.approx(0.333)
+    assert norm.loc["real_b", "Shape bias"] == pytest.approx(0.399)
+    rank, left = frames.ranking(num[cols], {"Shape bias": 1, "ImageNet top-1": 1})
+    assert rank.index.tolist() == ["real_b", "real_a"]
+    random_row = next(i for i in num.index if i.startswith("timm:test_vit"))
+    assert "random weights" in left.loc[random_row, "reason"]
+    rank, left = frames.ranking(num[cols], {"Shape bias": 1, "ImageNet top-1": 1},
+                                include_random=True)
+    assert random_row not in rank.index and "not measured: ImageNet top-1" in left.loc[
+        random_row, "reason"]
+    rank, _ = frames.ranking(num[cols], {"Shape bias": 1}, include_random=True)
+    assert rank.index[0] == random_row  # only when asked for, and measured on what counts
 
 
 def test_reproduction_differences() -> None:
@@ -449,3 +475,128 @@ def test_published_source_hides_measured_numbers(
         assert not [w for w in at.main.warning if "RANDOM" in w.value], page
         if page in PUBLISHED_CHARTS:
             assert _charts(at) >= 1, page
+
+
+# --------------------------------------------------------------------------- one kind only
+
+SINGLE_KIND = {
+    "cue-conflict": synthetic.DatasetPlan("cue-conflict", 40),
+    "imagenet-c": synthetic.DatasetPlan("imagenet-c", 32, tuple(
+        f"{c}:{s}" for c in synthetic.CORRUPTIONS[:3] for s in range(1, 6))),
+    "pug-imagenet": synthetic.DatasetPlan("pug-imagenet", 32, synthetic.PUG_FACTORS[:3]),
+}
+
+
+def single_kind_store(root: Path, dataset: str) -> Path:
+    """A store holding runs of one dataset only (as a newcomer's first store does)."""
+    store = root / dataset / "s.duckdb"
+    synthetic.fill_store(store, 1.0, models=("deit3_21k", "vit_clip"),
+                         datasets=[SINGLE_KIND[dataset]], data_root=store.parent / "datasets",
+                         write_images=True)
+    return store
+
+
+@pytest.fixture(scope="module")
+def single_kind_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("single_kind")
+    return {name: single_kind_store(d, name) for name in SINGLE_KIND}
+
+
+@pytest.mark.parametrize("dataset", list(SINGLE_KIND))
+def test_the_explorer_renders_on_a_store_of_one_dataset(
+    monkeypatch: pytest.MonkeyPatch, single_kind_stores: dict[str, Path], dataset: str
+) -> None:
+    """Where such a store crashed (the Explorer on cue-conflict's missing labels); every
+    page on such stores is rendered in the browser test."""
+    at = _app(monkeypatch, single_kind_stores[dataset], "explorer", source="measured")
+    assert len(at.get("image")) >= 1  # real pictures, from the configured data root
+    at.button(key="ex-full-0").click().run()
+    assert not at.exception and not at.error
+
+
+def test_an_unreadable_image_is_a_placeholder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = single_kind_store(tmp_path, "cue-conflict")
+    ids = Store(store).query("SELECT DISTINCT sample_id FROM predictions ORDER BY sample_id")
+    first = store.parent / "datasets" / "cue-conflict" / ids["sample_id"].iloc[0]
+    first.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    at = _app(monkeypatch, store, "explorer", source="measured")
+    shown = " ".join(c.value for c in at.caption)
+    assert "unreadable image file" in shown and len(at.get("image")) >= 1  # the others show
+    for f in (store.parent / "datasets").rglob("*.png"):
+        f.write_bytes(b"not an image")
+    at = _app(monkeypatch, store, "shape_bias", source="measured")
+    assert "unreadable image file" in " ".join(c.value for c in at.caption)
+
+
+def test_images_are_served_only_from_the_configured_data_roots(tmp_path: Path) -> None:
+    allowed = tmp_path / "datasets"
+    inside = allowed / "cue-conflict" / "cat"
+    inside.mkdir(parents=True)
+    (inside / "cat1-dog1.png").write_bytes(b"x")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"x")
+    roots = [str(allowed)]
+    # a run recorded inside the data root, or found by the dataset's own folder name
+    assert queries.image_path(roots, "cue-conflict", [str(allowed / "cue-conflict")],
+                              "cat/cat1-dog1.png") == (inside / "cat1-dog1.png").resolve()
+    assert queries.image_path(roots, "cue-conflict", ["/moved/away"],
+                              "cat/cat1-dog1.png") == (inside / "cat1-dog1.png").resolve()
+    # a store naming "/" or another folder as its dataset root widens nothing
+    for stored in ("/", str(outside)):
+        assert queries.image_path(roots, "cue-conflict", [stored], "secret.png") is None
+        assert queries.image_path(roots, "cue-conflict", [stored],
+                                  str(outside / "secret.png")) is None
+    assert queries.image_path(roots, "cue-conflict", ["/"], "etc/passwd") is None
+    assert queries.image_path([], "cue-conflict", ["/"], "etc/passwd") is None
+
+
+def test_the_dashboard_listens_on_localhost_by_default() -> None:
+    code = ("from streamlit import config\nconfig.get_config_options(force_reparse=True)\n"
+            "print(config.get_option('server.address'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "localhost", out.stderr
+
+
+def test_the_synthetic_store_follows_the_readmes_definitions(synthetic_store: Path) -> None:
+    """Views equal to ``standard`` agree 100%; agreement falls as a view moves away; every
+    stored number is the production metric of the stored rows; runs are marked meaningless."""
+    s = Store(synthetic_store)
+    runs = s.query("SELECT model, weights, random_weights FROM runs")
+    assert runs["random_weights"].all()
+    assert set(runs["weights"]) == {"synthetic", "random"}
+    agree = s.query("SELECT model, view, value FROM metrics WHERE dataset = 'imagenet-val' "
+                    "AND metric = 'agreement'").pivot(index="view", columns="model",
+                                                      values="value")
+    for view in ("standard", "scale:1", "resolution:224"):
+        assert (agree.loc[view] == 1.0).all(), view
+    assert (agree.loc["scale:3"] < agree.loc["scale:1.25"]).all()
+    assert (agree.loc["shift:100"] < agree.loc["shift:5"]).all()
+    p = s.query("SELECT p.correct, p.confidence FROM predictions p WHERE dataset = "
+                "'imagenet-val' AND view = 'shift:30' AND model = 'vit_clip'")
+    got = s.query("SELECT metric, value FROM metrics WHERE dataset = 'imagenet-val' AND "
+                  "view = 'shift:30' AND model = 'vit_clip'").set_index("metric")["value"]
+    assert got["top1"] == pytest.approx(p["correct"].mean())
+    ece = s.query("SELECT value FROM metrics WHERE dataset = 'imagenet-val' AND view = "
+                  "'standard' AND model = 'vit_clip' AND metric = 'ece'")["value"].iloc[0]
+    std = s.query("SELECT confidence, correct FROM predictions WHERE dataset = 'imagenet-val'"
+                  " AND view = 'standard' AND model = 'vit_clip'")
+    assert ece == pytest.approx(M.expected_calibration_error(std["confidence"].to_numpy(),
+                                                             std["correct"].to_numpy()))
+
+
+def test_the_synthetic_cli_writes_pictures_and_says_how_to_open_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "demo.duckdb"
+    assert synthetic.main(["--store", str(store), "--scale", "0.0001"]) == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "demo-datasets"
+    assert f"--store {store} --data-root {root}" in out
+    ids = Store(store).query("SELECT sample_id FROM predictions WHERE dataset = 'imagenet-val' "
+                             "AND view = 'standard' ORDER BY sample_id LIMIT 3")["sample_id"]
+    for sid in ids:
+        assert (root / "imagenet" / "val" / sid).is_file()

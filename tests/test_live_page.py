@@ -44,7 +44,7 @@ def _page(monkeypatch: pytest.MonkeyPatch, data_root: Path | None = None) -> App
 
 
 def _model_tables(at: AppTest) -> list:
-    return [d for d in at.dataframe if list(d.value.columns) == ["class", "probability"]]
+    return [d for d in at.dataframe if list(d.value.columns) == ["probability", "class"]]
 
 
 def _predictions_shown(at: AppTest, n_models: int = 2) -> None:
@@ -141,7 +141,7 @@ def test_custom_clip_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     at = _ok(at.run())
     ranked = [d.value for d in at.dataframe if set(d.value["class"]) == {"cat", "dog", "rocket"}]
     assert len(ranked) == 1  # one CLIP model selected
-    assert ranked[0]["probability"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert ranked[0]["probability"].sum() == pytest.approx(100.0, abs=1e-2)  # in %
     at.radio(key="live_templates").set_value("single")
     at = _ok(at.run())
     assert [d for d in at.dataframe if set(d.value["class"]) == {"cat", "dog", "rocket"}]

@@ -284,6 +284,9 @@ def test_factor_accuracies_rejects_duplicates_and_length_mismatch() -> None:
         metrics.imagenet_x_factor_accuracies(dup, np.array([1, 1]), ann)
     with pytest.raises(ValueError):
         metrics.imagenet_x_factor_accuracies(dup[:1], np.array([1, 1]), ann)
+    # repeated names that are not annotated (class folders of img0.JPEG ...) are ignored
+    other = np.array(["n01/img0.JPEG", "n02/img0.JPEG", "ILSVRC2012_val_00000001.JPEG"])
+    assert metrics.align_imagenet_x(other, ann).rows.tolist() == [2]
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +356,10 @@ def test_shape_bias_hand_case() -> None:
     assert result["shape_bias:cat"] == 0.5  # images whose SHAPE is cat: shape 0, texture 1
     assert result["shape_bias:dog"] == 0.5  # rows 3 (texture), 4 (neither), 5 (shape)
     assert math.isnan(result["shape_bias:car"])  # only its shape == texture image
-    assert set(result) == {"shape_bias", "shape_accuracy", "texture_accuracy"} | {
+    # over ALL 7 images (shape == texture ones too): rows 0, 5, 6 decided by shape
+    assert result["accuracy_all_images"] == pytest.approx(3 / 7)
+    assert set(result) == {"shape_bias", "shape_accuracy", "texture_accuracy",
+                           "accuracy_all_images"} | {
         f"shape_bias:{c}" for c in CATEGORIES
     }
 
@@ -386,6 +392,9 @@ def test_shape_bias_nan_without_cue_decisions() -> None:
     ],
 )
 def test_shape_bias_reproduces_authors_decisions(model: str, expected: float) -> None:
+    # the paper's printed "accuracy (top-1) vs shape label" (all 1,280 images), data/published
+    printed = {"deit3-21k": 0.32421875, "convnext-base-21k": 0.30546875,
+               "vit-clip": 0.38984375, "convnext-clip": 0.29296875}[model]
     path = DECISIONS_DIR / f"{model}.csv"
     if not path.is_file():
         pytest.skip(f"shared reference data not available: {path}")
@@ -396,8 +405,27 @@ def test_shape_bias_reproduces_authors_decisions(model: str, expected: float) ->
     np.testing.assert_array_equal(shapes, df["category"].to_numpy().astype(str))
     result = metrics.shape_bias(df["object_response"].to_numpy(), shapes, textures)
     assert result["shape_bias"] == pytest.approx(expected, abs=5e-5)
+    assert result["accuracy_all_images"] == pytest.approx(printed, abs=1e-12)
     df["texture"] = textures  # model-vs-human: per category = rows whose `category` (shape) is c
     for category, group in df[df["category"] != df["texture"]].groupby("category"):
         n_shape = (group["object_response"] == group["category"]).sum()
         n_texture = (group["object_response"] == group["texture"]).sum()
         assert result[f"shape_bias:{category}"] == pytest.approx(n_shape / (n_shape + n_texture))
+
+
+def test_calibration_errors_of_a_batch_equal_each_set_alone() -> None:
+    """The bootstrap scores [B, N] resamples in one call: each row equals the 1-D metric
+    (which the torchmetrics oracle above checks) and the reliability table's gaps."""
+    rng = np.random.default_rng(3)
+    conf = rng.random((6, 200))
+    conf[0, :5] = 1.0  # the extra bin
+    correct = rng.random((6, 200)) < conf
+    ece, mce = metrics.calibration_errors(conf, correct, 15)
+    for i in range(6):
+        table = metrics.calibration_bins(conf[i], correct[i], 15)
+        w = table["count"] / table["count"].sum()
+        assert ece[i] == pytest.approx(float(np.nansum(w * table["gap"].abs())), rel=1e-12)
+        assert mce[i] == pytest.approx(float(table["gap"].abs().max()), rel=1e-12)
+        assert metrics.expected_calibration_error(conf[i], correct[i]) == ece[i]
+    nll = metrics.negative_log_likelihood(conf)
+    assert nll.shape == (6,) and nll[2] == metrics.negative_log_likelihood(conf[2])

@@ -223,6 +223,7 @@ def test_bad_inputs_exit_2_with_one_line(
         (["--model", "all", "--checkpoint", str(tmp_path / "c.pt"), "--data-root",
           str(data_root)], "exactly one --model"),
     ]
+    (tmp_path / "c.pt").write_bytes(b"")  # exists: the model count is what is wrong
     not_a_store = tmp_path / "notes.txt"
     not_a_store.write_text("my notes")
     assert main(["--model", TINY_TIMM, "--random-weights", "--data-root", str(data_root),

@@ -106,3 +106,32 @@ def test_writer_waits_for_a_reader_in_another_process(tmp_path: Path) -> None:
     reader.wait()
     assert result == [True]
     assert sorted(s.query("SELECT run_id FROM runs")["run_id"]) == ["a", "b"]
+
+
+def test_a_read_session_shares_one_connection_and_yields_to_a_writer(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    import duckdb
+
+    from beyond_inet import store as store_module
+
+    s = Store(tmp_path / "r.duckdb")
+    s.commit_run(_run("a", key="k0"), _preds("a"), _metrics("a"))
+    opened: list[bool] = []
+    real = duckdb.connect
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(bool(kwargs.get("read_only")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module.duckdb, "connect", counting)
+    with store_module.read_session():
+        for _ in range(3):
+            assert len(s.query("SELECT * FROM runs")) == 1
+        assert opened == [True]  # one connection for the whole session
+        answers = iter([True])  # a writer says it waits, once, then it is done
+        monkeypatch.setattr(Store, "writer_waiting", lambda self: next(answers, False))
+        s.query("SELECT * FROM runs")  # the shared connection is released, then reopened
+        assert opened == [True, True]
+    monkeypatch.undo()
+    # after the session nothing is held: a writer gets the lock at once
+    assert Store(s.path, lock_wait=0).commit_run(_run("b"), _preds("b"), _metrics("b"))

@@ -15,7 +15,7 @@ st.write("Are a model's confidences honest? A calibrated model is right 80% of t
          "when it says 80%: its bars follow the diagonal, and the shaded gap is the error.")
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.shown_metrics(sel)
+    comb = ui.shown_metrics(sel, names=tuple(m for m, _, _ in METRICS))
     labelled = comb[comb["metric"] == "ece"]
     datasets = sorted(set(labelled["dataset"]), key=lambda d: (d != "imagenet-val", d))
     if not sel.models:

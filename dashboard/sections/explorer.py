@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from beyond_inet.metrics import IMAGENET_X_FACTORS
@@ -17,7 +18,7 @@ st.write("Look at the images behind the numbers: where the models fail, where th
 
 
 def _name(names: tuple[str, ...], idx: object) -> str:
-    if idx is None or (isinstance(idx, float) and math.isnan(idx)):
+    if idx is None or pd.isna(idx):  # type: ignore[call-overload]
         return "—"
     i = int(idx)  # type: ignore[call-overload]
     return names[i] if 0 <= i < len(names) else str(i)
@@ -28,6 +29,11 @@ def _top5(names: tuple[str, ...], r: object) -> str:
     if idx is None or prob is None:
         return ""
     return "  \n".join(f"{_name(names, i)}: {p:.3f}" for i, p in zip(idx, prob, strict=False))
+
+
+def _image(dataset: str, g: pd.DataFrame, sample_id: str) -> object:
+    return queries.image_path(sel.data_roots, dataset,
+                              g["dataset_root"].dropna().unique().tolist(), sample_id)
 
 
 with ui.guard():
@@ -43,10 +49,9 @@ with ui.guard():
         datasets = sorted(runs["dataset"].unique(), key=lambda d: (d != "imagenet-val", d))
         c1, c2, c3 = st.columns(3)
         dataset = c1.selectbox("Dataset", datasets, key="ex-dataset")
-        view = c2.selectbox("View", queries.dataset_views(sel.path, sel.version, dataset),
-                            key="ex-view")
+        views, labels = queries.explorer_options(sel.path, sel.version, dataset)
+        view = c2.selectbox("View", views, key="ex-view")
         models = tuple(sorted(runs[runs["dataset"] == dataset]["model"]))
-        labels = queries.dataset_labels(sel.path, sel.version, dataset)
         label = c3.selectbox("Class", [None, *labels], key="ex-class",
                              format_func=lambda i: "any class" if i is None
                              else f"{i}: {_name(names, i)}")
@@ -89,12 +94,7 @@ with ui.guard():
                 g = det[det["sample_id"] == chosen]
                 with st.container(border=True):
                     left, right = st.columns([3, 2])
-                    p = queries.safe_image_path(g["dataset_root"].dropna().unique().tolist(),
-                                                chosen)
-                    if p is None:
-                        left.warning("Image not found inside the recorded dataset folder.")
-                    else:
-                        left.image(queries.image_bytes(str(p), 1024), caption=chosen)
+                    ui.picture(left, _image(dataset, g, chosen), 1024, chosen)
                     lab = g["label"].dropna()
                     right.markdown(f"**{chosen}**  \nlabel: "
                                    f"{_name(names, lab.iloc[0]) if len(lab) else '—'}")
@@ -109,11 +109,7 @@ with ui.guard():
             cols = st.columns(COLS)
             for i, (sid, g) in enumerate(det.groupby("sample_id", sort=True)):
                 col = cols[i % COLS]
-                p = queries.safe_image_path(g["dataset_root"].dropna().unique().tolist(), sid)
-                if p is None:
-                    col.caption(f"{sid} (image not found)")
-                else:
-                    col.image(queries.image_bytes(str(p), 192))
+                ui.picture(col, _image(dataset, g, sid), 192)
                 lab = g["label"].dropna()
                 col.caption(f"`{sid.rsplit('/', 1)[-1]}`  \n"
                             + (f"label: {_name(names, lab.iloc[0])}" if len(lab) else ""))

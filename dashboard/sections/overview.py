@@ -43,11 +43,22 @@ with ui.guard():
             st.subheader("Profiles")
             ui.chart(figures.profile_chart(norm), "profiles")
             st.subheader("What matters to you")
-            st.write("Weight each property (0 = ignore); the score is the weighted mean of "
-                     "the properties scaled from worst (0) to best (1) among the rows shown.")
+            st.write("Weight each property (0 = ignore). The score is the weighted mean of the "
+                     "properties on their own scale (accuracies and shape bias 0-1; ECE and "
+                     "error ratio from 0 to the largest shown, lower is better). Only models "
+                     "measured on every weighted property are ranked.")
             cols = st.columns(len(props))
-            weights = {p.title: c.slider(p.title, 0, 5, 1, key=f"w-{p.title}")
+            start = frames.default_weights(num[[p.title for p in props] + ["random_weights"]])
+            weights = {p.title: c.slider(p.title, 0, 5, start[p.title], key=f"w-{p.title}")
                        for p, c in zip(props, cols, strict=True)}
-            rank = frames.ranking(num[[p.title for p in props]], weights)
+            include = st.checkbox("Include random-weights / synthetic runs", key="w-random",
+                                  help="Their numbers are meaningless; off by default.")
+            rank, left = frames.ranking(num[[p.title for p in props] + ["random_weights"]],
+                                        weights, include_random=include)
             ui.chart(figures.ranking_chart(rank), "ranking")
             ui.table(rank.reset_index(names="model").round(3), "ranking")
+            if len(left):
+                groups = left.groupby("reason", sort=False).groups
+                st.caption("Not ranked — " + "; ".join(
+                    f"{reason}: {', '.join(f'**{m}**' for m in rows)}"
+                    for reason, rows in groups.items()))

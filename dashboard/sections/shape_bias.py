@@ -1,9 +1,8 @@
 """Shape bias: per-category shape decisions per model against humans, and a gallery."""
 
-import pandas as pd
 import streamlit as st
-from PIL import Image
 
+from beyond_inet.cue_conflict import parse_stimulus_name
 from dashboard import figures, published, queries, state, ui
 
 sel = state.current()
@@ -51,14 +50,15 @@ with ui.guard():
         cols = st.columns(4)
         for i, (sid, grp) in enumerate(g.groupby("sample_id", sort=True)):
             col = cols[i % 4]
-            p = queries.safe_image_path(grp["dataset_root"].dropna().unique().tolist(), sid)
+            p = queries.image_path(sel.data_roots, "cue-conflict",
+                                   grp["dataset_root"].dropna().unique().tolist(), sid)
             shape_texture = sid.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            if p is not None:
-                with Image.open(p) as im:
-                    col.image(im.convert("RGB").resize((160, 160)), caption=shape_texture)
-            else:
-                col.caption(f"{shape_texture} (image not found)")
-            col.dataframe(pd.DataFrame({"model": grp["model"], "decision": grp["decision"],
-                                        "shape?": grp["correct"].map({True: "✓",
-                                                                      False: ""})}),
-                          hide_index=True)
+            ui.picture(col, p, 160, shape_texture)
+            shape, texture = parse_stimulus_name(sid)
+            col.markdown("  \n".join(
+                f"`{m}`: " + (f":green[**{d}**]" if d == shape else f":orange[{d}]"
+                              if d == texture else str(d))
+                for m, d in zip(grp["model"], grp["decision"], strict=True)))
+        st.caption("Each model's decision: :green[**green**] = the shape's category, "
+                   ":orange[orange] = the texture's, plain = neither (a stimulus is named "
+                   "`<shape><i>-<texture><j>`).")

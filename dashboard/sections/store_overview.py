@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import queries, state, ui
+from dashboard import frames, queries, state, ui
 
 sel = state.current()
 st.title("Runs")
@@ -13,8 +13,7 @@ with ui.guard():
         ui.empty("No measured results yet.")
     else:
         if runs["random_weights"].any():
-            st.warning("⚠ Some runs use RANDOM weights (smoke tests): their numbers mean "
-                       "nothing.")
+            st.warning(frames.MEANINGLESS_NOTE)
         latest = set(sel.runs["run_id"])
         runs = runs.assign(shown=runs["run_id"].isin(latest))
         st.write("The dashboard shows the latest finished run per (model, dataset) "

@@ -1,0 +1,249 @@
+"""Faults and bad input: busy readers, locks, two writers, bad stores, Ctrl-C, bad values.
+
+Every case ends in either a committed run or a one-line message, and never in a lost run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from beyond_inet.pipeline import commit_staged_runs
+from beyond_inet.store import Store, StoreUnusableError
+from precompute.cli import main
+from tests.conftest import REPO, TINY_TIMM, write_cue_conflict
+from tests.test_store import _metrics, _preds, _run
+
+SMOKE = ["--model", TINY_TIMM, "--random-weights", "--workers", "0", "--bootstrap", "0",
+         "--quiet", "--no-invariance", "--dataset", "cue-conflict"]
+
+READ_LOOP = """
+import sys, time
+from beyond_inet.store import Store, StoreLockedError
+s = Store(sys.argv[1], lock_wait=10)
+print("reading", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < end:
+    try:
+        s.query("SELECT count(*) FROM predictions")
+        n += 1
+    except StoreLockedError:
+        pass
+print(n, flush=True)
+"""
+
+
+def test_busy_readers_cannot_lock_the_writer_out(tmp_path: Path) -> None:
+    """Three dashboards reading in tight loops: every commit still lands within its wait."""
+    s = Store(tmp_path / "r.duckdb", lock_wait=3.0)
+    s.commit_run(_run("a", key="k0"), _preds("a"), _metrics("a"))
+    readers = [subprocess.Popen([sys.executable, "-c", READ_LOOP, str(s.path), "8"], cwd=REPO,
+                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for r in readers:
+            assert r.stdout is not None and r.stdout.readline().strip() == "reading"
+        for i in range(4):
+            assert s.commit_run(_run(f"b{i}", key=f"k{i + 1}"), _preds(f"b{i}"),
+                                _metrics(f"b{i}"))
+    finally:
+        counts = [int(r.communicate(timeout=60)[0].strip()) for r in readers]
+    assert all(c > 0 for c in counts)  # the readers did read meanwhile
+    assert len(s.query("SELECT run_id FROM runs")) == 5
+    assert not list(tmp_path.glob("r.duckdb.writer.*"))  # no intent left behind
+
+
+HOLD = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print("locked", flush=True)
+sys.stdin.readline()
+con.close()
+"""
+
+
+def test_a_computed_run_waits_staged_until_the_lock_is_free(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.duckdb", lock_wait=0.3)
+    s.commit_run(_run("a", key="k0"), _preds("a"), _metrics("a"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(s.path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "locked"
+    logs: list[str] = []
+    staged = threading.Event()
+
+    def log(m: str) -> None:
+        logs.append(m)
+        if s.staged_runs():
+            staged.set()
+
+    result: list[bool] = []
+    writer = threading.Thread(target=lambda: result.append(s.commit_persistently(
+        _run("b"), _preds("b"), _metrics("b"), False, log)))
+    writer.start()
+    assert staged.wait(60)  # locked: the run is on disk and the writer keeps trying
+    assert any("staged" in m and "waiting" in m for m in logs)
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    writer.join(60)
+    holder.wait(10)
+    assert result == [True]
+    assert sorted(s.query("SELECT run_id FROM runs")["run_id"]) == ["a", "b"]
+    assert s.staged_runs() == []
+
+
+def test_runs_staged_by_an_interrupted_writer_are_committed_next_time(tmp_path: Path) -> None:
+    s = Store(tmp_path / "r.duckdb")
+    s.stage_run(_run("a"), _preds("a"), _metrics("a"))
+    partial = s.staging_dir / "zz.partial"  # an interrupted staging: never a run
+    partial.mkdir()
+    logs: list[str] = []
+    commit_staged_runs(s, logs.append)
+    assert s.query("SELECT run_id FROM runs")["run_id"].tolist() == ["a"]
+    assert len(s.query("SELECT * FROM predictions")) == 3
+    assert "stored m on imagenet-val" in logs[0] and s.staged_runs() == []
+
+
+def test_a_second_writer_of_the_same_run_says_it_was_not_stored(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = tmp_path / "r.duckdb"
+    argv = [*SMOKE, "--data-root", str(data_root), "--store", str(store)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    # the other writer decided "not done yet" before the first one committed
+    monkeypatch.setattr(Store, "finished_run", lambda self, key: None)
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "not stored" in captured.err and "another process stored the same run" in captured.err
+    assert "stored timm:test_vit on cue-conflict" not in captured.err
+    assert " exists " in captured.out  # the summary says so too
+    assert len(Store(store).query("SELECT * FROM runs")) == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "under a file", "unwritable folder", "not duckdb"])
+def test_a_bad_store_is_refused_before_any_work(
+    kind: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = {"folder": tmp_path, "under a file": Path("/dev/null/x.duckdb"),
+             "unwritable folder": Path("/proc/x.duckdb"), "not duckdb": tmp_path / "n.txt"}
+    (tmp_path / "n.txt").write_text("notes")
+    assert main([*SMOKE, "--data-root", str(data_root), "--store", str(paths[kind])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--store" in err
+    assert "loading" not in err  # nothing was loaded or computed first
+    assert (tmp_path / "n.txt").read_text() == "notes"
+
+
+def test_check_writable_does_not_create_the_store(tmp_path: Path) -> None:
+    s = Store(tmp_path / "new" / "r.duckdb")
+    s.check_writable()
+    assert (tmp_path / "new").is_dir() and not s.path.exists()
+    with pytest.raises(StoreUnusableError, match="is a folder"):
+        Store(tmp_path).check_writable()
+
+
+def test_ctrl_c_is_one_line_and_stores_nothing(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import beyond_inet.pipeline as pipeline
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_pass", interrupted)
+    store = tmp_path / "r.duckdb"
+    assert main([*SMOKE, "--data-root", str(data_root), "--store", str(store)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; nothing partial was stored." in err and "Traceback" not in err
+    assert Store(store).query("SELECT * FROM runs").empty
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-3", "abc"])
+def test_a_bad_logit_scale_is_an_argument_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "vit_clip", f"--logit-scale={value}"])
+    assert e.value.code == 2
+    assert "--logit-scale: must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_another_folder_of_the_same_dataset_is_another_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Skip-if-done looks at which files were evaluated, not only at the settings."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_cue_conflict(a / "cue-conflict", [("cat", "dog"), ("dog", "cat")])
+    write_cue_conflict(b / "cue-conflict", [("cat", "dog"), ("dog", "cat"), ("car", "oven")])
+    store = tmp_path / "r.duckdb"
+    for root in (a, b, a):
+        assert main([*SMOKE, "--data-root", str(root), "--store", str(store)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skip timm:test_vit on cue-conflict") == 1  # only the third run
+    runs = Store(store).query("SELECT n_samples FROM runs ORDER BY n_samples")
+    assert runs["n_samples"].tolist() == [2, 3]
+
+
+def test_the_cli_answers_without_importing_the_model_libraries(tmp_path: Path) -> None:
+    """--help, --list-datasets (with datasets found) and argument errors never import torch,
+    timm, open_clip or scipy (their import alone takes seconds; ``benchmarks/bench_cli.py``
+    times it)."""
+    write_cue_conflict(tmp_path / "cue-conflict", [("cat", "dog")])
+    val = tmp_path / "imagenet" / "val" / "n01440764"
+    val.mkdir(parents=True)
+    (val / "a.JPEG").write_bytes((tmp_path / "cue-conflict" / "cat" / "cat1-dog2.png")
+                                 .read_bytes())
+    code = ("import sys\nfrom precompute.cli import main\n"
+            "for argv in (['--help'], ['--list-datasets', '--data-root', sys.argv[1]],"
+            " ['--scales', 'x']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in ('torch', 'timm', 'open_clip', 'torchvision', 'scipy') "
+            "if m in sys.modules]\nprint('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert "imagenet-val     found    1" in out.stdout
+
+
+def test_normal_output_has_no_stray_library_warnings(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """open_clip logs 'No pretrained weights loaded' on the root logger for random init;
+    precompute says it itself (one 'warning:' line), never as 'WARNING:root:'."""
+    clip = ["--model", "open_clip:test-tiny-clip", *SMOKE[2:]]
+    assert main([*clip, "--data-root", str(data_root), "--store", str(tmp_path / "r.duckdb")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING:root" not in err and "No pretrained weights loaded" not in err
+    assert "open_clip:test-tiny-clip has RANDOM weights" in err
+
+
+def test_a_real_ctrl_c_in_the_terminal_is_one_line(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does, DataLoader workers
+    included) ends with exit 130, one message and no traceback; nothing is stored."""
+    import os
+    import signal
+
+    pairs = [("cat", "dog"), ("car", "clock"), ("bear", "knife"), ("oven", "truck")] * 60
+    write_cue_conflict(tmp_path / "data" / "cue-conflict", pairs)
+    store = tmp_path / "r.duckdb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "precompute", *SMOKE, "--workers", "2", "--batch-size", "8",
+         "--data-root", str(tmp_path / "data"), "--store", str(store)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr is not None
+    for line in proc.stderr:  # interrupt once the model is loaded: the pass is under way
+        if "RANDOM weights" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; nothing partial was stored." in err and "Traceback" not in err
+    assert Store(store).query("SELECT * FROM runs").empty
