@@ -37,6 +37,21 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
     p, v, models = sel.path, sel.version, sel.models
     a, b = models[0], models[1]
 
+    def model_finder() -> object:  # the catalogue read from disk (cold), both charts
+        from beyond_inet import catalog
+        from dashboard import figures, finder
+
+        for fn in (finder._table, catalog._wide, catalog._read, catalog.model_names):
+            fn.cache_clear()
+        df = finder.with_measured(finder.table(), queries.metrics(
+            p, v, finder.MEASURED_DATASETS, False, finder.MEASURED_METRICS))
+        df = finder.apply_filters(df, finder.Filters())
+        x, y = finder.DEFAULT_X, finder.DEFAULT_Y
+        figures.finder_scatter(df, x, y, "logit", finder.pareto(df, x, y), finder.fit_for(x, y))
+        figures.finder_scatter(df, "throughput_gpu", x, "logit",
+                               finder.pareto(df, "throughput_gpu", x))
+        return catalog.model_names()
+
     def overview() -> object:
         num, _ = frames.overview(combined_metrics(sel))
         props = [c for c in num.columns if c in {x.title for x in frames.PROPERTIES}]
@@ -91,7 +106,8 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
     def runs() -> object:
         return queries.all_runs(p, v)
 
-    return {"overview": overview, "calibration": calibration,
+    return {"model finder (full catalogue)": model_finder, "overview": overview,
+            "calibration": calibration,
             "calibration (imagenet-c view, 30 bins)": calibration_c, "imagenet-x": imagenet_x,
             "invariance": invariance, "shape bias": shape_bias, "robustness": robustness,
             "pug-imagenet": pug, "explorer (first view)": explorer_first,

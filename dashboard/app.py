@@ -13,7 +13,8 @@ import streamlit as st
 from beyond_inet.store import read_session
 
 HERE = Path(__file__).resolve().parent
-PAGES = [  # (file under sections/, title, icon)
+PAGES = [  # (file under sections/, title, icon); the first is the landing page
+    ("finder.py", "Model finder", ":material/travel_explore:"),
     ("overview.py", "Overview", ":material/dashboard:"),
     ("calibration.py", "Calibration", ":material/tune:"),
     ("imagenet_x.py", "ImageNet-X", ":material/category:"),

@@ -15,6 +15,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from beyond_inet.catalog import logit
+from dashboard.finder import LOG_AXES, hover_text, is_accuracy, label
+
 PATTERN = {"measured": "", "published": "/"}
 SYMBOL = {"measured": "circle", "published": "circle-open"}
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Plotly
@@ -47,7 +50,7 @@ def _errors(df: pd.DataFrame) -> dict[str, object]:
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     fig.update_layout(title=title, height=height, margin={"l": 40, "r": 20, "t": 60, "b": 40},
-                      legend={"title": None}, template="plotly_white")
+                      legend={"title": None})  # the Streamlit theme styles it
     return fig
 
 
@@ -254,3 +257,91 @@ def measured_vs_published(df: pd.DataFrame) -> go.Figure:
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                              line={"dash": "dash", "color": "grey"}))
     return _layout(fig, "Measured vs published", 420)
+
+
+# --------------------------------------------------------------------------- model finder
+
+#: Tick positions of logit-scaled accuracy axes (in %).
+LOGIT_TICKS = (1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99)
+#: Where the paper's model labels go (alternating, so close stars do not share a label).
+PAPER_LABEL_POSITIONS = ("top left", "bottom right", "top right", "bottom left")
+
+
+def _finder_axis(values: pd.Series, col: str, scale: str) -> tuple[np.ndarray, dict[str, object]]:
+    """Plot coordinates and axis settings: accuracies in %, logit-spaced when asked."""
+    v = values.to_numpy(float)
+    if is_accuracy(col) and scale == "logit":
+        ticks = list(LOGIT_TICKS)
+        return logit(v), {"title": f"{label(col)} (%, logit scale)",
+                          "tickvals": list(logit(np.array(ticks) / 100)),
+                          "ticktext": [str(t) for t in ticks]}
+    if is_accuracy(col):
+        return v * 100, {"title": f"{label(col)} (%)"}
+    if col in LOG_AXES:
+        return v, {"title": label(col), "type": "log"}
+    return v, {"title": label(col)}
+
+
+def finder_scatter(df: pd.DataFrame, x: str, y: str, scale: str, front: np.ndarray,
+                   fit: object | None = None, title: str = "") -> go.Figure:
+    """Every model of ``df`` on two properties: the Pareto front joined and ringed, the
+    paper's models as labelled stars, the baseline fit (effective robustness) with its band
+    when the axes have one. Each point's ``customdata[0]`` is its row position in ``df``
+    (what a selection maps back to); the hover shows every property."""
+    ok = np.isfinite(df[x].to_numpy(float)) & np.isfinite(df[y].to_numpy(float))
+    d = df[ok]
+    if d.empty:
+        return empty_figure("no model has both of these properties")
+    front = front[ok]
+    xs, xaxis = _finder_axis(d[x], x, scale)
+    ys, yaxis = _finder_axis(d[y], y, scale)
+    text = (d["hover"] if "hover" in d else hover_text(d)).to_numpy(dtype=str)
+    custom = np.column_stack([np.flatnonzero(ok).astype(float), d[x].to_numpy(float),
+                              d[y].to_numpy(float)])
+    template = (f"%{{text}}<br>{x}: %{{customdata[1]:.4f}}<br>{y}: %{{customdata[2]:.4f}}"
+                "<extra></extra>")
+
+    def points(mask: np.ndarray, **kw: object) -> go.Scatter:
+        return go.Scatter(x=xs[mask], y=ys[mask], customdata=custom[mask], text=text[mask],
+                          hovertemplate=template, **kw)
+
+    fig = go.Figure()
+    for lib, colour_ in (("timm", "#4477AA"), ("open_clip", "#EE6677")):
+        m = (d["library"] == lib).to_numpy()
+        if m.any():
+            fig.add_trace(points(m, mode="markers", name=lib,
+                                 marker={"size": 6, "color": colour_, "opacity": 0.55}))
+    if front.any():
+        order = np.flatnonzero(front)[np.argsort(xs[front])]
+        fig.add_trace(go.Scatter(x=xs[order], y=ys[order], customdata=custom[order],
+                                 text=text[order], hovertemplate=template,
+                                 mode="lines+markers", name="Pareto front",
+                                 line={"color": "black", "width": 1.5},
+                                 marker={"size": 9, "color": "rgba(0,0,0,0)",
+                                         "line": {"color": "black", "width": 1.5}}))
+    paper = (d["paper_model"] != "").to_numpy() if "paper_model" in d else np.zeros(len(d), bool)
+    if paper.any():
+        fig.add_trace(points(
+            paper, mode="markers+text", name="the paper's models",
+            texttemplate=[str(v) for v in d.loc[paper, "paper_model"]],
+            textposition=[PAPER_LABEL_POSITIONS[i % 4] for i in range(int(paper.sum()))],
+            marker={"symbol": "star", "size": 15, "color": "#CCBB44",
+                    "line": {"color": "black", "width": 1}}))
+    if fit is not None:
+        grid = np.linspace(max(float(d[x].quantile(0.02)), 0.01), min(float(d[x].max()), 0.99),
+                           60)
+        lo, hi = fit.band(grid)  # type: ignore[attr-defined]
+        gx, _ = _finder_axis(pd.Series(grid), x, scale)
+        ly, _ = _finder_axis(pd.Series(lo), y, scale)
+        hy, _ = _finder_axis(pd.Series(hi), y, scale)
+        cy, _ = _finder_axis(pd.Series(fit.predict(grid)), y, scale)  # type: ignore[attr-defined]
+        fig.add_trace(go.Scatter(x=np.r_[gx, gx[::-1]], y=np.r_[hy, ly[::-1]], fill="toself",
+                                 fillcolor="rgba(120,120,120,0.18)", line={"width": 0},
+                                 name="baseline band (±1.96 sd)", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=gx, y=cy, mode="lines", name="ImageNet-1k baseline fit",
+                                 line={"color": "grey", "dash": "dash"}, hoverinfo="skip"))
+    fig.update_xaxes(**xaxis)
+    fig.update_yaxes(**yaxis)
+    fig.update_layout(dragmode="select", legend={"orientation": "h", "y": -0.18})
+    return _layout(fig, title or f"{label(y)} vs {label(x)}", 560)
+

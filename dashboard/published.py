@@ -127,3 +127,47 @@ def paper_labels(directory: Path = PUBLISHED_DIR) -> dict[str, str]:
 def human_shape_bias(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     """The human observers' shape bias (``subject, shape_bias, source``)."""
     return pd.read_csv(directory / HUMANS_CSV)
+
+
+# --------------------------------------------------------------------------- catalogue
+
+#: Catalogue (dataset, metric) -> the store's (dataset, view, metric) for the same number.
+CATALOG_TO_STORE: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("imagenet-val", "top1"): ("imagenet-val", "standard", "top1"),
+    ("imagenet-val", "top5"): ("imagenet-val", "standard", "top5"),
+    ("imagenet-real", "top1"): ("imagenet-val", "standard", "top1_real"),
+    ("imagenet-v2", "top1"): ("imagenet-v2", "standard", "top1"),
+    ("imagenet-sketch", "top1"): ("imagenet-sketch", "standard", "top1"),
+    ("imagenet-a", "top1"): ("imagenet-a", "standard", "top1"),
+    ("imagenet-r", "top1"): ("imagenet-r", "standard", "top1"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog_keyed() -> pd.DataFrame:
+    from beyond_inet import catalog
+
+    res = catalog.results()
+    res = res[~res["model_id"].str.contains("@", regex=False)]  # the weight's own size only
+    mods = catalog.models()[["library", "model_id", "name"]]
+    keys = pd.DataFrame([(d, m, *v) for (d, m), v in CATALOG_TO_STORE.items()],
+                        columns=["cat_dataset", "cat_metric", "dataset", "view", "metric"])
+    out = res.merge(mods, on=["library", "model_id"]).merge(
+        keys, left_on=["dataset", "metric"], right_on=["cat_dataset", "cat_metric"],
+        suffixes=("_cat", ""))
+    return out[["name", "dataset", "view", "metric", "value", "source"]].rename(
+        columns={"name": "model", "source": "reference"})
+
+
+def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
+    """The published (timm / open_clip) numbers of catalogue ``models`` (precompute names),
+    in the measured metrics' long format with ``source='published'`` (each weight at its
+    own input size, as the libraries publish it)."""
+    df = _catalog_keyed()
+    df = df[df["model"].isin(list(models))]
+    return pd.DataFrame({
+        "model": df["model"], "dataset": df["dataset"], "view": df["view"],
+        "metric": df["metric"], "value": df["value"], "ci_low": float("nan"),
+        "ci_high": float("nan"), "source": "published", "random_weights": False,
+        "provenance": "catalogue", "reference": df["reference"],
+    }).reset_index(drop=True)

@@ -165,6 +165,17 @@ def metrics(path: str, version: str, datasets: tuple[str, ...] | None = None,
     return _q(path, sql, params, cols)
 
 
+def published_for(models: tuple[str, ...]) -> pd.DataFrame:
+    """Published numbers of ``models``: the paper's for its four, the libraries' (the model
+    catalogue) for any other catalogue weight."""
+    from dashboard.published import catalog_metrics, published_metrics
+
+    pub = published_metrics()
+    others = tuple(m for m in models if m not in set(pub["model"]))
+    extra = catalog_metrics(others) if others else pd.DataFrame()
+    return pd.concat([pub, extra], ignore_index=True) if len(extra) else pub
+
+
 @cached
 def combined(path: str, version: str, source: str, models: tuple[str, ...],
              datasets: tuple[str, ...] | None = None,
@@ -173,12 +184,11 @@ def combined(path: str, version: str, source: str, models: tuple[str, ...],
     is given) and published numbers of ``models`` per ``source`` (see
     :func:`dashboard.frames.combine`)."""
     from dashboard import frames
-    from dashboard.published import published_metrics
 
     measured = pd.DataFrame(columns=[*METRIC_COLUMNS, "detail"])
     if source != "published" and path and store_version(path):
         measured = metrics(path, version, datasets, derived=True, names=names)
-    pub = published_metrics()
+    pub = published_for(models)
     if datasets is not None:
         pub = pub[pub["dataset"].isin(list(datasets))]
     if names is not None:

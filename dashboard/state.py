@@ -82,10 +82,24 @@ class Selection:
         return len(self.runs) > 0
 
 
-def _options(runs: pd.DataFrame) -> tuple[str, ...]:
+def _defaults(runs: pd.DataFrame) -> list[str]:
+    """The selection before the user chooses: the paper's models and every measured one."""
     paper = list(dict.fromkeys(published.published_rows()["model"]))
-    measured = sorted(set(runs["model"]) - set(paper))
-    return tuple(paper + measured)
+    return paper + sorted(set(runs["model"]) - set(paper))
+
+
+def _options(runs: pd.DataFrame) -> tuple[str, ...]:
+    """Every model the sidebar offers: the defaults, then every catalogue weight (their
+    published numbers show on the pages; the Model finder helps to pick them)."""
+    from beyond_inet import catalog
+
+    first = _defaults(runs)
+    try:
+        names: tuple[str, ...] = catalog.model_names()
+    except FileNotFoundError:
+        names = ()
+    known = set(first)
+    return tuple(first + [n for n in names if n not in known])
 
 
 def _label(runs: pd.DataFrame, labels: dict[str, str]):
@@ -112,7 +126,7 @@ def sidebar() -> Selection:
     qp = st.query_params
     if _MODELS not in st.session_state:
         wanted = [m for m in qp.get("models", "").split(",") if m in options]
-        st.session_state[_MODELS] = wanted if "models" in qp else list(options)
+        st.session_state[_MODELS] = wanted if "models" in qp else _defaults(runs)
     st.session_state[_MODELS] = [m for m in st.session_state[_MODELS] if m in options]
     if _SOURCE not in st.session_state:
         src = qp.get("source", "both")
@@ -146,6 +160,14 @@ def sidebar() -> Selection:
         sb.caption(f"No measured results in `{path}` yet.")
     return Selection(path, version, models, source, options, runs, locked,
                      tuple(str(r) for r in data_roots()))
+
+
+def add_models(names: list[str]) -> None:
+    """Add models to the shared selection (and the URL); the caller reruns the page."""
+    chosen = list(st.session_state.get(_MODELS, []))
+    chosen += [n for n in names if n not in chosen]
+    st.session_state[_MODELS] = chosen
+    st.query_params["models"] = ",".join(chosen)
 
 
 def current() -> Selection:

@@ -30,7 +30,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 # url path -> (title, minimum number of Plotly charts on the synthetic store)
 PAGES = {
-    "": ("Overview", 2), "calibration": ("Calibration", 3), "imagenet_x": ("ImageNet-X", 1),
+    "": ("Model finder", 2), "overview": ("Overview", 2), "calibration": ("Calibration", 3),
+    "imagenet_x": ("ImageNet-X", 1),
     "invariance": ("Invariance", 3), "shape_bias": ("Shape bias", 1),
     "robustness": ("Robustness", 3), "pug": ("PUG-ImageNet", 2), "explorer": ("Explorer", 0),
     "reproduction": ("Reproduction", 1), "store_overview": ("Runs", 0),
@@ -255,3 +256,49 @@ def test_every_page_on_a_store_of_one_dataset(
             assert page.locator('[data-testid="stException"]').count() == 0, (dataset, path)
             assert page.locator('[data-testid="stAlertContentError"]').count() == 0, path
         page.close()
+
+
+def _match_count(page: Any) -> int:
+    text = page.get_by_text(" models match.").first.inner_text()
+    return int(text.split(" of ")[0].replace(",", ""))
+
+
+def test_model_finder_filter_select_compare(tab: Any, tmp_path: Path) -> None:
+    """The finder renders, a filter narrows the table, a row picked in the table joins the
+    sidebar selection (the URL carries it), and the store's measured numbers sit beside the
+    published ones (in the table's CSV)."""
+    page = tab
+    _visit(page, "Model finder")
+    total = _match_count(page)
+    assert total > 1_600
+    page.locator(".st-key-mf-text input").fill("deit3_base_patch16_224.fb_in22k")
+    page.locator(".st-key-mf-text input").press("Enter")
+    page.wait_for_function("n => [...document.querySelectorAll('p')].some(p => "
+                           "p.textContent.includes(' models match.') && "
+                           "!p.textContent.startsWith(String(n)))", arg=f"{total:,}")
+    page.wait_for_function(SCRIPT_DONE)
+    assert 0 < _match_count(page) < 5
+    grid = page.locator(".st-key-mf-table").first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selection box
+    page.get_by_text("Shortlist:").first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
+    picked = page.locator("p", has_text="Shortlist:").first.locator("code").first.inner_text()
+    assert picked.startswith("timm:deit3_base_patch16_224.fb_in22k_ft_in1k")
+    with page.expect_download() as download:
+        page.locator(".st-key-csv-model-finder button").first.click()
+    csv_text = Path(download.value.path()).read_text()
+    header = csv_text.splitlines()[0].split(",")
+    row = next(r.split(",") for r in csv_text.splitlines()
+               if r.startswith("timm:deit3_base_patch16_224.fb_in22k_ft_in1k,"))
+    measured = row[header.index("measured imagenet-val top1")]
+    assert measured and float(measured) > 0  # deit3_21k's run, on the catalogue's row
+    page.locator(".st-key-mf-compare button").first.click()
+    page.wait_for_function("name => decodeURIComponent(location.search).includes(name)",
+                           arg=picked)
+    page.wait_for_function(SCRIPT_DONE)
+    chips = page.locator('[data-testid="stSidebar"] [data-tag]').all_inner_texts()
+    assert any(c.startswith("timm:deit3_base_patch16_224") for c in chips)
+    page.screenshot(path=str(ARTIFACTS / "finder-shortlist.png"))
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -23,13 +23,15 @@ from tests.conftest import REPO, TINY_CLIP, TINY_TIMM
 
 APP = str(REPO / "dashboard" / "app.py")
 PAGES = {  # page file -> (title, needs-data-to-chart)
-    "overview": "Overview", "calibration": "Calibration", "imagenet_x": "ImageNet-X",
+    "finder": "Model finder", "overview": "Overview", "calibration": "Calibration",
+    "imagenet_x": "ImageNet-X",
     "invariance": "Invariance", "shape_bias": "Shape bias", "robustness": "Robustness",
     "pug": "PUG-ImageNet", "explorer": "Explorer", "reproduction": "Reproduction",
     "store_overview": "Runs",
 }
 # pages with published numbers: they chart even without a store
-PUBLISHED_CHARTS = {"overview", "calibration", "shape_bias", "robustness", "reproduction"}
+PUBLISHED_CHARTS = {"finder", "overview", "calibration", "shape_bias", "robustness",
+                    "reproduction"}
 SYN_MODELS = ("deit3_21k", "vit_clip")
 SYN_RANDOM = ("timm:test_vit",)
 
@@ -225,6 +227,8 @@ def test_an_unreadable_store_is_a_message_not_a_crash(
     at = AppTest.from_file(APP, default_timeout=90).run()
     assert not at.exception
     assert "Cannot read the results store" in at.sidebar.error[0].value
+    at.switch_page("sections/overview.py").run()
+    assert not at.exception
     assert "deit3_21k" in at.dataframe[0].value["model"].tolist()
 
 
@@ -600,3 +604,65 @@ def test_the_synthetic_cli_writes_pictures_and_says_how_to_open_them(
                              "AND view = 'standard' ORDER BY sample_id LIMIT 3")["sample_id"]
     for sid in ids:
         assert (root / "imagenet" / "val" / sid).is_file()
+
+
+# --------------------------------------------------------------------------- model finder
+
+
+def _finder_count(at: AppTest) -> int:
+    cap = next(c.value for c in at.caption if " models match." in c.value)
+    return int(cap.split("**")[1].replace(",", ""))
+
+
+def test_finder_works_offline_and_its_filters_narrow_the_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    at = _app(monkeypatch, tmp_path / "absent.duckdb", "finder")
+    total = _finder_count(at)
+    assert total > 1_600 and len(at.dataframe[0].value) == total
+    at.multiselect(key="mf-lib").set_value(["open_clip"]).run()
+    assert _finder_count(at) == 121 and set(at.dataframe[0].value["library"]) == {"open_clip"}
+    at.text_input(key="mf-text").set_value("convnext").run()
+    shown = at.dataframe[0].value
+    assert 0 < len(shown) < 121 and shown["name"].str.contains("convnext").all()
+    at.radio(key="mf-kind").set_value("supervised").run()  # open_clip is all zero-shot
+    assert not at.exception and any("No model matches" in i.value for i in at.info)
+
+
+def test_finder_shortlist_joins_the_sidebar_and_shows_the_commands(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    at = _app(monkeypatch, tmp_path / "absent.duckdb", "finder")
+    pick = ["timm:resnet50.a1_in1k", "open_clip:ViT-B-32:laion2b_s34b_b79k"]
+    at.multiselect(key="mf-pick").set_value(pick).run()
+    code = at.code[0].value
+    assert f"--fetch-weights --model {','.join(pick)}" in code
+    assert f"python -m precompute --model {','.join(pick)}" in code
+    at.button(key="mf-compare").click().run()
+    assert set(pick) <= set(at.session_state["sel_models"])
+    qp = at.query_params["models"]
+    assert set(pick) <= set((qp[0] if isinstance(qp, list) else qp).split(","))
+    # their published (catalogue) numbers now show on the other pages
+    at.switch_page("sections/robustness.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert any("timm:resnet50.a1_in1k" in c for c in table.columns)
+    imagenet = table[table["benchmark"] == "ImageNet val"]
+    col = next(c for c in table.columns if c.startswith("timm:resnet50.a1_in1k"))
+    assert imagenet[col].iloc[0] == pytest.approx(80.1, abs=1.5)  # timm's published top-1
+
+
+def test_a_measured_catalogue_weight_sits_beside_its_published_numbers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = tmp_path / "m.duckdb"
+    synthetic.fill_store(store, 1.0, models=("timm:test_vit.r160_in1k",),
+                         datasets=[synthetic.DatasetPlan("imagenet-val", 40)])
+    measured = Store(store).query("SELECT value FROM metrics WHERE metric = 'top1' AND view = "
+                                  "'standard'")["value"].iloc[0]
+    at = _app(monkeypatch, store, "finder")
+    at.text_input(key="mf-text").set_value("test_vit.r160").run()
+    row = at.dataframe[0].value.set_index("name").loc["timm:test_vit.r160_in1k"]
+    assert row["measured imagenet-val top1"] == pytest.approx(measured)
+    assert row["imagenet-val top1"] == pytest.approx(0.40982)  # timm's number, same row
+    assert any("RANDOM" in w.value for w in at.warning)  # the measured run is synthetic

@@ -29,8 +29,9 @@ with ui.guard():
                    "(measured); diamonds: each model's overall shape bias (hollow = published).")
         rows = std[std["metric"].isin(["shape_bias", "shape_accuracy", "texture_accuracy"])]
         table = rows.pivot_table(index=["display", "source"], columns="metric",
-                                 values="value").round(4).reset_index().astype(object).fillna("")
-        ui.table(table, "shape-bias")
+                                 values="value").round(4).reset_index()
+        ui.table(table, "shape-bias", column_config={  # missing = not published
+            c: st.column_config.NumberColumn(format="%.4f") for c in table.columns[2:]})
         with st.expander("Human observers"):
             ui.table(humans, "human-shape-bias")
     st.subheader("Cue-conflict gallery")

@@ -1,0 +1,176 @@
+"""The Model finder's table logic: the catalogue as one filterable table, measured numbers
+beside the published ones, and the commands that measure a shortlist (no Streamlit here)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from beyond_inet import catalog
+from dashboard.published import CATALOG_TO_STORE
+
+#: Attribute columns shown first in the table, in order.
+ATTRIBUTES = ["name", "library", "family", "training_data", "zero_shot", "params_m", "gmacs",
+              "input_size", "crop_pct", "interpolation", "throughput_gpu", "throughput_cpu"]
+#: Human names of attribute columns (axes, filters).
+LABELS = {"params_m": "params (M)", "gmacs": "GMACs", "input_size": "input size (px)",
+          "throughput_gpu": "img/s, GPU (RTX 4090, AMP)",
+          "throughput_cpu": "img/s, CPU (i7-12700H, fp32)", "crop_pct": "crop_pct"}
+#: Axes where lower is better (for the Pareto front).
+LOWER_IS_BETTER = frozenset({"params_m", "gmacs"})
+#: Axes shown on a log scale.
+LOG_AXES = frozenset({"params_m", "gmacs", "throughput_gpu", "throughput_cpu"})
+DEFAULT_X, DEFAULT_Y = "imagenet-val top1", "imagenet-r top1"
+KINDS = ("all", "supervised", "zero-shot")
+
+
+#: Properties listed in every point's hover text (besides its name and the two axes).
+HOVER = ("library", "family", "training_data", "zero_shot", "params_m", "gmacs",
+         "input_size", "throughput_gpu")
+
+
+def _hover_value(v: object) -> str:
+    """A property in a hover line: numbers rounded, missing as a dash."""
+    if isinstance(v, float | np.floating):
+        return "—" if not np.isfinite(v) else f"{v:,.4g}"
+    return str(v)
+
+
+def hover_text(df: pd.DataFrame) -> pd.Series:
+    """One hover string per model: its name in bold, then every :data:`HOVER` property."""
+    text = "<b>" + df["name"].astype(str) + "</b>"
+    for c in HOVER:
+        text = text + f"<br>{label(c)}: " + df[c].map(_hover_value).astype(str)
+    return text
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> pd.DataFrame:
+    wide = catalog.wide()
+    order = [*ATTRIBUTES, *[c for c in wide.columns if c not in ATTRIBUTES]]
+    return wide[order].assign(hover=hover_text(wide))
+
+
+def table() -> pd.DataFrame:
+    """Every catalogue model, one row each: attributes, then one column per
+    ``<dataset> <metric>`` and ``effective_robustness:<dataset>`` (a copy)."""
+    return _table().copy()
+
+
+#: The store's (dataset, view, metric) keys the finder shows measured values of.
+MEASURED_DATASETS = tuple(sorted({d for d, _, _ in CATALOG_TO_STORE.values()}))
+MEASURED_METRICS = tuple(sorted({m for _, _, m in CATALOG_TO_STORE.values()}))
+
+
+def accuracy_columns(df: pd.DataFrame) -> list[str]:
+    """The result columns (accuracies 0-1 and effective robustness), ImageNet first."""
+    cols = [c for c in df.columns if " " in c or c.startswith("effective_robustness:")]
+    first = [c for c in ("imagenet-val top1", "imagenet-val top5", "imagenet-real top1",
+                         "imagenet-v2 top1", "imagenet-sketch top1", "imagenet-r top1",
+                         "imagenet-a top1", "objectnet top1") if c in cols]
+    return first + sorted(c for c in cols if c not in first)
+
+
+def axis_columns(df: pd.DataFrame) -> list[str]:
+    """Every numeric property an axis can show."""
+    return [*accuracy_columns(df), "params_m", "gmacs", "throughput_gpu", "throughput_cpu",
+            "input_size"]
+
+
+def label(col: str) -> str:
+    """How a column is named on an axis."""
+    return LABELS.get(col, col)
+
+
+def is_accuracy(col: str) -> bool:
+    """True for columns holding accuracies in 0-1 (logit axes apply)."""
+    return " " in col and not col.startswith("effective_robustness:")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the table keeps (empty tuples / None = no restriction)."""
+
+    libraries: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()
+    training: tuple[str, ...] = ()
+    kind: str = "all"
+    params: tuple[float, float] | None = None
+    throughput: tuple[float, float] | None = None
+    input_sizes: tuple[int, ...] = ()
+    text: str = ""
+
+
+def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
+    """The rows that pass every filter (free text: every word in the name or family)."""
+    keep = pd.Series(True, index=df.index)
+    for column, values in (("library", f.libraries), ("family", f.families),
+                           ("training_data", f.training)):
+        if values:
+            keep &= df[column].isin(list(values))
+    if f.kind != "all":
+        keep &= df["zero_shot"] == (f.kind == "zero-shot")
+    if f.params is not None:
+        keep &= df["params_m"].between(*f.params)
+    if f.throughput is not None:
+        keep &= df["throughput_gpu"].between(*f.throughput)
+    if f.input_sizes:
+        keep &= df["input_size"].isin(list(f.input_sizes))
+    hay = (df["name"] + " " + df["family"] + " " + df["training_data"]).str.lower()
+    for word in f.text.lower().split():
+        keep &= hay.str.contains(word, regex=False)
+    return df[keep]
+
+
+def paper_name(name: str, paper_model: str) -> str:
+    """The name a measured run of this weight carries: the paper's alias for its models."""
+    return paper_model or name
+
+
+def with_measured(df: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus ``measured <dataset> <metric>`` columns next to the published ones, for
+    the catalogue weights this store has runs of (by name, or the paper's alias).
+
+    ``measured`` is the store's long metrics (model, dataset, view, metric, value)."""
+    if measured.empty:
+        return df
+    keys = pd.DataFrame([(*v, f"measured {d} {m}") for (d, m), v in CATALOG_TO_STORE.items()],
+                        columns=["dataset", "view", "metric", "col"])
+    m = measured.merge(keys, on=["dataset", "view", "metric"])
+    if m.empty:
+        return df
+    wide = m.pivot_table(index="model", columns="col", values="value", aggfunc="first")
+    run_name = [paper_name(n, p) for n, p in zip(df["name"], df["paper_model"], strict=True)]
+    joined = wide.reindex(run_name)
+    joined.index = df.index
+    out = df.copy()
+    for c in sorted(wide.columns):
+        out[c] = joined[c].to_numpy()
+    results = accuracy_columns(df)
+    attrs = [c for c in df.columns if c not in results]
+    return out[attrs + sorted(wide.columns) + results]
+
+
+def commands(names: Sequence[str]) -> tuple[str, str]:
+    """(fetch the weights, measure in full) for a shortlist of catalogue names."""
+    joined = ",".join(names)
+    return (f"python -m precompute --fetch-weights --model {joined}",
+            f"python -m precompute --model {joined} --preprocessing weights "
+            "--data-root DIR")
+
+
+def pareto(df: pd.DataFrame, x: str, y: str) -> np.ndarray:
+    """The Pareto front of two columns (direction per column)."""
+    return catalog.pareto_front(df[x].to_numpy(float), df[y].to_numpy(float),
+                                x not in LOWER_IS_BETTER, y not in LOWER_IS_BETTER)
+
+
+def fit_for(x: str, y: str) -> catalog.Fit | None:
+    """The baseline fit behind an (ImageNet top-1, <shift> top-1) pair of axes, if any."""
+    if x != " ".join(catalog.REFERENCE) or not y.endswith(" top1"):
+        return None
+    return catalog.fits().get(y.rsplit(" ", 1)[0])
