@@ -34,8 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as empty:
         cases = {
             "--help": ["-m", "precompute", "--help"],
-            "--list-datasets (empty root)": ["-m", "precompute", "--list-datasets",
-                                             "--data-root", empty],
+            "--list-datasets (empty root)": [
+                "-m",
+                "precompute",
+                "--list-datasets",
+                "--data-root",
+                empty,
+            ],
             "argument error (--scales x)": ["-m", "precompute", "--scales", "x"],
             "import torch (reference)": ["-c", "import torch"],
         }

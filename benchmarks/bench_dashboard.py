@@ -43,13 +43,16 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
 
         for fn in (finder._table, catalog._wide, catalog._read, catalog.model_names):
             fn.cache_clear()
-        df = finder.with_measured(finder.table(), queries.metrics(
-            p, v, finder.MEASURED_DATASETS, False, finder.MEASURED_METRICS))
+        df = finder.with_measured(
+            finder.table(),
+            queries.metrics(p, v, finder.MEASURED_DATASETS, False, finder.MEASURED_METRICS),
+        )
         df = finder.apply_filters(df, finder.Filters())
         x, y = finder.DEFAULT_X, finder.DEFAULT_Y
         figures.finder_scatter(df, x, y, "logit", finder.pareto(df, x, y), finder.fit_for(x, y))
-        figures.finder_scatter(df, "throughput_gpu", x, "logit",
-                               finder.pareto(df, "throughput_gpu", x))
+        figures.finder_scatter(
+            df, "throughput_gpu", x, "logit", finder.pareto(df, "throughput_gpu", x)
+        )
         return catalog.model_names()
 
     def overview() -> object:
@@ -70,8 +73,9 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
         return combined_metrics(sel, ("imagenet-val",))
 
     def invariance() -> object:
-        return frames.family_views(combined_metrics(sel, ("imagenet-val",)),
-                                   frames.INVARIANCE_FAMILIES)
+        return frames.family_views(
+            combined_metrics(sel, ("imagenet-val",)), frames.INVARIANCE_FAMILIES
+        )
 
     def shape_bias() -> object:
         combined_metrics(sel, ("cue-conflict",))
@@ -88,17 +92,30 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
 
     def explorer_first() -> object:  # what the page shows first: no filter, page 1
         queries.explorer_options(p, v, "imagenet-val")
-        return queries.explorer_grid(p, v, "imagenet-val", "standard", models, (), False, None,
-                                     None, 0, 24)
+        return queries.explorer_grid(
+            p, v, "imagenet-val", "standard", models, (), False, None, None, 0, 24
+        )
 
     def explorer() -> object:
         queries.explorer_options(p, v, "imagenet-val")
-        return queries.explorer_grid(p, v, "imagenet-val", "standard", models,
-                                     ((a, "correct"), (b, "wrong")), True, "pose", None, 0, 24)
+        return queries.explorer_grid(
+            p,
+            v,
+            "imagenet-val",
+            "standard",
+            models,
+            ((a, "correct"), (b, "wrong")),
+            True,
+            "pose",
+            None,
+            0,
+            24,
+        )
 
     def explorer_c() -> object:  # an ImageNet-C view, no filter, page 3
-        return queries.explorer_grid(p, v, "imagenet-c", "snow:5", models, (), False, None,
-                                     None, 2, 24)
+        return queries.explorer_grid(
+            p, v, "imagenet-c", "snow:5", models, (), False, None, None, 2, 24
+        )
 
     def reproduction() -> object:
         return queries.reproduction_table(p, v, "both", models)
@@ -106,13 +123,22 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
     def runs() -> object:
         return queries.all_runs(p, v)
 
-    return {"model finder (full catalogue)": model_finder, "overview": overview,
-            "calibration": calibration,
-            "calibration (imagenet-c view, 30 bins)": calibration_c, "imagenet-x": imagenet_x,
-            "invariance": invariance, "shape bias": shape_bias, "robustness": robustness,
-            "pug-imagenet": pug, "explorer (first view)": explorer_first,
-            "explorer (filters)": explorer, "explorer (imagenet-c, page 3)": explorer_c,
-            "reproduction": reproduction, "runs": runs}
+    return {
+        "model finder (full catalogue)": model_finder,
+        "overview": overview,
+        "calibration": calibration,
+        "calibration (imagenet-c view, 30 bins)": calibration_c,
+        "imagenet-x": imagenet_x,
+        "invariance": invariance,
+        "shape bias": shape_bias,
+        "robustness": robustness,
+        "pug-imagenet": pug,
+        "explorer (first view)": explorer_first,
+        "explorer (filters)": explorer,
+        "explorer (imagenet-c, page 3)": explorer_c,
+        "reproduction": reproduction,
+        "runs": runs,
+    }
 
 
 def _time(fn: Callable[[], object], clear: bool) -> float:
@@ -126,8 +152,12 @@ def _time(fn: Callable[[], object], clear: bool) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="fraction of the full paper suite (1.0 = ~18.8 M rows; 0.01 = quick)")
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="fraction of the full paper suite (1.0 = ~18.8 M rows; 0.01 = quick)",
+    )
     ap.add_argument("--store", type=Path, help="store path (default: a temporary file)")
     ap.add_argument("--keep", action="store_true", help="keep the store afterwards")
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions per page")
@@ -145,10 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     version = queries.store_version(path)
     runs = queries.latest_runs.uncached(path, version)
     n_rows = queries.Store(path).query("SELECT count(*) AS n FROM predictions")["n"].iloc[0]
-    print(f"store: {n_rows:,} prediction rows, {len(runs)} runs, "
-          f"{runs['model'].nunique()} models")
-    sel = Selection(path, version, tuple(sorted(runs["model"].unique())), "both",
-                    tuple(sorted(runs["model"].unique())), runs)
+    print(f"store: {n_rows:,} prediction rows, {len(runs)} runs, {runs['model'].nunique()} models")
+    sel = Selection(
+        path,
+        version,
+        tuple(sorted(runs["model"].unique())),
+        "both",
+        tuple(sorted(runs["model"].unique())),
+        runs,
+    )
     queries.class_names()  # one-off imports, not page work
     queries.file_names_with_factor("pose")
     print(f"{'page':40s} {'cold ms':>9s} {'warm ms':>9s}")

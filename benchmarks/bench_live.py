@@ -60,8 +60,11 @@ _MINS: list[float] = []
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one line per upload size."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default=",".join(PAPER_MODELS),
-                    help="comma-separated model names (default: the paper's four)")
+    ap.add_argument(
+        "--models",
+        default=",".join(PAPER_MODELS),
+        help="comma-separated model names (default: the paper's four)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per size (median)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--sweep", action="store_true", help="also time a rotation sweep (7 values)")
@@ -74,16 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     models = [load_model(n, LoadOptions(weights=WeightsSource("random"))) for n in names]
     load_s = time.perf_counter() - t
     print(f"models: {', '.join(f'{m.name} ({m.spec.arch})' for m in models)}; random weights")
-    print(f"torch threads: {torch.get_num_threads()}; model loading (once per process): "
-          f"{load_s:.1f} s")
+    print(
+        f"torch threads: {torch.get_num_threads()}; model loading (once per process): "
+        f"{load_s:.1f} s"
+    )
 
     def run(data: bytes) -> list:  # type: ignore[type-arg]
         img = image_to_tensor(decode_upload(data, "bench.jpg").image)
         return predict(models, img)
 
     run(photo_jpeg(*SIZES[0]))  # warm-up: lazy inits, allocator, class names
-    print(f"{'upload':>12} {'bytes':>9} {'decode s':>9} {'upload->predictions s':>22} "
-          f"{'(min s)':>8}  target")
+    print(
+        f"{'upload':>12} {'bytes':>9} {'decode s':>9} {'upload->predictions s':>22} "
+        f"{'(min s)':>8}  target"
+    )
     worst = 0.0
     for w, h in SIZES:
         data = photo_jpeg(w, h)
@@ -92,19 +99,24 @@ def main(argv: list[str] | None = None) -> int:
         errors = [r.error for r in results if r.error]  # type: ignore[attr-defined]
         worst = max(worst, total_s)
         ok = "ok" if total_s < TARGET_S else "SLOWER than target"
-        print(f"{w:>5}x{h:<6} {len(data):>9,} {dec_s:>9.3f} {total_s:>22.3f} {_MINS[-1]:>8.3f}"
-              f"  <{TARGET_S:g} s {ok}"
-              + (f"  errors: {errors}" if errors else ""))
+        print(
+            f"{w:>5}x{h:<6} {len(data):>9,} {dec_s:>9.3f} {total_s:>22.3f} {_MINS[-1]:>8.3f}"
+            f"  <{TARGET_S:g} s {ok}" + (f"  errors: {errors}" if errors else "")
+        )
     img = image_to_tensor(decode_upload(photo_jpeg(*SIZES[1]), "bench.jpg").image)
     per_model = {m.name: _time(lambda m=m: predict([m], img), args.repeats)[0] for m in models}
-    print("per model (1600x1200, preprocessing + forward + top-5): "
-          + ", ".join(f"{k} {v:.3f} s" for k, v in per_model.items()))
+    print(
+        "per model (1600x1200, preprocessing + forward + top-5): "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in per_model.items())
+    )
     if args.sweep:
         targets = {r.model: r.top1.index for r in predict(models, img) if r.top1}
         sweep_s, _ = _time(lambda: sweep(models, img, Playground(), "rotation", targets), 1)
         print(f"rotation sweep (7 values, all models): {sweep_s:.2f} s")
-    print(f"worst median upload->predictions: {worst:.2f} s (target {TARGET_S:g} s, report "
-          "only; medians include other load on the machine, minima approximate an idle one)")
+    print(
+        f"worst median upload->predictions: {worst:.2f} s (target {TARGET_S:g} s, report "
+        "only; medians include other load on the machine, minima approximate an idle one)"
+    )
     return 0
 
 

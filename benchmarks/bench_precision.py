@@ -46,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         write_class_folders(d / "val", args.per_class, seed=7)
         found = discover(DATASETS.get("imagenet-val"), d / "val")
         assert found is not None
-        model = load_model("timm:test_vit", LoadOptions(
-            weights=WeightsSource("checkpoint", ckpt)))
+        model = load_model("timm:test_vit", LoadOptions(weights=WeightsSource("checkpoint", ckpt)))
         out = {}
         for precision in ("fp32", "bf16"):
-            settings = RunSettings(device=device, batch_size=args.batch_size, workers=0,
-                                   progress=False, precision=precision)
+            settings = RunSettings(
+                device=device,
+                batch_size=args.batch_size,
+                workers=0,
+                progress=False,
+                precision=precision,
+            )
             run_pass(found, [model], settings)  # warm-up
             res = run_pass(found, [model], settings)
             vp = view_predictions(found, res.outputs[(model.name, "standard")], None)
@@ -61,12 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     top1 = {k: float(v.correct.mean()) for k, (v, _) in out.items()}
     print(f"images: {len(a.pred)} on {device}")
     print(f"top-1 agreement fp32 vs bf16: {np.mean(a.pred == b.pred):.4f}")
-    print(f"top-1: fp32 {top1['fp32']:.4f}, bf16 {top1['bf16']:.4f} "
-          f"(difference {top1['bf16'] - top1['fp32']:+.4f})")
-    print(f"ECE (15 bins): fp32 {ece['fp32']:.4f}, bf16 {ece['bf16']:.4f} "
-          f"(difference {ece['bf16'] - ece['fp32']:+.4f})")
-    print(f"max |confidence change|: {np.abs(a.confidence - b.confidence).max():.4f}; "
-          f"mean {np.abs(a.confidence - b.confidence).mean():.5f}")
+    print(
+        f"top-1: fp32 {top1['fp32']:.4f}, bf16 {top1['bf16']:.4f} "
+        f"(difference {top1['bf16'] - top1['fp32']:+.4f})"
+    )
+    print(
+        f"ECE (15 bins): fp32 {ece['fp32']:.4f}, bf16 {ece['bf16']:.4f} "
+        f"(difference {ece['bf16'] - ece['fp32']:+.4f})"
+    )
+    print(
+        f"max |confidence change|: {np.abs(a.confidence - b.confidence).max():.4f}; "
+        f"mean {np.abs(a.confidence - b.confidence).mean():.5f}"
+    )
     print(f"images/s: fp32 {speed_a:.0f}, bf16 {speed_b:.0f}")
     return 0
 

@@ -50,13 +50,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_view(view: View, images: list[torch.Tensor], pp: Preprocessing, batch: int,
-              device: str, module: torch.nn.Module | None) -> tuple[float, float]:
+def time_view(
+    view: View,
+    images: list[torch.Tensor],
+    pp: Preprocessing,
+    batch: int,
+    device: str,
+    module: torch.nn.Module | None,
+) -> tuple[float, float]:
     """(transform ms/image, model ms/image or NaN) for one view over ``images``."""
     t_transform = t_model = 0.0
     with torch.inference_mode():
         for start in range(0, len(images), batch):
-            chunk = images[start:start + batch]
+            chunk = images[start : start + batch]
             _sync(device)
             t0 = time.perf_counter()
             x = torch.stack([view.transform(img, pp) for img in chunk])

@@ -26,10 +26,25 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RUN_COLUMNS = ["model", "dataset", "weights", "random_weights", "preprocessing", "views",
-               "settings", "sample_limit", "n_samples", "n_failed", "failed", "precision"]
-KEYS = {"predictions": ["model", "dataset", "view", "sample_id"],
-        "metrics": ["model", "dataset", "view", "metric"], "runs": ["model", "dataset"]}
+RUN_COLUMNS = [
+    "model",
+    "dataset",
+    "weights",
+    "random_weights",
+    "preprocessing",
+    "views",
+    "settings",
+    "sample_limit",
+    "n_samples",
+    "n_failed",
+    "failed",
+    "precision",
+]
+KEYS = {
+    "predictions": ["model", "dataset", "view", "sample_id"],
+    "metrics": ["model", "dataset", "view", "metric"],
+    "runs": ["model", "dataset"],
+}
 
 
 def make_data(root: Path) -> Path:
@@ -70,11 +85,30 @@ def run(out: Path) -> None:
         data = Path(tmp) / "datasets"
         ckpt = make_data(data)
         store = Path(tmp) / "r.duckdb"
-        common = ["--data-root", str(data), "--store", str(store), "--workers", "0",
-                  "--bootstrap", "30", "--quiet"]
+        common = [
+            "--data-root",
+            str(data),
+            "--store",
+            str(store),
+            "--workers",
+            "0",
+            "--bootstrap",
+            "30",
+            "--quiet",
+        ]
         assert main(["--model", "timm:test_vit", "--checkpoint", str(ckpt), *common]) == 0
-        assert main(["--model", "timm:test_convnext,open_clip:test-tiny-clip",
-                     "--random-weights", "--no-invariance", *common]) == 0
+        assert (
+            main(
+                [
+                    "--model",
+                    "timm:test_convnext,open_clip:test-tiny-clip",
+                    "--random-weights",
+                    "--no-invariance",
+                    *common,
+                ]
+            )
+            == 0
+        )
         s = Store(store)
         out.mkdir(parents=True, exist_ok=True)
         tables = {
@@ -83,8 +117,10 @@ def run(out: Path) -> None:
             "runs": s.query(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"),
         }
         # failures by sample id (their messages name the temporary folder)
-        tables["runs"]["failed"] = [",".join(sorted(f["sample_id"] for f in json.loads(x)))
-                                    for x in tables["runs"]["failed"]]
+        tables["runs"]["failed"] = [
+            ",".join(sorted(f["sample_id"] for f in json.loads(x)))
+            for x in tables["runs"]["failed"]
+        ]
         for name, df in tables.items():
             df.sort_values(KEYS[name]).reset_index(drop=True).to_parquet(out / f"{name}.parquet")
             print(f"{name}: {len(df)} rows -> {out / name}.parquet")
@@ -92,11 +128,15 @@ def run(out: Path) -> None:
 
 def _diff(a: pd.Series, b: pd.Series) -> float:
     """The largest difference of two aligned columns (NaN == NaN; lists elementwise)."""
-    if a.dtype == object and len(a) and isinstance(a.dropna().iloc[0] if a.notna().any()
-                                                    else None, list | np.ndarray):
-        return max((_diff(pd.Series(list(x)), pd.Series(list(y))) for x, y in zip(a, b,
-                                                                                  strict=True)),
-                   default=0.0)
+    if (
+        a.dtype == object
+        and len(a)
+        and isinstance(a.dropna().iloc[0] if a.notna().any() else None, list | np.ndarray)
+    ):
+        return max(
+            (_diff(pd.Series(list(x)), pd.Series(list(y))) for x, y in zip(a, b, strict=True)),
+            default=0.0,
+        )
     if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
         x, y = a.to_numpy(float), b.to_numpy(float)
         both_nan = np.isnan(x) & np.isnan(y)
@@ -113,8 +153,10 @@ def compare(a_dir: Path, b_dir: Path) -> int:
         b = pd.read_parquet(b_dir / f"{name}.parquet").set_index(keys).sort_index()
         if not a.index.equals(b.index):
             only_a, only_b = a.index.difference(b.index), b.index.difference(a.index)
-            print(f"{name}: different rows ({len(only_a)} only in A, {len(only_b)} only in B),"
-                  f" e.g. {list(only_a[:3])} / {list(only_b[:3])}")
+            print(
+                f"{name}: different rows ({len(only_a)} only in A, {len(only_b)} only in B),"
+                f" e.g. {list(only_a[:3])} / {list(only_b[:3])}"
+            )
             worst = float("inf")
             continue
         for col in sorted(set(a.columns) | set(b.columns)):

@@ -94,7 +94,8 @@ def native_input(pp: Preprocessing) -> Preprocessing:
     return pp.native(
         f"dataset protocol: native-size stimuli, no resize / crop (plain resize to "
         f"{pp.crop_size}x{pp.crop_size} when the image has another size), "
-        f"mean/std of: {pp.source or 'the model'}")
+        f"mean/std of: {pp.source or 'the model'}"
+    )
 
 
 #: Dataset-owned input recipes: name -> (the model's preprocessing -> the one to use).
@@ -118,16 +119,18 @@ def imagenet_x_annotation_dir() -> Path:
 
     spec = importlib.util.find_spec("imagenet_x")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the imagenet-x package is not installed "
-                                  "(pip install imagenet-x)")
+        raise ModuleNotFoundError(
+            "the imagenet-x package is not installed (pip install imagenet-x)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "annotations"
 
 
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k wnids in class-index order (from the imagenet-x package)."""
-    labels = pd.read_csv(imagenet_x_annotation_dir() / "imagenet_labels.txt",
-                         names=["wnid", "label"])
+    labels = pd.read_csv(
+        imagenet_x_annotation_dir() / "imagenet_labels.txt", names=["wnid", "label"]
+    )
     return tuple(labels["wnid"])
 
 
@@ -200,35 +203,42 @@ def _shape_of(sample_id: str) -> str:
     return parse_stimulus_name(sample_id)[0]
 
 
-DATASETS.add("imagenet-val", DatasetSpec(
-    name="imagenet-val",
-    subdir="imagenet/val",
-    layout="imagenet/val/<wnid>/*.JPEG (1000 class folders) or imagenet/val/"
-    "ILSVRC2012_val_XXXXXXXX.JPEG (flat; labels from the imagenet-x package)",
-    how_to_get="Manual download under the ImageNet licence (image-net.org, ILSVRC2012 "
-    "validation images); extract into <data-root>/imagenet/val/.",
-    find=find_imagenet_val,
-    evaluations=("accuracy", "calibration", "imagenet_x", "real"),
-    transform_views=True,
-    view_evaluations=("accuracy",),
-    run_evaluations=("agreement",),
-    description="ImageNet-1k validation (50,000 images)",
-))
+DATASETS.add(
+    "imagenet-val",
+    DatasetSpec(
+        name="imagenet-val",
+        subdir="imagenet/val",
+        layout="imagenet/val/<wnid>/*.JPEG (1000 class folders) or imagenet/val/"
+        "ILSVRC2012_val_XXXXXXXX.JPEG (flat; labels from the imagenet-x package)",
+        how_to_get="Manual download under the ImageNet licence (image-net.org, ILSVRC2012 "
+        "validation images); extract into <data-root>/imagenet/val/.",
+        find=find_imagenet_val,
+        evaluations=("accuracy", "calibration", "imagenet_x", "real"),
+        transform_views=True,
+        view_evaluations=("accuracy",),
+        run_evaluations=("agreement",),
+        description="ImageNet-1k validation (50,000 images)",
+    ),
+)
 
-DATASETS.add("cue-conflict", DatasetSpec(
-    name="cue-conflict",
-    subdir="cue-conflict",
-    layout="cue-conflict/<shape>/<shape><i>-<texture><j>.png (16 category folders)",
-    how_to_get="`python -m precompute --download cue-conflict --data-root DIR` (model-vs-human's "
-    "release), or the texture-vs-shape stimuli of Geirhos et al. (CC-BY-4.0), "
-    "github.com/rgeirhos/texture-vs-shape, stimuli/style-transfer-preprocessed-512.",
-    find=find_cue_conflict,
-    evaluations=("shape_bias",),
-    input_recipe="native",
-    decision="cue_conflict_16",
-    decision_target=lambda sample_id: _shape_of(sample_id),
-    description="Cue-conflict stimuli (1,280 images, 16 categories)",
-))
+DATASETS.add(
+    "cue-conflict",
+    DatasetSpec(
+        name="cue-conflict",
+        subdir="cue-conflict",
+        layout="cue-conflict/<shape>/<shape><i>-<texture><j>.png (16 category folders)",
+        how_to_get="`python -m precompute --download cue-conflict --data-root DIR` "
+        "(model-vs-human's release), or the texture-vs-shape stimuli of Geirhos et al. "
+        "(CC-BY-4.0), github.com/rgeirhos/texture-vs-shape, "
+        "stimuli/style-transfer-preprocessed-512.",
+        find=find_cue_conflict,
+        evaluations=("shape_bias",),
+        input_recipe="native",
+        decision="cue_conflict_16",
+        decision_target=lambda sample_id: _shape_of(sample_id),
+        description="Cue-conflict stimuli (1,280 images, 16 categories)",
+    ),
+)
 
 # The robustness datasets (ImageNet-V2/-Sketch/-R/-A/-C/-Hard, PUG-ImageNet) register here.
 import beyond_inet.robustness  # noqa: E402, F401

@@ -71,13 +71,17 @@ def parse_table(text: str) -> dict[str, tuple[Archive, ...]]:
     out: dict[str, list[Archive]] = {}
     for row in csv.DictReader(io.StringIO(text)):
         size = (row.get("size") or "").strip()
-        out.setdefault(row["dataset"], []).append(Archive(
-            dataset=row["dataset"], url=row["url"], filename=row["filename"],
-            size=int(size) if size else None,
-            sha256=(row.get("sha256") or "").strip().lower() or None,
-            md5=(row.get("md5") or "").strip().lower() or None,
-            top_folder=(row.get("top_folder") or "").strip() or "auto",
-        ))
+        out.setdefault(row["dataset"], []).append(
+            Archive(
+                dataset=row["dataset"],
+                url=row["url"],
+                filename=row["filename"],
+                size=int(size) if size else None,
+                sha256=(row.get("sha256") or "").strip().lower() or None,
+                md5=(row.get("md5") or "").strip().lower() or None,
+                top_folder=(row.get("top_folder") or "").strip() or "auto",
+            )
+        )
     return {k: tuple(v) for k, v in out.items()}
 
 
@@ -86,8 +90,9 @@ def download_table() -> dict[str, tuple[Archive, ...]]:
     override = os.environ.get(TABLE_ENV)
     if override:
         return parse_table(Path(override).read_text("utf-8"))
-    return parse_table(resources.files("beyond_inet.resources").joinpath(
-        "downloads.csv").read_text("utf-8"))
+    return parse_table(
+        resources.files("beyond_inet.resources").joinpath("downloads.csv").read_text("utf-8")
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -108,7 +113,8 @@ def _open(url: str, start: int, timeout: float):  # type: ignore[no-untyped-def]
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DownloadError(
-            f"cannot download {url}: {reason} (offline, or the host is unreachable)") from None
+            f"cannot download {url}: {reason} (offline, or the host is unreachable)"
+        ) from None
 
 
 def _digest(path: Path, algo: str) -> str:
@@ -137,8 +143,10 @@ def verify(path: Path, archive: Archive, expected_size: int | None = None) -> No
                 break
     if problem:
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{archive.filename} from {archive.url} is corrupt ({problem}); "
-                            "the file was deleted, run the download again.")
+        raise DownloadError(
+            f"{archive.filename} from {archive.url} is corrupt ({problem}); "
+            "the file was deleted, run the download again."
+        )
 
 
 def fetch(archive: Archive, folder: Path, progress: bool = True, timeout: float = 20.0) -> Path:
@@ -161,8 +169,9 @@ def fetch(archive: Archive, folder: Path, progress: bool = True, timeout: float 
         return final
     status = getattr(resp, "status", 200)
     length = resp.headers.get("Content-Length")
-    if start > 0 and not (status == 206 and str(resp.headers.get("Content-Range", "")
-                                                   ).startswith(f"bytes {start}-")):
+    if start > 0 and not (
+        status == 206 and str(resp.headers.get("Content-Range", "")).startswith(f"bytes {start}-")
+    ):
         start = 0  # the server ignored the range (or answered another one): start over
         if status == 206:
             resp.close()
@@ -170,20 +179,31 @@ def fetch(archive: Archive, folder: Path, progress: bool = True, timeout: float 
             length = resp.headers.get("Content-Length")
     total = (start + int(length)) if length is not None else archive.size
     mode = "ab" if start > 0 else "wb"
-    bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=archive.filename, disable=not progress)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=archive.filename,
+        disable=not progress,
+    )
     try:
         with resp, part.open(mode) as out, bar:
             while block := resp.read(CHUNK):
                 out.write(block)
                 bar.update(len(block))
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise DownloadError(f"download of {archive.url} interrupted: {e}; run it again to "
-                            f"resume from {part.stat().st_size} bytes.") from None
+        raise DownloadError(
+            f"download of {archive.url} interrupted: {e}; run it again to "
+            f"resume from {part.stat().st_size} bytes."
+        ) from None
     got = part.stat().st_size
     if total is not None and got < total:  # the connection closed early
-        raise DownloadError(f"download of {archive.url} interrupted at {got} of {total} bytes; "
-                            "run it again to resume.")
+        raise DownloadError(
+            f"download of {archive.url} interrupted at {got} of {total} bytes; "
+            "run it again to resume."
+        )
     verify(part, archive, total)
     part.replace(final)
     return final
@@ -217,8 +237,7 @@ def _extract_one(archive: Path, dest: Path) -> None:
 
 def _content_root(folder: Path) -> Path:
     """``folder`` itself, or its only top-level folder (junk like __MACOSX ignored)."""
-    entries = [p for p in folder.iterdir()
-               if not p.name.startswith(".") and p.name != "__MACOSX"]
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return folder
@@ -273,8 +292,13 @@ def downloadable(table: DownloadTable | None = None) -> list[str]:
 
 
 def download_dataset(
-    name: str, data_root: Path, table: DownloadTable | None = None, progress: bool = True,
-    keep_archives: bool = False, log: Log = print, timeout: float = 20.0,
+    name: str,
+    data_root: Path,
+    table: DownloadTable | None = None,
+    progress: bool = True,
+    keep_archives: bool = False,
+    log: Log = print,
+    timeout: float = 20.0,
 ) -> Path:
     """Download, verify and extract dataset ``name`` into ``data_root / spec.subdir``.
 
@@ -321,7 +345,8 @@ class DatasetStatus:
 
 
 def dataset_statuses(
-    data_root: Path, dataset_paths: Mapping[str, Path] | None = None,
+    data_root: Path,
+    dataset_paths: Mapping[str, Path] | None = None,
     table: DownloadTable | None = None,
 ) -> list[DatasetStatus]:
     """Every registered dataset with where it is expected, whether it is there and how many
@@ -343,8 +368,15 @@ def dataset_statuses(
 def format_dataset_list(statuses: Sequence[DatasetStatus]) -> str:
     """A plain-text table (dataset, status, images, folder) and how to get each dataset."""
     rows = [("dataset", "status", "images", "folder")]
-    rows += [(s.spec.name, s.status if not s.status.startswith("bad") else "bad layout",
-              str(s.images), str(s.root)) for s in statuses]
+    rows += [
+        (
+            s.spec.name,
+            s.status if not s.status.startswith("bad") else "bad layout",
+            str(s.images),
+            str(s.root),
+        )
+        for s in statuses
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     lines.append("")
@@ -352,6 +384,6 @@ def format_dataset_list(statuses: Sequence[DatasetStatus]) -> str:
         lines.append(f"{s.spec.name}: {s.spec.description}")
         lines.append(f"  layout: {s.spec.layout}")
         if s.status.startswith("bad"):
-            lines.append(f"  problem: {s.status[len('bad layout: '):]}")
+            lines.append(f"  problem: {s.status[len('bad layout: ') :]}")
         lines.append(f"  get it: {s.spec.how_to_get}")
     return "\n".join(lines)

@@ -104,8 +104,13 @@ class _Accumulator:
         if not cat:
             empty = np.zeros(0)
             return PredictionArrays(
-                empty.astype(np.int64), empty.astype(np.int64), empty, empty,
-                np.zeros((0, TOPK), np.int64), np.zeros((0, TOPK)), empty,
+                empty.astype(np.int64),
+                empty.astype(np.int64),
+                empty,
+                empty,
+                np.zeros((0, TOPK), np.int64),
+                np.zeros((0, TOPK)),
+                empty,
             )
         return PredictionArrays(**cat)
 
@@ -157,7 +162,9 @@ class ClassSubset:
 
 
 def score_logits(
-    logits: torch.Tensor, labels: torch.Tensor, rule: DecisionRule | None,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rule: DecisionRule | None,
     subset: ClassSubset | None = None,
 ) -> dict[str, np.ndarray]:
     """fp32 softmax -> per-image outputs (labels < 0 mean 'no label': p_true = NaN).
@@ -214,8 +221,11 @@ def run_pass(
     are skipped and returned in ``failed`` as (sample_id, error).
     """
     views = views or {m.name: [STANDARD] for m in models}
-    subset = (ClassSubset.of(found.spec.class_subset(), settings.device)
-              if found.spec.class_subset else None)
+    subset = (
+        ClassSubset.of(found.spec.class_subset(), settings.device)
+        if found.spec.class_subset
+        else None
+    )
     modules = {m.name: _prepare(m, settings) for m in models}
     accs = {(m.name, v.name): _Accumulator() for m in models for v in views[m.name]}
     labels_all = torch.tensor([s.label for s in found.samples], dtype=torch.long)
@@ -235,8 +245,9 @@ def run_pass(
     with torch.inference_mode(), bar:
         for batch in loader:
             ok = [d for d in batch if d.image is not None]
-            failed += [(found.samples[d.index].sample_id, d.error or "") for d in batch
-                       if d.image is None]
+            failed += [
+                (found.samples[d.index].sample_id, d.error or "") for d in batch if d.image is None
+            ]
             bar.update(len(batch))
             if not ok:
                 continue
@@ -248,7 +259,8 @@ def run_pass(
                     x = _view_batch(images, v, m, settings)
                     logits = modules[m.name].logits(x, settings.precision)
                     accs[(m.name, v.name)].add(
-                        index=index, **score_logits(logits, labels, rule, subset))
+                        index=index, **score_logits(logits, labels, rule, subset)
+                    )
     seconds = time.perf_counter() - start
     return PassResult(
         outputs={k: a.finish() for k, a in accs.items()},

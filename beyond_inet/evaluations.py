@@ -43,10 +43,12 @@ class ViewPredictions:
 
     def take(self, mask: np.ndarray) -> ViewPredictions:
         """The rows where ``mask`` is true."""
-        return ViewPredictions(**{
-            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask]
-            for f in fields(self)
-        })
+        return ViewPredictions(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask]
+                for f in fields(self)
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ EVALUATIONS: Registry[Evaluation] = Registry("evaluation")
 
 
 def _with_ci(
-    name: str, stat: Callable[..., float], arrays: tuple[np.ndarray, ...], opts: ScoringOptions,
+    name: str,
+    stat: Callable[..., float],
+    arrays: tuple[np.ndarray, ...],
+    opts: ScoringOptions,
     vectorized: bool = False,
 ) -> MetricRow:
     """``stat(*arrays)`` with its percentile bootstrap interval; ``vectorized`` statistics
@@ -80,8 +85,9 @@ def _with_ci(
     value = float(stat(*arrays))
     if opts.n_boot <= 0 or len(arrays[0]) == 0:
         return MetricRow(name, value)
-    lo, hi = M.bootstrap_ci(stat, *arrays, n_boot=opts.n_boot, seed=opts.seed,
-                            vectorized=vectorized)
+    lo, hi = M.bootstrap_ci(
+        stat, *arrays, n_boot=opts.n_boot, seed=opts.seed, vectorized=vectorized
+    )
     return MetricRow(name, value, float(lo), float(hi))
 
 
@@ -113,14 +119,28 @@ def calibration(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
     conf = p.confidence[m].astype(np.float64)
     corr = p.correct[m].astype(np.float64)
     return [
-        _with_ci("ece", lambda c, k: M.expected_calibration_error(c, k, 15), (conf, corr), opts,
-                 vectorized=True),
-        _with_ci("mce", lambda c, k: M.max_calibration_error(c, k, 15), (conf, corr), opts,
-                 vectorized=True),
-        _with_ci("nll", M.negative_log_likelihood, (p.p_true[m].astype(np.float64),), opts,
-                 vectorized=True),
-        _with_ci("brier", M.brier_score, (p.brier[m].astype(np.float64),), opts,
-                 vectorized=True),
+        _with_ci(
+            "ece",
+            lambda c, k: M.expected_calibration_error(c, k, 15),
+            (conf, corr),
+            opts,
+            vectorized=True,
+        ),
+        _with_ci(
+            "mce",
+            lambda c, k: M.max_calibration_error(c, k, 15),
+            (conf, corr),
+            opts,
+            vectorized=True,
+        ),
+        _with_ci(
+            "nll",
+            M.negative_log_likelihood,
+            (p.p_true[m].astype(np.float64),),
+            opts,
+            vectorized=True,
+        ),
+        _with_ci("brier", M.brier_score, (p.brier[m].astype(np.float64),), opts, vectorized=True),
     ]
 
 
@@ -157,8 +177,12 @@ def imagenet_x(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
     value = _imagenet_x_stats(np.ones((1, len(correct))), correct, f)[0]
     lo = hi = np.full(value.shape, np.nan)
     if opts.n_boot > 0:
-        boots = np.concatenate([_imagenet_x_stats(w, correct, f) for w in
-                                bootstrap_counts(len(correct), opts.n_boot, opts.seed)])
+        boots = np.concatenate(
+            [
+                _imagenet_x_stats(w, correct, f)
+                for w in bootstrap_counts(len(correct), opts.n_boot, opts.seed)
+            ]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanpercentile(boots, [2.5, 97.5], axis=0)
@@ -186,10 +210,14 @@ def shape_bias(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
     rows = []
     for name, value in result.items():
         if name in ("shape_bias", "shape_accuracy", "texture_accuracy", "accuracy_all_images"):
-            rows.append(_with_ci(
-                name, lambda d, s, t, k=name: M.shape_bias(d, s, t)[k],
-                (p.decision, shapes, textures), opts,
-            ))
+            rows.append(
+                _with_ci(
+                    name,
+                    lambda d, s, t, k=name: M.shape_bias(d, s, t)[k],
+                    (p.decision, shapes, textures),
+                    opts,
+                )
+            )
         else:
             rows.append(MetricRow(name, float(value)))
     return rows
@@ -225,9 +253,7 @@ def score_run(
 REFERENCE_VIEW = "standard"
 
 
-def prediction_agreement(
-    reference: ViewPredictions, other: ViewPredictions
-) -> np.ndarray:
+def prediction_agreement(reference: ViewPredictions, other: ViewPredictions) -> np.ndarray:
     """Per image of ``other`` that ``reference`` also has (joined by sample id, in
     ``other``'s order): 1.0 where both top-1 classes are equal, else 0.0."""
     ref_ids = pd.Index(reference.sample_ids)
@@ -283,10 +309,11 @@ def real(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
     keep = np.array([bool(s) for s in sets], dtype=bool)
     if not keep.any():
         return []
-    hit = np.array([int(pred) in s for pred, s, k in zip(p.pred, sets, keep, strict=True) if k],
-                   dtype=np.float64)
-    return [_mean_ci("top1_real", hit, opts),
-            MetricRow("real_images", float(keep.sum()))]
+    hit = np.array(
+        [int(pred) in s for pred, s, k in zip(p.pred, sets, keep, strict=True) if k],
+        dtype=np.float64,
+    )
+    return [_mean_ci("top1_real", hit, opts), MetricRow("real_images", float(keep.sum()))]
 
 
 @EVALUATIONS.register("factor_values")
@@ -298,7 +325,8 @@ def factor_values(p: ViewPredictions, opts: ScoringOptions) -> list[MetricRow]:
     if p.factor_value is None:
         return []
     known = np.array([v is not None and v == v for v in p.factor_value], dtype=bool) & (
-        _labelled(p))
+        _labelled(p)
+    )
     values = p.factor_value.astype(object)
     rows = []
     for v in sorted_values([str(x) for x in values[known]]):
@@ -345,6 +373,10 @@ def imagenet_c(
         rows.append(("standard", MetricRow("corruptions", float(len(ce)))))
     if extra:
         rows.append(("standard", MetricRow("top1_extra", float(np.mean(extra)))))
-        rows.append(("standard", MetricRow("extra_corruptions",
-                                           float(len([c for c in acc if c not in benchmark])))))
+        rows.append(
+            (
+                "standard",
+                MetricRow("extra_corruptions", float(len([c for c in acc if c not in benchmark]))),
+            )
+        )
     return rows

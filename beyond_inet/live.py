@@ -201,7 +201,9 @@ def _error_text(e: BaseException) -> str:
 
 
 def predict(
-    models: Sequence[LoadedModel], img: torch.Tensor, settings: Playground = Playground(),
+    models: Sequence[LoadedModel],
+    img: torch.Tensor,
+    settings: Playground = Playground(),
     k: int = TOPK,
 ) -> list[ModelResult]:
     """Every model's top-``k`` on ``img`` (uint8 CHW) perturbed by ``settings``.
@@ -266,7 +268,8 @@ def label_head(
     if not is_clip(model):
         raise ValueError(f"{model.name} is not a CLIP zero-shot model; custom labels need CLIP.")
     return model.module.text_head_for(  # type: ignore[union-attr]
-        list(labels), list(TEMPLATE_SETS.get(templates)()))
+        list(labels), list(TEMPLATE_SETS.get(templates)())
+    )
 
 
 def rank_labels(
@@ -289,8 +292,12 @@ def rank_labels(
 
 
 def sweep(
-    models: Sequence[LoadedModel], img: torch.Tensor, settings: Playground, param: str,
-    targets: dict[str, int], values: Sequence[float] | None = None,
+    models: Sequence[LoadedModel],
+    img: torch.Tensor,
+    settings: Playground,
+    param: str,
+    targets: dict[str, int],
+    values: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Each model's probability of its class ``targets[model]`` as ``param`` takes ``values``
     (default: its grid), other settings held fixed.
@@ -306,16 +313,19 @@ def sweep(
     for m in models:
         conf = [float("nan")] * len(values)
         if m.name in targets:
-            for idx, probs in _batched_probs(m, [views[s.view] for s in variants], images,
-                                             inputs):
+            for idx, probs in _batched_probs(m, [views[s.view] for s in variants], images, inputs):
                 conf[idx] = float(probs[targets[m.name]])
-        rows += [{"model": m.name, "label": m.spec.display, "value": float(v), "confidence": c}
-                 for v, c in zip(values, conf, strict=True)]
+        rows += [
+            {"model": m.name, "label": m.spec.display, "value": float(v), "confidence": c}
+            for v, c in zip(values, conf, strict=True)
+        ]
     return pd.DataFrame(rows, columns=["model", "label", "value", "confidence"])
 
 
 def _batched_probs(
-    model: LoadedModel, views: Sequence[View], images: Sequence[torch.Tensor],
+    model: LoadedModel,
+    views: Sequence[View],
+    images: Sequence[torch.Tensor],
     inputs: dict[tuple[Preprocessing, int], torch.Tensor | None],
 ) -> list[tuple[int, torch.Tensor]]:
     """(index, softmax) for each (view, image) the model can run; same-size inputs batched.

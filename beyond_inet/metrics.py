@@ -176,8 +176,9 @@ def calibration_errors(
     return ece.reshape(lead), mce.reshape(lead)
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
-                               n_bins: int = 15) -> Any:
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> Any:
     """ECE (see :func:`calibration_errors`): a float for 1-D input; NaN if empty."""
     ece = calibration_errors(confidence, correct, n_bins)[0]
     return float(ece) if ece.ndim == 0 else ece

@@ -232,9 +232,15 @@ class Perturbation:
 
 
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
-PERTURBATIONS.add("rotation", Perturbation(
-    "rotation", "rotation (degrees)", ROTATION_GRID, lambda img, v, _seed: rotate(img, v),
-))
+PERTURBATIONS.add(
+    "rotation",
+    Perturbation(
+        "rotation",
+        "rotation (degrees)",
+        ROTATION_GRID,
+        lambda img, v, _seed: rotate(img, v),
+    ),
+)
 
 
 def _corruption_perturbation(name: str) -> Perturbation:

@@ -84,7 +84,10 @@ def code_version() -> str:
     """Package version plus the git commit when run from a checkout."""
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(beyond_inet.__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -125,16 +128,27 @@ def find_datasets(cfg: PrecomputeConfig, log: Log) -> list[FoundDataset]:
     return found
 
 
-def run_key(model: LoadedModel, dataset: str, views: Sequence[View], limit: int | None,
-            precision: str = "fp32", content: str = "") -> str:
+def run_key(
+    model: LoadedModel,
+    dataset: str,
+    views: Sequence[View],
+    limit: int | None,
+    precision: str = "fp32",
+    content: str = "",
+) -> str:
     """Identity of a run: model, weights, dataset and its content (``content``: the
     :meth:`FoundDataset.fingerprint` of the evaluated files), views, preprocessing,
     settings, precision, limit."""
     payload = {
-        "model": model.name, "weights": model.weights, "dataset": dataset,
-        "views": [v.name for v in views], "preprocessing": model.preprocessing.to_dict(),
+        "model": model.name,
+        "weights": model.weights,
+        "dataset": dataset,
+        "views": [v.name for v in views],
+        "preprocessing": model.preprocessing.to_dict(),
         "settings": {k: v for k, v in model.settings.items() if k != "head_cache"},
-        "limit": limit, "precision": precision, "content": content,
+        "limit": limit,
+        "precision": precision,
+        "content": content,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -146,8 +160,9 @@ def model_for_dataset(model: LoadedModel, spec: DatasetSpec) -> LoadedModel:
     return model if pp == model.preprocessing else replace(model, preprocessing=pp)
 
 
-def _correct(found: FoundDataset, arrays: PredictionArrays, labels: np.ndarray,
-             decision: np.ndarray | None) -> np.ndarray:
+def _correct(
+    found: FoundDataset, arrays: PredictionArrays, labels: np.ndarray, decision: np.ndarray | None
+) -> np.ndarray:
     target = found.spec.decision_target
     if target is not None and decision is not None:
         targets = np.array([target(found.samples[i].sample_id) for i in arrays.index])
@@ -171,10 +186,18 @@ def view_predictions(
     factors = [found.samples[i].factor_value for i in arrays.index]
     factor_value = np.array(factors, dtype=object) if any(f is not None for f in factors) else None
     return ViewPredictions(
-        sample_ids=ids, labels=labels, pred=arrays.pred, confidence=arrays.confidence,
-        p_true=arrays.p_true, correct=_correct(found, arrays, labels, decision),
-        topk_idx=arrays.topk_idx, topk_prob=arrays.topk_prob, brier=arrays.brier,
-        decision=decision, pred_full=arrays.pred_full, factor_value=factor_value,
+        sample_ids=ids,
+        labels=labels,
+        pred=arrays.pred,
+        confidence=arrays.confidence,
+        p_true=arrays.p_true,
+        correct=_correct(found, arrays, labels, decision),
+        topk_idx=arrays.topk_idx,
+        topk_prob=arrays.topk_prob,
+        brier=arrays.brier,
+        decision=decision,
+        pred_full=arrays.pred_full,
+        factor_value=factor_value,
     )
 
 
@@ -186,7 +209,8 @@ def view_name(group: str, transform_view: str) -> str:
 
 
 def split_views(
-    found: FoundDataset, outputs: dict[str, PredictionArrays],
+    found: FoundDataset,
+    outputs: dict[str, PredictionArrays],
     decision_labels: tuple[str, ...] | None,
 ) -> dict[str, ViewPredictions]:
     """Transform-view outputs -> stored views (sample groups x transform views)."""
@@ -214,8 +238,9 @@ def prediction_table(
 
     def lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
         flat = pa.array(values.reshape(-1), type=typ)
-        return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)),
-                                        flat)
+        return pa.ListArray.from_arrays(
+            pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)), flat
+        )
 
     labels = p.labels
     cols = {
@@ -231,7 +256,8 @@ def prediction_table(
         "correct": pa.array(p.correct.astype(bool)),
         "topk_idx": lists(p.topk_idx.astype(np.int32), pa.int32()),
         "topk_prob": lists(p.topk_prob.astype(np.float32), pa.float32()),
-        "decision": pa.nulls(n, pa.string()) if p.decision is None
+        "decision": pa.nulls(n, pa.string())
+        if p.decision is None
         else pa.array(p.decision.astype(str), pa.string()),
         "brier": _nullable(p.brier),
     }
@@ -278,16 +304,24 @@ def runnable_views(
     for v in views:
         size = v.input_size(model.preprocessing)
         if size in bad:
-            log(f"note: {model.name} cannot run at {size}x{size} ({bad[size]}); "
-                f"view {v.name} skipped for it.")
+            log(
+                f"note: {model.name} cannot run at {size}x{size} ({bad[size]}); "
+                f"view {v.name} skipped for it."
+            )
         else:
             keep.append(v)
     return keep
 
 
 def store_model_run(
-    store: Store, cfg: PrecomputeConfig, found: FoundDataset, model: LoadedModel,
-    views: Sequence[View], result: PassResult, started: datetime, key: str,
+    store: Store,
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    model: LoadedModel,
+    views: Sequence[View],
+    result: PassResult,
+    started: datetime,
+    key: str,
     log: Log = print,
 ) -> RunSummary:
     """Score one model's outputs from a pass and commit them as one finished run."""
@@ -296,35 +330,67 @@ def store_model_run(
     tables, scored = [], []
     for v in views:
         evaluations = evaluations_for(found.spec, v.name)
-        split = split_views(found, {v.name: result.outputs[(model.name, v.name)]},
-                            result.decision_labels)
+        split = split_views(
+            found, {v.name: result.outputs[(model.name, v.name)]}, result.decision_labels
+        )
         for name, vp in split.items():
             stored[name] = vp
             tables.append(prediction_table(run_id, model.name, found.spec.name, name, vp))
             scored += [(name, r) for r in score_view(vp, evaluations, cfg.scoring)]
     scored += score_run(stored, found.spec.run_evaluations, cfg.scoring)
-    metric_rows = [{"run_id": run_id, "model": model.name, "dataset": found.spec.name,
-                    "view": view, "metric": r.metric, "value": r.value, "ci_low": r.ci_low,
-                    "ci_high": r.ci_high} for view, r in scored]
-    metrics = pd.DataFrame(metric_rows, columns=["run_id", "model", "dataset", "view", "metric",
-                                                 "value", "ci_low", "ci_high"])
+    metric_rows = [
+        {
+            "run_id": run_id,
+            "model": model.name,
+            "dataset": found.spec.name,
+            "view": view,
+            "metric": r.metric,
+            "value": r.value,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+        }
+        for view, r in scored
+    ]
+    metrics = pd.DataFrame(
+        metric_rows,
+        columns=["run_id", "model", "dataset", "view", "metric", "value", "ci_low", "ci_high"],
+    )
     run = {
-        "run_id": run_id, "run_key": key, "model": model.name, "model_label": model.spec.display,
-        "dataset": found.spec.name, "status": "finished", "weights": model.weights,
-        "random_weights": model.is_random, "preprocessing": model.preprocessing.to_json(),
-        "views": json.dumps([v.name for v in views]), "settings": json.dumps(model.settings),
-        "dataset_root": str(found.root.resolve()), "sample_limit": cfg.limit,
-        "n_samples": result.n_images - len(result.failed), "n_failed": len(result.failed),
+        "run_id": run_id,
+        "run_key": key,
+        "model": model.name,
+        "model_label": model.spec.display,
+        "dataset": found.spec.name,
+        "status": "finished",
+        "weights": model.weights,
+        "random_weights": model.is_random,
+        "preprocessing": model.preprocessing.to_json(),
+        "views": json.dumps([v.name for v in views]),
+        "settings": json.dumps(model.settings),
+        "dataset_root": str(found.root.resolve()),
+        "sample_limit": cfg.limit,
+        "n_samples": result.n_images - len(result.failed),
+        "n_failed": len(result.failed),
         "failed": json.dumps([{"sample_id": s, "error": e} for s, e in result.failed]),
-        "started_at": started, "finished_at": _now(), "seconds": result.seconds,
-        "device": cfg.run.device, "precision": cfg.run.precision,
+        "started_at": started,
+        "finished_at": _now(),
+        "seconds": result.seconds,
+        "device": cfg.run.device,
+        "precision": cfg.run.precision,
         "code_version": code_version(),
         "library_versions": library_versions((model.spec.family,)),
     }
     stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
     status = "done" if stored else "exists"
-    return RunSummary(model.name, found.spec.name, status, run["n_samples"], run["n_failed"],
-                      result.seconds, _headline(metrics) if stored else {})
+    return RunSummary(
+        model.name,
+        found.spec.name,
+        status,
+        run["n_samples"],
+        run["n_failed"],
+        result.seconds,
+        _headline(metrics) if stored else {},
+    )
 
 
 def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
@@ -334,8 +400,12 @@ def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
         raise PrecomputeError("--checkpoint needs exactly one --model (the checkpoint's arch).")
     for n in names:
         resolve_spec(n)
-    opts = LoadOptions(weights=cfg.weights, preprocessing=cfg.preprocessing,
-                       logit_scale=cfg.logit_scale, cache_dir=cfg.cache_dir)
+    opts = LoadOptions(
+        weights=cfg.weights,
+        preprocessing=cfg.preprocessing,
+        logit_scale=cfg.logit_scale,
+        cache_dir=cfg.cache_dir,
+    )
     loaded = []
     for n in names:
         log(f"loading {n} ...")
@@ -350,8 +420,11 @@ def commit_staged_runs(store: Store, log: Log) -> None:
     for folder in store.staged_runs():
         run, stored = store.commit_staged(folder)
         what = f"{run['model']} on {run['dataset']}"
-        log(f"stored {what} (computed earlier, staged in {folder})" if stored else
-            f"discarded the staged run of {what}: the store already holds the same run")
+        log(
+            f"stored {what} (computed earlier, staged in {folder})"
+            if stored
+            else f"discarded the staged run of {what}: the store already holds the same run"
+        )
 
 
 def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
@@ -368,8 +441,12 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
         views = [STANDARD, *grid] if found.spec.transform_views else [STANDARD]
         per_model = {m.name: runnable_views(m, views, cfg.run, log) for m in models}
         content = found.fingerprint()
-        keys = {m.name: run_key(m, found.spec.name, per_model[m.name], cfg.limit,
-                                cfg.run.precision, content) for m in models}
+        keys = {
+            m.name: run_key(
+                m, found.spec.name, per_model[m.name], cfg.limit, cfg.run.precision, content
+            )
+            for m in models
+        }
         todo = []
         for m in models:
             if not cfg.force and store.finished_run(keys[m.name]):
@@ -385,14 +462,17 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
         for sid, err in result.failed:
             log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
         for m in todo:
-            s = store_model_run(store, cfg, found, m, per_model[m.name], result, started,
-                                keys[m.name], log)
+            s = store_model_run(
+                store, cfg, found, m, per_model[m.name], result, started, keys[m.name], log
+            )
             summaries.append(s)
             if s.status == "done":
                 log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
             else:
-                log(f"not stored: {m.name} on {found.spec.name} — another process stored the "
-                    f"same run in {cfg.store} meanwhile; kept that one (--force replaces it).")
+                log(
+                    f"not stored: {m.name} on {found.spec.name} — another process stored the "
+                    f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
+                )
     return summaries
 
 
@@ -400,9 +480,14 @@ def format_summary(summaries: Sequence[RunSummary]) -> str:
     """A plain-text table of the runs (one per model x dataset)."""
     rows: list[dict[str, Any]] = []
     for s in summaries:
-        row: dict[str, Any] = {"model": s.model, "dataset": s.dataset, "status": s.status,
-                               "images": s.n_samples, "failed": s.n_failed,
-                               "seconds": round(s.seconds, 1)}
+        row: dict[str, Any] = {
+            "model": s.model,
+            "dataset": s.dataset,
+            "status": s.status,
+            "images": s.n_samples,
+            "failed": s.n_failed,
+            "seconds": round(s.seconds, 1),
+        }
         row.update({k: round(v, 4) for k, v in s.headline.items()})
         rows.append(row)
     if not rows:

@@ -58,8 +58,7 @@ class Preprocessing:
                 f"use one of {sorted(_INTERPOLATIONS)}"
             )
         if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got "
-                             f"{self.resize_mode!r}")
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
         if self.crop_size > self.resize_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds resize_size {self.resize_size}")
 
@@ -142,8 +141,9 @@ def resize_shorter(img: torch.Tensor, size: int, pp: Preprocessing) -> torch.Ten
 
 def resize_exact(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
     """Resize a CHW image to exactly ``height`` x ``width`` (the recipe's interpolation)."""
-    return _tf().resize(img, [height, width], interpolation=pp.interpolation_mode,
-                     antialias=pp.antialias)
+    return _tf().resize(
+        img, [height, width], interpolation=pp.interpolation_mode, antialias=pp.antialias
+    )
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:

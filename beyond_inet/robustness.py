@@ -75,8 +75,11 @@ def real_labels() -> dict[str, tuple[int, ...]]:
 def _images(folder: Path) -> Iterator[Path]:
     """Image files directly in ``folder``, sorted by name."""
     with os.scandir(folder) as it:
-        names = sorted(e.name for e in it if e.is_file()
-                       and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        names = sorted(
+            e.name
+            for e in it
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+        )
     return (folder / n for n in names)
 
 
@@ -101,7 +104,8 @@ def _wnid_folder_samples(
         label = index.get(d.name, -1)
         if label < 0 or (allowed is not None and label not in allowed):
             raise DatasetLayoutError(
-                f"{name}: folder {d} is not one of the dataset's ImageNet classes.")
+                f"{name}: folder {d} is not one of the dataset's ImageNet classes."
+            )
         out += [Sample(f, relative_id(f, root), label, group=group) for f in _images(d)]
     return out
 
@@ -159,8 +163,11 @@ def _parse_label_list(value: object) -> tuple[int, ...]:
     """``[1, 2]`` / ``"[1, 2]"`` / ``"1;2"`` / ``3`` -> ImageNet-1k indices (others dropped)."""
     if isinstance(value, str):
         text = value.strip()
-        value = json.loads(text) if text.startswith("[") else [v for v in re.split(r"[;,\s]+",
-                                                                                   text) if v]
+        value = (
+            json.loads(text)
+            if text.startswith("[")
+            else [v for v in re.split(r"[;,\s]+", text) if v]
+        )
     items = value if isinstance(value, list | tuple) else [value]
     return tuple(int(v) for v in items if 0 <= int(v) < 1000)
 
@@ -174,7 +181,8 @@ def _hard_records(root: Path) -> list[dict[str, object]]:
         return pd.read_csv(table, dtype=str, keep_default_na=False).to_dict("records")
     raise DatasetLayoutError(
         f"imagenet-hard: {root} has no metadata.jsonl (or metadata.csv) with file_name and "
-        "label columns.")
+        "label columns."
+    )
 
 
 def find_imagenet_hard(root: Path) -> list[Sample]:
@@ -185,14 +193,16 @@ def find_imagenet_hard(root: Path) -> list[Sample]:
     for rec in _hard_records(root):
         if "file_name" not in rec or "label" not in rec:
             raise DatasetLayoutError(
-                f"imagenet-hard: metadata rows need file_name and label, got {sorted(rec)}.")
+                f"imagenet-hard: metadata rows need file_name and label, got {sorted(rec)}."
+            )
         labels = _parse_label_list(rec["label"])
         path = root / str(rec["file_name"])
         if not labels or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         origin = str(rec.get("origin") or "") or None
-        out.append(Sample(path, relative_id(path, root), labels[0], alt_labels=labels,
-                          factor_value=origin))
+        out.append(
+            Sample(path, relative_id(path, root), labels[0], alt_labels=labels, factor_value=origin)
+        )
     return out
 
 
@@ -206,8 +216,11 @@ PUG_CLASS_MAP = "class_to_imagenet_idx.json"
 @lru_cache(maxsize=1)
 def pug_factor_columns() -> dict[str, str]:
     """Factor subset folder -> the annotation column holding its per-image value (data)."""
-    text = resources.files("beyond_inet.resources").joinpath(
-        "pug_imagenet_factors.csv").read_text("utf-8")
+    text = (
+        resources.files("beyond_inet.resources")
+        .joinpath("pug_imagenet_factors.csv")
+        .read_text("utf-8")
+    )
     return {r["factor"]: r["labels_column"] for r in csv.DictReader(io.StringIO(text))}
 
 
@@ -261,13 +274,15 @@ def find_pug_imagenet(root: Path) -> list[Sample]:
         for d in _subdirs(fdir):
             if d.name not in mapping:
                 raise DatasetLayoutError(
-                    f"pug-imagenet: class folder {d} is not in {PUG_CLASS_MAP}.")
+                    f"pug-imagenet: class folder {d} is not in {PUG_CLASS_MAP}."
+                )
             labels = mapping[d.name]
             for f in _images(d):
                 rel = relative_id(f, root)
                 value = _lookup(tables, (rel, relative_id(f, fdir), f.name))
-                out.append(Sample(f, rel, labels[0], group=factor, alt_labels=labels,
-                                  factor_value=value))
+                out.append(
+                    Sample(f, rel, labels[0], group=factor, alt_labels=labels, factor_value=value)
+                )
     return out
 
 
@@ -279,8 +294,11 @@ def find_pug_imagenet(root: Path) -> list[Sample]:
 @lru_cache(maxsize=1)
 def alexnet_errors() -> dict[str, dict[int, float]]:
     """corruption -> severity -> AlexNet top-1 error on ImageNet-C (the benchmark's 15)."""
-    text = resources.files("beyond_inet.resources").joinpath(
-        "imagenet_c_alexnet_errors.csv").read_text("utf-8")
+    text = (
+        resources.files("beyond_inet.resources")
+        .joinpath("imagenet_c_alexnet_errors.csv")
+        .read_text("utf-8")
+    )
     out: dict[str, dict[int, float]] = {}
     for r in csv.DictReader(io.StringIO(text)):
         out.setdefault(r["corruption"], {})[int(r["severity"])] = float(r["alexnet_top1_error"])

@@ -37,8 +37,17 @@ import pyarrow.parquet as pq
 
 from beyond_inet.settings import DEFAULT_STORE, LOCK_WAIT_SECONDS
 
-__all__ = ["DEFAULT_STORE", "LOCK_WAIT_SECONDS", "METRIC_COLUMNS", "PREDICTION_SCHEMA",
-           "RUN_COLUMNS", "Store", "StoreError", "StoreLockedError", "StoreUnusableError"]
+__all__ = [
+    "DEFAULT_STORE",
+    "LOCK_WAIT_SECONDS",
+    "METRIC_COLUMNS",
+    "PREDICTION_SCHEMA",
+    "RUN_COLUMNS",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "StoreUnusableError",
+]
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("run_id", "VARCHAR PRIMARY KEY"),
@@ -66,35 +75,41 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("library_versions", "VARCHAR"),
 )
 
-PREDICTION_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("model", pa.string()),
-    ("dataset", pa.string()),
-    ("view", pa.string()),
-    ("sample_id", pa.string()),
-    ("label", pa.int32()),
-    ("pred", pa.int32()),
-    ("confidence", pa.float32()),
-    ("p_true", pa.float32()),
-    ("correct", pa.bool_()),
-    ("topk_idx", pa.list_(pa.int32())),
-    ("topk_prob", pa.list_(pa.float32())),
-    ("decision", pa.string()),
-    ("brier", pa.float32()),
-])
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("view", pa.string()),
+        ("sample_id", pa.string()),
+        ("label", pa.int32()),
+        ("pred", pa.int32()),
+        ("confidence", pa.float32()),
+        ("p_true", pa.float32()),
+        ("correct", pa.bool_()),
+        ("topk_idx", pa.list_(pa.int32())),
+        ("topk_prob", pa.list_(pa.float32())),
+        ("decision", pa.string()),
+        ("brier", pa.float32()),
+    ]
+)
 
 METRIC_COLUMNS = ("run_id", "model", "dataset", "view", "metric", "value", "ci_low", "ci_high")
 
 _DUCK_TYPES = {
-    pa.string(): "VARCHAR", pa.int32(): "INTEGER", pa.float32(): "FLOAT", pa.bool_(): "BOOLEAN",
-    pa.list_(pa.int32()): "INTEGER[]", pa.list_(pa.float32()): "FLOAT[]",
+    pa.string(): "VARCHAR",
+    pa.int32(): "INTEGER",
+    pa.float32(): "FLOAT",
+    pa.bool_(): "BOOLEAN",
+    pa.list_(pa.int32()): "INTEGER[]",
+    pa.list_(pa.float32()): "FLOAT[]",
 }
 
 SCHEMA_SQL = [
-    "CREATE TABLE IF NOT EXISTS runs ("
-    + ", ".join(f"{n} {t}" for n, t in RUN_COLUMNS) + ")",
+    "CREATE TABLE IF NOT EXISTS runs (" + ", ".join(f"{n} {t}" for n, t in RUN_COLUMNS) + ")",
     "CREATE TABLE IF NOT EXISTS predictions ("
-    + ", ".join(f"{f.name} {_DUCK_TYPES[f.type]}" for f in PREDICTION_SCHEMA) + ")",
+    + ", ".join(f"{f.name} {_DUCK_TYPES[f.type]}" for f in PREDICTION_SCHEMA)
+    + ")",
     "CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, model VARCHAR, dataset VARCHAR, "
     "view VARCHAR, metric VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE)",
 ]
@@ -107,7 +122,8 @@ Log = Callable[[str], None]
 
 #: Read-only connections shared within one :func:`read_session` (path -> connection).
 _SESSION: contextvars.ContextVar[dict[str, duckdb.DuckDBPyConnection] | None] = (
-    contextvars.ContextVar("beyond_inet_read_session", default=None))
+    contextvars.ContextVar("beyond_inet_read_session", default=None)
+)
 
 
 @contextlib.contextmanager
@@ -202,7 +218,8 @@ class Store:
     def _unusable(self, e: BaseException) -> StoreUnusableError:
         return StoreUnusableError(
             f"The results store {self.path} cannot be opened: {_first_line(e)}. Is it a "
-            "DuckDB file written by beyond-inet? If not, pass another --store.")
+            "DuckDB file written by beyond-inet? If not, pass another --store."
+        )
 
     def writer_waiting(self) -> bool:
         """True while another live process has declared it is committing (a fresh
@@ -223,7 +240,8 @@ class Store:
             if time.monotonic() > deadline:
                 raise StoreLockedError(
                     f"The results store {self.path} is being written (precompute is "
-                    "committing a run). Try again in a moment.")
+                    "committing a run). Try again in a moment."
+                )
             time.sleep(_POLL)
 
     @contextlib.contextmanager
@@ -292,18 +310,21 @@ class Store:
         if self.path.is_dir():
             raise StoreUnusableError(
                 f"--store {self.path} is a folder; give a file path such as "
-                f"{self.path / 'results.duckdb'}.")
+                f"{self.path / 'results.duckdb'}."
+            )
         blocking = next((p for p in self.path.parents if p.exists()), None)
         if blocking is not None and not blocking.is_dir():
             raise StoreUnusableError(
                 f"--store {self.path}: {blocking} is a file, not a folder. Pass a --store in "
-                "a writable folder.")
+                "a writable folder."
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreUnusableError(
                 f"Cannot create the folder of --store {self.path}: {e.strerror or e}. "
-                "Pass a --store in a writable folder.") from None
+                "Pass a --store in a writable folder."
+            ) from None
         if not self.path.exists():
             probe = self.path.with_name(f".{self.path.name}.probe.{os.getpid()}")
             try:
@@ -312,11 +333,13 @@ class Store:
             except OSError as e:
                 raise StoreUnusableError(
                     f"Cannot write in the folder of --store {self.path}: {e.strerror or e}. "
-                    "Pass a --store in a writable folder.") from None
+                    "Pass a --store in a writable folder."
+                ) from None
             return
         if not os.access(self.path, os.W_OK):
             raise StoreUnusableError(
-                f"--store {self.path} is not writable. Pass a --store you can write.")
+                f"--store {self.path} is not writable. Pass a --store you can write."
+            )
         try:
             con = self._connect(read_only=False, wait=0)
         except StoreLockedError:
@@ -346,8 +369,7 @@ class Store:
         run_df = pd.DataFrame([{c: run[c] for c, _ in RUN_COLUMNS}])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._intent():
-            con = self._connect(read_only=False,
-                                wait=self.lock_wait if wait is None else wait)
+            con = self._connect(read_only=False, wait=self.lock_wait if wait is None else wait)
             try:
                 for sql in SCHEMA_SQL:
                     con.execute(sql)
@@ -373,15 +395,19 @@ class Store:
                 with contextlib.suppress(Exception):
                     con.execute("ROLLBACK")
                 if isinstance(e, duckdb.Error):
-                    raise StoreError(f"Could not write run to {self.path}: "
-                                     f"{_first_line(e)}") from e
+                    raise StoreError(f"Could not write run to {self.path}: {_first_line(e)}") from e
                 raise
             finally:
                 con.close()
 
     # ---- staging -------------------------------------------------------------------
-    def stage_run(self, run: dict[str, Any], predictions: pa.Table, metrics: pd.DataFrame,
-                  replace: bool = False) -> Path:
+    def stage_run(
+        self,
+        run: dict[str, Any],
+        predictions: pa.Table,
+        metrics: pd.DataFrame,
+        replace: bool = False,
+    ) -> Path:
         """Write a computed run next to the store (Parquet + JSON); ``COMPLETE`` is written
         last, so a half-written folder is never mistaken for a run."""
         folder = self.staging_dir / str(run["run_id"])
@@ -404,8 +430,7 @@ class Store:
         done = [p for p in self.staging_dir.iterdir() if (p / "COMPLETE").is_file()]
         return sorted(done, key=lambda p: p.stat().st_mtime)
 
-    def commit_staged(self, folder: Path, wait: float | None = None) -> tuple[dict[str, Any],
-                                                                             bool]:
+    def commit_staged(self, folder: Path, wait: float | None = None) -> tuple[dict[str, Any], bool]:
         """Commit one staged run and remove its folder; returns (run record, stored?)."""
         meta = json.loads((folder / "run.json").read_text())
         run = dict(meta["run"])
@@ -418,28 +443,38 @@ class Store:
         discard_staged(folder)
         return run, stored
 
-    def commit_persistently(self, run: dict[str, Any], predictions: pa.Table,
-                            metrics: pd.DataFrame, replace: bool, log: Log) -> bool:
+    def commit_persistently(
+        self,
+        run: dict[str, Any],
+        predictions: pa.Table,
+        metrics: pd.DataFrame,
+        replace: bool,
+        log: Log,
+    ) -> bool:
         """Commit a computed run, never losing it to a lock: when the store stays locked it
         is staged on disk and the commit is retried until it succeeds (Ctrl-C stops the
         wait; the staged run is then committed by the next writer)."""
         try:
-            return self.commit_run(run, predictions, metrics, replace, wait=min(
-                self.lock_wait, 5.0))
+            return self.commit_run(
+                run, predictions, metrics, replace, wait=min(self.lock_wait, 5.0)
+            )
         except StoreLockedError:
             pass
         folder = self.stage_run(run, predictions, metrics, replace)
-        log(f"waiting: the store {self.path} is locked by another process; the computed run "
+        log(
+            f"waiting: the store {self.path} is locked by another process; the computed run "
             f"of {run['model']} on {run['dataset']} is staged in {folder} and will be "
             "committed as soon as the lock is free (Ctrl-C stops; the next precompute on "
-            "this store commits it).")
+            "this store commits it)."
+        )
         while True:
             try:
-                stored = self.commit_run(run, predictions, metrics, replace,
-                                         wait=self.lock_wait)
+                stored = self.commit_run(run, predictions, metrics, replace, wait=self.lock_wait)
             except StoreLockedError:
-                log(f"waiting: {self.path} is still locked ({run['model']} on "
-                    f"{run['dataset']} staged) ...")
+                log(
+                    f"waiting: {self.path} is still locked ({run['model']} on "
+                    f"{run['dataset']} staged) ..."
+                )
                 continue
             discard_staged(folder)
             return stored
@@ -451,6 +486,7 @@ def discard_staged(folder: Path) -> None:
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables")
-             .fetchall()}
+    names = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
     return {"runs", "predictions", "metrics"} <= names

@@ -25,7 +25,11 @@ MAX_UPLOAD_MB = 25
 MAX_PIXELS = 50_000_000
 #: PIL format name -> what the user is told.
 FORMATS: dict[str, str] = {
-    "JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP", "TIFF": "TIFF",
+    "JPEG": "JPEG",
+    "PNG": "PNG",
+    "WEBP": "WebP",
+    "BMP": "BMP",
+    "TIFF": "TIFF",
 }
 #: File-name extensions offered in upload dialogs.
 EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")

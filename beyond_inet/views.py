@@ -173,10 +173,15 @@ def shift_view(n: int) -> View:
 def resolution_view(r: int) -> View:
     """The ``resolution:<r>`` view (``1 <= r <=`` :data:`MAX_RESOLUTION`)."""
     if not 1 <= r <= MAX_RESOLUTION:
-        raise ViewError(f"Invalid view resolution:{r}: the resolution must be in "
-                        f"1..{MAX_RESOLUTION}, e.g. 'resolution:336'.")
-    return View(f"resolution:{int(r)}", partial(resolution_transform, r=int(r)),
-                partial(_fixed_size, int(r)))
+        raise ViewError(
+            f"Invalid view resolution:{r}: the resolution must be in "
+            f"1..{MAX_RESOLUTION}, e.g. 'resolution:336'."
+        )
+    return View(
+        f"resolution:{int(r)}",
+        partial(resolution_transform, r=int(r)),
+        partial(_fixed_size, int(r)),
+    )
 
 
 def _parse_standard(arg: str) -> View:

@@ -29,8 +29,11 @@ PAGES = [  # (file under sections/, title, icon); the first is the landing page
 ]
 
 st.set_page_config(page_title="beyond-inet", page_icon=":material/compare:", layout="wide")
-pages = [st.Page(HERE / "sections" / f, title=t, icon=i, default=k == 0)
-         for k, (f, t, i) in enumerate(PAGES) if (HERE / "sections" / f).is_file()]
+pages = [
+    st.Page(HERE / "sections" / f, title=t, icon=i, default=k == 0)
+    for k, (f, t, i) in enumerate(PAGES)
+    if (HERE / "sections" / f).is_file()
+]
 nav = st.navigation(pages)
 with read_session():  # one read-only store connection per page run, closed after it
     nav.run()

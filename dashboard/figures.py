@@ -44,13 +44,19 @@ def _errors(df: pd.DataFrame) -> dict[str, object]:
     """error_y arguments from ci_low / ci_high (none when every interval is NaN)."""
     if not {"ci_low", "ci_high"} <= set(df.columns) or df[["ci_low", "ci_high"]].isna().all().all():
         return {}
-    return {"error_y": (df["ci_high"] - df["value"]).clip(lower=0),
-            "error_y_minus": (df["value"] - df["ci_low"]).clip(lower=0)}
+    return {
+        "error_y": (df["ci_high"] - df["value"]).clip(lower=0),
+        "error_y_minus": (df["value"] - df["ci_low"]).clip(lower=0),
+    }
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin={"l": 40, "r": 20, "t": 60, "b": 40},
-                      legend={"title": None})  # the Streamlit theme styles it
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 40, "r": 20, "t": 60, "b": 40},
+        legend={"title": None},
+    )  # the Streamlit theme styles it
     return fig
 
 
@@ -72,24 +78,38 @@ def _scaled(df: pd.DataFrame, percent: bool) -> pd.DataFrame:
     return d
 
 
-def grouped_bars(df: pd.DataFrame, x: str, title: str, y_title: str,
-                 reference: float | None = None, percent: bool = False,
-                 category_order: list[str] | None = None) -> go.Figure:
+def grouped_bars(
+    df: pd.DataFrame,
+    x: str,
+    title: str,
+    y_title: str,
+    reference: float | None = None,
+    percent: bool = False,
+    category_order: list[str] | None = None,
+) -> go.Figure:
     """Bars of ``value`` per ``x``, one colour per ``display``, hatched when published, with
     95% intervals; an optional horizontal reference line."""
     if df.empty:
         return empty_figure("no data")
     d = _scaled(df, percent)
     d["series"] = d["display"] + np.where(d["source"] == "published", " (published)", "")
-    fig = px.bar(d, x=x, y="value", color="display", pattern_shape="source",
-                 pattern_shape_map=PATTERN, barmode="group",
-                 color_discrete_map=_colours(d["display"].tolist()),
-                 category_orders={x: category_order} if category_order else None,
-                 hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
-                 **_errors(d))
+    fig = px.bar(
+        d,
+        x=x,
+        y="value",
+        color="display",
+        pattern_shape="source",
+        pattern_shape_map=PATTERN,
+        barmode="group",
+        color_discrete_map=_colours(d["display"].tolist()),
+        category_orders={x: category_order} if category_order else None,
+        hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
+        **_errors(d),
+    )
     if reference is not None:
-        fig.add_hline(y=reference * (100.0 if percent else 1.0), line_dash="dash",
-                      line_color="grey")
+        fig.add_hline(
+            y=reference * (100.0 if percent else 1.0), line_dash="dash", line_color="grey"
+        )
     fig.update_yaxes(title=y_title)
     return _layout(fig, title)
 
@@ -105,17 +125,33 @@ def profile_chart(normalised: pd.DataFrame) -> go.Figure:
     colours = _colours(list(normalised.index))
     for name, row in normalised.iterrows():
         r = row.tolist()
-        fig.add_trace(go.Scatterpolar(r=[*r, r[0]], theta=[*cats, cats[0]], name=str(name),
-                                      line_color=colours[str(name)], connectgaps=True,
-                                      line_dash="dot" if str(name).endswith("(published)")
-                                      else "solid", fill="toself", opacity=0.55))
+        fig.add_trace(
+            go.Scatterpolar(
+                r=[*r, r[0]],
+                theta=[*cats, cats[0]],
+                name=str(name),
+                line_color=colours[str(name)],
+                connectgaps=True,
+                line_dash="dot" if str(name).endswith("(published)") else "solid",
+                fill="toself",
+                opacity=0.55,
+            )
+        )
     between = 90 - 180 / max(len(cats), 1)  # clockwise from the top spoke
-    fig.update_layout(polar={
-        "angularaxis": {"rotation": 90, "direction": "clockwise"},
-        "radialaxis": {"range": [0, 1], "tickvals": [0, 0.5, 1], "ticktext": ["0", "0.5", "1"],
-                       "angle": between, "tickangle": between, "tickfont": {"size": 10}}})
-    return _layout(fig, "Model profiles (each property on its own scale: 0 worst, 1 best)",
-                   460)
+    fig.update_layout(
+        polar={
+            "angularaxis": {"rotation": 90, "direction": "clockwise"},
+            "radialaxis": {
+                "range": [0, 1],
+                "tickvals": [0, 0.5, 1],
+                "ticktext": ["0", "0.5", "1"],
+                "angle": between,
+                "tickangle": between,
+                "tickfont": {"size": 10},
+            },
+        }
+    )
+    return _layout(fig, "Model profiles (each property on its own scale: 0 worst, 1 best)", 460)
 
 
 def ranking_chart(rank: pd.DataFrame) -> go.Figure:
@@ -123,13 +159,21 @@ def ranking_chart(rank: pd.DataFrame) -> go.Figure:
     if rank.empty or rank["score"].isna().all():
         return empty_figure("give at least one property a weight")
     d = rank.reset_index(names="model").iloc[::-1]
-    fig = px.bar(d, x="score", y="model", orientation="h", range_x=[0, 1], color="model",
-                 color_discrete_map=_colours(d["model"].tolist()),
-                 text=d["score"].map(lambda s: f"{s:.2f}" if np.isfinite(s) else ""))
+    fig = px.bar(
+        d,
+        x="score",
+        y="model",
+        orientation="h",
+        range_x=[0, 1],
+        color="model",
+        color_discrete_map=_colours(d["model"].tolist()),
+        text=d["score"].map(lambda s: f"{s:.2f}" if np.isfinite(s) else ""),
+    )
     fig.update_yaxes(title=None, categoryorder="array", categoryarray=list(d["model"]))
     fig.update_layout(showlegend=False)
-    return _layout(fig, "Your ranking (weighted mean of the properties on their own scale)",
-                   140 + 40 * len(d))
+    return _layout(
+        fig, "Your ranking (weighted mean of the properties on their own scale)", 140 + 40 * len(d)
+    )
 
 
 def reliability_diagram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figure:
@@ -144,19 +188,48 @@ def reliability_diagram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figur
         b = bins[bins["model"] == m]
         centre = np.minimum(b["bin"].to_numpy() * width + width / 2, 1.0)
         acc, conf = b["accuracy"].to_numpy(), b["mean_confidence"].to_numpy()
-        fig.add_trace(go.Bar(x=centre, y=acc, width=width, name="accuracy",
-                             marker_color="#1f77b4", showlegend=j == 1,
-                             customdata=np.c_[b["count"], conf],
-                             hovertemplate="acc %{y:.3f}<br>conf %{customdata[1]:.3f}"
-                                           "<br>n=%{customdata[0]}<extra></extra>"),
-                      row=1, col=j)
-        fig.add_trace(go.Bar(x=centre, y=conf - acc, base=acc, width=width, name="gap",
-                             marker_color="rgba(214,39,40,0.35)",
-                             marker_line_color="rgba(214,39,40,0.9)", showlegend=j == 1,
-                             hovertemplate="gap %{y:.3f}<extra></extra>"), row=1, col=j)
-        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect",
-                                 line={"dash": "dash", "color": "grey"}, showlegend=j == 1),
-                      row=1, col=j)
+        fig.add_trace(
+            go.Bar(
+                x=centre,
+                y=acc,
+                width=width,
+                name="accuracy",
+                marker_color="#1f77b4",
+                showlegend=j == 1,
+                customdata=np.c_[b["count"], conf],
+                hovertemplate="acc %{y:.3f}<br>conf %{customdata[1]:.3f}"
+                "<br>n=%{customdata[0]}<extra></extra>",
+            ),
+            row=1,
+            col=j,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=centre,
+                y=conf - acc,
+                base=acc,
+                width=width,
+                name="gap",
+                marker_color="rgba(214,39,40,0.35)",
+                marker_line_color="rgba(214,39,40,0.9)",
+                showlegend=j == 1,
+                hovertemplate="gap %{y:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=j,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 1],
+                y=[0, 1],
+                mode="lines",
+                name="perfect",
+                line={"dash": "dash", "color": "grey"},
+                showlegend=j == 1,
+            ),
+            row=1,
+            col=j,
+        )
         fig.update_xaxes(range=[0, 1], title="confidence", row=1, col=j)
     fig.update_yaxes(range=[0, 1], title="accuracy", row=1, col=1)
     fig.update_layout(barmode="overlay")
@@ -170,8 +243,14 @@ def confidence_histogram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figu
     d = bins.copy()
     d["share"] = d["count"] / d.groupby("model")["count"].transform("sum")
     d["confidence"] = np.minimum(d["bin"] / n_bins + 0.5 / n_bins, 1.0)
-    fig = px.bar(d, x="confidence", y="share", color="model", barmode="group",
-                 color_discrete_map=_colours(d["model"].tolist()))
+    fig = px.bar(
+        d,
+        x="confidence",
+        y="share",
+        color="model",
+        barmode="group",
+        color_discrete_map=_colours(d["model"].tolist()),
+    )
     fig.update_xaxes(range=[0, 1])
     return _layout(fig, title, 340)
 
@@ -183,18 +262,27 @@ def curves(df: pd.DataFrame, y_title: str, title: str, percent: bool = True) -> 
         return empty_figure("no data")
     d = _scaled(df, percent)
     d["x_plot"] = np.where(d["x"].notna(), d["x"], d["x_raw"]) if "x_raw" in d else d["x"]
-    fig = px.line(d, x="x_plot", y="value", color="display", symbol="source",
-                  symbol_map=SYMBOL, facet_col="family" if "family" in d else None,
-                  markers=True, color_discrete_map=_colours(d["display"].tolist()),
-                  **_errors(d))
+    fig = px.line(
+        d,
+        x="x_plot",
+        y="value",
+        color="display",
+        symbol="source",
+        symbol_map=SYMBOL,
+        facet_col="family" if "family" in d else None,
+        markers=True,
+        color_discrete_map=_colours(d["display"].tolist()),
+        **_errors(d),
+    )
     fig.update_xaxes(matches=None, title=None)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     fig.update_yaxes(title=y_title, col=1)
     return _layout(fig, title, 400)
 
 
-def shape_bias_plot(per_category: pd.DataFrame, overall: pd.DataFrame,
-                    humans: pd.DataFrame) -> go.Figure:
+def shape_bias_plot(
+    per_category: pd.DataFrame, overall: pd.DataFrame, humans: pd.DataFrame
+) -> go.Figure:
     """model-vs-human style: categories down the side (the overall value on top), the
     fraction of shape decisions across (texture 0 .. shape 1), one marker per model (hollow
     when published; a diamond for the overall value), and the human observers' mean with
@@ -204,30 +292,45 @@ def shape_bias_plot(per_category: pd.DataFrame, overall: pd.DataFrame,
     rows = [per_category.assign(kind="category")]
     if len(overall):
         rows.append(overall.assign(category=overall_label, kind="overall"))
-    d = pd.concat([r for r in rows if len(r)] or [per_category.assign(kind="category")],
-                  ignore_index=True)
+    d = pd.concat(
+        [r for r in rows if len(r)] or [per_category.assign(kind="category")], ignore_index=True
+    )
     colours = _colours(list(d.get("display", pd.Series(dtype=str))))
     if len(humans):
         lo, hi = humans["shape_bias"].min(), humans["shape_bias"].max()
         mean = humans["shape_bias"].mean()
         fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(120,120,120,0.2)", line_width=0)
-        fig.add_vline(x=mean, line_color="black", line_width=2,
-                      annotation_text=f"humans {mean:.2f}", annotation_position="top")
+        fig.add_vline(
+            x=mean,
+            line_color="black",
+            line_width=2,
+            annotation_text=f"humans {mean:.2f}",
+            annotation_position="top",
+        )
     for (display, source), g in d.groupby(["display", "source"], sort=True):
         symbols = ["diamond" if k == "overall" else "circle" for k in g["kind"]]
         if source == "published":
             symbols = [f"{s}-open" for s in symbols]
-        fig.add_trace(go.Scatter(
-            x=g["value"], y=g["category"], mode="markers",
-            name=f"{display}" + (" (published)" if source == "published" else ""),
-            marker={"color": colours[display], "size": [14 if k == "overall" else 10
-                                                        for k in g["kind"]],
-                    "symbol": symbols, "line": {"width": 2, "color": colours[display]}},
-            hovertemplate="%{y}: %{x:.3f}<extra>%{fullData.name}</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=g["value"],
+                y=g["category"],
+                mode="markers",
+                name=f"{display}" + (" (published)" if source == "published" else ""),
+                marker={
+                    "color": colours[display],
+                    "size": [14 if k == "overall" else 10 for k in g["kind"]],
+                    "symbol": symbols,
+                    "line": {"width": 2, "color": colours[display]},
+                },
+                hovertemplate="%{y}: %{x:.3f}<extra>%{fullData.name}</extra>",
+            )
+        )
     cats = sorted(per_category["category"].unique()) if len(per_category) else []
     order = ([overall_label] if len(overall) else []) + cats
-    fig.update_xaxes(range=[-0.02, 1.02],
-                     title="fraction of shape decisions  (0 = texture, 1 = shape)")
+    fig.update_xaxes(
+        range=[-0.02, 1.02], title="fraction of shape decisions  (0 = texture, 1 = shape)"
+    )
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title=None)
     return _layout(fig, "Shape vs texture bias", 160 + 26 * max(len(order), 4))
 
@@ -238,10 +341,16 @@ def heatmap(df: pd.DataFrame, x: str, y: str, title: str, percent: bool = True) 
         return empty_figure("no data")
     table = df.pivot_table(index=y, columns=x, values="value", aggfunc="mean")
     z = table.to_numpy() * (100 if percent else 1)
-    fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in table.columns],
-                               y=[str(i) for i in table.index], colorscale="Viridis",
-                               text=np.vectorize(lambda v: "" if math.isnan(v) else f"{v:.1f}")(z),
-                               texttemplate="%{text}"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[str(c) for c in table.columns],
+            y=[str(i) for i in table.index],
+            colorscale="Viridis",
+            text=np.vectorize(lambda v: "" if math.isnan(v) else f"{v:.1f}")(z),
+            texttemplate="%{text}",
+        )
+    )
     return _layout(fig, title, 120 + 28 * len(table.index))
 
 
@@ -252,10 +361,23 @@ def measured_vs_published(df: pd.DataFrame) -> go.Figure:
         return empty_figure("no measured number has a published counterpart yet")
     lo = float(min(d["measured"].min(), d["published"].min()))
     hi = float(max(d["measured"].max(), d["published"].max()))
-    fig = px.scatter(d, x="published", y="measured", color="model", symbol="unit",
-                     hover_data=["dataset", "metric", "difference"])
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
-                             line={"dash": "dash", "color": "grey"}))
+    fig = px.scatter(
+        d,
+        x="published",
+        y="measured",
+        color="model",
+        symbol="unit",
+        hover_data=["dataset", "metric", "difference"],
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi],
+            y=[lo, hi],
+            mode="lines",
+            name="y = x",
+            line={"dash": "dash", "color": "grey"},
+        )
+    )
     return _layout(fig, "Measured vs published", 420)
 
 
@@ -272,9 +394,11 @@ def _finder_axis(values: pd.Series, col: str, scale: str) -> tuple[np.ndarray, d
     v = values.to_numpy(float)
     if is_accuracy(col) and scale == "logit":
         ticks = list(LOGIT_TICKS)
-        return logit(v), {"title": f"{label(col)} (%, logit scale)",
-                          "tickvals": list(logit(np.array(ticks) / 100)),
-                          "ticktext": [str(t) for t in ticks]}
+        return logit(v), {
+            "title": f"{label(col)} (%, logit scale)",
+            "tickvals": list(logit(np.array(ticks) / 100)),
+            "ticktext": [str(t) for t in ticks],
+        }
     if is_accuracy(col):
         return v * 100, {"title": f"{label(col)} (%)"}
     if col in LOG_AXES:
@@ -282,8 +406,15 @@ def _finder_axis(values: pd.Series, col: str, scale: str) -> tuple[np.ndarray, d
     return v, {"title": label(col)}
 
 
-def finder_scatter(df: pd.DataFrame, x: str, y: str, scale: str, front: np.ndarray,
-                   fit: object | None = None, title: str = "") -> go.Figure:
+def finder_scatter(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    scale: str,
+    front: np.ndarray,
+    fit: object | None = None,
+    title: str = "",
+) -> go.Figure:
     """Every model of ``df`` on two properties: the Pareto front joined and ringed, the
     paper's models as labelled stars, the baseline fit (effective robustness) with its band
     when the axes have one. Each point's ``customdata[0]`` is its row position in ``df``
@@ -296,52 +427,100 @@ def finder_scatter(df: pd.DataFrame, x: str, y: str, scale: str, front: np.ndarr
     xs, xaxis = _finder_axis(d[x], x, scale)
     ys, yaxis = _finder_axis(d[y], y, scale)
     text = (d["hover"] if "hover" in d else hover_text(d)).to_numpy(dtype=str)
-    custom = np.column_stack([np.flatnonzero(ok).astype(float), d[x].to_numpy(float),
-                              d[y].to_numpy(float)])
-    template = (f"%{{text}}<br>{x}: %{{customdata[1]:.4f}}<br>{y}: %{{customdata[2]:.4f}}"
-                "<extra></extra>")
+    custom = np.column_stack(
+        [np.flatnonzero(ok).astype(float), d[x].to_numpy(float), d[y].to_numpy(float)]
+    )
+    template = (
+        f"%{{text}}<br>{x}: %{{customdata[1]:.4f}}<br>{y}: %{{customdata[2]:.4f}}<extra></extra>"
+    )
 
     def points(mask: np.ndarray, **kw: object) -> go.Scatter:
-        return go.Scatter(x=xs[mask], y=ys[mask], customdata=custom[mask], text=text[mask],
-                          hovertemplate=template, **kw)
+        return go.Scatter(
+            x=xs[mask],
+            y=ys[mask],
+            customdata=custom[mask],
+            text=text[mask],
+            hovertemplate=template,
+            **kw,
+        )
 
     fig = go.Figure()
     for lib, colour_ in (("timm", "#4477AA"), ("open_clip", "#EE6677")):
         m = (d["library"] == lib).to_numpy()
         if m.any():
-            fig.add_trace(points(m, mode="markers", name=lib,
-                                 marker={"size": 6, "color": colour_, "opacity": 0.55}))
+            fig.add_trace(
+                points(
+                    m,
+                    mode="markers",
+                    name=lib,
+                    marker={"size": 6, "color": colour_, "opacity": 0.55},
+                )
+            )
     if front.any():
         order = np.flatnonzero(front)[np.argsort(xs[front])]
-        fig.add_trace(go.Scatter(x=xs[order], y=ys[order], customdata=custom[order],
-                                 text=text[order], hovertemplate=template,
-                                 mode="lines+markers", name="Pareto front",
-                                 line={"color": "black", "width": 1.5},
-                                 marker={"size": 9, "color": "rgba(0,0,0,0)",
-                                         "line": {"color": "black", "width": 1.5}}))
+        fig.add_trace(
+            go.Scatter(
+                x=xs[order],
+                y=ys[order],
+                customdata=custom[order],
+                text=text[order],
+                hovertemplate=template,
+                mode="lines+markers",
+                name="Pareto front",
+                line={"color": "black", "width": 1.5},
+                marker={
+                    "size": 9,
+                    "color": "rgba(0,0,0,0)",
+                    "line": {"color": "black", "width": 1.5},
+                },
+            )
+        )
     paper = (d["paper_model"] != "").to_numpy() if "paper_model" in d else np.zeros(len(d), bool)
     if paper.any():
-        fig.add_trace(points(
-            paper, mode="markers+text", name="the paper's models",
-            texttemplate=[str(v) for v in d.loc[paper, "paper_model"]],
-            textposition=[PAPER_LABEL_POSITIONS[i % 4] for i in range(int(paper.sum()))],
-            marker={"symbol": "star", "size": 15, "color": "#CCBB44",
-                    "line": {"color": "black", "width": 1}}))
+        fig.add_trace(
+            points(
+                paper,
+                mode="markers+text",
+                name="the paper's models",
+                texttemplate=[str(v) for v in d.loc[paper, "paper_model"]],
+                textposition=[PAPER_LABEL_POSITIONS[i % 4] for i in range(int(paper.sum()))],
+                marker={
+                    "symbol": "star",
+                    "size": 15,
+                    "color": "#CCBB44",
+                    "line": {"color": "black", "width": 1},
+                },
+            )
+        )
     if fit is not None:
-        grid = np.linspace(max(float(d[x].quantile(0.02)), 0.01), min(float(d[x].max()), 0.99),
-                           60)
+        grid = np.linspace(max(float(d[x].quantile(0.02)), 0.01), min(float(d[x].max()), 0.99), 60)
         lo, hi = fit.band(grid)  # type: ignore[attr-defined]
         gx, _ = _finder_axis(pd.Series(grid), x, scale)
         ly, _ = _finder_axis(pd.Series(lo), y, scale)
         hy, _ = _finder_axis(pd.Series(hi), y, scale)
         cy, _ = _finder_axis(pd.Series(fit.predict(grid)), y, scale)  # type: ignore[attr-defined]
-        fig.add_trace(go.Scatter(x=np.r_[gx, gx[::-1]], y=np.r_[hy, ly[::-1]], fill="toself",
-                                 fillcolor="rgba(120,120,120,0.18)", line={"width": 0},
-                                 name="baseline band (±1.96 sd)", hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=gx, y=cy, mode="lines", name="ImageNet-1k baseline fit",
-                                 line={"color": "grey", "dash": "dash"}, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=np.r_[gx, gx[::-1]],
+                y=np.r_[hy, ly[::-1]],
+                fill="toself",
+                fillcolor="rgba(120,120,120,0.18)",
+                line={"width": 0},
+                name="baseline band (±1.96 sd)",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=gx,
+                y=cy,
+                mode="lines",
+                name="ImageNet-1k baseline fit",
+                line={"color": "grey", "dash": "dash"},
+                hoverinfo="skip",
+            )
+        )
     fig.update_xaxes(**xaxis)
     fig.update_yaxes(**yaxis)
     fig.update_layout(dragmode="select", legend={"orientation": "h", "y": -0.18})
     return _layout(fig, title or f"{label(y)} vs {label(x)}", 560)
-

@@ -14,12 +14,29 @@ from beyond_inet import catalog
 from dashboard.published import CATALOG_TO_STORE
 
 #: Attribute columns shown first in the table, in order.
-ATTRIBUTES = ["name", "library", "family", "training_data", "zero_shot", "params_m", "gmacs",
-              "input_size", "crop_pct", "interpolation", "throughput_gpu", "throughput_cpu"]
+ATTRIBUTES = [
+    "name",
+    "library",
+    "family",
+    "training_data",
+    "zero_shot",
+    "params_m",
+    "gmacs",
+    "input_size",
+    "crop_pct",
+    "interpolation",
+    "throughput_gpu",
+    "throughput_cpu",
+]
 #: Human names of attribute columns (axes, filters).
-LABELS = {"params_m": "params (M)", "gmacs": "GMACs", "input_size": "input size (px)",
-          "throughput_gpu": "img/s, GPU (RTX 4090, AMP)",
-          "throughput_cpu": "img/s, CPU (i7-12700H, fp32)", "crop_pct": "crop_pct"}
+LABELS = {
+    "params_m": "params (M)",
+    "gmacs": "GMACs",
+    "input_size": "input size (px)",
+    "throughput_gpu": "img/s, GPU (RTX 4090, AMP)",
+    "throughput_cpu": "img/s, CPU (i7-12700H, fp32)",
+    "crop_pct": "crop_pct",
+}
 #: Axes where lower is better (for the Pareto front).
 LOWER_IS_BETTER = frozenset({"params_m", "gmacs"})
 #: Axes shown on a log scale.
@@ -29,8 +46,16 @@ KINDS = ("all", "supervised", "zero-shot")
 
 
 #: Properties listed in every point's hover text (besides its name and the two axes).
-HOVER = ("library", "family", "training_data", "zero_shot", "params_m", "gmacs",
-         "input_size", "throughput_gpu")
+HOVER = (
+    "library",
+    "family",
+    "training_data",
+    "zero_shot",
+    "params_m",
+    "gmacs",
+    "input_size",
+    "throughput_gpu",
+)
 
 
 def _hover_value(v: object) -> str:
@@ -69,16 +94,33 @@ MEASURED_METRICS = tuple(sorted({m for _, _, m in CATALOG_TO_STORE.values()}))
 def accuracy_columns(df: pd.DataFrame) -> list[str]:
     """The result columns (accuracies 0-1 and effective robustness), ImageNet first."""
     cols = [c for c in df.columns if " " in c or c.startswith("effective_robustness:")]
-    first = [c for c in ("imagenet-val top1", "imagenet-val top5", "imagenet-real top1",
-                         "imagenet-v2 top1", "imagenet-sketch top1", "imagenet-r top1",
-                         "imagenet-a top1", "objectnet top1") if c in cols]
+    first = [
+        c
+        for c in (
+            "imagenet-val top1",
+            "imagenet-val top5",
+            "imagenet-real top1",
+            "imagenet-v2 top1",
+            "imagenet-sketch top1",
+            "imagenet-r top1",
+            "imagenet-a top1",
+            "objectnet top1",
+        )
+        if c in cols
+    ]
     return first + sorted(c for c in cols if c not in first)
 
 
 def axis_columns(df: pd.DataFrame) -> list[str]:
     """Every numeric property an axis can show."""
-    return [*accuracy_columns(df), "params_m", "gmacs", "throughput_gpu", "throughput_cpu",
-            "input_size"]
+    return [
+        *accuracy_columns(df),
+        "params_m",
+        "gmacs",
+        "throughput_gpu",
+        "throughput_cpu",
+        "input_size",
+    ]
 
 
 def label(col: str) -> str:
@@ -108,8 +150,11 @@ class Filters:
 def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
     """The rows that pass every filter (free text: every word in the name or family)."""
     keep = pd.Series(True, index=df.index)
-    for column, values in (("library", f.libraries), ("family", f.families),
-                           ("training_data", f.training)):
+    for column, values in (
+        ("library", f.libraries),
+        ("family", f.families),
+        ("training_data", f.training),
+    ):
         if values:
             keep &= df[column].isin(list(values))
     if f.kind != "all":
@@ -138,8 +183,10 @@ def with_measured(df: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
     ``measured`` is the store's long metrics (model, dataset, view, metric, value)."""
     if measured.empty:
         return df
-    keys = pd.DataFrame([(*v, f"measured {d} {m}") for (d, m), v in CATALOG_TO_STORE.items()],
-                        columns=["dataset", "view", "metric", "col"])
+    keys = pd.DataFrame(
+        [(*v, f"measured {d} {m}") for (d, m), v in CATALOG_TO_STORE.items()],
+        columns=["dataset", "view", "metric", "col"],
+    )
     m = measured.merge(keys, on=["dataset", "view", "metric"])
     if m.empty:
         return df
@@ -158,15 +205,20 @@ def with_measured(df: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
 def commands(names: Sequence[str]) -> tuple[str, str]:
     """(fetch the weights, measure in full) for a shortlist of catalogue names."""
     joined = ",".join(names)
-    return (f"python -m precompute --fetch-weights --model {joined}",
-            f"python -m precompute --model {joined} --preprocessing weights "
-            "--data-root DIR")
+    return (
+        f"python -m precompute --fetch-weights --model {joined}",
+        f"python -m precompute --model {joined} --preprocessing weights --data-root DIR",
+    )
 
 
 def pareto(df: pd.DataFrame, x: str, y: str) -> np.ndarray:
     """The Pareto front of two columns (direction per column)."""
-    return catalog.pareto_front(df[x].to_numpy(float), df[y].to_numpy(float),
-                                x not in LOWER_IS_BETTER, y not in LOWER_IS_BETTER)
+    return catalog.pareto_front(
+        df[x].to_numpy(float),
+        df[y].to_numpy(float),
+        x not in LOWER_IS_BETTER,
+        y not in LOWER_IS_BETTER,
+    )
 
 
 def fit_for(x: str, y: str) -> catalog.Fit | None:

@@ -20,10 +20,23 @@ from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
 SOURCES = ("both", "measured", "published")
 RANDOM_MARK = " ⚠ random weights"
-MEANINGLESS_NOTE = ("⚠ Some runs use RANDOM weights or SYNTHETIC numbers (smoke tests, demo "
-                    "stores): their numbers mean nothing.")
-COMBINED_COLUMNS = ["model", "dataset", "view", "metric", "value", "ci_low", "ci_high",
-                    "source", "random_weights", "display", "detail"]
+MEANINGLESS_NOTE = (
+    "⚠ Some runs use RANDOM weights or SYNTHETIC numbers (smoke tests, demo "
+    "stores): their numbers mean nothing."
+)
+COMBINED_COLUMNS = [
+    "model",
+    "dataset",
+    "view",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "source",
+    "random_weights",
+    "display",
+    "detail",
+]
 INVARIANCE_FAMILIES = ("scale", "shift", "resolution")
 _FAMILY_VIEW = re.compile(r"^(?P<family>[A-Za-z_]+):(?P<value>.+)$")
 
@@ -46,20 +59,55 @@ class Property:
 
 PROPERTIES: tuple[Property, ...] = (
     Property("ImageNet top-1", "imagenet-val", "top1", True, True, "ImageNet-1k val accuracy"),
-    Property("ECE", "imagenet-val", "ece", False, False,
-             "expected calibration error on ImageNet val (15 bins), lower is better",
-             (0.0, None)),
-    Property("ImageNet-X error ratio", "imagenet-val", "error_ratio_mean", False, False,
-             "mean over the 16 ImageNet-X factors of (factor error / overall error); lower is "
-             "better", (0.0, None)),
-    Property("Shape bias", "cue-conflict", "shape_bias", True, False,
-             "fraction of shape decisions on cue-conflict images (humans: 0.96)"),
-    Property("Robustness avg", *ROBUSTNESS_AVERAGE, True, True,
-             "mean top-1 over ImageNet-V2, ReaL, Sketch, R, A, C and Hard (the paper's average)"),
-    Property("Invariance", "invariance", "agreement_mean", True, True,
-             "mean agreement with the standard view over the scale, shift and resolution views"),
-    Property("PUG-ImageNet", "pug-imagenet", "top1_mean", True, True,
-             "mean top-1 over the PUG-ImageNet factor subsets"),
+    Property(
+        "ECE",
+        "imagenet-val",
+        "ece",
+        False,
+        False,
+        "expected calibration error on ImageNet val (15 bins), lower is better",
+        (0.0, None),
+    ),
+    Property(
+        "ImageNet-X error ratio",
+        "imagenet-val",
+        "error_ratio_mean",
+        False,
+        False,
+        "mean over the 16 ImageNet-X factors of (factor error / overall error); lower is better",
+        (0.0, None),
+    ),
+    Property(
+        "Shape bias",
+        "cue-conflict",
+        "shape_bias",
+        True,
+        False,
+        "fraction of shape decisions on cue-conflict images (humans: 0.96)",
+    ),
+    Property(
+        "Robustness avg",
+        *ROBUSTNESS_AVERAGE,
+        True,
+        True,
+        "mean top-1 over ImageNet-V2, ReaL, Sketch, R, A, C and Hard (the paper's average)",
+    ),
+    Property(
+        "Invariance",
+        "invariance",
+        "agreement_mean",
+        True,
+        True,
+        "mean agreement with the standard view over the scale, shift and resolution views",
+    ),
+    Property(
+        "PUG-ImageNet",
+        "pug-imagenet",
+        "top1_mean",
+        True,
+        True,
+        "mean top-1 over the PUG-ImageNet factor subsets",
+    ),
 )
 
 
@@ -75,8 +123,9 @@ def _prepared(df: pd.DataFrame, source: str) -> pd.DataFrame:
     out["random_weights"] = out["random_weights"].fillna(False).astype(bool)
     if "detail" not in out:
         out["detail"] = None
-    out["display"] = [display_name(m, r) for m, r in zip(out["model"], out["random_weights"],
-                                                         strict=True)]
+    out["display"] = [
+        display_name(m, r) for m, r in zip(out["model"], out["random_weights"], strict=True)
+    ]
     return out.reindex(columns=COMBINED_COLUMNS)
 
 
@@ -88,12 +137,14 @@ def _mean_over_views(d: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if len(std):
         have = pd.MultiIndex.from_frame(std[keys])
         rest = rest[~pd.MultiIndex.from_frame(rest[keys]).isin(have)]
-    agg = rest.groupby(keys, sort=False).agg(value=("value", "mean"), k=("value", "size"),
-                                             random_weights=("random_weights", "any"))
+    agg = rest.groupby(keys, sort=False).agg(
+        value=("value", "mean"), k=("value", "size"), random_weights=("random_weights", "any")
+    )
     agg = agg.reset_index().assign(ci_low=math.nan, ci_high=math.nan)
     agg["detail"] = [f"mean of {k} views" for k in agg["k"]]
-    return pd.concat([x for x in (std, agg.drop(columns="k")) if len(x)] or [std],
-                     ignore_index=True)
+    return pd.concat(
+        [x for x in (std, agg.drop(columns="k")) if len(x)] or [std], ignore_index=True
+    )
 
 
 def benchmark_value(measured: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
@@ -104,11 +155,15 @@ def benchmark_value(measured: pd.DataFrame, dataset: str, metric: str) -> pd.Dat
 
 
 def _summary(d: pd.DataFrame, dataset: str, metric: str, what: str) -> pd.DataFrame:
-    a = d.groupby("model").agg(value=("value", "mean"), k=("value", "size"),
-                               random_weights=("random_weights", "any")).reset_index()
+    a = (
+        d.groupby("model")
+        .agg(value=("value", "mean"), k=("value", "size"), random_weights=("random_weights", "any"))
+        .reset_index()
+    )
     a["detail"] = [f"mean of {k} {what}" for k in a["k"]]
-    return a.drop(columns="k").assign(dataset=dataset, view="standard", metric=metric,
-                                      ci_low=math.nan, ci_high=math.nan)
+    return a.drop(columns="k").assign(
+        dataset=dataset, view="standard", metric=metric, ci_low=math.nan, ci_high=math.nan
+    )
 
 
 def derive(measured: pd.DataFrame) -> pd.DataFrame:
@@ -118,8 +173,9 @@ def derive(measured: pd.DataFrame) -> pd.DataFrame:
     and ``pug-imagenet/top1_mean``."""
     extra = []
     keys = pd.DataFrame(ROBUSTNESS_BENCHMARKS, columns=["benchmark", "dataset", "metric"])
-    bench = _mean_over_views(measured.merge(keys[["dataset", "metric"]]),
-                             ["model", "dataset", "metric"])
+    bench = _mean_over_views(
+        measured.merge(keys[["dataset", "metric"]]), ["model", "dataset", "metric"]
+    )
     if len(bench):
         derived = bench[bench["detail"].notna()]
         if len(derived):
@@ -127,12 +183,18 @@ def derive(measured: pd.DataFrame) -> pd.DataFrame:
         avg = _summary(bench, *ROBUSTNESS_AVERAGE, f"of {len(keys)} benchmarks")
         extra.append(avg)
     fam = measured["view"].str.split(":", n=1).str[0]
-    inv = measured[(measured["dataset"] == "imagenet-val") & (measured["metric"] == "agreement")
-                   & fam.isin(INVARIANCE_FAMILIES)]
+    inv = measured[
+        (measured["dataset"] == "imagenet-val")
+        & (measured["metric"] == "agreement")
+        & fam.isin(INVARIANCE_FAMILIES)
+    ]
     if len(inv):
         extra.append(_summary(inv, "invariance", "agreement_mean", "views"))
-    pug = measured[(measured["dataset"] == "pug-imagenet") & (measured["metric"] == "top1")
-                   & (measured["view"] != "standard")]
+    pug = measured[
+        (measured["dataset"] == "pug-imagenet")
+        & (measured["metric"] == "top1")
+        & (measured["view"] != "standard")
+    ]
     if len(pug):
         extra.append(_summary(pug, "pug-imagenet", "top1_mean", "factors"))
     if not extra:
@@ -140,8 +202,13 @@ def derive(measured: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([measured, *extra], ignore_index=True)
 
 
-def combine(measured: pd.DataFrame, published: pd.DataFrame, source: str,
-            models: Sequence[str] | None = None, derive: bool = True) -> pd.DataFrame:
+def combine(
+    measured: pd.DataFrame,
+    published: pd.DataFrame,
+    source: str,
+    models: Sequence[str] | None = None,
+    derive: bool = True,
+) -> pd.DataFrame:
     """Measured (with :func:`derive`'s summaries unless ``derive`` is False, e.g. when SQL
     computed them) and/or published rows, per ``source`` (``both`` | ``measured`` |
     ``published``), restricted to ``models`` when given."""
@@ -149,8 +216,9 @@ def combine(measured: pd.DataFrame, published: pd.DataFrame, source: str,
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if models is not None:
         measured = measured[measured["model"].isin(list(models))]
-        published = published[published["model"].isin(list(models))] if len(published) \
-            else published
+        published = (
+            published[published["model"].isin(list(models))] if len(published) else published
+        )
     parts = []
     if source in ("both", "measured") and len(measured):
         parts.append(_prepared(_derive(measured) if derive else measured, "measured"))
@@ -164,8 +232,9 @@ def combine(measured: pd.DataFrame, published: pd.DataFrame, source: str,
     return out.reset_index(drop=True)
 
 
-def pick(combined: pd.DataFrame, dataset: str, metric: str | None = None,
-         view: str | None = "standard") -> pd.DataFrame:
+def pick(
+    combined: pd.DataFrame, dataset: str, metric: str | None = None, view: str | None = "standard"
+) -> pd.DataFrame:
     """Rows of one dataset (and metric / view when given)."""
     m = combined["dataset"] == dataset
     if metric is not None:
@@ -202,22 +271,27 @@ def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     both = combined["source"].nunique() > 1
     keys = combined[["model", "display", "source", "random_weights"]].drop_duplicates(
-        ["model", "display", "source"])
+        ["model", "display", "source"]
+    )
     keys = keys.sort_values(["model", "source"]).reset_index(drop=True)
     wanted = {(p.dataset, p.metric) for p in PROPERTIES}
     std = combined[combined["view"] == "standard"]
     std = std[[(d, m) in wanted for d, m in zip(std["dataset"], std["metric"], strict=True)]]
     found: dict[tuple[str, str, str, str, str], tuple[float, float, float]] = {}
     for r in std.itertuples(index=False):
-        found.setdefault((r.model, r.source, r.display, r.dataset, r.metric),
-                         (float(r.value), float(r.ci_low), float(r.ci_high)))
+        found.setdefault(
+            (r.model, r.source, r.display, r.dataset, r.metric),
+            (float(r.value), float(r.ci_low), float(r.ci_high)),
+        )
     labels = [row_label(d, s, both) for d, s in zip(keys["display"], keys["source"], strict=True)]
     num = keys.copy()
     num.index = labels
     text = pd.DataFrame(index=labels)
     for p in PROPERTIES:
-        cells = [found.get((k.model, k.source, k.display, p.dataset, p.metric))
-                 for k in keys.itertuples(index=False)]
+        cells = [
+            found.get((k.model, k.source, k.display, p.dataset, p.metric))
+            for k in keys.itertuples(index=False)
+        ]
         if all(c is None for c in cells):
             continue
         num[p.title] = [math.nan if c is None else c[0] for c in cells]
@@ -263,20 +337,25 @@ def default_weights(numeric: pd.DataFrame) -> dict[str, int]:
     real = numeric
     if "random_weights" in numeric and (~numeric["random_weights"].astype(bool)).any():
         real = numeric[~numeric["random_weights"].astype(bool)]
-    return {p.title: int(bool(real[p.title].notna().all())) for p in PROPERTIES
-            if p.title in numeric}
+    return {
+        p.title: int(bool(real[p.title].notna().all())) for p in PROPERTIES if p.title in numeric
+    }
 
 
-def ranking(numeric: pd.DataFrame, weights: Mapping[str, float],
-            include_random: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ranking(
+    numeric: pd.DataFrame, weights: Mapping[str, float], include_random: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ranked, left out). ``ranked``: rows that have every weighted property (weight > 0),
     scored by the weighted mean of their :func:`normalised` values; columns ``score`` (0-1)
     and ``properties``; best first. Rows whose weights are random (or synthetic) are ranked
     only with ``include_random``. ``left out``: the other rows with the ``reason``."""
     norm = normalised(numeric)
     w = pd.Series({k: float(v) for k, v in weights.items() if k in norm and v > 0}, dtype=float)
-    random = (numeric["random_weights"].fillna(False).astype(bool) if "random_weights" in numeric
-              else pd.Series(False, index=numeric.index))
+    random = (
+        numeric["random_weights"].fillna(False).astype(bool)
+        if "random_weights" in numeric
+        else pd.Series(False, index=numeric.index)
+    )
     reasons: dict[str, str] = {}
     for label in numeric.index:
         missing = [k for k in w.index if not np.isfinite(norm.loc[label, k])]
@@ -287,8 +366,7 @@ def ranking(numeric: pd.DataFrame, weights: Mapping[str, float],
     left = pd.DataFrame({"reason": pd.Series(reasons, dtype=object)})
     keep = [i for i in numeric.index if i not in reasons]
     if w.empty:
-        return (pd.DataFrame({"score": math.nan, "properties": 0}, index=pd.Index(keep)),
-                left)
+        return (pd.DataFrame({"score": math.nan, "properties": 0}, index=pd.Index(keep)), left)
     sub = norm.loc[keep, w.index]
     score = (sub * w).sum(axis=1) / w.sum()
     out = pd.DataFrame({"score": score, "properties": len(w)}, index=sub.index)
@@ -310,8 +388,11 @@ def family_views(df: pd.DataFrame, families: Sequence[str] | None = None) -> pd.
 def robustness_table(combined: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, source, benchmark) for the paper's robustness benchmarks, ImageNet
     val and the average: ``display, source, benchmark, value, ci_low, ci_high, detail``."""
-    items = [("ImageNet val", "imagenet-val", "top1"), *ROBUSTNESS_BENCHMARKS,
-             ("Average", *ROBUSTNESS_AVERAGE)]
+    items = [
+        ("ImageNet val", "imagenet-val", "top1"),
+        *ROBUSTNESS_BENCHMARKS,
+        ("Average", *ROBUSTNESS_AVERAGE),
+    ]
     rows = []
     for label, dataset, metric in items:
         r = pick(combined, dataset, metric)
@@ -330,20 +411,30 @@ def reproduction(combined: pd.DataFrame, published_rows: pd.DataFrame) -> pd.Dat
     meas = combined[combined["source"] == "measured"]
     found: dict[tuple[str, str, str, str], tuple[float, bool]] = {}
     for m in meas.itertuples(index=False):
-        found.setdefault((m.model, m.dataset, m.view, m.metric),
-                         (float(m.value), bool(m.random_weights)))
+        found.setdefault(
+            (m.model, m.dataset, m.view, m.metric), (float(m.value), bool(m.random_weights))
+        )
     rows = []
     for r in published_rows.itertuples(index=False):
         hit = found.get((r.model, r.dataset, r.view, r.metric))
         scale = 100.0 if r.unit == "%" else 1.0
         mv = hit[0] * scale if hit else math.nan
-        rows.append({
-            "model": r.model, "paper label": r.paper_label, "property": r.property,
-            "dataset": r.published_dataset, "metric": r.published_metric,
-            "setting": r.setting, "published": r.published_value, "measured": mv,
-            "difference": mv - r.published_value, "unit": r.unit,
-            "random weights": hit[1] if hit else False,
-            "store key": f"{r.dataset}/{r.view}/{r.metric}" if r.dataset else "",
-            "provenance": r.provenance, "source": r.source,
-        })
+        rows.append(
+            {
+                "model": r.model,
+                "paper label": r.paper_label,
+                "property": r.property,
+                "dataset": r.published_dataset,
+                "metric": r.published_metric,
+                "setting": r.setting,
+                "published": r.published_value,
+                "measured": mv,
+                "difference": mv - r.published_value,
+                "unit": r.unit,
+                "random weights": hit[1] if hit else False,
+                "store key": f"{r.dataset}/{r.view}/{r.metric}" if r.dataset else "",
+                "provenance": r.provenance,
+                "source": r.source,
+            }
+        )
     return pd.DataFrame(rows)

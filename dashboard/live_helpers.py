@@ -131,8 +131,12 @@ def file_tensor(path: Path) -> torch.Tensor:
 
 @st.cache_resource(show_spinner="Running the models...", max_entries=32)
 def cached_predict(
-    image_key: str, models_key: tuple, settings_key: tuple,
-    _img: torch.Tensor, _models: Sequence[LoadedModel], _settings: Playground,
+    image_key: str,
+    models_key: tuple,
+    settings_key: tuple,
+    _img: torch.Tensor,
+    _models: Sequence[LoadedModel],
+    _settings: Playground,
 ) -> list[ModelResult]:
     """:func:`beyond_inet.live.predict`, cached on (image, models, settings) keys."""
     return predict(_models, _img, _settings)
@@ -148,8 +152,13 @@ def cached_label_head(
 
 @st.cache_resource(show_spinner="Sweeping...", max_entries=32)
 def cached_sweep(
-    image_key: str, models_key: tuple, settings_key: tuple, param: str,
-    targets_key: tuple, _img: torch.Tensor, _models: Sequence[LoadedModel],
+    image_key: str,
+    models_key: tuple,
+    settings_key: tuple,
+    param: str,
+    targets_key: tuple,
+    _img: torch.Tensor,
+    _models: Sequence[LoadedModel],
     _settings: Playground,
 ) -> pd.DataFrame:
     """:func:`beyond_inet.live.sweep`, cached on explicit keys."""
@@ -173,11 +182,15 @@ def score_table(scores: Sequence[ClassScore]) -> None:
     column, so it stays readable when four models share the page width (a long class name
     is cut instead, and shows in full on hover)."""
     df = topk_frame(scores)
-    st.dataframe(df.assign(probability=df["probability"] * 100)[["probability", "class"]],
-                 hide_index=True, width="stretch", column_config={
-                     "probability": st.column_config.NumberColumn("p", format="%.1f%%",
-                                                                  width="small"),
-                     "class": st.column_config.TextColumn("class")})
+    st.dataframe(
+        df.assign(probability=df["probability"] * 100)[["probability", "class"]],
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "probability": st.column_config.NumberColumn("p", format="%.1f%%", width="small"),
+            "class": st.column_config.TextColumn("class"),
+        },
+    )
 
 
 def seen_caption(result: ModelResult) -> str:
@@ -191,13 +204,23 @@ def sweep_figure(df: pd.DataFrame, x_label: str, current: float | None) -> go.Fi
 
     fig = go.Figure()
     for (model, label), part in df.groupby(["model", "label"], sort=False):
-        fig.add_trace(go.Scatter(x=part["value"], y=part["confidence"], mode="lines+markers",
-                                 name=str(label), line_color=colour(str(model))))
+        fig.add_trace(
+            go.Scatter(
+                x=part["value"],
+                y=part["confidence"],
+                mode="lines+markers",
+                name=str(label),
+                line_color=colour(str(model)),
+            )
+        )
     if current is not None:
         fig.add_vline(x=current, line_dash="dot", line_color="gray")
     fig.update_layout(
-        height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title=x_label, yaxis_title="p(original top-1)", yaxis_range=[0, 1.02],
+        height=320,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title=x_label,
+        yaxis_title="p(original top-1)",
+        yaxis_range=[0, 1.02],
         legend={"orientation": "h", "y": -0.3},
     )
     return fig

@@ -57,15 +57,31 @@ MAPPINGS: dict[tuple[str, str], Mapping] = {
     ("ImageNet-Hard", "top-1 accuracy"): Mapping("imagenet-hard", "top1", 0.01),
     ("ImageNet-V2", "top-1 accuracy"): Mapping("imagenet-v2", "top1", 0.01),
     ("Average", "top-1 accuracy"): Mapping(*ROBUSTNESS_AVERAGE, 0.01),
-    ("cue-conflict (1200 images with shape != texture)", "shape bias"):
-        Mapping("cue-conflict", "shape_bias"),
-    ("cue-conflict", "accuracy (top-1) vs shape label"):
-        Mapping("cue-conflict", "accuracy_all_images"),
+    ("cue-conflict (1200 images with shape != texture)", "shape bias"): Mapping(
+        "cue-conflict", "shape_bias"
+    ),
+    ("cue-conflict", "accuracy (top-1) vs shape label"): Mapping(
+        "cue-conflict", "accuracy_all_images"
+    ),
 }
 
-COLUMNS = ["model", "paper_label", "property", "published_dataset", "setting",
-           "published_metric", "published_value", "unit", "dataset", "view", "metric", "value",
-           "preferred", "provenance", "source"]
+COLUMNS = [
+    "model",
+    "paper_label",
+    "property",
+    "published_dataset",
+    "setting",
+    "published_metric",
+    "published_value",
+    "unit",
+    "dataset",
+    "view",
+    "metric",
+    "value",
+    "preferred",
+    "provenance",
+    "source",
+]
 
 
 def _decimals(x: float) -> int:
@@ -79,17 +95,28 @@ def _load(directory: str) -> pd.DataFrame:
     rows = []
     for r in raw.itertuples(index=False):
         m = MAPPINGS.get((r.dataset, r.metric))
-        rows.append({
-            "model": r.model, "paper_label": r.paper_label, "property": r.property,
-            "published_dataset": r.dataset, "setting": r.setting,
-            "published_metric": r.metric, "published_value": float(r.value), "unit": r.unit,
-            "dataset": m.dataset if m else None, "view": m.view if m else None,
-            "metric": m.metric if m else None,
-            "value": float(r.value) * m.scale if m else float("nan"),
-            "provenance": r.provenance, "source": r.source,
-            "_rank": (list(MAPPINGS).index((r.dataset, r.metric)) if m else 99,
-                      -_decimals(r.value)),
-        })
+        rows.append(
+            {
+                "model": r.model,
+                "paper_label": r.paper_label,
+                "property": r.property,
+                "published_dataset": r.dataset,
+                "setting": r.setting,
+                "published_metric": r.metric,
+                "published_value": float(r.value),
+                "unit": r.unit,
+                "dataset": m.dataset if m else None,
+                "view": m.view if m else None,
+                "metric": m.metric if m else None,
+                "value": float(r.value) * m.scale if m else float("nan"),
+                "provenance": r.provenance,
+                "source": r.source,
+                "_rank": (
+                    list(MAPPINGS).index((r.dataset, r.metric)) if m else 99,
+                    -_decimals(r.value),
+                ),
+            }
+        )
     df = pd.DataFrame(rows)
     df["preferred"] = False
     mapped = df[df["dataset"].notna()].sort_values("_rank", kind="stable")
@@ -110,12 +137,21 @@ def published_metrics(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     metrics' long format plus ``source='published'``, ``provenance`` and ``reference``."""
     df = published_rows(directory)
     df = df[df["preferred"]]
-    return pd.DataFrame({
-        "model": df["model"], "dataset": df["dataset"], "view": df["view"],
-        "metric": df["metric"], "value": df["value"], "ci_low": float("nan"),
-        "ci_high": float("nan"), "source": "published", "random_weights": False,
-        "provenance": df["provenance"], "reference": df["source"],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "model": df["model"],
+            "dataset": df["dataset"],
+            "view": df["view"],
+            "metric": df["metric"],
+            "value": df["value"],
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "source": "published",
+            "random_weights": False,
+            "provenance": df["provenance"],
+            "reference": df["source"],
+        }
+    ).reset_index(drop=True)
 
 
 def paper_labels(directory: Path = PUBLISHED_DIR) -> dict[str, str]:
@@ -150,13 +186,19 @@ def _catalog_keyed() -> pd.DataFrame:
     res = catalog.results()
     res = res[~res["model_id"].str.contains("@", regex=False)]  # the weight's own size only
     mods = catalog.models()[["library", "model_id", "name"]]
-    keys = pd.DataFrame([(d, m, *v) for (d, m), v in CATALOG_TO_STORE.items()],
-                        columns=["cat_dataset", "cat_metric", "dataset", "view", "metric"])
+    keys = pd.DataFrame(
+        [(d, m, *v) for (d, m), v in CATALOG_TO_STORE.items()],
+        columns=["cat_dataset", "cat_metric", "dataset", "view", "metric"],
+    )
     out = res.merge(mods, on=["library", "model_id"]).merge(
-        keys, left_on=["dataset", "metric"], right_on=["cat_dataset", "cat_metric"],
-        suffixes=("_cat", ""))
+        keys,
+        left_on=["dataset", "metric"],
+        right_on=["cat_dataset", "cat_metric"],
+        suffixes=("_cat", ""),
+    )
     return out[["name", "dataset", "view", "metric", "value", "source"]].rename(
-        columns={"name": "model", "source": "reference"})
+        columns={"name": "model", "source": "reference"}
+    )
 
 
 def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
@@ -165,9 +207,18 @@ def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
     own input size, as the libraries publish it)."""
     df = _catalog_keyed()
     df = df[df["model"].isin(list(models))]
-    return pd.DataFrame({
-        "model": df["model"], "dataset": df["dataset"], "view": df["view"],
-        "metric": df["metric"], "value": df["value"], "ci_low": float("nan"),
-        "ci_high": float("nan"), "source": "published", "random_weights": False,
-        "provenance": "catalogue", "reference": df["reference"],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "model": df["model"],
+            "dataset": df["dataset"],
+            "view": df["view"],
+            "metric": df["metric"],
+            "value": df["value"],
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "source": "published",
+            "random_weights": False,
+            "provenance": "catalogue",
+            "reference": df["reference"],
+        }
+    ).reset_index(drop=True)

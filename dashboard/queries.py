@@ -29,10 +29,31 @@ LATEST_RUNS = (
     "SELECT * FROM runs WHERE status = 'finished' QUALIFY row_number() OVER "
     "(PARTITION BY model, dataset ORDER BY finished_at DESC, run_id) = 1"
 )
-RUN_COLUMNS = ["run_id", "model", "model_label", "dataset", "weights", "random_weights",
-               "n_samples", "n_failed", "sample_limit", "views", "dataset_root", "finished_at"]
-METRIC_COLUMNS = ["model", "dataset", "view", "metric", "value", "ci_low", "ci_high",
-                  "random_weights", "run_id"]
+RUN_COLUMNS = [
+    "run_id",
+    "model",
+    "model_label",
+    "dataset",
+    "weights",
+    "random_weights",
+    "n_samples",
+    "n_failed",
+    "sample_limit",
+    "views",
+    "dataset_root",
+    "finished_at",
+]
+METRIC_COLUMNS = [
+    "model",
+    "dataset",
+    "view",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "random_weights",
+    "run_id",
+]
 BIN_COLUMNS = ["model", "bin", "count", "n_correct", "accuracy", "mean_confidence"]
 
 
@@ -83,17 +104,32 @@ def _marks(n: int) -> str:
 @cached
 def latest_runs(path: str, version: str) -> pd.DataFrame:
     """The latest finished run per (model, dataset) with its provenance."""
-    return _q(path, f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_RUNS}) "
-              "ORDER BY model, dataset", [], RUN_COLUMNS)
+    return _q(
+        path,
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_RUNS}) ORDER BY model, dataset",
+        [],
+        RUN_COLUMNS,
+    )
 
 
 @cached
 def all_runs(path: str, version: str) -> pd.DataFrame:
     """Every finished run (also superseded ones), newest first."""
-    cols = [*RUN_COLUMNS, "preprocessing", "settings", "device", "precision", "seconds",
-            "code_version"]
-    return _q(path, f"SELECT {', '.join(cols)} FROM runs WHERE status = 'finished' "
-              "ORDER BY finished_at DESC", [], cols)
+    cols = [
+        *RUN_COLUMNS,
+        "preprocessing",
+        "settings",
+        "device",
+        "precision",
+        "seconds",
+        "code_version",
+    ]
+    return _q(
+        path,
+        f"SELECT {', '.join(cols)} FROM runs WHERE status = 'finished' ORDER BY finished_at DESC",
+        [],
+        cols,
+    )
 
 
 def _run_ids(path: str, version: str, dataset: str | None, models: Sequence[str]) -> list[str]:
@@ -138,8 +174,13 @@ def _derived_sql() -> str:
 
 
 @cached
-def metrics(path: str, version: str, datasets: tuple[str, ...] | None = None,
-            derived: bool = False, names: tuple[str, ...] | None = None) -> pd.DataFrame:
+def metrics(
+    path: str,
+    version: str,
+    datasets: tuple[str, ...] | None = None,
+    derived: bool = False,
+    names: tuple[str, ...] | None = None,
+) -> pd.DataFrame:
     """Long-format metrics of the latest runs (optionally of some datasets / metric names
     only), with the run's ``random_weights`` and a ``detail`` column. With ``derived`` (all
     datasets and metrics only), also the summaries of :func:`dashboard.frames.derive`,
@@ -154,12 +195,16 @@ def metrics(path: str, version: str, datasets: tuple[str, ...] | None = None,
             params += list(values)
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     derived = derived and datasets is None and names is None
-    base = (f"WITH latest AS ({LATEST_RUNS}), m AS (SELECT m.model, m.dataset, m.view, "
-            "m.metric, m.value, m.ci_low, m.ci_high, l.random_weights, m.run_id, "
-            f"NULL::VARCHAR AS detail FROM metrics m JOIN latest l USING (run_id) {where})")
+    base = (
+        f"WITH latest AS ({LATEST_RUNS}), m AS (SELECT m.model, m.dataset, m.view, "
+        "m.metric, m.value, m.ci_low, m.ci_high, l.random_weights, m.run_id, "
+        f"NULL::VARCHAR AS detail FROM metrics m JOIN latest l USING (run_id) {where})"
+    )
     if derived:
-        sql = (f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d "
-               "ORDER BY model, dataset, view, metric")
+        sql = (
+            f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d "
+            "ORDER BY model, dataset, view, metric"
+        )
     else:
         sql = f"{base} SELECT * FROM m ORDER BY model, dataset, view, metric"
     return _q(path, sql, params, cols)
@@ -177,9 +222,14 @@ def published_for(models: tuple[str, ...]) -> pd.DataFrame:
 
 
 @cached
-def combined(path: str, version: str, source: str, models: tuple[str, ...],
-             datasets: tuple[str, ...] | None = None,
-             names: tuple[str, ...] | None = None) -> pd.DataFrame:
+def combined(
+    path: str,
+    version: str,
+    source: str,
+    models: tuple[str, ...],
+    datasets: tuple[str, ...] | None = None,
+    names: tuple[str, ...] | None = None,
+) -> pd.DataFrame:
     """Measured (with the derived summaries when neither ``datasets`` nor metric ``names``
     is given) and published numbers of ``models`` per ``source`` (see
     :func:`dashboard.frames.combine`)."""
@@ -197,8 +247,9 @@ def combined(path: str, version: str, source: str, models: tuple[str, ...],
 
 
 @cached
-def reproduction_table(path: str, version: str, source: str,
-                       models: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reproduction_table(
+    path: str, version: str, source: str, models: tuple[str, ...]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(combined, reproduction) for the Reproduction page: every published number of
     ``models`` next to the measured one (none when ``source`` is ``published``)."""
     from dashboard import frames
@@ -223,8 +274,9 @@ def calibration_edges(n_bins: int) -> list[float]:
 
 
 @cached
-def calibration_table(path: str, version: str, dataset: str, view: str,
-                      models: tuple[str, ...], n_bins: int) -> pd.DataFrame:
+def calibration_table(
+    path: str, version: str, dataset: str, view: str, models: tuple[str, ...], n_bins: int
+) -> pd.DataFrame:
     """Reliability bins per model computed in SQL from the per-image predictions.
 
     Same bin assignment as :func:`beyond_inet.metrics.calibration_bins` (float32 edges from
@@ -248,8 +300,7 @@ def calibration_table(path: str, version: str, dataset: str, view: str,
         "FROM q GROUP BY model, bin ORDER BY model, bin"
     )
     edges = calibration_edges(n_bins)
-    return _q(path, sql, [n_bins, n_bins, dataset, *ids, view, edges, n_bins, edges],
-              BIN_COLUMNS)
+    return _q(path, sql, [n_bins, n_bins, dataset, *ids, view, edges, n_bins, edges], BIN_COLUMNS)
 
 
 def ece_from_bins(bins: pd.DataFrame) -> pd.DataFrame:
@@ -258,9 +309,15 @@ def ece_from_bins(bins: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["model", "ece", "mce", "n"])
     b = bins.assign(gap=(bins["accuracy"] - bins["mean_confidence"]).abs())
     out = b.groupby("model").apply(
-        lambda g: pd.Series({"ece": float((g["gap"] * g["count"]).sum() / g["count"].sum()),
-                             "mce": float(g["gap"].max()), "n": int(g["count"].sum())}),
-        include_groups=False)
+        lambda g: pd.Series(
+            {
+                "ece": float((g["gap"] * g["count"]).sum() / g["count"].sum()),
+                "mce": float(g["gap"].max()),
+                "n": int(g["count"].sum()),
+            }
+        ),
+        include_groups=False,
+    )
     return out.reset_index()
 
 
@@ -268,8 +325,9 @@ def ece_from_bins(bins: pd.DataFrame) -> pd.DataFrame:
 
 
 @cached
-def cue_conflict_gallery(path: str, version: str, models: tuple[str, ...],
-                         n: int, seed: int) -> pd.DataFrame:
+def cue_conflict_gallery(
+    path: str, version: str, models: tuple[str, ...], n: int, seed: int
+) -> pd.DataFrame:
     """``n`` cue-conflict images (a seeded pseudo-random pick) with each model's decision:
     ``sample_id, model, decision, correct, dataset_root``."""
     cols = ["sample_id", "model", "decision", "correct", "dataset_root"]
@@ -301,21 +359,39 @@ def explorer_options(path: str, version: str, dataset: str) -> tuple[list[str], 
     with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return ["standard"], []
-        found = [r[0] for r in con.execute(
-            "SELECT view FROM predictions WHERE dataset = ? AND run_id = ? GROUP BY view",
-            [dataset, ids[0]]).fetchall()]
+        found = [
+            r[0]
+            for r in con.execute(
+                "SELECT view FROM predictions WHERE dataset = ? AND run_id = ? GROUP BY view",
+                [dataset, ids[0]],
+            ).fetchall()
+        ]
         views = sorted(found, key=lambda v: (v != "standard", v)) or ["standard"]
-        labels = [int(r[0]) for r in con.execute(
-            "SELECT DISTINCT label FROM predictions WHERE dataset = ? AND run_id = ? AND "
-            "view = ? AND label IS NOT NULL ORDER BY label",
-            [dataset, ids[0], views[0]]).fetchall()]
+        labels = [
+            int(r[0])
+            for r in con.execute(
+                "SELECT DISTINCT label FROM predictions WHERE dataset = ? AND run_id = ? AND "
+                "view = ? AND label IS NOT NULL ORDER BY label",
+                [dataset, ids[0], views[0]],
+            ).fetchall()
+        ]
     return views, labels
 
 
-def _explorer_ids(con: Any, path: str, version: str, dataset: str, view: str,
-                  models: tuple[str, ...], outcome: tuple[tuple[str, str], ...],
-                  disagree: bool, factor: str | None, label: int | None, page: int,
-                  page_size: int) -> tuple[int, list[str]]:
+def _explorer_ids(
+    con: Any,
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    outcome: tuple[tuple[str, str], ...],
+    disagree: bool,
+    factor: str | None,
+    label: int | None,
+    page: int,
+    page_size: int,
+) -> tuple[int, list[str]]:
     ids = _run_ids(path, version, dataset, models)
     if not ids:
         return 0, []
@@ -347,17 +423,35 @@ def _explorer_ids(con: Any, path: str, version: str, dataset: str, view: str,
     if rows:
         return int(rows[0][1]), [r[0] for r in rows]
     if page > 0:  # past the end: report the total anyway
-        return _explorer_ids(con, path, version, dataset, view, models, outcome, disagree,
-                             factor, label, 0, 1)[0], []
+        return _explorer_ids(
+            con, path, version, dataset, view, models, outcome, disagree, factor, label, 0, 1
+        )[0], []
     return 0, []
 
 
-DETAIL_COLUMNS = ["sample_id", "model", "label", "pred", "confidence", "correct", "topk_idx",
-                  "topk_prob", "decision", "dataset_root"]
+DETAIL_COLUMNS = [
+    "sample_id",
+    "model",
+    "label",
+    "pred",
+    "confidence",
+    "correct",
+    "topk_idx",
+    "topk_prob",
+    "decision",
+    "dataset_root",
+]
 
 
-def _explorer_details(con: Any, path: str, version: str, dataset: str, view: str,
-                      models: tuple[str, ...], sample_ids: Sequence[str]) -> pd.DataFrame:
+def _explorer_details(
+    con: Any,
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    sample_ids: Sequence[str],
+) -> pd.DataFrame:
     ids = _run_ids(path, version, dataset, models)
     if not ids or not sample_ids:
         return pd.DataFrame(columns=DETAIL_COLUMNS)
@@ -372,10 +466,17 @@ def _explorer_details(con: Any, path: str, version: str, dataset: str, view: str
 
 @cached
 def explorer_grid(
-    path: str, version: str, dataset: str, view: str, models: tuple[str, ...],
-    outcome: tuple[tuple[str, str], ...] = (), disagree: bool = False,
-    factor: str | None = None, label: int | None = None,
-    page: int = 0, page_size: int = 24,
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    outcome: tuple[tuple[str, str], ...] = (),
+    disagree: bool = False,
+    factor: str | None = None,
+    label: int | None = None,
+    page: int = 0,
+    page_size: int = 24,
 ) -> tuple[int, pd.DataFrame]:
     """The images matching the filters and one page of them with every model's prediction:
     ``(total, details)`` (see :func:`explorer_page`, :func:`explorer_details`), read through
@@ -383,16 +484,35 @@ def explorer_grid(
     with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return 0, pd.DataFrame(columns=DETAIL_COLUMNS)
-        total, ids = _explorer_ids(con, path, version, dataset, view, models, outcome,
-                                   disagree, factor, label, page, page_size)
+        total, ids = _explorer_ids(
+            con,
+            path,
+            version,
+            dataset,
+            view,
+            models,
+            outcome,
+            disagree,
+            factor,
+            label,
+            page,
+            page_size,
+        )
         return total, _explorer_details(con, path, version, dataset, view, models, ids)
 
 
 def explorer_page(
-    path: str, version: str, dataset: str, view: str, models: tuple[str, ...],
-    outcome: tuple[tuple[str, str], ...] = (), disagree: bool = False,
-    factor: str | None = None, label: int | None = None,
-    page: int = 0, page_size: int = 24,
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    outcome: tuple[tuple[str, str], ...] = (),
+    disagree: bool = False,
+    factor: str | None = None,
+    label: int | None = None,
+    page: int = 0,
+    page_size: int = 24,
 ) -> tuple[int, list[str]]:
     """Images matching the filters, one page of them: ``(total, sample_ids)`` (sorted).
 
@@ -403,12 +523,30 @@ def explorer_page(
     with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return 0, []
-        return _explorer_ids(con, path, version, dataset, view, models, outcome, disagree,
-                             factor, label, page, page_size)
+        return _explorer_ids(
+            con,
+            path,
+            version,
+            dataset,
+            view,
+            models,
+            outcome,
+            disagree,
+            factor,
+            label,
+            page,
+            page_size,
+        )
 
 
-def explorer_details(path: str, version: str, dataset: str, view: str,
-                     models: tuple[str, ...], sample_ids: tuple[str, ...]) -> pd.DataFrame:
+def explorer_details(
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    sample_ids: tuple[str, ...],
+) -> pd.DataFrame:
     """Per (image, model) of the given images: label, pred, confidence, correct, top-5,
     decision, dataset_root."""
     with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
@@ -447,8 +585,9 @@ def inside_any(path: str | Path, roots: Sequence[str | Path]) -> bool:
     return any(p.is_relative_to(Path(r).resolve()) for r in roots if str(r))
 
 
-def image_path(allowed: Sequence[str | Path], dataset: str, stored_roots: Sequence[str],
-               sample_id: str) -> Path | None:
+def image_path(
+    allowed: Sequence[str | Path], dataset: str, stored_roots: Sequence[str], sample_id: str
+) -> Path | None:
     """The file of ``sample_id`` inside the dashboard's configured data roots ``allowed``.
 
     Looks in each run's recorded dataset folder when that folder lies inside an allowed
@@ -485,12 +624,22 @@ def class_names() -> tuple[str, ...]:
 
 def runs_overview(path: Path) -> pd.DataFrame:
     """One row per finished run: model, dataset, images, weights, when (uncached)."""
-    return _q(str(path),
-              "SELECT model, model_label, dataset, n_samples, n_failed, weights, random_weights, "
-              "finished_at FROM runs WHERE status = 'finished' ORDER BY model, dataset", [],
-              ["model", "model_label", "dataset", "n_samples", "n_failed", "weights",
-               "random_weights", "finished_at"])
-
+    return _q(
+        str(path),
+        "SELECT model, model_label, dataset, n_samples, n_failed, weights, random_weights, "
+        "finished_at FROM runs WHERE status = 'finished' ORDER BY model, dataset",
+        [],
+        [
+            "model",
+            "model_label",
+            "dataset",
+            "n_samples",
+            "n_failed",
+            "weights",
+            "random_weights",
+            "finished_at",
+        ],
+    )
 
 
 @cached

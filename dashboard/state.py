@@ -108,6 +108,7 @@ def _label(runs: pd.DataFrame, labels: dict[str, str]):
     def fmt(model: str) -> str:
         name = f"{model} ({labels[model]})" if model in labels else model
         return name + (" ⚠ random" if model in random else "")
+
     return fmt
 
 
@@ -136,30 +137,46 @@ def sidebar() -> Selection:
     st.session_state[_W_SOURCE] = st.session_state[_SOURCE]
     sb = st.sidebar
     sb.markdown(SIDEBAR_CSS, unsafe_allow_html=True)
-    sb.multiselect("Models", options, key=_W_MODELS, on_change=_copy, args=(_W_MODELS, _MODELS),
-                   format_func=_label(runs, published.paper_labels()),
-                   help="The models every page compares (kept in the URL).")
-    sb.radio("Results", frames.SOURCES, key=_W_SOURCE, on_change=_copy,
-             args=(_W_SOURCE, _SOURCE), format_func=SOURCE_LABELS.__getitem__,
-             help="Measured = this store; published = the paper's numbers shipped in data/.")
+    sb.multiselect(
+        "Models",
+        options,
+        key=_W_MODELS,
+        on_change=_copy,
+        args=(_W_MODELS, _MODELS),
+        format_func=_label(runs, published.paper_labels()),
+        help="The models every page compares (kept in the URL).",
+    )
+    sb.radio(
+        "Results",
+        frames.SOURCES,
+        key=_W_SOURCE,
+        on_change=_copy,
+        args=(_W_SOURCE, _SOURCE),
+        format_func=SOURCE_LABELS.__getitem__,
+        help="Measured = this store; published = the paper's numbers shipped in data/.",
+    )
     models = tuple(st.session_state[_MODELS])
     source = st.session_state[_SOURCE]
     st.query_params["models"] = ",".join(models)
     st.query_params["source"] = source
     if broken:
-        sb.error(f"Cannot read the results store `{path}`: {broken}. Showing published "
-                 "numbers only.")
+        sb.error(
+            f"Cannot read the results store `{path}`: {broken}. Showing published numbers only."
+        )
     elif locked:
-        sb.warning("The store is busy (precompute is writing); showing published numbers. "
-                   "Refresh in a moment.")
+        sb.warning(
+            "The store is busy (precompute is writing); showing published numbers. "
+            "Refresh in a moment."
+        )
     elif len(runs):
         sb.caption(f"Store `{path}`: {len(runs)} runs, {runs['model'].nunique()} models.")
         if runs["random_weights"].any():
             sb.warning(frames.MEANINGLESS_NOTE)
     else:
         sb.caption(f"No measured results in `{path}` yet.")
-    return Selection(path, version, models, source, options, runs, locked,
-                     tuple(str(r) for r in data_roots()))
+    return Selection(
+        path, version, models, source, options, runs, locked, tuple(str(r) for r in data_roots())
+    )
 
 
 def add_models(names: list[str]) -> None:

@@ -43,18 +43,50 @@ INVARIANCE_VIEWS = (
     + [f"shift:{n}" for n in (0, 5, 30, 75, 100)]
     + [f"resolution:{r}" for r in (112, 224, 336, 512, 640)]
 )
-CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
-               "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
-               "elastic_transform", "pixelate", "jpeg_compression")
-PUG_FACTORS = ("Worlds", "Camera_Pitch", "Camera_Yaw", "Camera_Roll", "Object_Pitch",
-               "Object_Yaw", "Object_Roll", "Object_Scale", "Object_Texture", "Scene_Light")
+CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+PUG_FACTORS = (
+    "Worlds",
+    "Camera_Pitch",
+    "Camera_Yaw",
+    "Camera_Roll",
+    "Object_Pitch",
+    "Object_Yaw",
+    "Object_Roll",
+    "Object_Scale",
+    "Object_Texture",
+    "Scene_Light",
+)
 SYNTHETIC_WEIGHTS = "synthetic"
 #: How many images per dataset ``write_images`` writes (per view where each view has its
 #: own images: ImageNet-C, PUG-ImageNet).
 IMAGES_PER_VIEW = (120, 24)
-BASE_ACCURACY = {"imagenet-val": 0.84, "imagenet-c": 0.6, "imagenet-v2": 0.75,
-                 "imagenet-sketch": 0.47, "imagenet-r": 0.62, "imagenet-a": 0.55,
-                 "imagenet-hard": 0.29, "cue-conflict": 0.3, "pug-imagenet": 0.4}
+BASE_ACCURACY = {
+    "imagenet-val": 0.84,
+    "imagenet-c": 0.6,
+    "imagenet-v2": 0.75,
+    "imagenet-sketch": 0.47,
+    "imagenet-r": 0.62,
+    "imagenet-a": 0.55,
+    "imagenet-hard": 0.29,
+    "cue-conflict": 0.3,
+    "pug-imagenet": 0.4,
+}
 
 
 @dataclass(frozen=True)
@@ -76,8 +108,9 @@ def paper_suite() -> list[DatasetPlan]:
     """The full paper suite: ~4.7 M prediction rows per model at scale 1."""
     return [
         DatasetPlan("imagenet-val", 50_000, ("standard", *INVARIANCE_VIEWS)),
-        DatasetPlan("imagenet-c", 50_000,
-                    tuple(f"{c}:{s}" for c in CORRUPTIONS for s in range(1, 6))),
+        DatasetPlan(
+            "imagenet-c", 50_000, tuple(f"{c}:{s}" for c in CORRUPTIONS for s in range(1, 6))
+        ),
         DatasetPlan("imagenet-v2", 10_000),
         DatasetPlan("imagenet-sketch", 50_889),
         DatasetPlan("imagenet-r", 30_000),
@@ -113,20 +146,28 @@ def _labels(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 1000, n)
 
 
-def _sample_ids(name: str, view: str, labels: np.ndarray, rng: np.random.Generator,
-                grouped: bool) -> np.ndarray:
+def _sample_ids(
+    name: str, view: str, labels: np.ndarray, rng: np.random.Generator, grouped: bool
+) -> np.ndarray:
     """Ids in each dataset's real layout (relative to its folder)."""
     n = len(labels)
     if name == "imagenet-val":
         from beyond_inet.metrics import load_imagenet_x_annotations
 
         real = load_imagenet_x_annotations()["file_name"].astype(str).to_numpy()
-        return np.sort(real[:n]) if n <= len(real) else np.array(
-            [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)])
+        return (
+            np.sort(real[:n])
+            if n <= len(real)
+            else np.array([f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(n)])
+        )
     if name == "cue-conflict":
         shapes, tex = rng.choice(CATEGORIES, n), rng.choice(CATEGORIES, n)
-        return np.array([f"{s}/{s}{i + 1}-{t}{i % 10 + 1}.png"
-                         for i, (s, t) in enumerate(zip(shapes, tex, strict=True))])
+        return np.array(
+            [
+                f"{s}/{s}{i + 1}-{t}{i % 10 + 1}.png"
+                for i, (s, t) in enumerate(zip(shapes, tex, strict=True))
+            ]
+        )
     wnids = imagenet_wnids()
     prefix = ""
     if grouped and name == "imagenet-c":
@@ -138,8 +179,7 @@ def _sample_ids(name: str, view: str, labels: np.ndarray, rng: np.random.Generat
         return np.array([f"{lab}/{i:07d}.jpeg" for i, lab in enumerate(labels)])
     if name == "imagenet-hard":
         return np.array([f"images/{i}.jpg" for i in range(n)])
-    return np.array([f"{prefix}{wnids[lab]}/{name}_{i:07d}.JPEG"
-                     for i, lab in enumerate(labels)])
+    return np.array([f"{prefix}{wnids[lab]}/{name}_{i:07d}.JPEG" for i, lab in enumerate(labels)])
 
 
 def _classes(labels: np.ndarray, name: str) -> np.ndarray:
@@ -151,9 +191,16 @@ def _classes(labels: np.ndarray, name: str) -> np.ndarray:
     return np.arange(1000)
 
 
-def _predictions(ids: np.ndarray, labels: np.ndarray, acc: float, rng: np.random.Generator,
-                 classes: np.ndarray, cue: bool, base: ViewPredictions | None = None,
-                 flip: float = 0.0) -> ViewPredictions:
+def _predictions(
+    ids: np.ndarray,
+    labels: np.ndarray,
+    acc: float,
+    rng: np.random.Generator,
+    classes: np.ndarray,
+    cue: bool,
+    base: ViewPredictions | None = None,
+    flip: float = 0.0,
+) -> ViewPredictions:
     """Per-image outputs whose fields agree with each other (top-5 sorted, top-1 = pred,
     p_true from the top-5, Brier from the distribution). With ``base`` the predictions of a
     view are the base view's, a fraction ``flip`` of them changed."""
@@ -169,23 +216,25 @@ def _predictions(ids: np.ndarray, labels: np.ndarray, acc: float, rng: np.random
         changed = rng.random(n) < flip
         new = classes[rng.integers(0, len(classes), n)]
         pred = np.where(changed, new, base.pred)
-        conf = np.where(changed, np.clip(base.confidence * rng.uniform(0.5, 0.9, n), 0.05, 1),
-                        base.confidence)
+        conf = np.where(
+            changed, np.clip(base.confidence * rng.uniform(0.5, 0.9, n), 0.05, 1), base.confidence
+        )
     rest = np.sort(rng.dirichlet(np.ones(4), n) * (1 - conf[:, None]), axis=1)[:, ::-1]
     topk_prob = np.c_[conf, np.minimum(rest, conf[:, None])]
-    others = classes[(np.searchsorted(classes, pred)[:, None] + rng.integers(
-        1, len(classes), (n, 4))) % len(classes)]
+    others = classes[
+        (np.searchsorted(classes, pred)[:, None] + rng.integers(1, len(classes), (n, 4)))
+        % len(classes)
+    ]
     topk_idx = np.c_[pred, others]
     in_top = topk_idx == labels[:, None]
     p_true = np.where(in_top.any(1), (topk_prob * in_top).sum(1), topk_prob[:, -1] * 0.1)
     p_true = np.where(labels >= 0, p_true, np.nan)
-    brier = np.where(labels >= 0, (topk_prob ** 2).sum(1) - 2 * p_true + 1, np.nan)
+    brier = np.where(labels >= 0, (topk_prob**2).sum(1) - 2 * p_true + 1, np.nan)
     decision = None
     if cue:
         from beyond_inet.cue_conflict import parse_stimulus_name
 
-        shapes, textures = (np.array(x) for x in zip(*map(parse_stimulus_name, ids),
-                                                        strict=True))
+        shapes, textures = (np.array(x) for x in zip(*map(parse_stimulus_name, ids), strict=True))
         u = rng.random(n)  # shape with probability acc, texture with 0.55, else any category
         anything = np.asarray(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)]
         decision = np.where(u < acc, shapes, np.where(u < acc + 0.55, textures, anything))
@@ -194,23 +243,32 @@ def _predictions(ids: np.ndarray, labels: np.ndarray, acc: float, rng: np.random
     else:
         correct = (pred == labels) & (labels >= 0)
     return ViewPredictions(
-        sample_ids=ids.astype(object), labels=labels.astype(np.int64), pred=pred,
-        confidence=conf, p_true=p_true, correct=correct, topk_idx=topk_idx,
-        topk_prob=topk_prob, brier=brier, decision=decision,
-        pred_full=pred.copy() if len(classes) < 1000 else None)
+        sample_ids=ids.astype(object),
+        labels=labels.astype(np.int64),
+        pred=pred,
+        confidence=conf,
+        p_true=p_true,
+        correct=correct,
+        topk_idx=topk_idx,
+        topk_prob=topk_prob,
+        brier=brier,
+        decision=decision,
+        pred_full=pred.copy() if len(classes) < 1000 else None,
+    )
 
 
-def _with_factor_values(vp: ViewPredictions, name: str, view: str,
-                        rng: np.random.Generator) -> ViewPredictions:
+def _with_factor_values(
+    vp: ViewPredictions, name: str, view: str, rng: np.random.Generator
+) -> ViewPredictions:
     n = len(vp.sample_ids)
     if name == "pug-imagenet":
         values = rng.choice(np.arange(0, 360, 45), n).astype(str).astype(object)
         if view == "Worlds":
-            values = rng.choice(np.array(["desert", "forest", "city", "beach"]), n).astype(
-                object)
+            values = rng.choice(np.array(["desert", "forest", "city", "beach"]), n).astype(object)
     elif name == "imagenet-hard":
-        values = rng.choice(np.array(["imagenet", "imagenet_v2", "imagenet_sketch",
-                                      "objectnet"]), n).astype(object)
+        values = rng.choice(
+            np.array(["imagenet", "imagenet_v2", "imagenet_sketch", "objectnet"]), n
+        ).astype(object)
     else:
         return vp
     return ViewPredictions(**{**vp.__dict__, "factor_value": values})
@@ -243,9 +301,17 @@ def _write_images(root: Path, vp: ViewPredictions, limit: int) -> None:
 # --------------------------------------------------------------------------- runs
 
 
-def _run(model: str, plan: DatasetPlan, scale: float, seed: int, meaningless: bool,
-         data_root: Path | None, min_images: int = 32, write_images: bool = False,
-         n_boot: int = 0) -> tuple[dict[str, object], pa.Table, pd.DataFrame]:
+def _run(
+    model: str,
+    plan: DatasetPlan,
+    scale: float,
+    seed: int,
+    meaningless: bool,
+    data_root: Path | None,
+    min_images: int = 32,
+    write_images: bool = False,
+    n_boot: int = 0,
+) -> tuple[dict[str, object], pa.Table, pd.DataFrame]:
     from beyond_inet.pipeline import evaluations_for, prediction_table
 
     spec = DATASETS.get(plan.name)
@@ -267,8 +333,9 @@ def _run(model: str, plan: DatasetPlan, scale: float, seed: int, meaningless: bo
             ids = _sample_ids(plan.name, view, labels, data_rng, plan.grouped)
             if plan.name == "imagenet-val":  # real val file names: their real labels
                 real = imagenet_val_labels()
-                labels = np.array([real.get(str(s), int(x)) for s, x in zip(ids, labels,
-                                                                           strict=True)])
+                labels = np.array(
+                    [real.get(str(s), int(x)) for s, x in zip(ids, labels, strict=True)]
+                )
         vrng = np.random.default_rng(seed * 1000 + k)
         if view == "standard" or plan.grouped:
             acc = base_acc
@@ -286,34 +353,71 @@ def _run(model: str, plan: DatasetPlan, scale: float, seed: int, meaningless: bo
         vp = _with_factor_values(vp, plan.name, view, vrng)
         stored[view] = vp
         tables.append(prediction_table(run_id, model, plan.name, view, vp))
-        evaluations = (spec.evaluations if plan.grouped
-                       else evaluations_for(spec, "standard" if view == "standard" else view))
+        evaluations = (
+            spec.evaluations
+            if plan.grouped
+            else evaluations_for(spec, "standard" if view == "standard" else view)
+        )
         rows += [(view, r) for r in score_view(vp, evaluations, opts)]
         if write_images and root is not None and (plan.grouped or view == "standard"):
             _write_images(root, vp, IMAGES_PER_VIEW[plan.grouped])
     rows += score_run(stored, spec.run_evaluations, opts)
-    metrics = pd.DataFrame([{"run_id": run_id, "model": model, "dataset": plan.name,
-                             "view": v, "metric": r.metric, "value": r.value,
-                             "ci_low": r.ci_low, "ci_high": r.ci_high} for v, r in rows])
+    metrics = pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "model": model,
+                "dataset": plan.name,
+                "view": v,
+                "metric": r.metric,
+                "value": r.value,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+            }
+            for v, r in rows
+        ]
+    )
     now = datetime.now(UTC).replace(tzinfo=None)
     run = {
-        "run_id": run_id, "run_key": f"synthetic:{model}:{plan.name}:{scale}:{seed}",
-        "model": model, "model_label": model, "dataset": plan.name, "status": "finished",
+        "run_id": run_id,
+        "run_key": f"synthetic:{model}:{plan.name}:{scale}:{seed}",
+        "model": model,
+        "model_label": model,
+        "dataset": plan.name,
+        "status": "finished",
         "weights": "random" if meaningless else SYNTHETIC_WEIGHTS,
-        "random_weights": True, "preprocessing": "{}",
-        "views": json.dumps(list(plan.views)), "settings": json.dumps({"synthetic": True}),
-        "dataset_root": str(root) if root is not None else None, "sample_limit": None,
-        "n_samples": n, "n_failed": 0, "failed": "[]", "started_at": now, "finished_at": now,
-        "seconds": 0.0, "device": "synthetic", "precision": "fp32",
-        "code_version": "synthetic", "library_versions": "{}",
+        "random_weights": True,
+        "preprocessing": "{}",
+        "views": json.dumps(list(plan.views)),
+        "settings": json.dumps({"synthetic": True}),
+        "dataset_root": str(root) if root is not None else None,
+        "sample_limit": None,
+        "n_samples": n,
+        "n_failed": 0,
+        "failed": "[]",
+        "started_at": now,
+        "finished_at": now,
+        "seconds": 0.0,
+        "device": "synthetic",
+        "precision": "fp32",
+        "code_version": "synthetic",
+        "library_versions": "{}",
     }
     return run, pa.concat_tables(tables), metrics
 
 
-def fill_store(path: Path | str, scale: float = 1.0, models: Sequence[str] = PAPER_MODELS,
-               datasets: Sequence[DatasetPlan] | None = None, seed: int = 0,
-               random_models: Sequence[str] = (), data_root: Path | str | None = None,
-               write_images: bool = False, n_boot: int = 0, log: bool = False) -> int:
+def fill_store(
+    path: Path | str,
+    scale: float = 1.0,
+    models: Sequence[str] = PAPER_MODELS,
+    datasets: Sequence[DatasetPlan] | None = None,
+    seed: int = 0,
+    random_models: Sequence[str] = (),
+    data_root: Path | str | None = None,
+    write_images: bool = False,
+    n_boot: int = 0,
+    log: bool = False,
+) -> int:
     """Write one synthetic run per (model, dataset); returns the prediction rows written.
 
     Every run is marked meaningless (``random_weights``); ``random_models`` are recorded
@@ -326,9 +430,16 @@ def fill_store(path: Path | str, scale: float = 1.0, models: Sequence[str] = PAP
     total = 0
     for i, model in enumerate([*models, *random_models]):
         for j, plan in enumerate(plans):
-            run, preds, mets = _run(model, plan, scale, seed + 100 * i + j,
-                                    model in random_models, root, write_images=write_images,
-                                    n_boot=n_boot)
+            run, preds, mets = _run(
+                model,
+                plan,
+                scale,
+                seed + 100 * i + j,
+                model in random_models,
+                root,
+                write_images=write_images,
+                n_boot=n_boot,
+            )
             store.commit_run(run, preds, mets, replace=True)
             total += preds.num_rows
             if log:
@@ -337,21 +448,38 @@ def fill_store(path: Path | str, scale: float = 1.0, models: Sequence[str] = PAP
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fill a synthetic results store for the dashboard "
-                                "(numbers meaningless; marked so everywhere).")
+    p = argparse.ArgumentParser(
+        description="Fill a synthetic results store for the dashboard "
+        "(numbers meaningless; marked so everywhere)."
+    )
     p.add_argument("--store", required=True, type=Path)
-    p.add_argument("--scale", type=float, default=0.01,
-                   help="fraction of the full paper suite's images (1.0 = ~18.8 M rows)")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="where the generated pictures go (default: <store name>-datasets next "
-                   "to the store)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=0.01,
+        help="fraction of the full paper suite's images (1.0 = ~18.8 M rows)",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="where the generated pictures go (default: <store name>-datasets next to the store)",
+    )
     p.add_argument("--no-images", action="store_true", help="write no pictures")
     args = p.parse_args(argv)
     root = args.data_root or args.store.with_name(f"{args.store.stem}-datasets")
-    n = fill_store(args.store, args.scale, data_root=root, write_images=not args.no_images,
-                   n_boot=100, log=True)
-    print(f"wrote {n:,} prediction rows to {args.store}"
-          + ("" if args.no_images else f" and pictures under {root}"))
+    n = fill_store(
+        args.store,
+        args.scale,
+        data_root=root,
+        write_images=not args.no_images,
+        n_boot=100,
+        log=True,
+    )
+    print(
+        f"wrote {n:,} prediction rows to {args.store}"
+        + ("" if args.no_images else f" and pictures under {root}")
+    )
     print(f"open it: streamlit run dashboard/app.py -- --store {args.store} --data-root {root}")
     return 0
 

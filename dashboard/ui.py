@@ -28,16 +28,28 @@ def _slug(text: str) -> str:
 
 def table(df: pd.DataFrame, name: str, styled: object | None = None, **kwargs: object) -> None:
     """Show ``df`` (or its Styler) and a button that downloads it as CSV."""
-    st.dataframe(styled if styled is not None else df, hide_index=kwargs.pop("hide_index", True),
-                 **kwargs)
-    st.download_button("Download CSV", df.to_csv(index=False).encode(), f"{_slug(name)}.csv",
-                       "text/csv", key=f"csv-{_slug(name)}")
+    st.dataframe(
+        styled if styled is not None else df, hide_index=kwargs.pop("hide_index", True), **kwargs
+    )
+    st.download_button(
+        "Download CSV",
+        df.to_csv(index=False).encode(),
+        f"{_slug(name)}.csv",
+        "text/csv",
+        key=f"csv-{_slug(name)}",
+    )
 
 
 def chart(fig: go.Figure, name: str) -> None:
     """Show a Plotly figure; its toolbar's camera button exports it as PNG."""
-    st.plotly_chart(fig, config={"displaylogo": False, "toImageButtonOptions": {
-        "format": "png", "filename": _slug(name), "scale": 2}}, key=f"fig-{_slug(name)}")
+    st.plotly_chart(
+        fig,
+        config={
+            "displaylogo": False,
+            "toImageButtonOptions": {"format": "png", "filename": _slug(name), "scale": 2},
+        },
+        key=f"fig-{_slug(name)}",
+    )
 
 
 def picture(where: object, path: object, max_side: int, caption: str | None = None) -> None:
@@ -47,8 +59,11 @@ def picture(where: object, path: object, max_side: int, caption: str | None = No
     if data is not None:
         where.image(data, caption=caption)  # type: ignore[attr-defined]
         return
-    why = ("not found in the dashboard's data roots (--data-root)" if path is None
-           else "unreadable image file")
+    why = (
+        "not found in the dashboard's data roots (--data-root)"
+        if path is None
+        else "unreadable image file"
+    )
     where.caption(f"🖼 {caption + ': ' if caption else ''}{why}")  # type: ignore[attr-defined]
 
 
@@ -61,20 +76,24 @@ def random_banner(combined: pd.DataFrame) -> None:
     """A visible warning when any measured number shown comes from random weights."""
     if len(combined) and combined["random_weights"].astype(bool).any():
         shown = sorted(combined.loc[combined["random_weights"].astype(bool), "model"].unique())
-        st.warning("⚠ RANDOM weights or SYNTHETIC numbers (a smoke test or demo store; "
-                   f"meaningless): {', '.join(shown)}")
+        st.warning(
+            "⚠ RANDOM weights or SYNTHETIC numbers (a smoke test or demo store; "
+            f"meaningless): {', '.join(shown)}"
+        )
 
 
-def combined_metrics(sel: Selection, datasets: tuple[str, ...] | None = None,
-                     names: tuple[str, ...] | None = None) -> pd.DataFrame:
+def combined_metrics(
+    sel: Selection, datasets: tuple[str, ...] | None = None, names: tuple[str, ...] | None = None
+) -> pd.DataFrame:
     """Measured (latest runs) and published numbers for the selection, per its source
     (only some datasets / metric names when given)."""
     path = sel.path if sel.has_measured else ""
     return queries.combined(path, sel.version, sel.source, sel.models, datasets, names)
 
 
-def shown_metrics(sel: Selection, datasets: tuple[str, ...] | None = None,
-                  names: tuple[str, ...] | None = None) -> pd.DataFrame:
+def shown_metrics(
+    sel: Selection, datasets: tuple[str, ...] | None = None, names: tuple[str, ...] | None = None
+) -> pd.DataFrame:
     """:func:`combined_metrics`, with the random-weights banner for the measured ones."""
     comb = combined_metrics(sel, datasets, names)
     random_banner(comb[comb["source"] == "measured"])
@@ -84,14 +103,19 @@ def shown_metrics(sel: Selection, datasets: tuple[str, ...] | None = None,
 def source_note(sel: Selection) -> None:
     """A one-line caption saying what the numbers are."""
     if not sel.has_measured and sel.source != "published":
-        st.caption("No measured results in the store yet: showing the paper's **published** "
-                   "numbers. " + PRECOMPUTE_HINT)
+        st.caption(
+            "No measured results in the store yet: showing the paper's **published** "
+            "numbers. " + PRECOMPUTE_HINT
+        )
     else:
-        st.caption({"both": "Measured results (solid) next to the paper's published numbers "
-                            "(hatched / hollow).",
-                    "measured": "Measured results from the store.",
-                    "published": "The paper's **published** numbers (data/published)."}
-                   [sel.source])
+        st.caption(
+            {
+                "both": "Measured results (solid) next to the paper's published numbers "
+                "(hatched / hollow).",
+                "measured": "Measured results from the store.",
+                "published": "The paper's **published** numbers (data/published).",
+            }[sel.source]
+        )
 
 
 @contextlib.contextmanager

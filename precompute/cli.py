@@ -36,10 +36,12 @@ def _epilog() -> str:
     models = "\n".join(f"  {n:<18} {s.display:<14} {s.description}" for n, s in MODELS.items())
     datasets = "\n".join(f"  {n:<14} {s.layout}" for n, s in DATASETS.items())
     return (
-        "models (--model; 'all' = the four below):\n" + models
+        "models (--model; 'all' = the four below):\n"
+        + models
         + "\n  timm:<name>        any timm model, e.g. timm:resnet50.a1_in1k"
         + "\n  open_clip:<arch>:<tag>  any open_clip model as a zero-shot classifier\n\n"
-        + "datasets (--dataset; default: every one found under --data-root):\n" + datasets
+        + "datasets (--dataset; default: every one found under --data-root):\n"
+        + datasets
     )
 
 
@@ -74,7 +76,8 @@ def _logit_scale(value: str) -> float:
         x = math.nan
     if not (math.isfinite(x) and x > 0):
         raise argparse.ArgumentTypeError(
-            f"must be a finite number > 0 (the paper uses 100), got {value!r}")
+            f"must be a finite number > 0 (the paper uses 100), got {value!r}"
+        )
     return x
 
 
@@ -108,66 +111,164 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
-                   help="model(s) to evaluate; repeatable; 'all' = the paper's four (default)")
-    p.add_argument("--fetch-weights", action="store_true",
-                   help="download (or verify in the local cache) the weights and CLIP "
-                   "zero-shot heads of --model, for later offline runs; needs no dataset")
+    p.add_argument(
+        "--model",
+        action="append",
+        type=_csv,
+        default=None,
+        metavar="NAME[,NAME]",
+        help="model(s) to evaluate; repeatable; 'all' = the paper's four (default)",
+    )
+    p.add_argument(
+        "--fetch-weights",
+        action="store_true",
+        help="download (or verify in the local cache) the weights and CLIP "
+        "zero-shot heads of --model, for later offline runs; needs no dataset",
+    )
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--checkpoint", type=Path, metavar="PATH",
-                   help="local safetensors / PyTorch state-dict file for the (single) --model")
-    w.add_argument("--random-weights", action="store_true",
-                   help="random init (smoke tests; recorded as 'random', numbers meaningless)")
-    p.add_argument("--data-root", type=Path, default=settings.DEFAULT_DATA_ROOT, metavar="DIR",
-                   help="folder holding the datasets in their conventional layouts "
-                   "(default: data/datasets)")
-    p.add_argument("--dataset", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
-                   help="dataset(s) to run; repeatable (default: all found)")
-    p.add_argument("--dataset-path", action="append", type=_dataset_path, default=[],
-                   metavar="NAME=DIR", help="explicit folder for one dataset; repeatable")
-    p.add_argument("--list-datasets", action="store_true",
-                   help="list every dataset: found or missing under --data-root, images, "
-                   "expected layout, how to get it (no --model needed)")
-    p.add_argument("--download", action="append", type=_csv, default=None, metavar="NAME[,NAME]",
-                   help="download, verify and extract public datasets into --data-root "
-                   "(resumable; no --model needed)")
-    p.add_argument("--store", type=Path, default=settings.DEFAULT_STORE, metavar="PATH",
-                   help="DuckDB results store (default: data/results.duckdb)")
-    p.add_argument("--limit", type=_positive, metavar="N",
-                   help="only the first N images of each dataset (smoke runs)")
-    p.add_argument("--batch-size", type=_positive, default=settings.DEFAULT_BATCH_SIZE,
-                   metavar="N", help=f"default {settings.DEFAULT_BATCH_SIZE}")
-    p.add_argument("--workers", type=_non_negative, default=settings.default_workers(),
-                   metavar="N", help="DataLoader decode workers (default: min(8, CPUs))")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto = cuda when available (default)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default, as the paper) or bf16 (the backbone under bf16 autocast, "
-                   "faster on GPUs); the head, softmax and metrics are fp32 either way")
-    p.add_argument("--force", action="store_true",
-                   help="recompute runs already in the store and replace them")
+    w.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="local safetensors / PyTorch state-dict file for the (single) --model",
+    )
+    w.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random init (smoke tests; recorded as 'random', numbers meaningless)",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=settings.DEFAULT_DATA_ROOT,
+        metavar="DIR",
+        help="folder holding the datasets in their conventional layouts (default: data/datasets)",
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        type=_csv,
+        default=None,
+        metavar="NAME[,NAME]",
+        help="dataset(s) to run; repeatable (default: all found)",
+    )
+    p.add_argument(
+        "--dataset-path",
+        action="append",
+        type=_dataset_path,
+        default=[],
+        metavar="NAME=DIR",
+        help="explicit folder for one dataset; repeatable",
+    )
+    p.add_argument(
+        "--list-datasets",
+        action="store_true",
+        help="list every dataset: found or missing under --data-root, images, "
+        "expected layout, how to get it (no --model needed)",
+    )
+    p.add_argument(
+        "--download",
+        action="append",
+        type=_csv,
+        default=None,
+        metavar="NAME[,NAME]",
+        help="download, verify and extract public datasets into --data-root "
+        "(resumable; no --model needed)",
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        default=settings.DEFAULT_STORE,
+        metavar="PATH",
+        help="DuckDB results store (default: data/results.duckdb)",
+    )
+    p.add_argument(
+        "--limit",
+        type=_positive,
+        metavar="N",
+        help="only the first N images of each dataset (smoke runs)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=settings.DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"default {settings.DEFAULT_BATCH_SIZE}",
+    )
+    p.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=settings.default_workers(),
+        metavar="N",
+        help="DataLoader decode workers (default: min(8, CPUs))",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto = cuda when available (default)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default, as the paper) or bf16 (the backbone under bf16 autocast, "
+        "faster on GPUs); the head, softmax and metrics are fp32 either way",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="recompute runs already in the store and replace them"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the models (opt-in)")
-    p.add_argument("--preprocessing", choices=("paper", "weights"), default="paper",
-                   help="paper = the paper's eval recipe for its four models (default); "
-                   "weights = each weights' own config (timm / open_clip)")
-    p.add_argument("--logit-scale", type=_logit_scale, default=settings.DEFAULT_LOGIT_SCALE,
-                   metavar="S", help="CLIP zero-shot logit scale (default 100, as in the paper)")
-    p.add_argument("--bootstrap", type=_non_negative, default=settings.DEFAULT_BOOTSTRAP,
-                   metavar="N",
-                   help="bootstrap resamples for 95%% intervals (0 = none; default 1000)")
-    p.add_argument("--cache-dir", type=Path, metavar="DIR",
-                   help="where CLIP zero-shot heads are cached "
-                   "(default: $BEYOND_INET_CACHE or ~/.cache/beyond_inet)")
+    p.add_argument(
+        "--preprocessing",
+        choices=("paper", "weights"),
+        default="paper",
+        help="paper = the paper's eval recipe for its four models (default); "
+        "weights = each weights' own config (timm / open_clip)",
+    )
+    p.add_argument(
+        "--logit-scale",
+        type=_logit_scale,
+        default=settings.DEFAULT_LOGIT_SCALE,
+        metavar="S",
+        help="CLIP zero-shot logit scale (default 100, as in the paper)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_non_negative,
+        default=settings.DEFAULT_BOOTSTRAP,
+        metavar="N",
+        help="bootstrap resamples for 95%% intervals (0 = none; default 1000)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where CLIP zero-shot heads are cached "
+        "(default: $BEYOND_INET_CACHE or ~/.cache/beyond_inet)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     inv = p.add_argument_group(
-        "invariance views of imagenet-val (see README: scale / shift / resolution)")
-    for family, flag, meta in (("scale", "--scales", "S[,S]"), ("shift", "--shifts", "N[,N]"),
-                               ("resolution", "--resolutions", "R[,R]")):
+        "invariance views of imagenet-val (see README: scale / shift / resolution)"
+    )
+    for family, flag, meta in (
+        ("scale", "--scales", "S[,S]"),
+        ("shift", "--shifts", "N[,N]"),
+        ("resolution", "--resolutions", "R[,R]"),
+    ):
         default = ",".join(format_number(v) for v in VIEW_GRIDS[family])
-        inv.add_argument(flag, type=_grid(family), default=None, metavar=meta,
-                         help=f"{family}:<value> views (default: {default}; '' = none)")
-    inv.add_argument("--no-invariance", action="store_true",
-                     help="only the standard view of imagenet-val (no scale / shift / resolution)")
+        inv.add_argument(
+            flag,
+            type=_grid(family),
+            default=None,
+            metavar=meta,
+            help=f"{family}:<value> views (default: {default}; '' = none)",
+        )
+    inv.add_argument(
+        "--no-invariance",
+        action="store_true",
+        help="only the standard view of imagenet-val (no scale / shift / resolution)",
+    )
     return p
 
 
@@ -192,8 +293,10 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         DATASETS.get(name)
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
-            raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist (give a "
-                                    ".safetensors or PyTorch state-dict file).")
+            raise FileNotFoundError(
+                f"--checkpoint {args.checkpoint} does not exist (give a "
+                ".safetensors or PyTorch state-dict file)."
+            )
         weights = WeightsSource("checkpoint", args.checkpoint)
     else:
         weights = WeightsSource("random" if args.random_weights else "hub")
@@ -207,9 +310,14 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         preprocessing=args.preprocessing,
         logit_scale=args.logit_scale,
         limit=args.limit,
-        run=RunSettings(device=resolve_device(args.device), batch_size=args.batch_size,
-                        workers=args.workers, compile=args.compile,
-                        progress=not args.quiet, precision=args.precision),
+        run=RunSettings(
+            device=resolve_device(args.device),
+            batch_size=args.batch_size,
+            workers=args.workers,
+            compile=args.compile,
+            progress=not args.quiet,
+            precision=args.precision,
+        ),
         force=args.force,
         scoring=ScoringOptions(n_boot=args.bootstrap),
         cache_dir=args.cache_dir,
@@ -222,8 +330,14 @@ class UsageError(ValueError):
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    UnknownNameError, WeightsUnavailableError, CheckpointMismatchError, DatasetLayoutError,
-    StoreError, FileNotFoundError, UsageError, ViewError,
+    UnknownNameError,
+    WeightsUnavailableError,
+    CheckpointMismatchError,
+    DatasetLayoutError,
+    StoreError,
+    FileNotFoundError,
+    UsageError,
+    ViewError,
 )
 
 
@@ -237,13 +351,16 @@ def _fetch_command(args: argparse.Namespace) -> int:
     from beyond_inet.models import LoadOptions, expand_model_names, fetch_weights, resolve_spec
 
     if args.checkpoint is not None or args.random_weights:
-        raise UsageError("--fetch-weights gets hub weights; it does not combine with "
-                         "--checkpoint or --random-weights.")
+        raise UsageError(
+            "--fetch-weights gets hub weights; it does not combine with "
+            "--checkpoint or --random-weights."
+        )
     names = expand_model_names([m for group in (args.model or [["all"]]) for m in group])
     for n in names:  # typos fail before any download
         resolve_spec(n)
-    opts = LoadOptions(preprocessing=args.preprocessing, logit_scale=args.logit_scale,
-                       cache_dir=args.cache_dir)
+    opts = LoadOptions(
+        preprocessing=args.preprocessing, logit_scale=args.logit_scale, cache_dir=args.cache_dir
+    )
 
     def log(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
@@ -251,8 +368,10 @@ def _fetch_command(args: argparse.Namespace) -> int:
     for i, n in enumerate(names, 1):
         log(f"[{i}/{len(names)}] {n}")
         fetch_weights(n, opts, log)
-    print(f"weights ready for {len(names)} model(s): {', '.join(names)}. Later runs need no "
-          "network (HF_HUB_OFFLINE=1 works).")
+    print(
+        f"weights ready for {len(names)} model(s): {', '.join(names)}. Later runs need no "
+        "network (HF_HUB_OFFLINE=1 works)."
+    )
     return 0
 
 
@@ -268,8 +387,12 @@ def _datasets_command(args: argparse.Namespace) -> int:
 
     try:
         for name in (n for group in args.download or [] for n in group):
-            download_dataset(name, args.data_root, progress=not args.quiet,
-                             log=lambda m: print(m, file=sys.stderr, flush=True))
+            download_dataset(
+                name,
+                args.data_root,
+                progress=not args.quiet,
+                log=lambda m: print(m, file=sys.stderr, flush=True),
+            )
         if args.list_datasets:
             print(format_dataset_list(dataset_statuses(args.data_root, dict(args.dataset_path))))
     except UnknownNameError as e:
@@ -288,8 +411,10 @@ def _interrupted(store: Path) -> str:
     staged = Store(store).staged_runs()
     msg = "interrupted; nothing partial was stored."
     if staged:
-        msg += (f" {len(staged)} computed run(s) are staged in {Store(store).staging_dir} and "
-                "will be committed by the next precompute on this store.")
+        msg += (
+            f" {len(staged)} computed run(s) are staged in {Store(store).staging_dir} and "
+            "will be committed by the next precompute on this store."
+        )
     return msg
 
 
@@ -321,12 +446,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summary(summaries))
     exists = [s for s in summaries if s.status == "exists"]
     if exists:
-        print(f"{len(exists)} run(s) were not stored: another process stored the same run "
-              "first (see above).", file=sys.stderr)
+        print(
+            f"{len(exists)} run(s) were not stored: another process stored the same run "
+            "first (see above).",
+            file=sys.stderr,
+        )
     failed = max((s.n_failed for s in summaries), default=0)
     if failed:
-        print(f"{failed} image(s) could not be decoded and were skipped (listed above and in the "
-              "store's runs.failed).", file=sys.stderr)
+        print(
+            f"{failed} image(s) could not be decoded and were skipped (listed above and in the "
+            "store's runs.failed).",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -72,8 +72,14 @@ def write_cue_conflict(root: Path, pairs: list[tuple[str, str]], seed: int = 1) 
     return ids
 
 
-CUE_PAIRS = [("cat", "dog"), ("dog", "cat"), ("car", "clock"), ("cat", "cat"),
-             ("bear", "knife"), ("oven", "truck")]
+CUE_PAIRS = [
+    ("cat", "dog"),
+    ("dog", "cat"),
+    ("car", "clock"),
+    ("cat", "cat"),
+    ("bear", "knife"),
+    ("oven", "truck"),
+]
 
 
 @pytest.fixture(scope="session")

@@ -30,11 +30,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 # url path -> (title, minimum number of Plotly charts on the synthetic store)
 PAGES = {
-    "": ("Model finder", 2), "overview": ("Overview", 2), "calibration": ("Calibration", 3),
+    "": ("Model finder", 2),
+    "overview": ("Overview", 2),
+    "calibration": ("Calibration", 3),
     "imagenet_x": ("ImageNet-X", 1),
-    "invariance": ("Invariance", 3), "shape_bias": ("Shape bias", 1),
-    "robustness": ("Robustness", 3), "pug": ("PUG-ImageNet", 2), "explorer": ("Explorer", 0),
-    "reproduction": ("Reproduction", 1), "store_overview": ("Runs", 0),
+    "invariance": ("Invariance", 3),
+    "shape_bias": ("Shape bias", 1),
+    "robustness": ("Robustness", 3),
+    "pug": ("PUG-ImageNet", 2),
+    "explorer": ("Explorer", 0),
+    "reproduction": ("Reproduction", 1),
+    "store_overview": ("Runs", 0),
 }
 CHIPS_VISIBLE = """() => {
   const box = document.querySelector(
@@ -44,8 +50,10 @@ CHIPS_VISIBLE = """() => {
   });
 }"""
 #: The page's script run has finished (Streamlit marks its app element while running).
-SCRIPT_DONE = ("() => document.querySelector('[data-testid=\"stApp\"]')?.dataset"
-               ".testScriptState === 'notRunning'")
+SCRIPT_DONE = (
+    "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset"
+    ".testScriptState === 'notRunning'"
+)
 READY_TRIES = 240  # x 0.25 s: streamlit start-up on a busy 2-core machine
 TIMEOUT_MS = 60_000
 
@@ -80,21 +88,49 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serve(store: Path, data_root: Path, log_path: Path,
-          env: dict[str, str] | None = None) -> Iterator[str]:
+def serve(
+    store: Path, data_root: Path, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """``streamlit run dashboard/app.py -- --store STORE --data-root ROOT`` on a free
     loopback port (``env``: extra environment variables); yields the base URL."""
     port = _free_port()
     log = open(log_path, "wb")  # noqa: SIM115 (closed below)
-    env = {**os.environ, "BEYOND_INET_STORE": "", "BEYOND_INET_DATA_ROOT": "",
-           "HF_HUB_OFFLINE": "1",
-           "BEYOND_INET_LIVE_MODELS": "timm:test_vit,open_clip:test-tiny-clip", **(env or {})}
+    env = {
+        **os.environ,
+        "BEYOND_INET_STORE": "",
+        "BEYOND_INET_DATA_ROOT": "",
+        "HF_HUB_OFFLINE": "1",
+        "BEYOND_INET_LIVE_MODELS": "timm:test_vit,open_clip:test-tiny-clip",
+        **(env or {}),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless",
-         "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-         "--", "--store", str(store), "--data-root", str(data_root)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard/app.py",
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+            "--",
+            "--store",
+            str(store),
+            "--data-root",
+            str(data_root),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc)
         yield f"http://127.0.0.1:{port}"
@@ -114,8 +150,10 @@ def chromium_browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         try:
             yield b
         finally:
@@ -149,9 +187,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _require_browser()
     d = tmp_path_factory.mktemp("browser")
     store = d / "store.duckdb"
-    synthetic.fill_store(store, scale=0.002, models=("deit3_21k", "vit_clip"),
-                         random_models=("timm:test_vit",), data_root=d / "datasets",
-                         write_images=True, n_boot=20)
+    synthetic.fill_store(
+        store,
+        scale=0.002,
+        models=("deit3_21k", "vit_clip"),
+        random_models=("timm:test_vit",),
+        data_root=d / "datasets",
+        write_images=True,
+        n_boot=20,
+    )
     with serve(store, d / "datasets", d / "streamlit.log") as url:
         yield url
 
@@ -183,8 +227,8 @@ def test_every_page_renders_without_errors(tab: Any, path: str) -> None:
     page.get_by_role("heading", name=title, exact=True).first.wait_for()
     if charts:
         page.wait_for_function(
-            "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
-            arg=charts)
+            "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n", arg=charts
+        )
     if path == "explorer":
         page.locator('[data-testid="stImage"] img').first.wait_for()
     page.wait_for_function(SCRIPT_DONE)
@@ -210,7 +254,8 @@ def test_live_inference_upload_shows_predictions(tab: Any, tmp_path: Path) -> No
     Image.new("RGB", (320, 240), (200, 80, 40)).save(picture)
     page.locator('.st-key-live_upload input[type="file"]').set_input_files(str(picture))
     page.wait_for_function(
-        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2")
+        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2"
+    )
     page.locator('[data-testid="stImage"] img').nth(1).wait_for()
     page.wait_for_function(SCRIPT_DONE)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -273,9 +318,12 @@ def test_model_finder_filter_select_compare(tab: Any, tmp_path: Path) -> None:
     assert total > 1_600
     page.locator(".st-key-mf-text input").fill("deit3_base_patch16_224.fb_in22k")
     page.locator(".st-key-mf-text input").press("Enter")
-    page.wait_for_function("n => [...document.querySelectorAll('p')].some(p => "
-                           "p.textContent.includes(' models match.') && "
-                           "!p.textContent.startsWith(String(n)))", arg=f"{total:,}")
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('p')].some(p => "
+        "p.textContent.includes(' models match.') && "
+        "!p.textContent.startsWith(String(n)))",
+        arg=f"{total:,}",
+    )
     page.wait_for_function(SCRIPT_DONE)
     assert 0 < _match_count(page) < 5
     grid = page.locator(".st-key-mf-table").first
@@ -290,13 +338,15 @@ def test_model_finder_filter_select_compare(tab: Any, tmp_path: Path) -> None:
         page.locator(".st-key-csv-model-finder button").first.click()
     csv_text = Path(download.value.path()).read_text()
     header = csv_text.splitlines()[0].split(",")
-    row = next(r.split(",") for r in csv_text.splitlines()
-               if r.startswith("timm:deit3_base_patch16_224.fb_in22k_ft_in1k,"))
+    row = next(
+        r.split(",")
+        for r in csv_text.splitlines()
+        if r.startswith("timm:deit3_base_patch16_224.fb_in22k_ft_in1k,")
+    )
     measured = row[header.index("measured imagenet-val top1")]
     assert measured and float(measured) > 0  # deit3_21k's run, on the catalogue's row
     page.locator(".st-key-mf-compare button").first.click()
-    page.wait_for_function("name => decodeURIComponent(location.search).includes(name)",
-                           arg=picked)
+    page.wait_for_function("name => decodeURIComponent(location.search).includes(name)", arg=picked)
     page.wait_for_function(SCRIPT_DONE)
     chips = page.locator('[data-testid="stSidebar"] [data-tag]').all_inner_texts()
     assert any(c.startswith("timm:deit3_base_patch16_224") for c in chips)

@@ -33,14 +33,14 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_every_source_number_is_in_the_table_once(res: pd.DataFrame,
-                                                  mods: pd.DataFrame) -> None:
+def test_every_source_number_is_in_the_table_once(res: pd.DataFrame, mods: pd.DataFrame) -> None:
     """Each (file, row, mapped column) of the source CSVs, read with the csv module, is one
     row of the long table with the same value (timm % -> 0-1); nothing else is there."""
     dmap = build.read_rules(RULES, "datasets.csv")
     size = dict(zip(mods["model_id"], mods["eval_size"], strict=True))
     got = res[res["metric"] != "effective_robustness"].set_index(
-        ["library", "model_id", "dataset", "metric"])["value"]
+        ["library", "model_id", "dataset", "metric"]
+    )["value"]
     assert got.index.is_unique
     expected = {}
     for m in dmap.itertuples():
@@ -56,34 +56,52 @@ def test_every_source_number_is_in_the_table_once(res: pd.DataFrame,
                 value = float(r[m.column])
             expected[(m.library, mid, m.dataset, m.metric)] = value
     assert set(expected) == set(got.index)
-    np.testing.assert_allclose(got.loc[list(expected)].to_numpy(),
-                               np.array(list(expected.values())), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        got.loc[list(expected)].to_numpy(), np.array(list(expected.values())), rtol=0, atol=1e-12
+    )
 
 
 def test_spot_checks_and_counts(res: pd.DataFrame, mods: pd.DataFrame) -> None:
     value = res.set_index(["model_id", "dataset", "metric"])["value"]
-    assert value[("deit3_base_patch16_224.fb_in22k_ft_in1k", "imagenet-val", "top1")] == \
-        pytest.approx(0.85728)
-    assert value[("convnext_base.fb_in22k_ft_in1k@288", "imagenet-val", "top1")] == \
-        pytest.approx(0.86302)  # timm's second evaluation, at the weight's test size
+    assert value[
+        ("deit3_base_patch16_224.fb_in22k_ft_in1k", "imagenet-val", "top1")
+    ] == pytest.approx(0.85728)
+    assert value[("convnext_base.fb_in22k_ft_in1k@288", "imagenet-val", "top1")] == pytest.approx(
+        0.86302
+    )  # timm's second evaluation, at the weight's test size
     assert value[("ViT-B-16:laion400m_e31", "imagenet-val", "top1")] == pytest.approx(0.6698)
     assert value[("ViT-B-16:laion400m_e31", "imagenet-r", "top1")] == pytest.approx(
-        float(pd.read_csv(SOURCES / "open_clip" / "openclip_results.csv").set_index(
-            ["name", "pretrained"]).loc[("ViT-B-16", "laion400m_e31"), "ImageNet-R"]))
-    timm_keys = {(r["model"], r["img_size"]) for f in (SOURCES / "timm").glob("results-*.csv")
-                 for r in _csv_rows(f)}
+        float(
+            pd.read_csv(SOURCES / "open_clip" / "openclip_results.csv")
+            .set_index(["name", "pretrained"])
+            .loc[("ViT-B-16", "laion400m_e31"), "ImageNet-R"]
+        )
+    )
+    timm_keys = {
+        (r["model"], r["img_size"])
+        for f in (SOURCES / "timm").glob("results-*.csv")
+        for r in _csv_rows(f)
+    }
     counts = mods["library"].value_counts()
     assert counts["timm"] == len(timm_keys) and counts["open_clip"] == len(
-        _csv_rows(SOURCES / "open_clip" / "openclip_results.csv"))
+        _csv_rows(SOURCES / "open_clip" / "openclip_results.csv")
+    )
     assert not mods.duplicated(["library", "model_id"]).any()
     assert len(mods) > 1_600
     deit = mods.set_index("model_id").loc["deit3_base_patch16_224.fb_in22k_ft_in1k"]
     assert (deit["family"], deit["training_data"], deit["paper_model"]) == (
-        "ViT", "in21k/22k", "deit3_21k")
+        "ViT",
+        "in21k/22k",
+        "deit3_21k",
+    )
     assert deit["params_m"] == pytest.approx(86.59) and deit["input_size"] == 224
     clip = mods.set_index("model_id").loc["convnext_base:laion400m_s13b_b51k"]
-    assert clip["zero_shot"] and clip["family"] == "ConvNeXt" and clip["paper_model"] == \
-        "convnext_clip" and clip["training_data"] == "laion400m"
+    assert (
+        clip["zero_shot"]
+        and clip["family"] == "ConvNeXt"
+        and clip["paper_model"] == "convnext_clip"
+        and clip["training_data"] == "laion400m"
+    )
     gpu = pd.read_csv(SOURCES / "timm" / build.GPU_BENCH)
     row = gpu[(gpu["model"] == "deit3_base_patch16_224") & (gpu["infer_img_size"] == 224)]
     assert deit["throughput_gpu"] == pytest.approx(float(row["infer_samples_per_sec"].iloc[0]))
@@ -95,8 +113,9 @@ def test_every_name_round_trips_through_precompute(mods: pd.DataFrame) -> None:
         assert (spec.family, spec.arch, spec.tag or "") == (m.library, m.arch, m.tag), m.name
 
 
-def test_effective_robustness_equals_an_independent_polyfit(res: pd.DataFrame,
-                                                            mods: pd.DataFrame) -> None:
+def test_effective_robustness_equals_an_independent_polyfit(
+    res: pd.DataFrame, mods: pd.DataFrame
+) -> None:
     key = ["library", "model_id"]
     base = mods[mods["baseline"]].set_index(key).index
     assert len(base) > 1_000 and set(mods.loc[mods["baseline"], "library"]) == {"timm"}
@@ -116,23 +135,27 @@ def test_effective_robustness_equals_an_independent_polyfit(res: pd.DataFrame,
         er = value.xs((dataset, "effective_robustness"), level=("dataset", "metric"))
         pick = both.index[:: max(1, len(both) // 25)]
         for k in pick:
-            pred = 1 / (1 + np.exp(-(slope * np.log(both.loc[k, "x"] / (1 - both.loc[k, "x"]))
-                                     + intercept)))
+            pred = 1 / (
+                1 + np.exp(-(slope * np.log(both.loc[k, "x"] / (1 - both.loc[k, "x"])) + intercept))
+            )
             assert er.loc[k] == pytest.approx(both.loc[k, "y"] - pred, abs=1e-5)
     # the paper's story: CLIP models are effectively robust on ImageNet-R, supervised not much
-    assert value[("open_clip", "ViT-B-16:laion400m_e31", "imagenet-r",
-                  "effective_robustness")] > 0.2
+    assert (
+        value[("open_clip", "ViT-B-16:laion400m_e31", "imagenet-r", "effective_robustness")] > 0.2
+    )
 
 
-def test_the_shipped_tables_are_what_the_build_makes(tmp_path: Path, res: pd.DataFrame,
-                                                     mods: pd.DataFrame) -> None:
+def test_the_shipped_tables_are_what_the_build_makes(
+    tmp_path: Path, res: pd.DataFrame, mods: pd.DataFrame
+) -> None:
     """Rebuilding from the shipped sources and rules reproduces the shipped tables (so the
     README's rebuild instructions are true and nobody edited a Parquet by hand)."""
     assert build.main(["--out", str(tmp_path)]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / catalog.RESULTS), res)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / catalog.MODELS), mods)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / catalog.FITS),
-                                  pd.read_csv(catalog.CATALOG_DIR / catalog.FITS))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / catalog.FITS), pd.read_csv(catalog.CATALOG_DIR / catalog.FITS)
+    )
 
 
 def test_pareto_front_hand_case() -> None:
@@ -142,7 +165,13 @@ def test_pareto_front_hand_case() -> None:
     assert catalog.pareto_front(x, y).tolist() == [True, True, True, True, False, False]
     # lower x is better (params): only the smallest x with the best y is left
     assert catalog.pareto_front(x, y, maximize_x=False).tolist() == [
-        True, False, False, False, False, False]
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_rules_are_data() -> None:
@@ -151,7 +180,11 @@ def test_rules_are_data() -> None:
     assert build.first_match("vit-b-16", fam, "family", "Other") == "ViT"
     assert build.first_match("tresnet_m", fam, "family", "Other") == "TResNet"
     data = build.read_rules(RULES, "training_data.csv")
-    for tag, expected in (("fb_in22k_ft_in1k", "in21k/22k"), ("a1_in1k", "in1k"),
-                          ("laion2b_s34b_b79k", "laion2b"), ("openai", "openai (WIT-400M)"),
-                          ("clip_laion2b_augreg_ft_in12k_in1k", "laion2b")):
+    for tag, expected in (
+        ("fb_in22k_ft_in1k", "in21k/22k"),
+        ("a1_in1k", "in1k"),
+        ("laion2b_s34b_b79k", "laion2b"),
+        ("openai", "openai (WIT-400M)"),
+        ("clip_laion2b_augreg_ft_in12k_in1k", "laion2b"),
+    ):
         assert build.first_match(tag, data, "training_data", "unknown") == expected, tag

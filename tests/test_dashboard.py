@@ -23,15 +23,20 @@ from tests.conftest import REPO, TINY_CLIP, TINY_TIMM
 
 APP = str(REPO / "dashboard" / "app.py")
 PAGES = {  # page file -> (title, needs-data-to-chart)
-    "finder": "Model finder", "overview": "Overview", "calibration": "Calibration",
+    "finder": "Model finder",
+    "overview": "Overview",
+    "calibration": "Calibration",
     "imagenet_x": "ImageNet-X",
-    "invariance": "Invariance", "shape_bias": "Shape bias", "robustness": "Robustness",
-    "pug": "PUG-ImageNet", "explorer": "Explorer", "reproduction": "Reproduction",
+    "invariance": "Invariance",
+    "shape_bias": "Shape bias",
+    "robustness": "Robustness",
+    "pug": "PUG-ImageNet",
+    "explorer": "Explorer",
+    "reproduction": "Reproduction",
     "store_overview": "Runs",
 }
 # pages with published numbers: they chart even without a store
-PUBLISHED_CHARTS = {"finder", "overview", "calibration", "shape_bias", "robustness",
-                    "reproduction"}
+PUBLISHED_CHARTS = {"finder", "overview", "calibration", "shape_bias", "robustness", "reproduction"}
 SYN_MODELS = ("deit3_21k", "vit_clip")
 SYN_RANDOM = ("timm:test_vit",)
 
@@ -45,9 +50,25 @@ def precompute_store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     from precompute.cli import main
 
     store = tmp_path_factory.mktemp("dash_pre") / "results.duckdb"
-    assert main(["--model", f"{TINY_TIMM},{TINY_CLIP}", "--random-weights", "--data-root",
-                 str(data_root), "--store", str(store), "--workers", "0", "--quiet",
-                 "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                f"{TINY_TIMM},{TINY_CLIP}",
+                "--random-weights",
+                "--data-root",
+                str(data_root),
+                "--store",
+                str(store),
+                "--workers",
+                "0",
+                "--quiet",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     return store
 
 
@@ -57,13 +78,25 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models plus one random-weights model; a few real images under the recorded roots."""
     d = tmp_path_factory.mktemp("dash_syn")
     store = d / "syn.duckdb"
-    synthetic.fill_store(store, scale=0.002, models=SYN_MODELS, random_models=SYN_RANDOM,
-                         data_root=d / "datasets", write_images=True, n_boot=20)
+    synthetic.fill_store(
+        store,
+        scale=0.002,
+        models=SYN_MODELS,
+        random_models=SYN_RANDOM,
+        data_root=d / "datasets",
+        write_images=True,
+        n_boot=20,
+    )
     return store
 
 
-def _app(monkeypatch: pytest.MonkeyPatch, store: Path, page: str | None = None,
-         data_root: Path | None = None, **query: str) -> AppTest:
+def _app(
+    monkeypatch: pytest.MonkeyPatch,
+    store: Path,
+    page: str | None = None,
+    data_root: Path | None = None,
+    **query: str,
+) -> AppTest:
     monkeypatch.setenv("BEYOND_INET_STORE", str(store))
     monkeypatch.setenv("BEYOND_INET_DATA_ROOT", str(data_root or store.parent / "datasets"))
     at = AppTest.from_file(APP, default_timeout=90)
@@ -132,8 +165,14 @@ def test_pages_on_a_synthetic_store_with_every_dataset(
 def test_pages_on_a_real_precompute_store(
     monkeypatch: pytest.MonkeyPatch, precompute_store: Path, page: str, data_root: Path
 ) -> None:
-    at = _app(monkeypatch, precompute_store, page, data_root=data_root, source="measured",
-              models=f"{TINY_TIMM},{TINY_CLIP}")
+    at = _app(
+        monkeypatch,
+        precompute_store,
+        page,
+        data_root=data_root,
+        source="measured",
+        models=f"{TINY_TIMM},{TINY_CLIP}",
+    )
     assert [t.value for t in at.title] == [PAGES[page]]
     charted = {"overview", "calibration", "imagenet_x", "shape_bias", "robustness"}
     if page in charted:
@@ -162,8 +201,13 @@ def test_overview_marks_random_models_and_highlights(
 
 
 def test_selection_is_kept_in_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    at = _app(monkeypatch, tmp_path / "none.duckdb", "overview", models="vit_clip,deit3_21k",
-              source="published")
+    at = _app(
+        monkeypatch,
+        tmp_path / "none.duckdb",
+        "overview",
+        models="vit_clip,deit3_21k",
+        source="published",
+    )
     assert at.dataframe[0].value["model"].tolist() == ["deit3_21k", "vit_clip"]
     assert at.query_params["source"] == "published"
     at.sidebar.multiselect[0].set_value(["convnext_clip"]).run()
@@ -200,12 +244,21 @@ def test_a_locked_store_is_a_message_not_a_crash(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     store = tmp_path / "locked.duckdb"
-    synthetic.fill_store(store, 1.0, models=("deit3_21k",),
-                         datasets=[synthetic.DatasetPlan("cue-conflict", 20)])
+    synthetic.fill_store(
+        store, 1.0, models=("deit3_21k",), datasets=[synthetic.DatasetPlan("cue-conflict", 20)]
+    )
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-         "print('locked', flush=True); sys.stdin.read()", str(store)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+            "print('locked', flush=True); sys.stdin.read()",
+            str(store),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         monkeypatch.setattr(queries, "LOCK_WAIT_SECONDS", 0.2)
@@ -242,32 +295,61 @@ def test_the_live_inference_page_is_routed_when_present() -> None:
 
 def _prediction_store(path: Path, conf: np.ndarray, correct: np.ndarray) -> None:
     n = len(conf)
-    cols = {"run_id": ["r1"] * n, "model": ["m"] * n, "dataset": ["imagenet-val"] * n,
-            "view": ["standard"] * n, "sample_id": [f"s{i}" for i in range(n)],
-            "label": np.zeros(n, np.int32), "pred": np.where(correct, 0, 1).astype(np.int32),
-            "confidence": conf.astype(np.float32), "p_true": conf.astype(np.float32),
-            "correct": correct, "topk_idx": [[0]] * n, "topk_prob": [[0.5]] * n,
-            "decision": [None] * n, "brier": np.zeros(n, np.float32)}
+    cols = {
+        "run_id": ["r1"] * n,
+        "model": ["m"] * n,
+        "dataset": ["imagenet-val"] * n,
+        "view": ["standard"] * n,
+        "sample_id": [f"s{i}" for i in range(n)],
+        "label": np.zeros(n, np.int32),
+        "pred": np.where(correct, 0, 1).astype(np.int32),
+        "confidence": conf.astype(np.float32),
+        "p_true": conf.astype(np.float32),
+        "correct": correct,
+        "topk_idx": [[0]] * n,
+        "topk_prob": [[0.5]] * n,
+        "decision": [None] * n,
+        "brier": np.zeros(n, np.float32),
+    }
     run: dict[str, object] = {c: None for c, _ in RUN_COLUMNS}
-    run.update(run_id="r1", run_key="k", model="m", dataset="imagenet-val", status="finished",
-               weights="w", random_weights=False, preprocessing="{}", views="[]",
-               n_samples=n, n_failed=0, finished_at=pd.Timestamp("2026-01-01"))
-    Store(path).commit_run(run, pa.table(cols, schema=PREDICTION_SCHEMA),
-                           pd.DataFrame(columns=list(METRIC_COLUMNS)))
+    run.update(
+        run_id="r1",
+        run_key="k",
+        model="m",
+        dataset="imagenet-val",
+        status="finished",
+        weights="w",
+        random_weights=False,
+        preprocessing="{}",
+        views="[]",
+        n_samples=n,
+        n_failed=0,
+        finished_at=pd.Timestamp("2026-01-01"),
+    )
+    Store(path).commit_run(
+        run, pa.table(cols, schema=PREDICTION_SCHEMA), pd.DataFrame(columns=list(METRIC_COLUMNS))
+    )
 
 
 @pytest.mark.parametrize("n_bins", [1, 3, 10, 15, 33])
 def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int) -> None:
     rng = np.random.default_rng(n_bins)
     edges = np.array(queries.calibration_edges(n_bins), dtype=np.float32)
-    conf = np.concatenate([rng.random(3000).astype(np.float32), edges,
-                           np.nextafter(edges, np.float32(0)), [1.0, 1.0, 0.0]])
+    conf = np.concatenate(
+        [
+            rng.random(3000).astype(np.float32),
+            edges,
+            np.nextafter(edges, np.float32(0)),
+            [1.0, 1.0, 0.0],
+        ]
+    )
     conf = np.clip(conf, 0, 1).astype(np.float32)
     correct = rng.random(len(conf)) < conf
     _prediction_store(tmp_path / "c.duckdb", conf, correct)
     path = str(tmp_path / "c.duckdb")
-    got = queries.calibration_table.uncached(path, "v", "imagenet-val", "standard", ("m",),
-                                             n_bins).set_index("bin")
+    got = queries.calibration_table.uncached(
+        path, "v", "imagenet-val", "standard", ("m",), n_bins
+    ).set_index("bin")
     ref = M.calibration_bins(conf, correct, n_bins)
     ref = ref[ref["count"] > 0].set_index("bin")
     assert got.index.tolist() == ref.index.tolist()
@@ -279,8 +361,9 @@ def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int
 
 
 def _preds(store: Path, dataset: str = "imagenet-val") -> pd.DataFrame:
-    return Store(store).query("SELECT * FROM predictions WHERE dataset = ? AND view = 'standard'",
-                              [dataset])
+    return Store(store).query(
+        "SELECT * FROM predictions WHERE dataset = ? AND view = 'standard'", [dataset]
+    )
 
 
 def test_explorer_filters(synthetic_store: Path) -> None:
@@ -291,8 +374,9 @@ def test_explorer_filters(synthetic_store: Path) -> None:
     labels = p.groupby("sample_id")["label"].first()
     a, b = SYN_MODELS
     page = queries.explorer_page
-    total, ids = page(path, v, "imagenet-val", "standard", (a, b), ((a, "correct"), (b, "wrong")),
-                      page_size=1000)
+    total, ids = page(
+        path, v, "imagenet-val", "standard", (a, b), ((a, "correct"), (b, "wrong")), page_size=1000
+    )
     expected = sorted(wide.index[wide[a] & ~wide[b]])
     assert total == len(expected) and ids == expected
     total, ids = page(path, v, "imagenet-val", "standard", (a, b), disagree=True, page_size=1000)
@@ -306,14 +390,16 @@ def test_explorer_filters(synthetic_store: Path) -> None:
     total, first = page(path, v, "imagenet-val", "standard", (a,), page=0, page_size=7)
     _, second = page(path, v, "imagenet-val", "standard", (a,), page=1, page_size=7)
     assert total == len(labels) and len(first) == 7 and first + second == sorted(labels.index)[:14]
-    det = queries.explorer_details(path, v, "imagenet-val", "standard", (a, b),
-                                            tuple(first[:2]))
+    det = queries.explorer_details(path, v, "imagenet-val", "standard", (a, b), tuple(first[:2]))
     assert len(det) == 4 and det["topk_idx"].map(len).eq(5).all()
-    total, grid = queries.explorer_grid.uncached(path, v, "imagenet-val", "standard", (a, b),
-                                                 page=1, page_size=7)
+    total, grid = queries.explorer_grid.uncached(
+        path, v, "imagenet-val", "standard", (a, b), page=1, page_size=7
+    )
     assert total == len(labels) and grid["sample_id"].unique().tolist() == second
     assert queries.explorer_page(path, v, "imagenet-val", "standard", (a,), page=99) == (
-        len(labels), [])
+        len(labels),
+        [],
+    )
 
 
 def test_safe_image_path_rejects_escapes(tmp_path: Path) -> None:
@@ -324,8 +410,16 @@ def test_safe_image_path_rejects_escapes(tmp_path: Path) -> None:
     os.symlink(tmp_path / "secret.txt", root / "link.png")
     roots = [str(root)]
     assert queries.safe_image_path(roots, "cls/a.png") == (root / "cls" / "a.png").resolve()
-    for bad in ("../secret.txt", "cls/../../secret.txt", str(tmp_path / "secret.txt"),
-                "link.png", "", "cls", "missing.png", "a\x00b"):
+    for bad in (
+        "../secret.txt",
+        "cls/../../secret.txt",
+        str(tmp_path / "secret.txt"),
+        "link.png",
+        "",
+        "cls",
+        "missing.png",
+        "a\x00b",
+    ):
         assert queries.safe_image_path(roots, bad) is None, bad
     assert queries.safe_image_path([], "cls/a.png") is None
 
@@ -351,12 +445,13 @@ def test_published_numbers_map_to_store_keys() -> None:
     unmapped = rows[rows["dataset"].isna()]
     assert set(unmapped["property"]) == {"models", "transferability"}
     assert set(unmapped[unmapped["property"] == "models"]["published_metric"]) == {
-        "FLOPs", "#params"}
+        "FLOPs",
+        "#params",
+    }
     pm = published.published_metrics().set_index(["model", "dataset", "metric"])
     assert pm.loc[("deit3_21k", "imagenet-val", "top1"), "value"] == pytest.approx(0.855)
     assert pm.loc[("vit_clip", "imagenet-val", "ece"), "value"] == pytest.approx(0.1331)
-    assert pm.loc[("convnext_clip", "cue-conflict", "shape_bias"), "value"] == pytest.approx(
-        0.4241)
+    assert pm.loc[("convnext_clip", "cue-conflict", "shape_bias"), "value"] == pytest.approx(0.4241)
     assert not pm.index.duplicated().any()
     assert published.human_shape_bias()["shape_bias"].mean() == pytest.approx(0.95759)
 
@@ -364,8 +459,9 @@ def test_published_numbers_map_to_store_keys() -> None:
 def test_derived_robustness_average_matches_the_paper() -> None:
     """Feeding the paper's seven benchmark numbers as 'measured' reproduces its average."""
     pm = published.published_metrics()
-    bench = pm[pm["metric"] != "top1_average"].assign(ci_low=np.nan, ci_high=np.nan,
-                                                      random_weights=False)
+    bench = pm[pm["metric"] != "top1_average"].assign(
+        ci_low=np.nan, ci_high=np.nan, random_weights=False
+    )
     derived = frames.derive(bench)
     avg = derived[derived["metric"] == "top1_average"].set_index("model")["value"]
     paper = pm[pm["metric"] == "top1_average"].set_index("model")["value"]
@@ -375,12 +471,15 @@ def test_derived_robustness_average_matches_the_paper() -> None:
 
 def test_imagenet_c_mean_and_invariance_summaries() -> None:
     rows = [("m", "imagenet-c", f"fog:{s}", "top1", 0.1 * s) for s in range(1, 6)]
-    rows += [("m", "imagenet-val", "scale:2", "agreement", 0.5),
-             ("m", "imagenet-val", "shift:5", "agreement", 0.7),
-             ("m", "pug-imagenet", "Worlds", "top1", 0.2),
-             ("m", "pug-imagenet", "Camera_Yaw", "top1", 0.4)]
+    rows += [
+        ("m", "imagenet-val", "scale:2", "agreement", 0.5),
+        ("m", "imagenet-val", "shift:5", "agreement", 0.7),
+        ("m", "pug-imagenet", "Worlds", "top1", 0.2),
+        ("m", "pug-imagenet", "Camera_Yaw", "top1", 0.4),
+    ]
     df = pd.DataFrame(rows, columns=["model", "dataset", "view", "metric", "value"]).assign(
-        ci_low=np.nan, ci_high=np.nan, random_weights=True)
+        ci_low=np.nan, ci_high=np.nan, random_weights=True
+    )
     d = frames.derive(df)
     d = d[d["view"] == "standard"].set_index(["dataset", "metric"])
     assert d.loc[("imagenet-c", "top1"), "value"] == pytest.approx(0.3)  # the mean as `standard`
@@ -392,11 +491,16 @@ def test_imagenet_c_mean_and_invariance_summaries() -> None:
 
 
 def test_overview_best_and_ranking() -> None:
-    rows = [("a", "imagenet-val", "top1", 0.8), ("b", "imagenet-val", "top1", 0.7),
-            ("a", "imagenet-val", "ece", 0.10), ("b", "imagenet-val", "ece", 0.02),
-            ("c", "imagenet-val", "top1", 0.75)]
+    rows = [
+        ("a", "imagenet-val", "top1", 0.8),
+        ("b", "imagenet-val", "top1", 0.7),
+        ("a", "imagenet-val", "ece", 0.10),
+        ("b", "imagenet-val", "ece", 0.02),
+        ("c", "imagenet-val", "top1", 0.75),
+    ]
     df = pd.DataFrame(rows, columns=["model", "dataset", "metric", "value"]).assign(
-        view="standard", ci_low=np.nan, ci_high=np.nan, random_weights=False)
+        view="standard", ci_low=np.nan, ci_high=np.nan, random_weights=False
+    )
     comb = frames.combine(df, pd.DataFrame(), "measured")
     num, text = frames.overview(comb)
     assert list(num.columns[4:]) == ["ImageNet top-1", "ECE"]
@@ -422,12 +526,16 @@ def test_ranking_never_lets_a_random_or_partial_model_win() -> None:
     above real models measured on four; close shape biases stay close."""
     rows = []
     for m, top1, ece, sb in (("real_a", 0.85, 0.05, 0.333), ("real_b", 0.84, 0.06, 0.399)):
-        rows += [(m, "imagenet-val", "top1", top1, False), (m, "imagenet-val", "ece", ece, False),
-                 (m, "cue-conflict", "shape_bias", sb, False)]
+        rows += [
+            (m, "imagenet-val", "top1", top1, False),
+            (m, "imagenet-val", "ece", ece, False),
+            (m, "cue-conflict", "shape_bias", sb, False),
+        ]
     rows += [("timm:test_vit", "cue-conflict", "shape_bias", 0.99, True)]
     df = pd.DataFrame(rows, columns=["model", "dataset", "metric", "value", "random_weights"])
-    comb = frames.combine(df.assign(view="standard", ci_low=np.nan, ci_high=np.nan),
-                          pd.DataFrame(), "measured")
+    comb = frames.combine(
+        df.assign(view="standard", ci_low=np.nan, ci_high=np.nan), pd.DataFrame(), "measured"
+    )
     num, _ = frames.overview(comb)
     cols = ["ImageNet top-1", "ECE", "Shape bias", "random_weights"]
     norm = frames.normalised(num[cols[:-1]])
@@ -437,22 +545,29 @@ def test_ranking_never_lets_a_random_or_partial_model_win() -> None:
     assert rank.index.tolist() == ["real_b", "real_a"]
     random_row = next(i for i in num.index if i.startswith("timm:test_vit"))
     assert "random weights" in left.loc[random_row, "reason"]
-    rank, left = frames.ranking(num[cols], {"Shape bias": 1, "ImageNet top-1": 1},
-                                include_random=True)
-    assert random_row not in rank.index and "not measured: ImageNet top-1" in left.loc[
-        random_row, "reason"]
+    rank, left = frames.ranking(
+        num[cols], {"Shape bias": 1, "ImageNet top-1": 1}, include_random=True
+    )
+    assert (
+        random_row not in rank.index
+        and "not measured: ImageNet top-1" in left.loc[random_row, "reason"]
+    )
     rank, _ = frames.ranking(num[cols], {"Shape bias": 1}, include_random=True)
     assert rank.index[0] == random_row  # only when asked for, and measured on what counts
 
 
 def test_reproduction_differences() -> None:
-    df = pd.DataFrame([("deit3_21k", "imagenet-val", "standard", "top1", 0.85)],
-                      columns=["model", "dataset", "view", "metric", "value"]).assign(
-        ci_low=np.nan, ci_high=np.nan, random_weights=False)
+    df = pd.DataFrame(
+        [("deit3_21k", "imagenet-val", "standard", "top1", 0.85)],
+        columns=["model", "dataset", "view", "metric", "value"],
+    ).assign(ci_low=np.nan, ci_high=np.nan, random_weights=False)
     comb = frames.combine(df, published.published_metrics(), "both")
     rep = frames.reproduction(comb, published.published_rows())
-    r = rep[(rep["model"] == "deit3_21k") & (rep["metric"] == "top-1 accuracy")
-            & (rep["dataset"] == "ImageNet-1K val (INet-Val)")].iloc[0]
+    r = rep[
+        (rep["model"] == "deit3_21k")
+        & (rep["metric"] == "top-1 accuracy")
+        & (rep["dataset"] == "ImageNet-1K val (INet-Val)")
+    ].iloc[0]
     assert r["measured"] == pytest.approx(85.0) and r["difference"] == pytest.approx(-0.5)
     assert rep[rep["measured"].notna()]["model"].unique().tolist() == ["deit3_21k"]
 
@@ -485,8 +600,9 @@ def test_published_source_hides_measured_numbers(
 
 SINGLE_KIND = {
     "cue-conflict": synthetic.DatasetPlan("cue-conflict", 40),
-    "imagenet-c": synthetic.DatasetPlan("imagenet-c", 32, tuple(
-        f"{c}:{s}" for c in synthetic.CORRUPTIONS[:3] for s in range(1, 6))),
+    "imagenet-c": synthetic.DatasetPlan(
+        "imagenet-c", 32, tuple(f"{c}:{s}" for c in synthetic.CORRUPTIONS[:3] for s in range(1, 6))
+    ),
     "pug-imagenet": synthetic.DatasetPlan("pug-imagenet", 32, synthetic.PUG_FACTORS[:3]),
 }
 
@@ -494,9 +610,14 @@ SINGLE_KIND = {
 def single_kind_store(root: Path, dataset: str) -> Path:
     """A store holding runs of one dataset only (as a newcomer's first store does)."""
     store = root / dataset / "s.duckdb"
-    synthetic.fill_store(store, 1.0, models=("deit3_21k", "vit_clip"),
-                         datasets=[SINGLE_KIND[dataset]], data_root=store.parent / "datasets",
-                         write_images=True)
+    synthetic.fill_store(
+        store,
+        1.0,
+        models=("deit3_21k", "vit_clip"),
+        datasets=[SINGLE_KIND[dataset]],
+        data_root=store.parent / "datasets",
+        write_images=True,
+    )
     return store
 
 
@@ -544,24 +665,34 @@ def test_images_are_served_only_from_the_configured_data_roots(tmp_path: Path) -
     (outside / "secret.png").write_bytes(b"x")
     roots = [str(allowed)]
     # a run recorded inside the data root, or found by the dataset's own folder name
-    assert queries.image_path(roots, "cue-conflict", [str(allowed / "cue-conflict")],
-                              "cat/cat1-dog1.png") == (inside / "cat1-dog1.png").resolve()
-    assert queries.image_path(roots, "cue-conflict", ["/moved/away"],
-                              "cat/cat1-dog1.png") == (inside / "cat1-dog1.png").resolve()
+    assert (
+        queries.image_path(
+            roots, "cue-conflict", [str(allowed / "cue-conflict")], "cat/cat1-dog1.png"
+        )
+        == (inside / "cat1-dog1.png").resolve()
+    )
+    assert (
+        queries.image_path(roots, "cue-conflict", ["/moved/away"], "cat/cat1-dog1.png")
+        == (inside / "cat1-dog1.png").resolve()
+    )
     # a store naming "/" or another folder as its dataset root widens nothing
     for stored in ("/", str(outside)):
         assert queries.image_path(roots, "cue-conflict", [stored], "secret.png") is None
-        assert queries.image_path(roots, "cue-conflict", [stored],
-                                  str(outside / "secret.png")) is None
+        assert (
+            queries.image_path(roots, "cue-conflict", [stored], str(outside / "secret.png")) is None
+        )
     assert queries.image_path(roots, "cue-conflict", ["/"], "etc/passwd") is None
     assert queries.image_path([], "cue-conflict", ["/"], "etc/passwd") is None
 
 
 def test_the_dashboard_listens_on_localhost_by_default() -> None:
-    code = ("from streamlit import config\nconfig.get_config_options(force_reparse=True)\n"
-            "print(config.get_option('server.address'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    code = (
+        "from streamlit import config\nconfig.get_config_options(force_reparse=True)\n"
+        "print(config.get_option('server.address'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.stdout.strip().splitlines()[-1] == "localhost", out.stderr
 
 
@@ -572,24 +703,34 @@ def test_the_synthetic_store_follows_the_readmes_definitions(synthetic_store: Pa
     runs = s.query("SELECT model, weights, random_weights FROM runs")
     assert runs["random_weights"].all()
     assert set(runs["weights"]) == {"synthetic", "random"}
-    agree = s.query("SELECT model, view, value FROM metrics WHERE dataset = 'imagenet-val' "
-                    "AND metric = 'agreement'").pivot(index="view", columns="model",
-                                                      values="value")
+    agree = s.query(
+        "SELECT model, view, value FROM metrics WHERE dataset = 'imagenet-val' "
+        "AND metric = 'agreement'"
+    ).pivot(index="view", columns="model", values="value")
     for view in ("standard", "scale:1", "resolution:224"):
         assert (agree.loc[view] == 1.0).all(), view
     assert (agree.loc["scale:3"] < agree.loc["scale:1.25"]).all()
     assert (agree.loc["shift:100"] < agree.loc["shift:5"]).all()
-    p = s.query("SELECT p.correct, p.confidence FROM predictions p WHERE dataset = "
-                "'imagenet-val' AND view = 'shift:30' AND model = 'vit_clip'")
-    got = s.query("SELECT metric, value FROM metrics WHERE dataset = 'imagenet-val' AND "
-                  "view = 'shift:30' AND model = 'vit_clip'").set_index("metric")["value"]
+    p = s.query(
+        "SELECT p.correct, p.confidence FROM predictions p WHERE dataset = "
+        "'imagenet-val' AND view = 'shift:30' AND model = 'vit_clip'"
+    )
+    got = s.query(
+        "SELECT metric, value FROM metrics WHERE dataset = 'imagenet-val' AND "
+        "view = 'shift:30' AND model = 'vit_clip'"
+    ).set_index("metric")["value"]
     assert got["top1"] == pytest.approx(p["correct"].mean())
-    ece = s.query("SELECT value FROM metrics WHERE dataset = 'imagenet-val' AND view = "
-                  "'standard' AND model = 'vit_clip' AND metric = 'ece'")["value"].iloc[0]
-    std = s.query("SELECT confidence, correct FROM predictions WHERE dataset = 'imagenet-val'"
-                  " AND view = 'standard' AND model = 'vit_clip'")
-    assert ece == pytest.approx(M.expected_calibration_error(std["confidence"].to_numpy(),
-                                                             std["correct"].to_numpy()))
+    ece = s.query(
+        "SELECT value FROM metrics WHERE dataset = 'imagenet-val' AND view = "
+        "'standard' AND model = 'vit_clip' AND metric = 'ece'"
+    )["value"].iloc[0]
+    std = s.query(
+        "SELECT confidence, correct FROM predictions WHERE dataset = 'imagenet-val'"
+        " AND view = 'standard' AND model = 'vit_clip'"
+    )
+    assert ece == pytest.approx(
+        M.expected_calibration_error(std["confidence"].to_numpy(), std["correct"].to_numpy())
+    )
 
 
 def test_the_synthetic_cli_writes_pictures_and_says_how_to_open_them(
@@ -600,8 +741,10 @@ def test_the_synthetic_cli_writes_pictures_and_says_how_to_open_them(
     out = capsys.readouterr().out
     root = tmp_path / "demo-datasets"
     assert f"--store {store} --data-root {root}" in out
-    ids = Store(store).query("SELECT sample_id FROM predictions WHERE dataset = 'imagenet-val' "
-                             "AND view = 'standard' ORDER BY sample_id LIMIT 3")["sample_id"]
+    ids = Store(store).query(
+        "SELECT sample_id FROM predictions WHERE dataset = 'imagenet-val' "
+        "AND view = 'standard' ORDER BY sample_id LIMIT 3"
+    )["sample_id"]
     for sid in ids:
         assert (root / "imagenet" / "val" / sid).is_file()
 
@@ -656,10 +799,17 @@ def test_a_measured_catalogue_weight_sits_beside_its_published_numbers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     store = tmp_path / "m.duckdb"
-    synthetic.fill_store(store, 1.0, models=("timm:test_vit.r160_in1k",),
-                         datasets=[synthetic.DatasetPlan("imagenet-val", 40)])
-    measured = Store(store).query("SELECT value FROM metrics WHERE metric = 'top1' AND view = "
-                                  "'standard'")["value"].iloc[0]
+    synthetic.fill_store(
+        store,
+        1.0,
+        models=("timm:test_vit.r160_in1k",),
+        datasets=[synthetic.DatasetPlan("imagenet-val", 40)],
+    )
+    measured = (
+        Store(store)
+        .query("SELECT value FROM metrics WHERE metric = 'top1' AND view = 'standard'")["value"]
+        .iloc[0]
+    )
     at = _app(monkeypatch, store, "finder")
     at.text_input(key="mf-text").set_value("test_vit.r160").run()
     row = at.dataframe[0].value.set_index("name").loc["timm:test_vit.r160_in1k"]

@@ -79,15 +79,18 @@ def test_corrupt_files_decode_to_errors_not_exceptions(tmp_path: Path) -> None:
     items = [DecodedImages(found.samples)[i] for i in range(len(found.samples))]
     errors = {found.samples[d.index].sample_id: d.error for d in items if d.image is None}
     assert set(errors) == set(bad)
-    assert all(d.image is not None and d.image.dtype.is_floating_point is False for d in items
-               if d.error is None)
+    assert all(
+        d.image is not None and d.image.dtype.is_floating_point is False
+        for d in items
+        if d.error is None
+    )
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "LA"])
 def test_load_rgb_converts_every_mode(tmp_path: Path, mode: str) -> None:
     base = noise_image(np.random.default_rng(0), 20, 30)
     if mode == "I;16":
-        arr = (np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+        arr = np.asarray(base.convert("L"), dtype=np.uint16) * 257
         im = Image.fromarray(arr)
         assert im.mode.startswith("I;16")
     else:

@@ -68,12 +68,11 @@ class Server:
                 chunk = body[start:]
                 self.send_response(206 if rng else 200)
                 if rng:
-                    self.send_header("Content-Range",
-                                     f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(chunk)))
                 self.end_headers()
                 if outer.cut_after is not None:
-                    chunk = chunk[:outer.cut_after]
+                    chunk = chunk[: outer.cut_after]
                 outer.sent.append(len(chunk))  # before writing: the client may finish first
                 self.wfile.write(chunk)
                 self.wfile.flush()
@@ -138,8 +137,15 @@ def _silent(_msg: str) -> None:
 
 def test_shipped_table_covers_the_public_datasets() -> None:
     table = download_table()
-    assert set(table) == {"cue-conflict", "imagenet-r", "imagenet-a", "imagenet-v2",
-                          "imagenet-sketch", "pug-imagenet", "imagenet-c"}
+    assert set(table) == {
+        "cue-conflict",
+        "imagenet-r",
+        "imagenet-a",
+        "imagenet-v2",
+        "imagenet-sketch",
+        "pug-imagenet",
+        "imagenet-c",
+    }
     assert all(n in DATASETS for n in table)
     assert len(table["imagenet-c"]) == 4 and all(a.md5 for a in table["imagenet-c"])
     assert {a.top_folder for a in table["imagenet-c"]} == {"keep"}
@@ -166,8 +172,10 @@ def test_zip_with_sketch_level_and_multi_archive_merge(server: Server, tmp_path:
     noise = make_tar({f"gaussian_noise/{s}/n01440764/a.JPEG": _jpeg(s) for s in (1, 2)})
     table = {
         "imagenet-sketch": (_archive(server, "imagenet-sketch", "ImageNet-Sketch.zip", sketch),),
-        "imagenet-c": (_archive(server, "imagenet-c", "blur.tar", blur, top_folder="keep"),
-                       _archive(server, "imagenet-c", "noise.tar", noise, top_folder="keep")),
+        "imagenet-c": (
+            _archive(server, "imagenet-c", "blur.tar", blur, top_folder="keep"),
+            _archive(server, "imagenet-c", "noise.tar", noise, top_folder="keep"),
+        ),
     }
     sk = download_dataset("imagenet-sketch", tmp_path, table, progress=False, log=_silent)
     assert len(discover(DATASETS.get("imagenet-sketch"), sk).samples) == 2
@@ -226,15 +234,15 @@ def test_checksum_mismatch_deletes_and_fails(server: Server, tmp_path: Path) -> 
     data = r_archive()
     bad = _archive(server, "imagenet-r", "imagenet-r.tar", data, sha256="0" * 64)
     with pytest.raises(DownloadError, match=r"corrupt.*sha256"):
-        download_dataset("imagenet-r", tmp_path, {"imagenet-r": (bad,)}, progress=False,
-                         log=_silent)
+        download_dataset(
+            "imagenet-r", tmp_path, {"imagenet-r": (bad,)}, progress=False, log=_silent
+        )
     assert not (tmp_path / "imagenet-r").exists()
     assert not list((tmp_path / DOWNLOADS_DIR).iterdir())
     md5 = _archive(server, "imagenet-r", "imagenet-r.tar", data, sha256=None, md5="f" * 32)
     with pytest.raises(DownloadError, match="md5"):
         fetch(md5, tmp_path, progress=False)
-    short = _archive(server, "imagenet-r", "imagenet-r.tar", data, size=len(data) + 1,
-                     sha256=None)
+    short = _archive(server, "imagenet-r", "imagenet-r.tar", data, size=len(data) + 1, sha256=None)
     with pytest.raises(DownloadError, match="size"):
         fetch(short, tmp_path, progress=False)
 
@@ -272,20 +280,26 @@ def test_names_without_downloads_and_typos() -> None:
 
 
 def test_cli_download_uses_the_table_override(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = r_archive()
     server.files["/imagenet-r.tar"] = data
     csv_path = tmp_path / "table.csv"
-    csv_path.write_text("dataset,url,filename,size,sha256,md5\n"
-                        f"imagenet-r,{server.url}/imagenet-r.tar,imagenet-r.tar,{len(data)},"
-                        f"{hashlib.sha256(data).hexdigest()},\n")
+    csv_path.write_text(
+        "dataset,url,filename,size,sha256,md5\n"
+        f"imagenet-r,{server.url}/imagenet-r.tar,imagenet-r.tar,{len(data)},"
+        f"{hashlib.sha256(data).hexdigest()},\n"
+    )
     monkeypatch.setenv(TABLE_ENV, str(csv_path))
     assert set(parse_table(csv_path.read_text())) == {"imagenet-r"}
     root = tmp_path / "root"
-    assert main(["--download", "imagenet-r", "--data-root", str(root), "--quiet",
-                 "--list-datasets"]) == 0
+    assert (
+        main(["--download", "imagenet-r", "--data-root", str(root), "--quiet", "--list-datasets"])
+        == 0
+    )
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("imagenet-r "))
     assert line.split()[1:3] == ["found", "3"]

@@ -16,7 +16,9 @@ from beyond_inet.preprocess import standard_transform
 
 
 def test_each_image_is_decoded_once_for_all_models(
-    data_root: Path, tiny_timm: LoadedModel, tiny_clip: LoadedModel,
+    data_root: Path,
+    tiny_timm: LoadedModel,
+    tiny_clip: LoadedModel,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[str] = []
@@ -29,8 +31,9 @@ def test_each_image_is_decoded_once_for_all_models(
     monkeypatch.setattr(data_mod, "load_rgb", counting)
     found = discover(DATASETS.get("imagenet-val"), data_root / "imagenet" / "val")
     assert found is not None
-    result = run_pass(found, [tiny_timm, tiny_clip],
-                      RunSettings(batch_size=5, workers=0, progress=False))
+    result = run_pass(
+        found, [tiny_timm, tiny_clip], RunSettings(batch_size=5, workers=0, progress=False)
+    )
     assert sorted(calls) == sorted(str(s.path) for s in found.samples)  # once each
     assert len(result.failed) == 2 and result.n_images == 14
     for name in (tiny_timm.name, tiny_clip.name):
@@ -43,8 +46,9 @@ def test_outputs_match_a_direct_forward_pass(data_root: Path, tiny_timm: LoadedM
     out = run_pass(found, [tiny_timm], RunSettings(batch_size=4, workers=0, progress=False))
     arrays = out.outputs[(tiny_timm.name, "standard")]
     ok = [found.samples[i] for i in arrays.index]
-    x = torch.stack([standard_transform(pil_to_tensor(load_rgb(s.path)),
-                                        tiny_timm.preprocessing) for s in ok])
+    x = torch.stack(
+        [standard_transform(pil_to_tensor(load_rgb(s.path)), tiny_timm.preprocessing) for s in ok]
+    )
     with torch.no_grad():
         probs = torch.softmax(tiny_timm.module(x), -1).numpy()
     labels = np.array([s.label for s in ok])
@@ -89,13 +93,20 @@ def test_sample_groups_become_views() -> None:
     from beyond_inet.engine import PredictionArrays
     from beyond_inet.pipeline import split_views
 
-    samples = [Sample(Path(f"{g}/{i}.png"), f"{g}/{i}.png", 1, group=g)
-               for i, g in enumerate(["fog:1", "fog:2", "fog:1"])]
+    samples = [
+        Sample(Path(f"{g}/{i}.png"), f"{g}/{i}.png", 1, group=g)
+        for i, g in enumerate(["fog:1", "fog:2", "fog:1"])
+    ]
     spec = DatasetSpec("x", "x", "", "", find=lambda _: samples)
     arrays = PredictionArrays(
-        index=np.array([0, 1, 2]), pred=np.array([1, 2, 1]), confidence=np.ones(3) / 2,
-        p_true=np.ones(3) / 2, topk_idx=np.zeros((3, 5), int), topk_prob=np.zeros((3, 5)),
-        brier=np.zeros(3))
+        index=np.array([0, 1, 2]),
+        pred=np.array([1, 2, 1]),
+        confidence=np.ones(3) / 2,
+        p_true=np.ones(3) / 2,
+        topk_idx=np.zeros((3, 5), int),
+        topk_prob=np.zeros((3, 5)),
+        brier=np.zeros(3),
+    )
     views = split_views(FoundDataset(spec, Path("."), samples), {"standard": arrays}, None)
     assert sorted(views) == ["fog:1", "fog:2"]
     assert list(views["fog:1"].sample_ids) == ["fog:1/0.png", "fog:1/2.png"]

@@ -18,8 +18,19 @@ from precompute.cli import main
 from tests.conftest import REPO, TINY_TIMM, write_cue_conflict
 from tests.test_store import _metrics, _preds, _run
 
-SMOKE = ["--model", TINY_TIMM, "--random-weights", "--workers", "0", "--bootstrap", "0",
-         "--quiet", "--no-invariance", "--dataset", "cue-conflict"]
+SMOKE = [
+    "--model",
+    TINY_TIMM,
+    "--random-weights",
+    "--workers",
+    "0",
+    "--bootstrap",
+    "0",
+    "--quiet",
+    "--no-invariance",
+    "--dataset",
+    "cue-conflict",
+]
 
 READ_LOOP = """
 import sys, time
@@ -42,14 +53,20 @@ def test_busy_readers_cannot_lock_the_writer_out(tmp_path: Path) -> None:
     """Three dashboards reading in tight loops: every commit still lands within its wait."""
     s = Store(tmp_path / "r.duckdb", lock_wait=3.0)
     s.commit_run(_run("a", key="k0"), _preds("a"), _metrics("a"))
-    readers = [subprocess.Popen([sys.executable, "-c", READ_LOOP, str(s.path), "8"], cwd=REPO,
-                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READ_LOOP, str(s.path), "8"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     try:
         for r in readers:
             assert r.stdout is not None and r.stdout.readline().strip() == "reading"
         for i in range(4):
-            assert s.commit_run(_run(f"b{i}", key=f"k{i + 1}"), _preds(f"b{i}"),
-                                _metrics(f"b{i}"))
+            assert s.commit_run(_run(f"b{i}", key=f"k{i + 1}"), _preds(f"b{i}"), _metrics(f"b{i}"))
     finally:
         counts = [int(r.communicate(timeout=60)[0].strip()) for r in readers]
     assert all(c > 0 for c in counts)  # the readers did read meanwhile
@@ -69,8 +86,12 @@ con.close()
 def test_a_computed_run_waits_staged_until_the_lock_is_free(tmp_path: Path) -> None:
     s = Store(tmp_path / "r.duckdb", lock_wait=0.3)
     s.commit_run(_run("a", key="k0"), _preds("a"), _metrics("a"))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(s.path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(s.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "locked"
     logs: list[str] = []
@@ -82,8 +103,11 @@ def test_a_computed_run_waits_staged_until_the_lock_is_free(tmp_path: Path) -> N
             staged.set()
 
     result: list[bool] = []
-    writer = threading.Thread(target=lambda: result.append(s.commit_persistently(
-        _run("b"), _preds("b"), _metrics("b"), False, log)))
+    writer = threading.Thread(
+        target=lambda: result.append(
+            s.commit_persistently(_run("b"), _preds("b"), _metrics("b"), False, log)
+        )
+    )
     writer.start()
     assert staged.wait(60)  # locked: the run is on disk and the writer keeps trying
     assert any("staged" in m and "waiting" in m for m in logs)
@@ -109,7 +133,9 @@ def test_runs_staged_by_an_interrupted_writer_are_committed_next_time(tmp_path: 
 
 
 def test_a_second_writer_of_the_same_run_says_it_was_not_stored(
-    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    data_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = tmp_path / "r.duckdb"
@@ -130,8 +156,12 @@ def test_a_second_writer_of_the_same_run_says_it_was_not_stored(
 def test_a_bad_store_is_refused_before_any_work(
     kind: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = {"folder": tmp_path, "under a file": Path("/dev/null/x.duckdb"),
-             "unwritable folder": Path("/proc/x.duckdb"), "not duckdb": tmp_path / "n.txt"}
+    paths = {
+        "folder": tmp_path,
+        "under a file": Path("/dev/null/x.duckdb"),
+        "unwritable folder": Path("/proc/x.duckdb"),
+        "not duckdb": tmp_path / "n.txt",
+    }
     (tmp_path / "n.txt").write_text("notes")
     assert main([*SMOKE, "--data-root", str(data_root), "--store", str(paths[kind])]) == 2
     err = capsys.readouterr().err
@@ -149,7 +179,9 @@ def test_check_writable_does_not_create_the_store(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_is_one_line_and_stores_nothing(
-    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    data_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import beyond_inet.pipeline as pipeline
@@ -198,16 +230,22 @@ def test_the_cli_answers_without_importing_the_model_libraries(tmp_path: Path) -
     write_cue_conflict(tmp_path / "cue-conflict", [("cat", "dog")])
     val = tmp_path / "imagenet" / "val" / "n01440764"
     val.mkdir(parents=True)
-    (val / "a.JPEG").write_bytes((tmp_path / "cue-conflict" / "cat" / "cat1-dog2.png")
-                                 .read_bytes())
-    code = ("import sys\nfrom precompute.cli import main\n"
-            "for argv in (['--help'], ['--list-datasets', '--data-root', sys.argv[1]],"
-            " ['--scales', 'x']):\n"
-            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('torch', 'timm', 'open_clip', 'torchvision', 'scipy') "
-            "if m in sys.modules]\nprint('HEAVY', heavy)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    (val / "a.JPEG").write_bytes((tmp_path / "cue-conflict" / "cat" / "cat1-dog2.png").read_bytes())
+    code = (
+        "import sys\nfrom precompute.cli import main\n"
+        "for argv in (['--help'], ['--list-datasets', '--data-root', sys.argv[1]],"
+        " ['--scales', 'x']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = [m for m in ('torch', 'timm', 'open_clip', 'torchvision', 'scipy') "
+        "if m in sys.modules]\nprint('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
     assert "imagenet-val     found    1" in out.stdout
 
@@ -234,10 +272,27 @@ def test_a_real_ctrl_c_in_the_terminal_is_one_line(tmp_path: Path) -> None:
     write_cue_conflict(tmp_path / "data" / "cue-conflict", pairs)
     store = tmp_path / "r.duckdb"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "precompute", *SMOKE, "--workers", "2", "--batch-size", "8",
-         "--data-root", str(tmp_path / "data"), "--store", str(store)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        [
+            sys.executable,
+            "-m",
+            "precompute",
+            *SMOKE,
+            "--workers",
+            "2",
+            "--batch-size",
+            "8",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--store",
+            str(store),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stderr is not None
     for line in proc.stderr:  # interrupt once the model is loaded: the pass is under way
         if "RANDOM weights" in line:

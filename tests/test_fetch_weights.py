@@ -66,23 +66,44 @@ def test_cached_timm_weights_are_verified_then_a_run_needs_no_network(
 ) -> None:
     torch.manual_seed(1)
     net = timm.create_model("test_vit")
-    save_file(net.state_dict(), str(_hf_file(offline_cache, "timm/test_vit.r160_in1k",
-                                             "model.safetensors")))
+    save_file(
+        net.state_dict(),
+        str(_hf_file(offline_cache, "timm/test_vit.r160_in1k", "model.safetensors")),
+    )
     assert main(["--fetch-weights", "--model", TIMM_NAME]) == 0  # no --data-root needed
     captured = capsys.readouterr()
     assert "weights ready" in captured.err and "1 model(s)" in captured.out
     root = tmp_path / "data"
     write_cue_conflict(root / "cue-conflict", CUE_PAIRS[:2])
     store = Store(tmp_path / "r.duckdb")
-    assert main(["--model", TIMM_NAME, "--data-root", str(root), "--store", str(store.path),
-                 "--workers", "0", "--quiet", "--bootstrap", "0"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                TIMM_NAME,
+                "--data-root",
+                str(root),
+                "--store",
+                str(store.path),
+                "--workers",
+                "0",
+                "--quiet",
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
     runs = store.query("SELECT weights, random_weights FROM runs")
-    assert runs.to_dict("records") == [{"weights": "timm/test_vit.r160_in1k",
-                                        "random_weights": False}]
+    assert runs.to_dict("records") == [
+        {"weights": "timm/test_vit.r160_in1k", "random_weights": False}
+    ]
 
 
 def test_clip_fetch_caches_the_zero_shot_head_once(
-    offline_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    offline_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     register_bundled_configs()
@@ -90,8 +111,10 @@ def test_clip_fetch_caches_the_zero_shot_head_once(
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "test-tiny-clip", tags)
     torch.manual_seed(2)
     clip = open_clip.create_model("test-tiny-clip", pretrained=None)
-    torch.save(clip.state_dict(), _hf_file(offline_cache, "beyond-inet/test-tiny-clip",
-                                           "open_clip_pytorch_model.bin"))
+    torch.save(
+        clip.state_dict(),
+        _hf_file(offline_cache, "beyond-inet/test-tiny-clip", "open_clip_pytorch_model.bin"),
+    )
     builds: list[int] = []
 
     def fake_build(model, tokenizer, classnames, templates, **kw):  # type: ignore[no-untyped-def]
@@ -108,7 +131,8 @@ def test_clip_fetch_caches_the_zero_shot_head_once(
     loaded = load_model(CLIP_NAME, LoadOptions(cache_dir=cache_dir))
     assert builds == [80_000] and loaded.weights == "open_clip/test-tiny-clip/tiny"
     assert Path(loaded.settings["head_cache"]) == head_cache_path(
-        loaded.spec, loaded.weights, cache_dir)
+        loaded.spec, loaded.weights, cache_dir
+    )
 
 
 def test_fetch_refuses_checkpoint_and_random(capsys: pytest.CaptureFixture[str]) -> None:

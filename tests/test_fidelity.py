@@ -53,15 +53,33 @@ def test_cue_conflict_stimuli_are_fed_as_model_vs_human_does(
     root = tmp_path / "data"
     ids = write_cue_conflict(root / "cue-conflict", CUE_PAIRS[:4])
     store = Store(tmp_path / "s.duckdb")
-    assert main(["--model", "deit3_21k", "--checkpoint", str(ckpt), "--data-root", str(root),
-                 "--dataset", "cue-conflict", "--store", str(store.path), *QUIET]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "deit3_21k",
+                "--checkpoint",
+                str(ckpt),
+                "--data-root",
+                str(root),
+                "--dataset",
+                "cue-conflict",
+                "--store",
+                str(store.path),
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     p = store.query("SELECT * FROM predictions ORDER BY sample_id")
     assert p["sample_id"].tolist() == sorted(ids)
     # oracle: ToTensor + Normalize on the 224 px PNG, no resize, no crop
-    to_input = transforms.Compose([transforms.ToTensor(),
-                                   transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    x = torch.stack([to_input(Image.open(root / "cue-conflict" / s).convert("RGB"))
-                     for s in p["sample_id"]])
+    to_input = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    x = torch.stack(
+        [to_input(Image.open(root / "cue-conflict" / s).convert("RGB")) for s in p["sample_id"]]
+    )
     with torch.no_grad():
         probs = torch.softmax(net(x), -1)
     top_p, top_i = probs.topk(5, -1)
@@ -71,8 +89,9 @@ def test_cue_conflict_stimuli_are_fed_as_model_vs_human_does(
     assert p["decision"].tolist() == decisions.tolist()
     # the ImageNet recipe (resize 256, crop 224) is measurably different: the test can fail
     imagenet = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), to_input])
-    x_old = torch.stack([imagenet(Image.open(root / "cue-conflict" / s).convert("RGB"))
-                         for s in p["sample_id"]])
+    x_old = torch.stack(
+        [imagenet(Image.open(root / "cue-conflict" / s).convert("RGB")) for s in p["sample_id"]]
+    )
     with torch.no_grad():
         old = torch.softmax(net(x_old), -1)
     assert (old - probs).abs().max() > 100 * (1e-4 * probs.max() + 1e-7)
@@ -89,13 +108,16 @@ def test_a_model_with_another_input_size_gets_a_plain_resize(tiny_clip) -> None:
 
     spec = DATASETS.get("cue-conflict")
     pp = dataset_preprocessing(spec, tiny_clip.preprocessing)
-    img = pil_to_tensor(Image.fromarray(np.random.default_rng(0).integers(
-        0, 255, (224, 224, 3), dtype=np.uint8)))
+    img = pil_to_tensor(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    )
     out = standard_transform(img, pp)
     assert out.shape == (3, 64, 64)
     torch.testing.assert_close(out, to_normalized_float(resize_exact(img, 64, 64, pp), pp))
-    assert dataset_preprocessing(DATASETS.get("imagenet-val"), tiny_clip.preprocessing) == \
-        tiny_clip.preprocessing
+    assert (
+        dataset_preprocessing(DATASETS.get("imagenet-val"), tiny_clip.preprocessing)
+        == tiny_clip.preprocessing
+    )
 
 
 # ---------------------------------------------------------------------------- precision
@@ -104,8 +126,9 @@ def test_a_model_with_another_input_size_gets_a_plain_resize(tiny_clip) -> None:
 def test_bf16_runs_the_backbone_in_bf16_and_the_head_in_fp32(
     trained_checkpoint: Path, trained_val_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = load_model("timm:test_vit", LoadOptions(
-        weights=WeightsSource("checkpoint", trained_checkpoint)))
+    model = load_model(
+        "timm:test_vit", LoadOptions(weights=WeightsSource("checkpoint", trained_checkpoint))
+    )
     seen: list[tuple[str, torch.dtype, bool]] = []
     head = TimmClassifier.head
 
@@ -120,8 +143,7 @@ def test_bf16_runs_the_backbone_in_bf16_and_the_head_in_fp32(
     model.module.net.blocks[0].attn.qkv.register_forward_hook(spy_linear)
     found = discover(DATASETS.get("imagenet-val"), trained_val_root / "imagenet" / "val")
     run_pass(found, [model], RunSettings(workers=0, progress=False, precision="bf16"))
-    assert set(seen) == {("backbone matmul", torch.bfloat16, True),
-                         ("head", torch.float32, False)}
+    assert set(seen) == {("backbone matmul", torch.bfloat16, True), ("head", torch.float32, False)}
     seen.clear()
     run_pass(found, [model], RunSettings(workers=0, progress=False, precision="fp32"))
     assert {s[1:] for s in seen} == {(torch.float32, False)}
@@ -131,24 +153,41 @@ def test_precision_is_recorded_part_of_the_run_and_matches_a_direct_forward(
     trained_checkpoint: Path, trained_val_root: Path, tmp_path: Path
 ) -> None:
     store = Store(tmp_path / "p.duckdb")
-    base = ["--model", "timm:test_vit", "--checkpoint", str(trained_checkpoint), "--data-root",
-            str(trained_val_root), "--dataset", "imagenet-val", "--store", str(store.path),
-            *QUIET]
+    base = [
+        "--model",
+        "timm:test_vit",
+        "--checkpoint",
+        str(trained_checkpoint),
+        "--data-root",
+        str(trained_val_root),
+        "--dataset",
+        "imagenet-val",
+        "--store",
+        str(store.path),
+        *QUIET,
+    ]
     assert main(base) == 0
     assert main([*base, "--precision", "bf16"]) == 0  # another run, not a skip
     runs = store.query("SELECT run_id, run_key, precision FROM runs ORDER BY precision")
     assert runs["precision"].tolist() == ["bf16", "fp32"] and runs["run_key"].nunique() == 2
-    p = store.query("SELECT r.precision, p.sample_id, p.pred, p.confidence, p.correct FROM "
-                    "predictions p JOIN runs r USING (run_id) ORDER BY sample_id")
+    p = store.query(
+        "SELECT r.precision, p.sample_id, p.pred, p.confidence, p.correct FROM "
+        "predictions p JOIN runs r USING (run_id) ORDER BY sample_id"
+    )
     bf16, fp32 = (p[p["precision"] == k].reset_index(drop=True) for k in ("bf16", "fp32"))
     assert 0.5 < fp32["correct"].mean() < 1.0  # the trained model: right, not always
     assert (bf16["pred"] == fp32["pred"]).mean() >= 0.9
     # oracle for bf16: backbone under CPU bf16 autocast, forward_head in fp32
-    model = load_model("timm:test_vit", LoadOptions(
-        weights=WeightsSource("checkpoint", trained_checkpoint)))
+    model = load_model(
+        "timm:test_vit", LoadOptions(weights=WeightsSource("checkpoint", trained_checkpoint))
+    )
     root = trained_val_root / "imagenet" / "val"
-    x = torch.stack([standard_transform(pil_to_tensor(load_rgb(root / s)), model.preprocessing)
-                     for s in bf16["sample_id"]])
+    x = torch.stack(
+        [
+            standard_transform(pil_to_tensor(load_rgb(root / s)), model.preprocessing)
+            for s in bf16["sample_id"]
+        ]
+    )
     net = model.module.net
     with torch.no_grad():
         with torch.autocast("cpu", dtype=torch.bfloat16):

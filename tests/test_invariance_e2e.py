@@ -19,15 +19,36 @@ from precompute.cli import main
 from tests.conftest import TINY_CLIP, TINY_TIMM, write_flat_val
 
 GRID = ["--scales", "1,1.5", "--shifts", "0,30", "--resolutions", "64,112"]
-VIEWS = ["standard", "scale:1", "scale:1.5", "shift:0", "shift:30", "resolution:64",
-         "resolution:112"]
+VIEWS = [
+    "standard",
+    "scale:1",
+    "scale:1.5",
+    "shift:0",
+    "shift:30",
+    "resolution:64",
+    "resolution:112",
+]
 N_IMAGES = 8
 
 
 def _argv(root: Path, store: Path, grid: list[str] = GRID) -> list[str]:
-    return ["--model", f"{TINY_TIMM},{TINY_CLIP}", "--data-root", str(root), "--store",
-            str(store), "--dataset", "imagenet-val", "--random-weights", "--workers", "0",
-            "--bootstrap", "20", "--quiet", *grid]
+    return [
+        "--model",
+        f"{TINY_TIMM},{TINY_CLIP}",
+        "--data-root",
+        str(root),
+        "--store",
+        str(store),
+        "--dataset",
+        "imagenet-val",
+        "--random-weights",
+        "--workers",
+        "0",
+        "--bootstrap",
+        "20",
+        "--quiet",
+        *grid,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +76,9 @@ def metrics(store: Store) -> pd.DataFrame:
 
 
 def _value(metrics: pd.DataFrame, model: str, view: str, metric: str) -> float:
-    row = metrics[(metrics["model"] == model) & (metrics["view"] == view)
-                  & (metrics["metric"] == metric)]
+    row = metrics[
+        (metrics["model"] == model) & (metrics["view"] == view) & (metrics["metric"] == metric)
+    ]
     assert len(row) == 1, (model, view, metric)
     return float(row["value"].iloc[0])
 
@@ -77,7 +99,8 @@ def test_per_view_metrics_match_the_stored_predictions(
     for (model, view), rows in predictions.groupby(["model", "view"]):
         assert _value(metrics, model, view, "top1") == pytest.approx(rows["correct"].mean())
         assert _value(metrics, model, view, "p_true_mean") == pytest.approx(
-            rows["p_true"].mean(), rel=1e-5)
+            rows["p_true"].mean(), rel=1e-5
+        )
         std = predictions[(predictions["model"] == model) & (predictions["view"] == "standard")]
         joined = rows.merge(std, on="sample_id", suffixes=("", "_std"))
         assert len(joined) == N_IMAGES
@@ -96,16 +119,19 @@ def test_heavy_metrics_only_for_the_standard_view(metrics: pd.DataFrame) -> None
 def test_views_identical_to_standard_agree_fully(
     predictions: pd.DataFrame, metrics: pd.DataFrame
 ) -> None:
-    identical = {TINY_TIMM: ["scale:1"],  # resize 168, crop 160 == standard
-                 TINY_CLIP: ["scale:1", "resolution:64"]}  # crop ratio 1: resize 64, crop 64
+    identical = {
+        TINY_TIMM: ["scale:1"],  # resize 168, crop 160 == standard
+        TINY_CLIP: ["scale:1", "resolution:64"],
+    }  # crop ratio 1: resize 64, crop 64
     for model, views in identical.items():
         std = predictions[(predictions["model"] == model) & (predictions["view"] == "standard")]
         for view in ["standard", *views]:
             assert _value(metrics, model, view, "agreement") == 1.0
             same = predictions[(predictions["model"] == model) & (predictions["view"] == view)]
             np.testing.assert_array_equal(same["pred"].to_numpy(), std["pred"].to_numpy())
-            np.testing.assert_array_equal(same["confidence"].to_numpy(),
-                                          std["confidence"].to_numpy())
+            np.testing.assert_array_equal(
+                same["confidence"].to_numpy(), std["confidence"].to_numpy()
+            )
 
 
 @pytest.mark.parametrize("view", ["shift:30", "resolution:112", "scale:1.5"])
@@ -115,8 +141,12 @@ def test_stored_views_match_a_direct_forward_pass(
     rows = predictions[(predictions["model"] == TINY_TIMM) & (predictions["view"] == view)]
     folder = val_root / "imagenet" / "val"
     transform = parse_view(view).transform
-    x = torch.stack([transform(pil_to_tensor(load_rgb(folder / s)), tiny_timm.preprocessing)
-                     for s in rows["sample_id"]])
+    x = torch.stack(
+        [
+            transform(pil_to_tensor(load_rgb(folder / s)), tiny_timm.preprocessing)
+            for s in rows["sample_id"]
+        ]
+    )
     with torch.no_grad():
         probs = torch.softmax(tiny_timm.module(x), -1).numpy()
     np.testing.assert_array_equal(rows["pred"].to_numpy(), probs.argmax(1))

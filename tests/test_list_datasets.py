@@ -34,8 +34,18 @@ def test_list_shows_every_dataset_with_status(
 ) -> None:
     a_dir = tmp_path / "elsewhere-a"
     write_wnid_folders(a_dir, [imagenet_wnids()[6]], per_class=2)  # 6 = an ImageNet-A class
-    assert main(["--list-datasets", "--data-root", str(list_root),
-                 "--dataset-path", f"imagenet-a={a_dir}"]) == 0
+    assert (
+        main(
+            [
+                "--list-datasets",
+                "--data-root",
+                str(list_root),
+                "--dataset-path",
+                f"imagenet-a={a_dir}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rows = _rows(out)
     assert set(rows) == set(DATASETS)

@@ -47,8 +47,9 @@ def test_image_to_tensor_converts_gray_arrays() -> None:
     assert t.shape == (3, 5, 7) and t.dtype == torch.uint8 and int(t.max()) == 9
 
 
-def test_predict_top5_matches_the_model(tiny_timm: LoadedModel, tiny_clip: LoadedModel,
-                                        photo: torch.Tensor) -> None:
+def test_predict_top5_matches_the_model(
+    tiny_timm: LoadedModel, tiny_clip: LoadedModel, photo: torch.Tensor
+) -> None:
     results = predict([tiny_timm, tiny_clip], photo)
     names = imagenet_class_names()
     for m, r in zip([tiny_timm, tiny_clip], results, strict=True):
@@ -81,8 +82,9 @@ def test_perturb_order_rotation_then_corruption(photo: torch.Tensor) -> None:
     assert torch.equal(perturb(photo, Playground()), photo)
 
 
-def test_a_failing_model_does_not_hide_the_others(tiny_timm: LoadedModel,
-                                                  photo: torch.Tensor) -> None:
+def test_a_failing_model_does_not_hide_the_others(
+    tiny_timm: LoadedModel, photo: torch.Tensor
+) -> None:
     class Broken(Classifier):
         def trunk(self, x: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("Input height (64) doesn't match model (160).")
@@ -99,8 +101,9 @@ def test_parse_labels() -> None:
         parse_labels("cat, CAT")
 
 
-def test_custom_labels_match_a_direct_clip_computation(tiny_clip: LoadedModel,
-                                                       photo: torch.Tensor) -> None:
+def test_custom_labels_match_a_direct_clip_computation(
+    tiny_clip: LoadedModel, photo: torch.Tensor
+) -> None:
     import open_clip
 
     labels = ["cat", "dog", "space rocket"]
@@ -114,10 +117,12 @@ def test_custom_labels_match_a_direct_clip_computation(tiny_clip: LoadedModel,
         prompts = tok([f"a photo of a {c}." for c in labels])
         text = nn.functional.normalize(clip.encode_text(prompts), dim=-1)
         img = nn.functional.normalize(
-            clip.encode_image(standard_transform(photo, tiny_clip.preprocessing)[None]), dim=-1)
+            clip.encode_image(standard_transform(photo, tiny_clip.preprocessing)[None]), dim=-1
+        )
     probs = torch.softmax(tiny_clip.settings["logit_scale"] * img[0] @ text.T, -1)
     assert {s.name: s.prob for s in ranked} == pytest.approx(
-        dict(zip(labels, probs.tolist(), strict=True)), abs=1e-4)
+        dict(zip(labels, probs.tolist(), strict=True)), abs=1e-4
+    )
     assert [s.prob for s in ranked] == sorted((s.prob for s in ranked), reverse=True)
     assert label_head(tiny_clip, labels, "openai-80").shape == head.shape
     assert len(TEMPLATE_SETS.get("openai-80")()) == 80
@@ -130,8 +135,9 @@ def test_custom_labels_need_clip(tiny_timm: LoadedModel) -> None:
 
 
 @pytest.mark.parametrize("param", ["rotation", "gaussian_noise"])
-def test_sweep_starts_at_the_prediction(param: str, tiny_timm: LoadedModel,
-                                        tiny_clip: LoadedModel, photo: torch.Tensor) -> None:
+def test_sweep_starts_at_the_prediction(
+    param: str, tiny_timm: LoadedModel, tiny_clip: LoadedModel, photo: torch.Tensor
+) -> None:
     models = [tiny_timm, tiny_clip]
     clean = predict(models, photo)
     targets = {r.model: r.top1.index for r in clean if r.top1}
@@ -145,8 +151,9 @@ def test_sweep_starts_at_the_prediction(param: str, tiny_timm: LoadedModel,
         row = df[(df["model"] == r.model) & (df["value"] == sweep_grid(param)[0])]
         probs = {s.index: s.prob for s in r.topk}
         if targets[r.model] in probs:
-            assert float(row["confidence"].iloc[0]) == pytest.approx(probs[targets[r.model]],
-                                                                     abs=1e-4)
+            assert float(row["confidence"].iloc[0]) == pytest.approx(
+                probs[targets[r.model]], abs=1e-4
+            )
 
 
 def test_playground_values_and_errors() -> None:
@@ -162,14 +169,18 @@ def test_playground_values_and_errors() -> None:
 
 
 @pytest.mark.parametrize("view", ["scale:2", "shift:30", "resolution:112"])
-def test_views_are_the_precompute_views(view: str, tiny_timm: LoadedModel,
-                                        tiny_clip: LoadedModel, photo: torch.Tensor) -> None:
+def test_views_are_the_precompute_views(
+    view: str, tiny_timm: LoadedModel, tiny_clip: LoadedModel, photo: torch.Tensor
+) -> None:
     """The playground's view is beyond_inet.views' transform, run through the model."""
     from beyond_inet.views import parse_view
 
     v = parse_view(view)
-    for m, r in zip([tiny_timm, tiny_clip], predict([tiny_timm, tiny_clip], photo,
-                                                    Playground(view=view)), strict=True):
+    for m, r in zip(
+        [tiny_timm, tiny_clip],
+        predict([tiny_timm, tiny_clip], photo, Playground(view=view)),
+        strict=True,
+    ):
         assert r.error is None, r.error
         x = v.transform(photo, m.preprocessing)
         assert r.input_size == v.input_size(m.preprocessing) == x.shape[-1]

@@ -117,8 +117,11 @@ def test_bad_uploads_get_one_line(case: str, monkeypatch: pytest.MonkeyPatch) ->
     data, env, expect = {
         "not an image": (b"just some text\n" * 20, {}, "not a supported image"),
         "corrupt": (jpeg.getvalue()[: len(jpeg.getvalue()) // 3], {}, "corrupt or truncated"),
-        "too many pixels": (_png(120, 100), {"BEYOND_INET_MAX_PIXELS": "10000"},
-                            "decompression bomb"),
+        "too many pixels": (
+            _png(120, 100),
+            {"BEYOND_INET_MAX_PIXELS": "10000"},
+            "decompression bomb",
+        ),
         "too large": (_big_noise_png(), {"BEYOND_INET_MAX_UPLOAD_MB": "0.1"}, "the limit is"),
     }[case]
     for k, v in env.items():
@@ -158,8 +161,9 @@ def test_no_clip_model_no_label_box(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _perturbed(at: AppTest, text: str) -> None:
-    assert any("perturbed:" in c.value and text in c.value for c in at.caption), \
-        [c.value for c in at.caption]
+    assert any("perturbed:" in c.value and text in c.value for c in at.caption), [
+        c.value for c in at.caption
+    ]
     _predictions_shown(at)
 
 

@@ -358,10 +358,12 @@ def test_shape_bias_hand_case() -> None:
     assert math.isnan(result["shape_bias:car"])  # only its shape == texture image
     # over ALL 7 images (shape == texture ones too): rows 0, 5, 6 decided by shape
     assert result["accuracy_all_images"] == pytest.approx(3 / 7)
-    assert set(result) == {"shape_bias", "shape_accuracy", "texture_accuracy",
-                           "accuracy_all_images"} | {
-        f"shape_bias:{c}" for c in CATEGORIES
-    }
+    assert set(result) == {
+        "shape_bias",
+        "shape_accuracy",
+        "texture_accuracy",
+        "accuracy_all_images",
+    } | {f"shape_bias:{c}" for c in CATEGORIES}
 
 
 def test_shape_bias_accepts_category_indices() -> None:
@@ -393,8 +395,12 @@ def test_shape_bias_nan_without_cue_decisions() -> None:
 )
 def test_shape_bias_reproduces_authors_decisions(model: str, expected: float) -> None:
     # the paper's printed "accuracy (top-1) vs shape label" (all 1,280 images), data/published
-    printed = {"deit3-21k": 0.32421875, "convnext-base-21k": 0.30546875,
-               "vit-clip": 0.38984375, "convnext-clip": 0.29296875}[model]
+    printed = {
+        "deit3-21k": 0.32421875,
+        "convnext-base-21k": 0.30546875,
+        "vit-clip": 0.38984375,
+        "convnext-clip": 0.29296875,
+    }[model]
     path = DECISIONS_DIR / f"{model}.csv"
     if not path.is_file():
         pytest.skip(f"shared reference data not available: {path}")

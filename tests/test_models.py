@@ -28,22 +28,37 @@ from beyond_inet.registry import UnknownNameError
 
 def test_paper_models_are_registered_with_their_labels() -> None:
     assert M.expand_model_names(["all"]) == [
-        "deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip"]
+        "deit3_21k",
+        "convnext_base_21k",
+        "vit_clip",
+        "convnext_clip",
+    ]
     s = resolve_spec("deit3_21k")
     assert (s.family, s.arch, s.tag, s.label) == (
-        "timm", "deit3_base_patch16_224", "fb_in22k_ft_in1k", "ViT-sup")
+        "timm",
+        "deit3_base_patch16_224",
+        "fb_in22k_ft_in1k",
+        "ViT-sup",
+    )
     assert resolve_spec("convnext_base_21k").label == "ConvNeXt-sup"
     c = resolve_spec("convnext_clip")
     assert (c.family, c.arch, c.tag, c.label) == (
-        "open_clip", "convnext_base", "laion400m_s13b_b51k", "ConvNeXt-clip")
+        "open_clip",
+        "convnext_base",
+        "laion400m_s13b_b51k",
+        "ConvNeXt-clip",
+    )
     assert resolve_spec("vit_clip").tag == "laion400m_e31"
 
 
-@pytest.mark.parametrize(("name", "suggestion"), [
-    ("deit3_2k", "deit3_21k"),
-    ("timm:vit_bse_patch16_224", "vit_base_patch16_224"),
-    ("open_clip:ViT-B-61:laion400m_e31", "ViT-B-16"),
-])
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("deit3_2k", "deit3_21k"),
+        ("timm:vit_bse_patch16_224", "vit_base_patch16_224"),
+        ("open_clip:ViT-B-61:laion400m_e31", "ViT-B-16"),
+    ],
+)
 def test_unknown_models_suggest_close_names(name: str, suggestion: str) -> None:
     with pytest.raises(UnknownNameError, match=f"Did you mean.*'{suggestion}'"):
         resolve_spec(name)
@@ -60,7 +75,10 @@ def test_paper_preprocessing_differs_from_timm_config() -> None:
     cfg = timm.models.get_pretrained_cfg("deit3_base_patch16_224.fb_in22k_ft_in1k").to_dict()
     weights_pp = from_timm_config(cfg)
     assert (weights_pp.resize_size, weights_pp.crop_size, weights_pp.interpolation) == (
-        224, 224, "bicubic")
+        224,
+        224,
+        "bicubic",
+    )
     paper = resolve_spec("deit3_21k").paper_preprocessing
     assert paper is not None
     assert (paper.resize_size, paper.crop_size, paper.interpolation) == (256, 224, "bilinear")
@@ -72,7 +90,8 @@ def test_preprocessing_switch_on_a_loaded_paper_model() -> None:
     small = M.ModelSpec("cnx", "timm", "test_convnext", None, "x", spec.paper_preprocessing)
     paper = timm_family.FAMILY.load(small, LoadOptions(weights=WeightsSource("random")))
     own = timm_family.FAMILY.load(
-        small, LoadOptions(weights=WeightsSource("random"), preprocessing="weights"))
+        small, LoadOptions(weights=WeightsSource("random"), preprocessing="weights")
+    )
     assert paper.preprocessing == spec.paper_preprocessing
     assert own.preprocessing.source.startswith("timm pretrained_cfg")
     assert own.preprocessing.interpolation == "bicubic"
@@ -179,16 +198,17 @@ def test_garbage_safetensors_and_pickled_objects_are_one_line_errors(tmp_path: P
 def test_random_weights_are_recorded_and_deterministic(tiny_timm: M.LoadedModel) -> None:
     again = load_model("timm:test_vit", LoadOptions(weights=WeightsSource("random")))
     assert tiny_timm.is_random and tiny_timm.describe()["weights"] == "random"
-    for a, b in zip(tiny_timm.module.state_dict().values(), again.module.state_dict().values(),
-                    strict=True):
+    for a, b in zip(
+        tiny_timm.module.state_dict().values(), again.module.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b)
 
 
 def test_clip_logit_scale_is_an_explicit_recorded_setting(tiny_clip: M.LoadedModel) -> None:
     assert tiny_clip.settings["logit_scale"] == 100.0
-    half = open_clip_family.ZeroShotClassifier(tiny_clip.module.clip,
-                                               tiny_clip.module.text_head, 50.0,
-                                               "test-tiny-clip")
+    half = open_clip_family.ZeroShotClassifier(
+        tiny_clip.module.clip, tiny_clip.module.text_head, 50.0, "test-tiny-clip"
+    )
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(half(x) * 2, tiny_clip.module(x))
@@ -227,8 +247,7 @@ def test_open_clip_weights_are_found_in_the_hub_cache(empty_caches: Path) -> Non
     (repo / "snapshots" / "s1" / "open_clip_pytorch_model.bin").write_bytes(b"x")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("s1")
-    found = open_clip_family.FAMILY.cached_weights(resolve_spec("convnext_clip"),
-                                                   must_exist=True)
+    found = open_clip_family.FAMILY.cached_weights(resolve_spec("convnext_clip"), must_exist=True)
     assert found == str(repo / "snapshots" / "s1" / "open_clip_pytorch_model.bin")
 
 

@@ -23,9 +23,21 @@ from beyond_inet.registry import UnknownNameError
 
 #: The 15 corruptions of ImageNet-C (Hendrycks & Dietterich 2019), by their dataset names.
 IMAGENET_C_15 = {
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
-    "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
-    "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 }
 
 
@@ -215,14 +227,14 @@ def test_deterministic_corruptions_match_hendrycks_code() -> None:
     from PIL import Image as PILImage
 
     def ref_contrast(x: PILImage.Image, severity: int) -> np.ndarray:
-        c = [0.4, .3, .2, .1, .05][severity - 1]
-        x = np.array(x) / 255.
+        c = [0.4, 0.3, 0.2, 0.1, 0.05][severity - 1]
+        x = np.array(x) / 255.0
         means = np.mean(x, axis=(0, 1), keepdims=True)
         return np.clip((x - means) * c + means, 0, 1) * 255
 
     def ref_brightness(x: PILImage.Image, severity: int) -> np.ndarray:
-        c = [.1, .2, .3, .4, .5][severity - 1]
-        x = np.array(x) / 255.
+        c = [0.1, 0.2, 0.3, 0.4, 0.5][severity - 1]
+        x = np.array(x) / 255.0
         x = sk.color.rgb2hsv(x)
         x[:, :, 2] = np.clip(x[:, :, 2] + c, 0, 1)
         x = sk.color.hsv2rgb(x)
@@ -231,7 +243,7 @@ def test_deterministic_corruptions_match_hendrycks_code() -> None:
     def ref_jpeg_compression(x: PILImage.Image, severity: int) -> PILImage.Image:
         c = [25, 18, 15, 10, 7][severity - 1]
         output = io.BytesIO()
-        x.save(output, 'JPEG', quality=c)
+        x.save(output, "JPEG", quality=c)
         return PILImage.open(output)
 
     def ref_pixelate(x: PILImage.Image, severity: int) -> PILImage.Image:
@@ -239,8 +251,12 @@ def test_deterministic_corruptions_match_hendrycks_code() -> None:
         x = x.resize((int(224 * c), int(224 * c)), PILImage.BOX)
         return x.resize((224, 224), PILImage.BOX)
 
-    refs = {"contrast": ref_contrast, "brightness": ref_brightness,
-            "jpeg_compression": ref_jpeg_compression, "pixelate": ref_pixelate}
+    refs = {
+        "contrast": ref_contrast,
+        "brightness": ref_brightness,
+        "jpeg_compression": ref_jpeg_compression,
+        "pixelate": ref_pixelate,
+    }
     crop = imagenet_c_input(torch.from_numpy(skimage.data.coffee()).permute(2, 0, 1))
     arr = crop.permute(1, 2, 0).numpy().copy()
     for name, ref in refs.items():

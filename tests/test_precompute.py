@@ -37,8 +37,18 @@ BASE = ["--random-weights", "--workers", "0", "--bootstrap", "20", "--quiet", "-
 
 
 def _cli(data_root: Path, store: Path, *extra: str) -> int:
-    return main(["--model", f"{TINY_TIMM},{TINY_CLIP}", "--data-root", str(data_root),
-                 "--store", str(store), *BASE, *extra])
+    return main(
+        [
+            "--model",
+            f"{TINY_TIMM},{TINY_CLIP}",
+            "--data-root",
+            str(data_root),
+            "--store",
+            str(store),
+            *BASE,
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +93,11 @@ def test_imagenet_predictions_are_consistent(filled_store: Store) -> None:
 
 
 def _metric(store: Store, model: str, dataset: str, metric: str) -> float:
-    df = store.query("SELECT value FROM metrics WHERE model = ? AND dataset = ? AND metric = ? "
-                     "AND view = 'standard'", [model, dataset, metric])
+    df = store.query(
+        "SELECT value FROM metrics WHERE model = ? AND dataset = ? AND metric = ? "
+        "AND view = 'standard'",
+        [model, dataset, metric],
+    )
     assert len(df) == 1, (model, dataset, metric)
     return float(df["value"].iloc[0])
 
@@ -101,9 +114,29 @@ def biased_store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> S
     d = tmp_path_factory.mktemp("biased")
     torch.save(model.state_dict(), d / "biased.pt")
     store = d / "b.duckdb"
-    assert main(["--model", TINY_TIMM, "--checkpoint", str(d / "biased.pt"), "--data-root",
-                 str(data_root), "--dataset", "imagenet-val", "--store", str(store),
-                 "--workers", "0", "--bootstrap", "20", "--quiet", "--no-invariance"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                TINY_TIMM,
+                "--checkpoint",
+                str(d / "biased.pt"),
+                "--data-root",
+                str(data_root),
+                "--dataset",
+                "imagenet-val",
+                "--store",
+                str(store),
+                "--workers",
+                "0",
+                "--bootstrap",
+                "20",
+                "--quiet",
+                "--no-invariance",
+            ]
+        )
+        == 0
+    )
     return Store(store)
 
 
@@ -113,10 +146,12 @@ def test_metrics_match_independent_oracles(
 ) -> None:
     store, model = (filled_store, TINY_CLIP) if which == "random" else (biased_store, TINY_TIMM)
     filled_store = store
-    p = filled_store.query("SELECT * FROM predictions WHERE dataset = 'imagenet-val' "
-                           "AND model = ?", [model])
+    p = filled_store.query(
+        "SELECT * FROM predictions WHERE dataset = 'imagenet-val' AND model = ?", [model]
+    )
     assert _metric(filled_store, model, "imagenet-val", "top1") == pytest.approx(
-        p["correct"].mean())
+        p["correct"].mean()
+    )
     # ECE: torchmetrics on 1000-way probabilities with the stored max-prob at the prediction.
     conf = torch.tensor(p["confidence"].to_numpy(), dtype=torch.float64)
     probs = ((1 - conf) / 999)[:, None].repeat(1, 1000)
@@ -128,8 +163,13 @@ def test_metrics_match_independent_oracles(
     import imagenet_x
 
     ann = imagenet_x.load_annotations("top", "val", True)
-    preds = pd.DataFrame({"file_name": p["sample_id"], "predicted_class": p["pred"],
-                          "predicted_probability": p["confidence"]})
+    preds = pd.DataFrame(
+        {
+            "file_name": p["sample_id"],
+            "predicted_class": p["pred"],
+            "predicted_probability": p["confidence"],
+        }
+    )
     aug = imagenet_x.augment_model_predictions(ann, {"m": preds})
     acc = imagenet_x.compute_factor_accuracies(aug, imagenet_x.FACTORS, "is_correct")
     if which == "random":  # the package yields NaN ratios when nothing is correct
@@ -153,8 +193,11 @@ def test_cue_conflict_decisions_and_shape_bias(filled_store: Store) -> None:
     assert (p["correct"] == (p["decision"] == shapes)).all()
     for model, g in p.groupby("model"):
         parsed = [parse_stimulus_name(s) for s in g["sample_id"]]
-        expected = M.shape_bias(g["decision"].to_numpy(), np.array([a for a, _ in parsed]),
-                                np.array([b for _, b in parsed]))
+        expected = M.shape_bias(
+            g["decision"].to_numpy(),
+            np.array([a for a, _ in parsed]),
+            np.array([b for _, b in parsed]),
+        )
         for key in ("shape_bias", "shape_accuracy", "texture_accuracy", "shape_bias:cat"):
             got = _metric(filled_store, str(model), "cue-conflict", key)
             assert got == pytest.approx(expected[key], nan_ok=True)
@@ -177,8 +220,12 @@ def test_rerun_is_a_no_op_and_force_replaces(
     assert len(runs) == 2 and not set(runs) & set(first)
     n = store.query("SELECT run_id, count(*) AS n FROM predictions GROUP BY run_id")
     assert sorted(n["run_id"]) == sorted(runs) and set(n["n"]) == {6}
-    assert store.query("SELECT count(*) AS n FROM metrics WHERE run_id NOT IN "
-                       "(SELECT run_id FROM runs)")["n"].iloc[0] == 0
+    assert (
+        store.query(
+            "SELECT count(*) AS n FROM metrics WHERE run_id NOT IN (SELECT run_id FROM runs)"
+        )["n"].iloc[0]
+        == 0
+    )
 
 
 def test_checkpoint_run_matches_the_saved_model(data_root: Path, tmp_path: Path) -> None:
@@ -189,20 +236,46 @@ def test_checkpoint_run_matches_the_saved_model(data_root: Path, tmp_path: Path)
 
     save_file(src.state_dict(), str(ckpt))
     store = Store(tmp_path / "c.duckdb")
-    assert main(["--model", TINY_TIMM, "--checkpoint", str(ckpt), "--data-root", str(data_root),
-                 "--dataset", "imagenet-val", "--store", str(store.path), "--workers", "0",
-                 "--bootstrap", "0", "--quiet", "--preprocessing", "weights",
-                 "--no-invariance"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                TINY_TIMM,
+                "--checkpoint",
+                str(ckpt),
+                "--data-root",
+                str(data_root),
+                "--dataset",
+                "imagenet-val",
+                "--store",
+                str(store.path),
+                "--workers",
+                "0",
+                "--bootstrap",
+                "0",
+                "--quiet",
+                "--preprocessing",
+                "weights",
+                "--no-invariance",
+            ]
+        )
+        == 0
+    )
     run = store.query("SELECT weights, random_weights, preprocessing FROM runs").iloc[0]
     assert run["weights"].startswith("checkpoint:sha256:") and not run["random_weights"]
     p = store.query("SELECT sample_id, pred, confidence FROM predictions ORDER BY sample_id")
     from beyond_inet.preprocess import Preprocessing
 
-    pp = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in json.loads(run["preprocessing"]).items()})
+    pp = Preprocessing(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in json.loads(run["preprocessing"]).items()
+        }
+    )
     root = data_root / "imagenet" / "val"
-    x = torch.stack([standard_transform(pil_to_tensor(load_rgb(root / s)), pp)
-                     for s in p["sample_id"]])
+    x = torch.stack(
+        [standard_transform(pil_to_tensor(load_rgb(root / s)), pp) for s in p["sample_id"]]
+    )
     with torch.no_grad():
         probs = torch.softmax(src(x), -1)
     np.testing.assert_array_equal(p["pred"], probs.argmax(-1).numpy())
@@ -211,24 +284,54 @@ def test_checkpoint_run_matches_the_saved_model(data_root: Path, tmp_path: Path)
 
 
 def test_bad_inputs_exit_2_with_one_line(
-    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    data_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = str(tmp_path / "x.duckdb")
     cases = [
         (["--model", "deit3_2k", "--data-root", str(data_root)], "Did you mean 'deit3_21k'"),
-        (["--model", TINY_TIMM, "--dataset", "imagenet-vall", "--data-root", str(data_root)],
-         "Did you mean 'imagenet-val'"),
+        (
+            ["--model", TINY_TIMM, "--dataset", "imagenet-vall", "--data-root", str(data_root)],
+            "Did you mean 'imagenet-val'",
+        ),
         (["--model", TINY_TIMM, "--data-root", str(tmp_path / "nothing")], "No dataset found"),
-        (["--model", "all", "--checkpoint", str(tmp_path / "c.pt"), "--data-root",
-          str(data_root)], "exactly one --model"),
+        (
+            [
+                "--model",
+                "all",
+                "--checkpoint",
+                str(tmp_path / "c.pt"),
+                "--data-root",
+                str(data_root),
+            ],
+            "exactly one --model",
+        ),
     ]
     (tmp_path / "c.pt").write_bytes(b"")  # exists: the model count is what is wrong
     not_a_store = tmp_path / "notes.txt"
     not_a_store.write_text("my notes")
-    assert main(["--model", TINY_TIMM, "--random-weights", "--data-root", str(data_root),
-                 "--dataset", "cue-conflict", "--store", str(not_a_store), "--quiet",
-                 "--workers", "0", "--no-invariance"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                TINY_TIMM,
+                "--random-weights",
+                "--data-root",
+                str(data_root),
+                "--dataset",
+                "cue-conflict",
+                "--store",
+                str(not_a_store),
+                "--quiet",
+                "--workers",
+                "0",
+                "--no-invariance",
+            ]
+        )
+        == 2
+    )
     assert "pass another --store" in capsys.readouterr().err
     assert not_a_store.read_text() == "my notes"  # nothing lost
     for argv, message in cases:
@@ -247,15 +350,30 @@ def test_help_lists_models_and_datasets(capsys: pytest.CaptureFixture[str]) -> N
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for name in ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip", "imagenet-val",
-                 "cue-conflict", "--random-weights", "--checkpoint", "--limit"):
+    for name in (
+        "deit3_21k",
+        "convnext_base_21k",
+        "vit_clip",
+        "convnext_clip",
+        "imagenet-val",
+        "cue-conflict",
+        "--random-weights",
+        "--checkpoint",
+        "--limit",
+    ):
         assert name in out
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "precompute", *args], cwd=REPO, env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "precompute", *args],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _kill_when(proc: subprocess.Popen[str], marker: str) -> None:
@@ -275,8 +393,9 @@ def _assert_consistent(store: Store) -> pd.DataFrame:
     counts = store.query("SELECT run_id, count(*) AS n FROM predictions GROUP BY run_id")
     merged = runs.merge(counts, on="run_id", how="outer")
     assert (merged["n"] == merged["n_samples"]).all(), merged
-    orphans = store.query("SELECT count(*) AS n FROM metrics WHERE run_id NOT IN "
-                          "(SELECT run_id FROM runs)")
+    orphans = store.query(
+        "SELECT count(*) AS n FROM metrics WHERE run_id NOT IN (SELECT run_id FROM runs)"
+    )
     assert orphans["n"].iloc[0] == 0
     return runs
 
@@ -286,8 +405,19 @@ def test_killed_run_leaves_nothing_partial_and_is_redone(tmp_path: Path) -> None
     write_cue_conflict(root / "cue-conflict", [("cat", "dog"), ("dog", "cat")])
     write_flat_val(root / "imagenet" / "val", 150)
     store = Store(tmp_path / "k.duckdb")
-    args = ["--model", TINY_TIMM, "--data-root", str(root), "--store", str(store.path),
-            "--dataset", "cue-conflict,imagenet-val", *BASE, "--batch-size", "4"]
+    args = [
+        "--model",
+        TINY_TIMM,
+        "--data-root",
+        str(root),
+        "--store",
+        str(store.path),
+        "--dataset",
+        "cue-conflict,imagenet-val",
+        *BASE,
+        "--batch-size",
+        "4",
+    ]
     _kill_when(_start(args), "loading")  # before anything was stored
     assert _assert_consistent(store).empty
     proc = _start([a for a in args if a != "--quiet"])

@@ -68,9 +68,12 @@ def write_imagenet_c(root: Path, corruptions, severities=(1, 2, 3, 4, 5), wnid="
 def write_imagenet_hard(root: Path) -> list[dict]:
     """Images + ``metadata.jsonl`` (file_name, label list, origin)."""
     rng = np.random.default_rng(14)
-    recs = [{"file_name": f"images/{i}.jpg", "label": labels, "origin": origin}
-            for i, (labels, origin) in enumerate([([1, 2], "imagenet"), ([3], "imagenet_a"),
-                                                  ([4, 5, 6], "imagenet"), ([7], "objectnet")])]
+    recs = [
+        {"file_name": f"images/{i}.jpg", "label": labels, "origin": origin}
+        for i, (labels, origin) in enumerate(
+            [([1, 2], "imagenet"), ([3], "imagenet_a"), ([4, 5, 6], "imagenet"), ([7], "objectnet")]
+        )
+    ]
     for r in recs:
         _img(root / r["file_name"], rng)
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
@@ -118,8 +121,22 @@ def robust_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def robust_store(robust_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = tmp_path_factory.mktemp("rstore") / "results.duckdb"
-    rc = main(["--model", TINY_TIMM, "--data-root", str(robust_root), "--store", str(store),
-               "--random-weights", "--workers", "0", "--bootstrap", "0", "--quiet"])
+    rc = main(
+        [
+            "--model",
+            TINY_TIMM,
+            "--data-root",
+            str(robust_root),
+            "--store",
+            str(store),
+            "--random-weights",
+            "--workers",
+            "0",
+            "--bootstrap",
+            "0",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     return Store(store)
 
@@ -190,17 +207,27 @@ def _vp(ids, labels, pred, correct=None, pred_full=None, factor=None) -> ViewPre
     n = len(ids)
     labels, pred = np.array(labels), np.array(pred)
     return ViewPredictions(
-        sample_ids=np.array(ids, dtype=object), labels=labels, pred=pred,
-        confidence=np.full(n, 0.5), p_true=np.full(n, 0.5),
+        sample_ids=np.array(ids, dtype=object),
+        labels=labels,
+        pred=pred,
+        confidence=np.full(n, 0.5),
+        p_true=np.full(n, 0.5),
         correct=(pred == labels) if correct is None else np.array(correct),
-        topk_idx=np.repeat(pred[:, None], 5, 1), topk_prob=np.full((n, 5), 0.1),
-        brier=np.full(n, 0.3), pred_full=None if pred_full is None else np.array(pred_full),
-        factor_value=None if factor is None else np.array(factor, dtype=object))
+        topk_idx=np.repeat(pred[:, None], 5, 1),
+        topk_prob=np.full((n, 5), 0.1),
+        brier=np.full(n, 0.3),
+        pred_full=None if pred_full is None else np.array(pred_full),
+        factor_value=None if factor is None else np.array(factor, dtype=object),
+    )
 
 
 def test_top1_real_uses_the_real_sets_and_skips_unlabelled_images() -> None:
-    ids = ["ILSVRC2012_val_00000001.JPEG", "n01/ILSVRC2012_val_00000002.JPEG",
-           "ILSVRC2012_val_00000003.JPEG", "ILSVRC2012_val_00000004.JPEG"]
+    ids = [
+        "ILSVRC2012_val_00000001.JPEG",
+        "n01/ILSVRC2012_val_00000002.JPEG",
+        "ILSVRC2012_val_00000003.JPEG",
+        "ILSVRC2012_val_00000004.JPEG",
+    ]
     real = R.real_labels()
     preds = [5, 795, real["ILSVRC2012_val_00000003.JPEG"][0], 999]
     rows = {r.metric: r.value for r in EVALUATIONS.get("real")(_vp(ids, [0] * 4, preds), NO_BOOT)}
@@ -218,12 +245,16 @@ def test_factor_values_in_numeric_order() -> None:
     p = _vp(list("abcde"), [1] * 5, [1, 0, 1, 1, 0], factor=["90", "10", "10", None, "9.5"])
     rows = EVALUATIONS.get("factor_values")(p, NO_BOOT)
     assert [(r.metric, r.value) for r in rows] == [
-        ("top1_at:9.5", 0.0), ("top1_at:10", 0.5), ("top1_at:90", 1.0)]
+        ("top1_at:9.5", 0.0),
+        ("top1_at:10", 0.5),
+        ("top1_at:90", 1.0),
+    ]
 
 
 def test_imagenet_c_run_evaluation() -> None:
     views = {
-        "fog:1": _vp(["a", "b"], [1, 1], [1, 1]), "fog:2": _vp(["c", "d"], [1, 1], [1, 0]),
+        "fog:1": _vp(["a", "b"], [1, 1], [1, 1]),
+        "fog:2": _vp(["c", "d"], [1, 1], [1, 0]),
         "speckle_noise:1": _vp(["e"], [1], [0]),
     }
     rows = {(v, r.metric): r.value for v, r in RUN_EVALUATIONS.get("imagenet_c")(views, NO_BOOT)}
@@ -296,8 +327,15 @@ def test_layout_errors_name_the_problem(tmp_path: Path) -> None:
 def test_every_layout_lands_in_the_store(robust_store: Store) -> None:
     runs = robust_store.query("SELECT dataset, n_samples FROM runs ORDER BY dataset")
     assert dict(zip(runs["dataset"], runs["n_samples"], strict=True)) == {
-        "imagenet-a": 4, "imagenet-c": 15, "imagenet-hard": 4, "imagenet-r": 6,
-        "imagenet-sketch": 4, "imagenet-v2": 6, "imagenet-val": 6, "pug-imagenet": 18}
+        "imagenet-a": 4,
+        "imagenet-c": 15,
+        "imagenet-hard": 4,
+        "imagenet-r": 6,
+        "imagenet-sketch": 4,
+        "imagenet-v2": 6,
+        "imagenet-val": 6,
+        "pug-imagenet": 18,
+    }
     calib = {"top1", "top5", "p_true_mean", "ece", "mce", "nll", "brier"}
     for ds in ("imagenet-v2", "imagenet-sketch", "imagenet-hard", "imagenet-r", "imagenet-a"):
         m = _metrics(robust_store, ds)
@@ -305,8 +343,10 @@ def test_every_layout_lands_in_the_store(robust_store: Store) -> None:
 
 
 def test_r_and_a_use_the_200_class_subset(robust_store: Store) -> None:
-    for ds, indices in (("imagenet-r", R.imagenet_r_indices()),
-                        ("imagenet-a", R.imagenet_a_indices())):
+    for ds, indices in (
+        ("imagenet-r", R.imagenet_r_indices()),
+        ("imagenet-a", R.imagenet_a_indices()),
+    ):
         p = robust_store.query("SELECT pred, topk_idx FROM predictions WHERE dataset = ?", [ds])
         allowed = set(indices)
         assert set(p["pred"]) <= allowed
@@ -318,7 +358,8 @@ def test_real_metrics_on_imagenet_val(robust_store: Store) -> None:
     m = _metrics(robust_store, "imagenet-val")
     p = robust_store.query(
         "SELECT sample_id, pred FROM predictions WHERE dataset = 'imagenet-val' "
-        "AND view = 'standard'")
+        "AND view = 'standard'"
+    )
     real = R.real_labels()
     keep = [(pred, real[s]) for s, pred in zip(p["sample_id"], p["pred"], strict=True) if real[s]]
     assert m[("standard", "real_images")] == len(keep) > 0
@@ -327,16 +368,21 @@ def test_real_metrics_on_imagenet_val(robust_store: Store) -> None:
 
 def test_imagenet_c_views_and_mce_in_the_store(robust_store: Store) -> None:
     m = _metrics(robust_store, "imagenet-c")
-    views = set(robust_store.query(
-        "SELECT DISTINCT view FROM predictions WHERE dataset = 'imagenet-c'")["view"])
+    views = set(
+        robust_store.query("SELECT DISTINCT view FROM predictions WHERE dataset = 'imagenet-c'")[
+            "view"
+        ]
+    )
     assert views == {f"{c}:{s}" for c in C_USED for s in range(1, 6)}
     for c in C_USED:
         top = [m[(f"{c}:{s}", "top1")] for s in range(1, 6)]
         assert m[(c, "top1")] == pytest.approx(np.mean(top))
         assert (f"{c}:3", "ece") in m
     base = R.alexnet_errors()
-    ce = {c: sum(1 - m[(f"{c}:{s}", "top1")] for s in range(1, 6)) / sum(base[c].values())
-          for c in ("gaussian_noise", "fog")}
+    ce = {
+        c: sum(1 - m[(f"{c}:{s}", "top1")] for s in range(1, 6)) / sum(base[c].values())
+        for c in ("gaussian_noise", "fog")
+    }
     assert m[("fog", "ce")] == pytest.approx(ce["fog"])
     assert m[("standard", "mean_ce")] == pytest.approx(np.mean(list(ce.values())))
     assert m[("standard", "corruptions")] == 2
@@ -352,21 +398,27 @@ def test_pug_factor_views_and_value_curves(robust_store: Store) -> None:
     p = robust_store.query("SELECT * FROM predictions WHERE dataset = 'pug-imagenet'")
     assert set(p["view"]) == set(PUG_FACTORS_USED)
     inverse = {i: cls for cls, idx in PUG_CLASSES.items() for i in idx}
-    expected = [inverse.get(int(pred)) == sid.split("/")[1]
-                for pred, sid in zip(p["pred"], p["sample_id"], strict=True)]
+    expected = [
+        inverse.get(int(pred)) == sid.split("/")[1]
+        for pred, sid in zip(p["pred"], p["sample_id"], strict=True)
+    ]
     assert p["correct"].tolist() == expected
     assert {f"top1_at:{v}" for v in ("0", "1", "2", "90", "91", "92")} == {
-        k for v, k in m if v == "Camera_Yaw" and k.startswith("top1_at:")}
+        k for v, k in m if v == "Camera_Yaw" and k.startswith("top1_at:")
+    }
     assert ("Scene_Light", "top1_at:0.5") in m and ("Worlds", "top1_at:World1") in m
     assert ("standard", "top1") not in m  # one view per factor subset, no pooled view
 
 
 def test_imagenet_hard_any_label_counts(robust_store: Store) -> None:
-    p = robust_store.query("SELECT sample_id, pred, correct FROM predictions "
-                           "WHERE dataset = 'imagenet-hard' ORDER BY sample_id")
+    p = robust_store.query(
+        "SELECT sample_id, pred, correct FROM predictions "
+        "WHERE dataset = 'imagenet-hard' ORDER BY sample_id"
+    )
     labels = {f"images/{i}.jpg": s for i, s in enumerate([{1, 2}, {3}, {4, 5, 6}, {7}])}
-    assert p["correct"].tolist() == [int(x) in labels[s] for s, x in zip(
-        p["sample_id"], p["pred"], strict=True)]
+    assert p["correct"].tolist() == [
+        int(x) in labels[s] for s, x in zip(p["sample_id"], p["pred"], strict=True)
+    ]
     assert any(k.startswith("top1_at:") for _, k in _metrics(robust_store, "imagenet-hard"))
 
 
@@ -407,8 +459,12 @@ def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
     out = run_pass(found, [model], RunSettings(batch_size=8, workers=0, progress=False))
     vp = view_predictions(found, out.outputs[(model.name, "standard")], None)
     ours = {r.metric: r.value for r in accuracy(vp, NO_BOOT)}["top1"]
-    theirs = evaluate_imagenet_r(model.module, str(tmp_path), test_batchsize=8,
-                                 test_transform=_our_transform(model.preprocessing))
+    theirs = evaluate_imagenet_r(
+        model.module,
+        str(tmp_path),
+        test_batchsize=8,
+        test_transform=_our_transform(model.preprocessing),
+    )
     assert 0 < ours < 1  # a non-trivial accuracy, so the comparison can fail
     assert 100 * ours == pytest.approx(theirs, abs=1e-6)
     assert (vp.pred_full == 0).all()  # the 1000-way argmax is the non-R class

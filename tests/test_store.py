@@ -19,27 +19,52 @@ from beyond_inet.store import RUN_COLUMNS, Store, StoreLockedError
 
 def _run(run_id: str, key: str = "k1") -> dict:
     row = {c: None for c, _ in RUN_COLUMNS}
-    row.update(run_id=run_id, run_key=key, model="m", dataset="imagenet-val", status="finished",
-               weights="random", random_weights=True, preprocessing="{}", views='["standard"]',
-               n_samples=3, n_failed=0)
+    row.update(
+        run_id=run_id,
+        run_key=key,
+        model="m",
+        dataset="imagenet-val",
+        status="finished",
+        weights="random",
+        random_weights=True,
+        preprocessing="{}",
+        views='["standard"]',
+        n_samples=3,
+        n_failed=0,
+    )
     return row
 
 
 def _preds(run_id: str, n: int = 3) -> pa.Table:
     p = ViewPredictions(
         sample_ids=np.array([f"img{i}.JPEG" for i in range(n)], dtype=object),
-        labels=np.array([1, -1, 3][:n]), pred=np.array([1, 2, 0][:n]),
-        confidence=np.full(n, 0.5), p_true=np.array([0.5, np.nan, 0.1][:n]),
-        correct=np.array([True, False, False][:n]), topk_idx=np.tile(np.arange(5), (n, 1)),
-        topk_prob=np.full((n, 5), 0.1), brier=np.array([0.3, np.nan, 0.9][:n]),
+        labels=np.array([1, -1, 3][:n]),
+        pred=np.array([1, 2, 0][:n]),
+        confidence=np.full(n, 0.5),
+        p_true=np.array([0.5, np.nan, 0.1][:n]),
+        correct=np.array([True, False, False][:n]),
+        topk_idx=np.tile(np.arange(5), (n, 1)),
+        topk_prob=np.full((n, 5), 0.1),
+        brier=np.array([0.3, np.nan, 0.9][:n]),
     )
     return prediction_table(run_id, "m", "imagenet-val", "standard", p)
 
 
 def _metrics(run_id: str) -> pd.DataFrame:
-    return pd.DataFrame([{"run_id": run_id, "model": "m", "dataset": "imagenet-val",
-                          "view": "standard", "metric": "top1", "value": 1 / 3,
-                          "ci_low": 0.0, "ci_high": 1.0}])
+    return pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "model": "m",
+                "dataset": "imagenet-val",
+                "view": "standard",
+                "metric": "top1",
+                "value": 1 / 3,
+                "ci_low": 0.0,
+                "ci_high": 1.0,
+            }
+        ]
+    )
 
 
 def test_missing_store_reads_as_empty(tmp_path: Path) -> None:
@@ -59,8 +84,9 @@ def test_commit_then_skip_then_replace(tmp_path: Path) -> None:
     assert counts.to_dict("records") == [{"run_id": "c", "n": 3}]
     assert s.query("SELECT run_id FROM runs")["run_id"].tolist() == ["c"]
     assert s.query("SELECT count(*) AS n FROM metrics")["n"].iloc[0] == 1
-    row = s.query("SELECT label, p_true, topk_idx, brier FROM predictions "
-                  "WHERE sample_id = ?", ["img1.JPEG"]).iloc[0]
+    row = s.query(
+        "SELECT label, p_true, topk_idx, brier FROM predictions WHERE sample_id = ?", ["img1.JPEG"]
+    ).iloc[0]
     assert pd.isna(row["label"]) and pd.isna(row["p_true"]) and pd.isna(row["brier"])
     assert list(row["topk_idx"]) == [0, 1, 2, 3, 4]
 
@@ -89,15 +115,20 @@ def test_writer_waits_for_a_reader_in_another_process(tmp_path: Path) -> None:
     """A dashboard holding a read-only connection delays a commit; it never fails it."""
     s = Store(tmp_path / "r.duckdb")
     s.commit_run(_run("a", key="k0"), _preds("a"), _metrics("a"))
-    reader = subprocess.Popen([sys.executable, "-c", HOLD_READ_LOCK, str(s.path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", HOLD_READ_LOCK, str(s.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert reader.stdout is not None and reader.stdin is not None
     assert reader.stdout.readline().strip() == "locked"
     with pytest.raises(StoreLockedError, match="locked by another process"):
         Store(s.path, lock_wait=0).commit_run(_run("x"), _preds("x"), _metrics("x"))
     result: list[object] = []
     writer = threading.Thread(
-        target=lambda: result.append(s.commit_run(_run("b"), _preds("b"), _metrics("b"))))
+        target=lambda: result.append(s.commit_run(_run("b"), _preds("b"), _metrics("b")))
+    )
     writer.start()  # retries while the reader holds the file
     reader.stdin.write("go\n")
     reader.stdin.flush()
@@ -108,8 +139,9 @@ def test_writer_waits_for_a_reader_in_another_process(tmp_path: Path) -> None:
     assert sorted(s.query("SELECT run_id FROM runs")["run_id"]) == ["a", "b"]
 
 
-def test_a_read_session_shares_one_connection_and_yields_to_a_writer(tmp_path: Path,
-                                                                      monkeypatch) -> None:
+def test_a_read_session_shares_one_connection_and_yields_to_a_writer(
+    tmp_path: Path, monkeypatch
+) -> None:
     import duckdb
 
     from beyond_inet import store as store_module

@@ -21,13 +21,22 @@ def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
 
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG whose header claims ``w`` x ``h`` RGB pixels with almost no data (a bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _one_line_error(data: bytes, limits: Limits | None = None) -> str:
@@ -41,8 +50,10 @@ def _one_line_error(data: bytes, limits: Limits | None = None) -> str:
 RGB = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("fmt, shown", [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WebP"),
-                                        ("BMP", "BMP"), ("TIFF", "TIFF")])
+@pytest.mark.parametrize(
+    "fmt, shown",
+    [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WebP"), ("BMP", "BMP"), ("TIFF", "TIFF")],
+)
 def test_each_supported_format_decodes(fmt: str, shown: str) -> None:
     out = decode_upload(_encode(RGB, fmt), "x")
     assert out.format == shown and out.image.mode == "RGB" and out.image.size == (60, 40)
@@ -60,8 +71,9 @@ def test_exif_orientation_is_applied() -> None:
 def test_mode_conversions() -> None:
     gray = decode_upload(_encode(Image.new("L", (4, 4), 77), "PNG")).image
     assert gray.mode == "RGB" and gray.getpixel((0, 0)) == (77, 77, 77)
-    cmyk = decode_upload(_encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG",
-                                 quality=100)).image
+    cmyk = decode_upload(
+        _encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG", quality=100)
+    ).image
     assert cmyk.getpixel((4, 4)) == pytest.approx((255, 0, 0), abs=3)
     pal = Image.new("P", (4, 4), 1)
     pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)

@@ -40,8 +40,14 @@ from beyond_inet.views import (
 from precompute.cli import build_parser, invariance_views
 
 SUP = PAPER_SUPERVISED_PREPROCESSING
-CLIP = Preprocessing(224, 224, "bicubic", (0.48145466, 0.4578275, 0.40821073),
-                     (0.26862954, 0.26130258, 0.27577711), source="open_clip (CLIP) 224")
+CLIP = Preprocessing(
+    224,
+    224,
+    "bicubic",
+    (0.48145466, 0.4578275, 0.40821073),
+    (0.26862954, 0.26130258, 0.27577711),
+    source="open_clip (CLIP) 224",
+)
 DEFAULT_VIEWS = grid_views(VIEW_GRIDS)
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
@@ -50,40 +56,75 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 def test_default_grids_are_the_papers() -> None:
     assert DEFAULT_VIEWS == (
-        "scale:1", "scale:1.25", "scale:1.5", "scale:2", "scale:3",
-        "shift:0", "shift:5", "shift:30", "shift:75", "shift:100",
-        "resolution:112", "resolution:224", "resolution:336", "resolution:512",
+        "scale:1",
+        "scale:1.25",
+        "scale:1.5",
+        "scale:2",
+        "scale:3",
+        "shift:0",
+        "shift:5",
+        "shift:30",
+        "shift:75",
+        "shift:100",
+        "resolution:112",
+        "resolution:224",
+        "resolution:336",
+        "resolution:512",
         "resolution:640",
     )
     assert grid_views({"scale": (1.0, 1, 1.50), "shift": (), "resolution": (336,)}) == (
-        "scale:1", "scale:1.5", "resolution:336")
+        "scale:1",
+        "scale:1.5",
+        "resolution:336",
+    )
 
 
-@pytest.mark.parametrize(("name", "canonical"), [
-    ("standard", "standard"), ("scale:1.0", "scale:1"), ("scale:1.50", "scale:1.5"),
-    ("shift:30", "shift:30"), ("shift:-5", "shift:-5"), ("resolution:336", "resolution:336"),
-    (" scale: 2 ", "scale:2"),
-])
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("standard", "standard"),
+        ("scale:1.0", "scale:1"),
+        ("scale:1.50", "scale:1.5"),
+        ("shift:30", "shift:30"),
+        ("shift:-5", "shift:-5"),
+        ("resolution:336", "resolution:336"),
+        (" scale: 2 ", "scale:2"),
+    ],
+)
 def test_view_names_are_canonical(name: str, canonical: str) -> None:
     assert parse_view(name).name == canonical
 
 
-@pytest.mark.parametrize(("name", "needle"), [
-    ("scale:abc", "e.g. 'scale:1.5'"), ("scale:", "e.g. 'scale:1.5'"),
-    ("scale:nan", "needs a number"), ("scale:-1", "must be > 0"), ("scale:0", "must be > 0"),
-    ("shift:3.5", "needs an integer, e.g. 'shift:30'"), ("shift:x", "shift:30"),
-    ("resolution:0", "1..4096"), ("resolution:1.5", "e.g. 'resolution:336'"),
-    ("resolution:99999", "1..4096"), ("standard:1", "takes no argument"),
-])
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("scale:abc", "e.g. 'scale:1.5'"),
+        ("scale:", "e.g. 'scale:1.5'"),
+        ("scale:nan", "needs a number"),
+        ("scale:-1", "must be > 0"),
+        ("scale:0", "must be > 0"),
+        ("shift:3.5", "needs an integer, e.g. 'shift:30'"),
+        ("shift:x", "shift:30"),
+        ("resolution:0", "1..4096"),
+        ("resolution:1.5", "e.g. 'resolution:336'"),
+        ("resolution:99999", "1..4096"),
+        ("standard:1", "takes no argument"),
+    ],
+)
 def test_malformed_views_are_clear_errors(name: str, needle: str) -> None:
     with pytest.raises(ViewError) as err:
         parse_view(name)
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize(("name", "suggestion"), [
-    ("scal:1.5", "scale"), ("shfit:5", "shift"), ("resolutoin:112", "resolution"),
-])
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("scal:1.5", "scale"),
+        ("shfit:5", "shift"),
+        ("resolutoin:112", "resolution"),
+    ],
+)
 def test_unknown_families_suggest_close_names(name: str, suggestion: str) -> None:
     with pytest.raises(UnknownNameError, match=f"Did you mean '{suggestion}'"):
         parse_view(name)
@@ -97,9 +138,19 @@ def test_scale_and_resolution_sizes() -> None:
     assert [scaled_resize(CLIP, s) for s in VIEW_GRIDS["scale"]] == [224, 280, 336, 448, 672]
     # the paper: Resize(int(r * 256 / 224)), CenterCrop(r); CLIP's crop ratio is 1
     assert [resolution_resize(SUP, int(r)) for r in VIEW_GRIDS["resolution"]] == [
-        128, 256, 384, 585, 731]
+        128,
+        256,
+        384,
+        585,
+        731,
+    ]
     assert [resolution_resize(CLIP, int(r)) for r in VIEW_GRIDS["resolution"]] == [
-        112, 224, 336, 512, 640]
+        112,
+        224,
+        336,
+        512,
+        640,
+    ]
     for name in DEFAULT_VIEWS:
         view = parse_view(name)
         for pp in (SUP, CLIP):
@@ -158,12 +209,15 @@ _PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 def _photos() -> dict[str, Image.Image]:
     """Real photos at typical ImageNet sizes: landscape, portrait, square."""
     return {
-        "landscape 500x375": Image.fromarray(skimage.data.coffee()).resize((500, 375),
-                                                                           Image.LANCZOS),
+        "landscape 500x375": Image.fromarray(skimage.data.coffee()).resize(
+            (500, 375), Image.LANCZOS
+        ),
         "portrait 333x500": Image.fromarray(skimage.data.astronaut()[:, 80:421]).resize(
-            (333, 500), Image.LANCZOS),
+            (333, 500), Image.LANCZOS
+        ),
         "square 400x400": Image.fromarray(skimage.data.rocket()[:, 100:527]).resize(
-            (400, 400), Image.LANCZOS),
+            (400, 400), Image.LANCZOS
+        ),
     }
 
 
@@ -235,8 +289,9 @@ def test_timm_vit_runs_at_other_sizes_as_timm_resamples(tiny_timm: LoadedModel) 
         x = torch.randn(2, 3, size, size)
         # oracle: timm's own model at that size, weights adapted by timm's checkpoint filter
         fixed = timm.create_model("test_vit", img_size=size)
-        fixed.load_state_dict(timm.models.vision_transformer.checkpoint_filter_fn(
-            vit.net.state_dict(), fixed))
+        fixed.load_state_dict(
+            timm.models.vision_transformer.checkpoint_filter_fn(vit.net.state_dict(), fixed)
+        )
         with torch.no_grad():
             torch.testing.assert_close(vit(x), fixed.eval()(x), rtol=1e-4, atol=1e-5)
     plain = timm.create_model("test_vit").eval()
@@ -267,8 +322,9 @@ def test_open_clip_vit_runs_at_other_sizes_as_force_image_size(tiny_clip: Loaded
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
             feats = torch.nn.functional.normalize(other.eval().encode_image(x).float(), dim=-1)
-            torch.testing.assert_close(zs(x), zs.logit_scale * feats @ zs.text_head, rtol=1e-4,
-                                       atol=1e-4)
+            torch.testing.assert_close(
+                zs(x), zs.logit_scale * feats @ zs.text_head, rtol=1e-4, atol=1e-4
+            )
     assert zs.clip.visual.image_size == native  # the tower itself is not changed
 
 
@@ -284,8 +340,12 @@ class _FixedSize(Classifier):
 
 def test_views_a_model_cannot_take_are_skipped_with_a_note(tiny_timm: LoadedModel) -> None:
     fixed = LoadedModel("fixed", tiny_timm.spec, _FixedSize(), tiny_timm.preprocessing, "random")
-    views = [STANDARD, parse_view("scale:2"), parse_view("resolution:112"),
-             parse_view("resolution:160")]
+    views = [
+        STANDARD,
+        parse_view("scale:2"),
+        parse_view("resolution:112"),
+        parse_view("resolution:160"),
+    ]
     notes: list[str] = []
     kept = runnable_views(fixed, views, RunSettings(), notes.append)
     assert [v.name for v in kept] == ["standard", "scale:2", "resolution:160"]
@@ -300,8 +360,17 @@ def _vp(ids: list[str], pred: list[int]) -> ViewPredictions:
     n = len(ids)
     z = np.zeros(n)
     p = np.array(pred)
-    return ViewPredictions(np.array(ids, dtype=object), np.zeros(n, np.int64), p, z, z,
-                           p == 0, np.zeros((n, 5), np.int64), np.zeros((n, 5)), z)
+    return ViewPredictions(
+        np.array(ids, dtype=object),
+        np.zeros(n, np.int64),
+        p,
+        z,
+        z,
+        p == 0,
+        np.zeros((n, 5), np.int64),
+        np.zeros((n, 5)),
+        z,
+    )
 
 
 def test_agreement_joins_views_by_sample_id() -> None:
@@ -337,17 +406,24 @@ def test_cli_grids_default_to_the_papers_and_can_be_changed() -> None:
     assert _views() == DEFAULT_VIEWS
     assert _views("--no-invariance") == ()
     assert _views("--scales", "1,1.0,2.50", "--shifts", "", "--resolutions", "64") == (
-        "scale:1", "scale:2.5", "resolution:64")
+        "scale:1",
+        "scale:2.5",
+        "resolution:64",
+    )
     assert _views("--shifts", "7") == (*DEFAULT_VIEWS[:5], "shift:7", *DEFAULT_VIEWS[10:])
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["--scales", "1,abc"], "scale needs a number"),
-    (["--shifts", "2.5"], "shift needs an integer"),
-    (["--resolutions", "0"], "1..4096"),
-])
-def test_cli_rejects_bad_grid_values(argv: list[str], needle: str,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--scales", "1,abc"], "scale needs a number"),
+        (["--shifts", "2.5"], "shift needs an integer"),
+        (["--resolutions", "0"], "1..4096"),
+    ],
+)
+def test_cli_rejects_bad_grid_values(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)
     assert exit_.value.code == 2

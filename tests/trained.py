@@ -22,8 +22,9 @@ CLASS_INDICES: tuple[int, ...] = tuple(range(3, 1000, 100))[:N_CLASSES]
 ARCH = "test_vit"
 
 
-def class_image(c: int, rng: np.random.Generator, height: int = 160,
-                width: int = 160) -> np.ndarray:
+def class_image(
+    c: int, rng: np.random.Generator, height: int = 160, width: int = 160
+) -> np.ndarray:
     """An HWC uint8 picture of generated class ``c`` (0 <= c < N_CLASSES)."""
     hue = c / N_CLASSES + rng.normal(0, 0.035)
     base = np.array(colorsys.hsv_to_rgb(hue % 1.0, 0.8, 0.9)) * 255
@@ -53,8 +54,9 @@ def write_class_folders(root: Path, per_class: int, seed: int = 1) -> list[str]:
     return ids
 
 
-def train_tiny_classifier(steps: int = 60, per_class: int = 40, seed: int = 0
-                          ) -> dict[str, torch.Tensor]:
+def train_tiny_classifier(
+    steps: int = 60, per_class: int = 40, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Train ``test_vit`` on generated class images; returns its state dict (load it with
     ``--checkpoint``: the model's own preprocessing and normalisation apply)."""
     import timm
@@ -65,8 +67,9 @@ def train_tiny_classifier(steps: int = 60, per_class: int = 40, seed: int = 0
     cfg = resolve_data_config(model=model)
     size = int(cfg["input_size"][-1])
     rng = np.random.default_rng(seed)
-    images = np.stack([class_image(c, rng, size, size) for c in range(N_CLASSES)
-                       for _ in range(per_class)])
+    images = np.stack(
+        [class_image(c, rng, size, size) for c in range(N_CLASSES) for _ in range(per_class)]
+    )
     labels = torch.tensor([CLASS_INDICES[c] for c in range(N_CLASSES) for _ in range(per_class)])
     mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
@@ -76,8 +79,7 @@ def train_tiny_classifier(steps: int = 60, per_class: int = 40, seed: int = 0
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(x), (32,), generator=gen)
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), labels[idx],
-                                                 label_smoothing=0.1)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), labels[idx], label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -61,8 +61,9 @@ class Fit:
         """The OOD accuracy the line predicts at an ImageNet accuracy."""
         return expit(self.slope * logit(imagenet_acc) + self.intercept)
 
-    def band(self, imagenet_acc: np.ndarray | float, z: float = 1.96
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def band(
+        self, imagenet_acc: np.ndarray | float, z: float = 1.96
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(low, high): the line +- ``z`` residual standard deviations, in accuracy units."""
         centre = self.slope * logit(imagenet_acc) + self.intercept
         return expit(centre - z * self.resid_std), expit(centre + z * self.resid_std)
@@ -80,19 +81,20 @@ def fit_baseline(dataset: str, imagenet_acc: np.ndarray, ood_acc: np.ndarray) ->
     lx, ly = logit(x[keep]), logit(y[keep])
     r = linregress(lx, ly)
     resid = ly - (r.slope * lx + r.intercept)
-    return Fit(dataset, float(r.slope), float(r.intercept), int(keep.sum()),
-               float(np.std(resid, ddof=2)))
+    return Fit(
+        dataset, float(r.slope), float(r.intercept), int(keep.sum()), float(np.std(resid, ddof=2))
+    )
 
 
-def effective_robustness(fit: Fit, imagenet_acc: np.ndarray, ood_acc: np.ndarray
-                         ) -> np.ndarray:
+def effective_robustness(fit: Fit, imagenet_acc: np.ndarray, ood_acc: np.ndarray) -> np.ndarray:
     """OOD accuracy minus the baseline line's prediction at the model's ImageNet accuracy
     (accuracy units; > 0 = more robust than ImageNet-trained models of equal accuracy)."""
     return np.asarray(ood_acc, float) - fit.predict(imagenet_acc)
 
 
-def pareto_front(x: np.ndarray, y: np.ndarray, maximize_x: bool = True,
-                 maximize_y: bool = True) -> np.ndarray:
+def pareto_front(
+    x: np.ndarray, y: np.ndarray, maximize_x: bool = True, maximize_y: bool = True
+) -> np.ndarray:
     """Boolean mask of the points no other point beats on both axes (NaN never on it)."""
     xs = (1.0 if maximize_x else -1.0) * np.asarray(x, float)
     ys = (1.0 if maximize_y else -1.0) * np.asarray(y, float)
@@ -117,7 +119,8 @@ def _read(directory: str, name: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(
             f"The model catalogue {path} is missing; rebuild it with "
-            "`python -m beyond_inet.catalog.build` (see data/catalog/README.md).")
+            "`python -m beyond_inet.catalog.build` (see data/catalog/README.md)."
+        )
     return pd.read_csv(path) if name.endswith(".csv") else pd.read_parquet(path)
 
 
@@ -140,28 +143,36 @@ def model_names(directory: Path = CATALOG_DIR) -> tuple[str, ...]:
 def fits(directory: Path = CATALOG_DIR) -> dict[str, Fit]:
     """The shipped effective-robustness fits by dataset."""
     df = _read(str(directory), FITS)
-    return {r.dataset: Fit(r.dataset, float(r.slope), float(r.intercept), int(r.n),
-                           float(r.resid_std)) for r in df.itertuples()}
+    return {
+        r.dataset: Fit(r.dataset, float(r.slope), float(r.intercept), int(r.n), float(r.resid_std))
+        for r in df.itertuples()
+    }
 
 
 def column(dataset: str, metric: str) -> str:
     """The wide table's column of a (dataset, metric): ``<dataset> <metric>``;
     effective robustness is ``effective_robustness:<dataset>``."""
-    return f"effective_robustness:{dataset}" if metric == "effective_robustness" \
+    return (
+        f"effective_robustness:{dataset}"
+        if metric == "effective_robustness"
         else f"{dataset} {metric}"
+    )
 
 
 @functools.lru_cache(maxsize=4)
 def _wide(directory: str) -> pd.DataFrame:
     res = _read(directory, RESULTS)
     er = res["metric"] == "effective_robustness"  # column() for every row, vectorised
-    cols = ("effective_robustness:" + res["dataset"]).where(er, res["dataset"] + " "
-                                                            + res["metric"])
-    values = res.assign(col=cols).pivot(index=["library", "model_id"], columns="col",
-                                        values="value")
+    cols = ("effective_robustness:" + res["dataset"]).where(
+        er, res["dataset"] + " " + res["metric"]
+    )
+    values = res.assign(col=cols).pivot(
+        index=["library", "model_id"], columns="col", values="value"
+    )
     values.columns.name = None
-    table = _read(directory, MODELS).merge(values.reset_index(), on=["library", "model_id"],
-                                           how="left")
+    table = _read(directory, MODELS).merge(
+        values.reset_index(), on=["library", "model_id"], how="left"
+    )
     return table
 
 

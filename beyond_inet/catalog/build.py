@@ -32,16 +32,36 @@ from beyond_inet.catalog import (
 )
 
 #: Source commits of the copied files (see data/catalog/README.md).
-SOURCE_COMMITS = {"timm": "huggingface/pytorch-image-models@aa4b5850c154 results/",
-                  "open_clip": "mlfoundations/open_clip@89fb801f1e60 docs/"}
+SOURCE_COMMITS = {
+    "timm": "huggingface/pytorch-image-models@aa4b5850c154 results/",
+    "open_clip": "mlfoundations/open_clip@89fb801f1e60 docs/",
+}
 GPU_BENCH = "benchmark-infer-amp-nchw-pt291-cu128-4090.csv"
 CPU_BENCH = "benchmark-infer-fp32-nchw-pt240-cpu-i7_12700h-dynamo.csv"
 TIMM_META = "model_metadata-in1k.csv"
 OPEN_CLIP_PROFILE = "model_profile.csv"
-MODEL_COLUMNS = ["library", "model_id", "name", "arch", "tag", "eval_size", "family",
-                 "training_data", "pretrain", "zero_shot", "baseline", "paper_model",
-                 "params_m", "params_total_m", "gmacs", "input_size", "crop_pct",
-                 "interpolation", "throughput_gpu", "throughput_cpu"]
+MODEL_COLUMNS = [
+    "library",
+    "model_id",
+    "name",
+    "arch",
+    "tag",
+    "eval_size",
+    "family",
+    "training_data",
+    "pretrain",
+    "zero_shot",
+    "baseline",
+    "paper_model",
+    "params_m",
+    "params_total_m",
+    "gmacs",
+    "input_size",
+    "crop_pct",
+    "interpolation",
+    "throughput_gpu",
+    "throughput_cpu",
+]
 
 
 def read_rules(directory: Path, name: str) -> pd.DataFrame:
@@ -89,16 +109,24 @@ def timm_tables(src: Path, dmap: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
         for weight in set(df["model"]) - set(defaults):
             defaults[weight] = _timm_default_size(weight)
         sizes = df["img_size"].astype(int)
-        df["model_id"] = [timm_model_id(w, z, defaults[w])
-                          for w, z in zip(df["model"], sizes, strict=True)]
+        df["model_id"] = [
+            timm_model_id(w, z, defaults[w]) for w, z in zip(df["model"], sizes, strict=True)
+        ]
         df["size"] = sizes
-        seen.append(df[["model_id", "model", "size", "param_count", "crop_pct",
-                        "interpolation"]])
+        seen.append(df[["model_id", "model", "size", "param_count", "crop_pct", "interpolation"]])
         for g in group.itertuples():
-            parts.append(pd.DataFrame({
-                "library": "timm", "model_id": df["model_id"], "dataset": g.dataset,
-                "metric": g.metric, "value": df[g.column].map(_number) / 100.0,
-                "source": f"{SOURCE_COMMITS['timm']}{file}"}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "library": "timm",
+                        "model_id": df["model_id"],
+                        "dataset": g.dataset,
+                        "metric": g.metric,
+                        "value": df[g.column].map(_number) / 100.0,
+                        "source": f"{SOURCE_COMMITS['timm']}{file}",
+                    }
+                )
+            )
     attrs = pd.concat(seen, ignore_index=True).drop_duplicates("model_id")
     meta = pd.read_csv(src / TIMM_META, dtype=str, keep_default_na=False)
     pretrain = dict(zip(meta["model"], meta["pretrain"], strict=True))
@@ -107,16 +135,26 @@ def timm_tables(src: Path, dmap: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     for a in attrs.itertuples(index=False):
         arch, _, tag = a.model.partition(".")
         g, c = _bench_row(gpu, arch, a.size), _bench_row(cpu, arch, a.size)
-        models.append({
-            "library": "timm", "model_id": a.model_id, "name": f"timm:{a.model}",
-            "arch": arch, "tag": tag, "eval_size": a.size, "pretrain": pretrain.get(arch, ""),
-            "zero_shot": False, "params_m": _number(a.param_count), "params_total_m": np.nan,
-            "gmacs": _number(g.get("infer_gmacs", c.get("infer_gmacs", ""))),
-            "input_size": a.size, "crop_pct": _number(a.crop_pct),
-            "interpolation": a.interpolation,
-            "throughput_gpu": _number(g.get("infer_samples_per_sec", "")),
-            "throughput_cpu": _number(c.get("infer_samples_per_sec", "")),
-        })
+        models.append(
+            {
+                "library": "timm",
+                "model_id": a.model_id,
+                "name": f"timm:{a.model}",
+                "arch": arch,
+                "tag": tag,
+                "eval_size": a.size,
+                "pretrain": pretrain.get(arch, ""),
+                "zero_shot": False,
+                "params_m": _number(a.param_count),
+                "params_total_m": np.nan,
+                "gmacs": _number(g.get("infer_gmacs", c.get("infer_gmacs", ""))),
+                "input_size": a.size,
+                "crop_pct": _number(a.crop_pct),
+                "interpolation": a.interpolation,
+                "throughput_gpu": _number(g.get("infer_samples_per_sec", "")),
+                "throughput_cpu": _number(c.get("infer_samples_per_sec", "")),
+            }
+        )
     return pd.concat(parts, ignore_index=True), pd.DataFrame(models)
 
 
@@ -128,8 +166,7 @@ def _bench_index(path: Path) -> dict[str, list[dict[str, str]]]:
     return out
 
 
-def _bench_row(index: dict[str, list[dict[str, str]]], arch: str, size: int
-               ) -> dict[str, str]:
+def _bench_row(index: dict[str, list[dict[str, str]]], arch: str, size: int) -> dict[str, str]:
     """The architecture's benchmark row at ``size``, else its first one, else {}."""
     rows = index.get(arch, [])
     exact = [r for r in rows if int(r["infer_img_size"]) == size]
@@ -152,20 +189,37 @@ def open_clip_tables(src: Path, dmap: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
             for g in group.itertuples():
                 if r.get(g.column, "") == "":
                     continue
-                rows.append({"library": "open_clip", "model_id": mid, "dataset": g.dataset,
-                             "metric": g.metric, "value": _number(r[g.column]),
-                             "source": f"{SOURCE_COMMITS['open_clip']}{file}"})
+                rows.append(
+                    {
+                        "library": "open_clip",
+                        "model_id": mid,
+                        "dataset": g.dataset,
+                        "metric": g.metric,
+                        "value": _number(r[g.column]),
+                        "source": f"{SOURCE_COMMITS['open_clip']}{file}",
+                    }
+                )
             p = prof.get(arch, {})
-            models.append({
-                "library": "open_clip", "model_id": mid, "name": f"open_clip:{arch}:{tag}",
-                "arch": arch, "tag": tag, "eval_size": _number(p.get("image_size", "")),
-                "pretrain": "", "zero_shot": True,
-                "params_m": _number(p.get("image_mparams", r["params (M)"])),
-                "params_total_m": _number(r["params (M)"]),
-                "gmacs": _number(p.get("image_gflops", "")) / 2.0,
-                "input_size": _number(p.get("image_size", "")), "crop_pct": np.nan,
-                "interpolation": "", "throughput_gpu": np.nan, "throughput_cpu": np.nan,
-            })
+            models.append(
+                {
+                    "library": "open_clip",
+                    "model_id": mid,
+                    "name": f"open_clip:{arch}:{tag}",
+                    "arch": arch,
+                    "tag": tag,
+                    "eval_size": _number(p.get("image_size", "")),
+                    "pretrain": "",
+                    "zero_shot": True,
+                    "params_m": _number(p.get("image_mparams", r["params (M)"])),
+                    "params_total_m": _number(r["params (M)"]),
+                    "gmacs": _number(p.get("image_gflops", "")) / 2.0,
+                    "input_size": _number(p.get("image_size", "")),
+                    "crop_pct": np.nan,
+                    "interpolation": "",
+                    "throughput_gpu": np.nan,
+                    "throughput_cpu": np.nan,
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(models).drop_duplicates("model_id")
 
 
@@ -178,8 +232,7 @@ def paper_aliases() -> dict[str, str]:
 
     out = {}
     for s in PAPER_SPECS:
-        name = (f"timm:{s.arch}.{s.tag}" if s.family == "timm"
-                else f"open_clip:{s.arch}:{s.tag}")
+        name = f"timm:{s.arch}.{s.tag}" if s.family == "timm" else f"open_clip:{s.arch}:{s.tag}"
         out[name] = s.name
     return out
 
@@ -192,8 +245,9 @@ def is_baseline(models: pd.DataFrame, rule: pd.DataFrame) -> pd.Series:
     return keep
 
 
-def add_effective_robustness(results: pd.DataFrame, models: pd.DataFrame,
-                             datasets: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def add_effective_robustness(
+    results: pd.DataFrame, models: pd.DataFrame, datasets: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the ``effective_robustness`` rows, the fits) for each shift dataset."""
     key = ["library", "model_id"]
     ref = results[(results["dataset"] == REFERENCE[0]) & (results["metric"] == REFERENCE[1])]
@@ -204,14 +258,24 @@ def add_effective_robustness(results: pd.DataFrame, models: pd.DataFrame,
         ood = results[(results["dataset"] == d) & (results["metric"] == "top1")]
         ood = ood.set_index(key)["value"]
         both = pd.concat({"x": ref, "y": ood}, axis=1).dropna()
-        fit = fit_baseline(d, both["x"][base.reindex(both.index).fillna(False).astype(bool)],
-                           both["y"][base.reindex(both.index).fillna(False).astype(bool)])
+        fit = fit_baseline(
+            d,
+            both["x"][base.reindex(both.index).fillna(False).astype(bool)],
+            both["y"][base.reindex(both.index).fillna(False).astype(bool)],
+        )
         fits.append(fit.__dict__)
         er = effective_robustness(fit, both["x"].to_numpy(), both["y"].to_numpy())
         for (lib, mid), v in zip(both.index, er, strict=True):
-            rows.append({"library": lib, "model_id": mid, "dataset": d,
-                         "metric": "effective_robustness", "value": float(v),
-                         "source": f"derived: {d} top1 minus the baseline fit ({FITS})"})
+            rows.append(
+                {
+                    "library": lib,
+                    "model_id": mid,
+                    "dataset": d,
+                    "metric": "effective_robustness",
+                    "value": float(v),
+                    "source": f"derived: {d} top1 minus the baseline fit ({FITS})",
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(fits)
 
 
@@ -225,17 +289,19 @@ def build(sources: Path, rules: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     families = read_rules(rules, "families.csv")
     data_rules = read_rules(rules, "training_data.csv")
     models["family"] = [first_match(a, families, "family", "Other") for a in models["arch"]]
-    models["training_data"] = [first_match(t, data_rules, "training_data", "unknown")
-                               for t in models["tag"]]
+    models["training_data"] = [
+        first_match(t, data_rules, "training_data", "unknown") for t in models["tag"]
+    ]
     models["baseline"] = is_baseline(models, read_rules(rules, "baseline.csv"))
     aliases = paper_aliases()
-    models["paper_model"] = [aliases.get(n, "") if "@" not in m else ""
-                             for n, m in zip(models["name"], models["model_id"], strict=True)]
+    models["paper_model"] = [
+        aliases.get(n, "") if "@" not in m else ""
+        for n, m in zip(models["name"], models["model_id"], strict=True)
+    ]
     er_sets = dmap.loc[dmap["effective_robustness"] == "yes", "dataset"].unique()
     er_rows, fits = add_effective_robustness(results, models, list(er_sets))
     results = pd.concat([results, er_rows], ignore_index=True)
-    results = results.sort_values(["library", "model_id", "dataset", "metric"],
-                                  ignore_index=True)
+    results = results.sort_values(["library", "model_id", "dataset", "metric"], ignore_index=True)
     models = models[MODEL_COLUMNS].sort_values(["library", "model_id"], ignore_index=True)
     return results, models, fits
 
@@ -251,8 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.to_parquet(args.out / RESULTS, index=False)
     models.to_parquet(args.out / MODELS, index=False)
     fits.to_csv(args.out / FITS, index=False, float_format="%.6f")
-    print(f"{len(models)} models ({models['library'].value_counts().to_dict()}), "
-          f"{len(results)} result rows, fits for {', '.join(fits['dataset'])} -> {args.out}")
+    print(
+        f"{len(models)} models ({models['library'].value_counts().to_dict()}), "
+        f"{len(results)} result rows, fits for {', '.join(fits['dataset'])} -> {args.out}"
+    )
     return 0
 
 

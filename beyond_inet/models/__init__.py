@@ -31,10 +31,23 @@ from beyond_inet.registry import Registry, UnknownNameError
 from beyond_inet.settings import DEFAULT_LOGIT_SCALE
 
 __all__ = [
-    "DEFAULT_LOGIT_SCALE", "FAMILIES", "MODELS", "PAPER_MODELS", "PAPER_SUPERVISED_PREPROCESSING",
-    "CheckpointMismatchError", "LoadOptions", "LoadedModel", "ModelSpec", "PreprocessingChoice",
-    "WeightsSource", "WeightsUnavailableError", "expand_model_names", "family", "fetch_weights",
-    "load_model", "resolve_spec",
+    "DEFAULT_LOGIT_SCALE",
+    "FAMILIES",
+    "MODELS",
+    "PAPER_MODELS",
+    "PAPER_SUPERVISED_PREPROCESSING",
+    "CheckpointMismatchError",
+    "LoadOptions",
+    "LoadedModel",
+    "ModelSpec",
+    "PreprocessingChoice",
+    "WeightsSource",
+    "WeightsUnavailableError",
+    "expand_model_names",
+    "family",
+    "fetch_weights",
+    "load_model",
+    "resolve_spec",
 ]
 
 
@@ -96,8 +109,9 @@ def load_model(name: str, opts: LoadOptions | None = None) -> LoadedModel:
     return family(spec.family).load(spec, opts or LoadOptions())
 
 
-def fetch_weights(name: str, opts: LoadOptions | None = None,
-                  log: Callable[[str], None] = print) -> None:
+def fetch_weights(
+    name: str, opts: LoadOptions | None = None, log: Callable[[str], None] = print
+) -> None:
     """Download, or verify in the local cache, everything an offline run of ``name`` needs
     (weights; for CLIP also the zero-shot head)."""
     spec = resolve_spec(name)

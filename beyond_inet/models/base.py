@@ -147,19 +147,48 @@ PAPER_SUPERVISED_PREPROCESSING = Preprocessing(
 
 #: The paper's four models (data).
 PAPER_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("deit3_21k", "timm", "deit3_base_patch16_224", "fb_in22k_ft_in1k", "ViT-sup",
-              PAPER_SUPERVISED_PREPROCESSING, "DeiT3-B/16, supervised IN-21k -> IN-1k (timm)"),
-    ModelSpec("convnext_base_21k", "timm", "convnext_base", "fb_in22k_ft_in1k", "ConvNeXt-sup",
-              PAPER_SUPERVISED_PREPROCESSING, "ConvNeXt-B, supervised IN-21k -> IN-1k (timm)"),
-    ModelSpec("vit_clip", "open_clip", "ViT-B-16", "laion400m_e31", "ViT-clip", None,
-              "OpenCLIP ViT-B/16 on LAION-400M, zero-shot ImageNet head"),
-    ModelSpec("convnext_clip", "open_clip", "convnext_base", "laion400m_s13b_b51k",
-              "ConvNeXt-clip", None, "OpenCLIP ConvNeXt-B on LAION-400M, zero-shot ImageNet head"),
+    ModelSpec(
+        "deit3_21k",
+        "timm",
+        "deit3_base_patch16_224",
+        "fb_in22k_ft_in1k",
+        "ViT-sup",
+        PAPER_SUPERVISED_PREPROCESSING,
+        "DeiT3-B/16, supervised IN-21k -> IN-1k (timm)",
+    ),
+    ModelSpec(
+        "convnext_base_21k",
+        "timm",
+        "convnext_base",
+        "fb_in22k_ft_in1k",
+        "ConvNeXt-sup",
+        PAPER_SUPERVISED_PREPROCESSING,
+        "ConvNeXt-B, supervised IN-21k -> IN-1k (timm)",
+    ),
+    ModelSpec(
+        "vit_clip",
+        "open_clip",
+        "ViT-B-16",
+        "laion400m_e31",
+        "ViT-clip",
+        None,
+        "OpenCLIP ViT-B/16 on LAION-400M, zero-shot ImageNet head",
+    ),
+    ModelSpec(
+        "convnext_clip",
+        "open_clip",
+        "convnext_base",
+        "laion400m_s13b_b51k",
+        "ConvNeXt-clip",
+        None,
+        "OpenCLIP ConvNeXt-B on LAION-400M, zero-shot ImageNet head",
+    ),
 )
 
 
-def choose_preprocessing(spec: ModelSpec, weights_pp: Preprocessing,
-                         choice: PreprocessingChoice) -> Preprocessing:
+def choose_preprocessing(
+    spec: ModelSpec, weights_pp: Preprocessing, choice: PreprocessingChoice
+) -> Preprocessing:
     """The paper's recipe for its models with ``choice='paper'``, else the weights' own."""
     if choice not in ("paper", "weights"):
         raise ValueError(f"preprocessing must be 'paper' or 'weights', got {choice!r}")

@@ -54,8 +54,9 @@ def trunk_precision(device: torch.device | str, precision: str) -> Iterator[None
         yield
 
 
-def logits_of(module: Classifier, x: torch.Tensor, precision: str = "fp32",
-              trunk: nn.Module | None = None) -> torch.Tensor:
+def logits_of(
+    module: Classifier, x: torch.Tensor, precision: str = "fp32", trunk: nn.Module | None = None
+) -> torch.Tensor:
     """fp32 logits: the trunk at ``precision``, the head in fp32 with autocast off.
 
     ``trunk`` is an optional compiled replacement for ``module.trunk`` (``torch.compile``).

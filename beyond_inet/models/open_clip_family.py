@@ -68,8 +68,9 @@ class ZeroShotClassifier(Classifier):
     """CLIP image tower + fixed text head: trunk = ``encode_image`` (any input size a ViT
     tower's patch grid allows), head = ``logit_scale * norm(f) @ text_head``."""
 
-    def __init__(self, clip: nn.Module, head: torch.Tensor, logit_scale: float,
-                 tokenizer_name: str) -> None:
+    def __init__(
+        self, clip: nn.Module, head: torch.Tensor, logit_scale: float, tokenizer_name: str
+    ) -> None:
         super().__init__()
         self.clip = clip
         self.register_buffer("text_head", head)
@@ -93,9 +94,18 @@ class ZeroShotClassifier(Classifier):
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
         device = self.text_head.device
-        return build_zero_shot_classifier(
-            self.clip, open_clip.get_tokenizer(self.tokenizer_name), labels, templates,
-            num_classes_per_batch=10, device=device).float().cpu()
+        return (
+            build_zero_shot_classifier(
+                self.clip,
+                open_clip.get_tokenizer(self.tokenizer_name),
+                labels,
+                templates,
+                num_classes_per_batch=10,
+                device=device,
+            )
+            .float()
+            .cpu()
+        )
 
 
 def embed_norm(t: torch.Tensor) -> torch.Tensor:
@@ -116,16 +126,22 @@ def head_cache_path(spec: ModelSpec, weights: str, directory: Path) -> Path:
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
     key_src = json.dumps(
-        {"arch": spec.arch, "weights": weights, "templates": list(openai_templates()),
-         "classnames": list(IMAGENET_CLASSNAMES)}, sort_keys=True,
+        {
+            "arch": spec.arch,
+            "weights": weights,
+            "templates": list(openai_templates()),
+            "classnames": list(IMAGENET_CLASSNAMES),
+        },
+        sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     safe_arch = spec.arch.replace("/", "_")
     return directory / "zeroshot_heads" / f"{safe_arch}-{spec.tag}-{key}.pt"
 
 
-def zero_shot_head(clip: nn.Module, spec: ModelSpec, weights: str,
-                   directory: Path) -> tuple[torch.Tensor, str]:
+def zero_shot_head(
+    clip: nn.Module, spec: ModelSpec, weights: str, directory: Path
+) -> tuple[torch.Tensor, str]:
     """The [D, 1000] text head, read from or written to the on-disk cache (atomically)."""
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
@@ -135,10 +151,19 @@ def zero_shot_head(clip: nn.Module, spec: ModelSpec, weights: str,
         return torch.load(path, map_location="cpu", weights_only=True), str(path)
     device = next(clip.parameters()).device
     with torch.no_grad():
-        head = build_zero_shot_classifier(
-            clip, open_clip.get_tokenizer(spec.arch), IMAGENET_CLASSNAMES,
-            OPENAI_IMAGENET_TEMPLATES, num_classes_per_batch=10, device=device, use_tqdm=True,
-        ).float().cpu()
+        head = (
+            build_zero_shot_classifier(
+                clip,
+                open_clip.get_tokenizer(spec.arch),
+                IMAGENET_CLASSNAMES,
+                OPENAI_IMAGENET_TEMPLATES,
+                num_classes_per_batch=10,
+                device=device,
+                use_tqdm=True,
+            )
+            .float()
+            .cpu()
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(head, tmp)
@@ -196,7 +221,8 @@ class OpenClipFamily:
             tags = open_clip.list_pretrained_tags_by_model(spec.arch)
             raise UnknownNameError(
                 f"{spec.name!r} needs a pretrained tag: 'open_clip:{spec.arch}:<tag>' with one "
-                f"of: {', '.join(tags) or '-'} (or use --checkpoint / --random-weights).")
+                f"of: {', '.join(tags) or '-'} (or use --checkpoint / --random-weights)."
+            )
         cfg = open_clip.get_pretrained_cfg(spec.arch, spec.tag)
         if not cfg:
             tags = open_clip.list_pretrained_tags_by_model(spec.arch)
@@ -205,7 +231,8 @@ class OpenClipFamily:
             raise UnknownNameError(
                 f"Unknown pretrained tag for {spec.arch} {spec.tag!r}.{hint} Name it "
                 f"'open_clip:{spec.arch}:<tag>' with a tag from: {', '.join(tags) or '-'}"
-                " (or use --checkpoint / --random-weights).")
+                " (or use --checkpoint / --random-weights)."
+            )
         hit = None
         if cfg.get("hf_hub"):
             repo, fname = os.path.split(cfg["hf_hub"])  # 'org/name/' -> default file names
@@ -227,10 +254,13 @@ class OpenClipFamily:
             # activation settings over explicitly so they still travel with the weights.
             tag_cfg = open_clip.get_pretrained_cfg(spec.arch, spec.tag or "")
             clip = open_clip.create_model(
-                spec.arch, pretrained=path or spec.tag,
+                spec.arch,
+                pretrained=path or spec.tag,
                 force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-                force_preprocess_cfg={k: tag_cfg[k] for k in OPEN_CLIP_PREPROCESS_KEYS
-                                      if k in tag_cfg} or None,
+                force_preprocess_cfg={
+                    k: tag_cfg[k] for k in OPEN_CLIP_PREPROCESS_KEYS if k in tag_cfg
+                }
+                or None,
             )
             return clip.eval(), spec.hub_id
         register_bundled_configs()
@@ -256,8 +286,9 @@ class OpenClipFamily:
             head = random_head(dim)
             settings["templates"] = "none (random head)"
         else:
-            head, settings["head_cache"] = zero_shot_head(clip, spec, weights,
-                                                          opts.cache_dir or cache_dir())
+            head, settings["head_cache"] = zero_shot_head(
+                clip, spec, weights, opts.cache_dir or cache_dir()
+            )
         module = ZeroShotClassifier(clip, head, opts.logit_scale, spec.arch).eval()
         weights_pp = from_open_clip_config(open_clip.get_model_preprocess_cfg(clip))
         pp = choose_preprocessing(spec, weights_pp, opts.preprocessing)
@@ -270,11 +301,15 @@ class OpenClipFamily:
         directory = opts.cache_dir or cache_dir()
         had = head_cache_path(spec, weights, directory).is_file()
         if not had:
-            log(f"{spec.name}: building the zero-shot ImageNet head (1000 classes x 80 "
-                "templates, once) ...")
+            log(
+                f"{spec.name}: building the zero-shot ImageNet head (1000 classes x 80 "
+                "templates, once) ..."
+            )
         _, where = zero_shot_head(clip, spec, weights, directory)
-        log(f"{spec.name}: weights ready ({self.cached_weights(spec, must_exist=False)}); "
-            f"zero-shot head {'cached' if had else 'written'} at {where}")
+        log(
+            f"{spec.name}: weights ready ({self.cached_weights(spec, must_exist=False)}); "
+            f"zero-shot head {'cached' if had else 'written'} at {where}"
+        )
 
     def versions(self) -> dict[str, str]:
         return {"open_clip": open_clip.__version__}

@@ -111,8 +111,9 @@ class TimmFamily:
         if kind == "hub":
             path = cached_weights(spec, must_exist=True)
             overlay = {"file": path} if path else None
-            net = create_timm_model(full_name(spec), pretrained=True,
-                                    pretrained_cfg_overlay=overlay)
+            net = create_timm_model(
+                full_name(spec), pretrained=True, pretrained_cfg_overlay=overlay
+            )
             weights = spec.hub_id
         else:
             net = create_timm_model(full_name(spec), pretrained=False)
@@ -123,8 +124,9 @@ class TimmFamily:
         net.eval()
         weights_pp = from_timm_config(resolve_data_config(model=net))
         pp = choose_preprocessing(spec, weights_pp, opts.preprocessing)
-        return LoadedModel(spec.name, spec, TimmClassifier(net).eval(), pp, weights,
-                           {"head": "supervised"})
+        return LoadedModel(
+            spec.name, spec, TimmClassifier(net).eval(), pp, weights, {"head": "supervised"}
+        )
 
     def fetch(self, spec: ModelSpec, opts: LoadOptions, log: Callable[[str], None]) -> None:
         hit = cached_weights(spec, must_exist=True)

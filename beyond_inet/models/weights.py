@@ -122,22 +122,25 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointMismatchError(
                 f"Could not read checkpoint {path} as safetensors: {str(e).splitlines()[0]}. "
-                f"Is it a complete .safetensors file? {advice}") from None
+                f"Is it a complete .safetensors file? {advice}"
+            ) from None
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise CheckpointMismatchError(
                 f"Could not read checkpoint {path} as a PyTorch state dict: "
-                f"{_torch_load_reason(e)}. {advice}") from None
+                f"{_torch_load_reason(e)}. {advice}"
+            ) from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointMismatchError(f"Checkpoint {path} does not hold a state dict of tensors. "
-                                      + advice)
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} does not hold a state dict of tensors. " + advice
+        )
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -155,6 +158,7 @@ def load_checkpoint_into(module: Any, path: Path, model_name: str) -> str:
             f"{' '.join(str(e).split())[:400]}. Pass the checkpoint of the same architecture."
         ) from None
     if result.missing_keys or result.unexpected_keys:
+
         def fmt(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 

@@ -9,53 +9,81 @@ from dashboard import figures, finder, queries, state, ui
 
 sel = state.current()
 st.title("Model finder")
-st.write("Start from every model timm and open_clip publish results for: filter, compare two "
-         "properties at a time, see which models no other beats on both (the Pareto front) "
-         "and how robust each is for its ImageNet accuracy (effective robustness), then send a "
-         "shortlist to the other pages and measure it in depth.")
-st.caption("Published numbers, as the libraries report them (each weight with its own "
-           "preprocessing; data/catalog, sources and commits in its README); numbers measured "
-           "in your store appear beside them (`measured ...` columns). Effective robustness: "
-           "top-1 on the shift minus what ImageNet-1k-trained models of the same ImageNet "
-           "accuracy reach (Taori et al. 2020).")
+st.write(
+    "Start from every model timm and open_clip publish results for: filter, compare two "
+    "properties at a time, see which models no other beats on both (the Pareto front) "
+    "and how robust each is for its ImageNet accuracy (effective robustness), then send a "
+    "shortlist to the other pages and measure it in depth."
+)
+st.caption(
+    "Published numbers, as the libraries report them (each weight with its own "
+    "preprocessing; data/catalog, sources and commits in its README); numbers measured "
+    "in your store appear beside them (`measured ...` columns). Effective robustness: "
+    "top-1 on the shift minus what ImageNet-1k-trained models of the same ImageNet "
+    "accuracy reach (Taori et al. 2020)."
+)
 
 with ui.guard():
     full = finder.table()
-    measured = (queries.metrics(sel.path, sel.version, finder.MEASURED_DATASETS, False,
-                                finder.MEASURED_METRICS)
-                if sel.has_measured and sel.source != "published" else None)
+    measured = (
+        queries.metrics(
+            sel.path, sel.version, finder.MEASURED_DATASETS, False, finder.MEASURED_METRICS
+        )
+        if sel.has_measured and sel.source != "published"
+        else None
+    )
     if measured is not None and len(measured):
         full = finder.with_measured(full, measured)
-        names = {finder.paper_name(n, p) for n, p in zip(full["name"], full["paper_model"],
-                                                         strict=True)}
+        names = {
+            finder.paper_name(n, p) for n, p in zip(full["name"], full["paper_model"], strict=True)
+        }
         ui.random_banner(measured[measured["model"].isin(names)])
     with st.expander("Filters", expanded=True):
         c1, c2, c3, c4 = st.columns([1, 2, 2, 1])
         libraries = c1.multiselect("Library", sorted(full["library"].unique()), key="mf-lib")
-        families = c2.multiselect("Architecture family", sorted(full["family"].unique()),
-                                  key="mf-family")
-        training = c3.multiselect("Training data", sorted(full["training_data"].unique()),
-                                  key="mf-data")
-        kind = c4.radio("Head", finder.KINDS, key="mf-kind",
-                        help="supervised = a trained classifier (timm); zero-shot = CLIP "
-                             "with a text head (open_clip)")
+        families = c2.multiselect(
+            "Architecture family", sorted(full["family"].unique()), key="mf-family"
+        )
+        training = c3.multiselect(
+            "Training data", sorted(full["training_data"].unique()), key="mf-data"
+        )
+        kind = c4.radio(
+            "Head",
+            finder.KINDS,
+            key="mf-kind",
+            help="supervised = a trained classifier (timm); zero-shot = CLIP "
+            "with a text head (open_clip)",
+        )
         c5, c6, c7, c8 = st.columns([2, 2, 1, 2])
         top = float(np.nanmax(full["params_m"]))
-        params = c5.slider("Params (M)", 0.0, float(np.ceil(top)), (0.0, float(np.ceil(top))),
-                           key="mf-params")
+        params = c5.slider(
+            "Params (M)", 0.0, float(np.ceil(top)), (0.0, float(np.ceil(top))), key="mf-params"
+        )
         fastest = float(np.nanmax(full["throughput_gpu"]))
-        min_speed = c6.slider("At least img/s on the GPU benchmark", 0, int(fastest), 0,
-                              step=100, key="mf-speed",
-                              help="timm's RTX 4090 AMP benchmark (by architecture); 0 keeps "
-                                   "models without a benchmark row")
-        sizes = c7.multiselect("Input size", sorted(full["input_size"].dropna().astype(int)
-                                                    .unique()), key="mf-size")
+        min_speed = c6.slider(
+            "At least img/s on the GPU benchmark",
+            0,
+            int(fastest),
+            0,
+            step=100,
+            key="mf-speed",
+            help="timm's RTX 4090 AMP benchmark (by architecture); 0 keeps "
+            "models without a benchmark row",
+        )
+        sizes = c7.multiselect(
+            "Input size", sorted(full["input_size"].dropna().astype(int).unique()), key="mf-size"
+        )
         text = c8.text_input("Search", key="mf-text", placeholder="e.g. convnext in22k")
     filters = finder.Filters(
-        libraries=tuple(libraries), families=tuple(families), training=tuple(training),
-        kind=kind, params=None if params == (0.0, float(np.ceil(top))) else params,
+        libraries=tuple(libraries),
+        families=tuple(families),
+        training=tuple(training),
+        kind=kind,
+        params=None if params == (0.0, float(np.ceil(top))) else params,
         throughput=None if min_speed == 0 else (float(min_speed), float("inf")),
-        input_sizes=tuple(int(s) for s in sizes), text=text)
+        input_sizes=tuple(int(s) for s in sizes),
+        text=text,
+    )
     df = finder.apply_filters(full, filters)
     st.caption(f"**{len(df):,}** of {len(full):,} models match.")
     if df.empty:
@@ -64,58 +92,101 @@ with ui.guard():
 
     axes = finder.axis_columns(df)
     a1, a2, a3 = st.columns([2, 2, 1])
-    x = a1.selectbox("x axis", axes, index=axes.index(finder.DEFAULT_X), key="mf-x",
-                     format_func=finder.label)
-    y = a2.selectbox("y axis", axes, index=axes.index(finder.DEFAULT_Y), key="mf-y",
-                     format_func=finder.label)
+    x = a1.selectbox(
+        "x axis", axes, index=axes.index(finder.DEFAULT_X), key="mf-x", format_func=finder.label
+    )
+    y = a2.selectbox(
+        "y axis", axes, index=axes.index(finder.DEFAULT_Y), key="mf-y", format_func=finder.label
+    )
     scale = a3.radio("Accuracy axes", ("logit", "linear"), key="mf-scale", horizontal=True)
     event = st.plotly_chart(
         figures.finder_scatter(df, x, y, scale, finder.pareto(df, x, y), finder.fit_for(x, y)),
-        key="mf-scatter", on_select="rerun", selection_mode=("points", "box", "lasso"),
-        config={"displaylogo": False})
-    st.caption("Box- or lasso-select points to shortlist them. Black rings: the Pareto front; "
-               "stars: the paper's four models; dashed: the ImageNet-1k baseline fit "
-               "(shown for ImageNet top-1 against a shift's top-1).")
+        key="mf-scatter",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+        config={"displaylogo": False},
+    )
+    st.caption(
+        "Box- or lasso-select points to shortlist them. Black rings: the Pareto front; "
+        "stars: the paper's four models; dashed: the ImageNet-1k baseline fit "
+        "(shown for ImageNet top-1 against a shift's top-1)."
+    )
 
     st.subheader("Accuracy against cost")
     b1, b2 = st.columns(2)
     acc_cols = [c for c in axes if finder.is_accuracy(c)]
     acc = b1.selectbox("Accuracy", acc_cols, key="mf-acc", format_func=finder.label)
-    cost = b2.radio("Cost", ("throughput_gpu", "throughput_cpu", "params_m", "gmacs"),
-                    key="mf-cost", horizontal=True, format_func=finder.label)
+    cost = b2.radio(
+        "Cost",
+        ("throughput_gpu", "throughput_cpu", "params_m", "gmacs"),
+        key="mf-cost",
+        horizontal=True,
+        format_func=finder.label,
+    )
     cost_event = st.plotly_chart(
-        figures.finder_scatter(df, cost, acc, scale, finder.pareto(df, cost, acc),
-                               title=f"{finder.label(acc)} vs {finder.label(cost)}"),
-        key="mf-cost-scatter", on_select="rerun", selection_mode=("points", "box", "lasso"),
-        config={"displaylogo": False})
+        figures.finder_scatter(
+            df,
+            cost,
+            acc,
+            scale,
+            finder.pareto(df, cost, acc),
+            title=f"{finder.label(acc)} vs {finder.label(cost)}",
+        ),
+        key="mf-cost-scatter",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+        config={"displaylogo": False},
+    )
 
     st.subheader("Models")
     shown = df.reset_index(drop=True)
-    table_event = st.dataframe(shown, hide_index=True, on_select="rerun",
-                               selection_mode="multi-row", key="mf-table",
-                               column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                              for c in finder.accuracy_columns(shown)})
-    st.download_button("Download CSV", shown.to_csv(index=False).encode(), "model-finder.csv",
-                       "text/csv", key="csv-model-finder")
+    table_event = st.dataframe(
+        shown,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="multi-row",
+        key="mf-table",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.4f") for c in finder.accuracy_columns(shown)
+        },
+    )
+    st.download_button(
+        "Download CSV",
+        shown.to_csv(index=False).encode(),
+        "model-finder.csv",
+        "text/csv",
+        key="csv-model-finder",
+    )
 
-    picked = [p["customdata"][0] for ev in (event, cost_event)
-              for p in (ev.selection.points if ev else []) if p.get("customdata")]
+    picked = [
+        p["customdata"][0]
+        for ev in (event, cost_event)
+        for p in (ev.selection.points if ev else [])
+        if p.get("customdata")
+    ]
     picked += shown.loc[list(table_event.selection.rows), "name"].tolist() if table_event else []
     more = st.multiselect("Or pick by name", catalog.model_names(), key="mf-pick")
     shortlist = list(dict.fromkeys([*picked, *more]))
     st.subheader("Compare in depth")
     if not shortlist:
-        st.caption("Select models in a chart or the table (or pick them by name) to shortlist "
-                   "them.")
+        st.caption(
+            "Select models in a chart or the table (or pick them by name) to shortlist them."
+        )
     else:
         st.write(f"Shortlist: {', '.join(f'`{n}`' for n in shortlist)}")
-        if st.button(f"Compare in depth ({len(shortlist)})", key="mf-compare", type="primary",
-                     help="Adds them to the sidebar's selection: their published numbers "
-                          "appear on the other pages (e.g. Robustness), measured ones too."):
+        if st.button(
+            f"Compare in depth ({len(shortlist)})",
+            key="mf-compare",
+            type="primary",
+            help="Adds them to the sidebar's selection: their published numbers "
+            "appear on the other pages (e.g. Robustness), measured ones too.",
+        ):
             state.add_models(shortlist)
             st.rerun()
         fetch, run = finder.commands(shortlist)
-        st.caption("Measure them in full (once per machine with internet for the weights; "
-                   "`--preprocessing weights` uses each weight's own recipe, as the "
-                   "published numbers do):")
+        st.caption(
+            "Measure them in full (once per machine with internet for the weights; "
+            "`--preprocessing weights` uses each weight's own recipe, as the "
+            "published numbers do):"
+        )
         st.code(f"{fetch}\n{run}", language="bash")

@@ -4,14 +4,19 @@ import streamlit as st
 
 from dashboard import figures, frames, state, ui
 
-METRICS = [("top1", "top-1 accuracy (%)", True), ("p_true_mean", "true-class probability", False),
-           ("agreement", "agreement with the standard view (%)", True)]
+METRICS = [
+    ("top1", "top-1 accuracy (%)", True),
+    ("p_true_mean", "true-class probability", False),
+    ("agreement", "agreement with the standard view (%)", True),
+]
 
 sel = state.current()
 st.title("Invariance")
-st.write("Does the prediction survive a change the label does not care about? Each curve "
-         "follows one model as ImageNet val images are rescaled, shifted or shown at another "
-         "resolution.")
+st.write(
+    "Does the prediction survive a change the label does not care about? Each curve "
+    "follows one model as ImageNet val images are rescaled, shifted or shown at another "
+    "resolution."
+)
 ui.source_note(sel)
 with ui.guard():
     comb = ui.shown_metrics(sel, ("imagenet-val",))
@@ -19,18 +24,23 @@ with ui.guard():
     if not sel.models:
         ui.empty("Select at least one model in the sidebar.", hint=False)
     elif fam.empty:
-        ui.empty("No invariance results (views `scale:<s>`, `shift:<n>`, `resolution:<r>` of "
-                 "ImageNet val) for these models and this source. The paper shows these only "
-                 "as figures, so they are measured.")
+        ui.empty(
+            "No invariance results (views `scale:<s>`, `shift:<n>`, `resolution:<r>` of "
+            "ImageNet val) for these models and this source. The paper shows these only "
+            "as figures, so they are measured."
+        )
     else:
         for metric, title, pct in METRICS:
             d = fam[fam["metric"] == metric]
             if d.empty:
                 continue
             st.subheader(title.split(" (")[0].capitalize())
-            ui.chart(figures.curves(d, title, f"{title} vs transform", percent=pct),
-                     f"invariance-{metric}")
-        table = fam.pivot_table(index=["family", "x_raw"], columns=["display", "metric"],
-                                values="value")
+            ui.chart(
+                figures.curves(d, title, f"{title} vs transform", percent=pct),
+                f"invariance-{metric}",
+            )
+        table = fam.pivot_table(
+            index=["family", "x_raw"], columns=["display", "metric"], values="value"
+        )
         table.columns = [f"{m} {k}" for m, k in table.columns]
         ui.table(table.round(4).reset_index().rename(columns={"x_raw": "value"}), "invariance")

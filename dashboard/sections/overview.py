@@ -6,8 +6,10 @@ from dashboard import figures, frames, state, ui
 
 sel = state.current()
 st.title("Overview")
-st.write("Which model should you pick? Each column is one property the paper looks at "
-         "beyond ImageNet accuracy; the best value shown is highlighted.")
+st.write(
+    "Which model should you pick? Each column is one property the paper looks at "
+    "beyond ImageNet accuracy; the best value shown is highlighted."
+)
 ui.source_note(sel)
 with ui.guard():
     comb = ui.shown_metrics(sel)
@@ -25,40 +27,64 @@ with ui.guard():
             shown = text.reset_index(names="model")
             mask = mask.reset_index(drop=True)
             styled = shown.style.apply(
-                lambda col: ["font-weight: bold; background-color: rgba(46,160,67,0.25)"
-                             if col.name in mask and mask.loc[i, col.name] else ""
-                             for i in range(len(col))], axis=0)
+                lambda col: [
+                    "font-weight: bold; background-color: rgba(46,160,67,0.25)"
+                    if col.name in mask and mask.loc[i, col.name]
+                    else ""
+                    for i in range(len(col))
+                ],
+                axis=0,
+            )
             st.subheader("Properties")
             ui.table(shown, "overview", styled=styled)
-            st.caption(" · ".join(f"**{p.title}**: {p.help}" for p in props)
-                       + ". Values in % where the property is an accuracy; [95% bootstrap "
-                       "interval] where measured.")
-            notes = comb[(comb["dataset"] == "robustness") & (comb["source"] == "measured")
-                         & comb["detail"].notna()]
+            st.caption(
+                " · ".join(f"**{p.title}**: {p.help}" for p in props)
+                + ". Values in % where the property is an accuracy; [95% bootstrap "
+                "interval] where measured."
+            )
+            notes = comb[
+                (comb["dataset"] == "robustness")
+                & (comb["source"] == "measured")
+                & comb["detail"].notna()
+            ]
             notes = notes[~notes["detail"].str.startswith("mean of 7 ")]
             if len(notes):
-                st.caption("Measured robustness average over the benchmarks present: " + "; ".join(
-                    f"{r.display}: {r.detail}" for r in notes.itertuples()))
+                st.caption(
+                    "Measured robustness average over the benchmarks present: "
+                    + "; ".join(f"{r.display}: {r.detail}" for r in notes.itertuples())
+                )
             norm = frames.normalised(num[[p.title for p in props]])
             st.subheader("Profiles")
             ui.chart(figures.profile_chart(norm), "profiles")
             st.subheader("What matters to you")
-            st.write("Weight each property (0 = ignore). The score is the weighted mean of the "
-                     "properties on their own scale (accuracies and shape bias 0-1; ECE and "
-                     "error ratio from 0 to the largest shown, lower is better). Only models "
-                     "measured on every weighted property are ranked.")
+            st.write(
+                "Weight each property (0 = ignore). The score is the weighted mean of the "
+                "properties on their own scale (accuracies and shape bias 0-1; ECE and "
+                "error ratio from 0 to the largest shown, lower is better). Only models "
+                "measured on every weighted property are ranked."
+            )
             cols = st.columns(len(props))
             start = frames.default_weights(num[[p.title for p in props] + ["random_weights"]])
-            weights = {p.title: c.slider(p.title, 0, 5, start[p.title], key=f"w-{p.title}")
-                       for p, c in zip(props, cols, strict=True)}
-            include = st.checkbox("Include random-weights / synthetic runs", key="w-random",
-                                  help="Their numbers are meaningless; off by default.")
-            rank, left = frames.ranking(num[[p.title for p in props] + ["random_weights"]],
-                                        weights, include_random=include)
+            weights = {
+                p.title: c.slider(p.title, 0, 5, start[p.title], key=f"w-{p.title}")
+                for p, c in zip(props, cols, strict=True)
+            }
+            include = st.checkbox(
+                "Include random-weights / synthetic runs",
+                key="w-random",
+                help="Their numbers are meaningless; off by default.",
+            )
+            rank, left = frames.ranking(
+                num[[p.title for p in props] + ["random_weights"]], weights, include_random=include
+            )
             ui.chart(figures.ranking_chart(rank), "ranking")
             ui.table(rank.reset_index(names="model").round(3), "ranking")
             if len(left):
                 groups = left.groupby("reason", sort=False).groups
-                st.caption("Not ranked — " + "; ".join(
-                    f"{reason}: {', '.join(f'**{m}**' for m in rows)}"
-                    for reason, rows in groups.items()))
+                st.caption(
+                    "Not ranked — "
+                    + "; ".join(
+                        f"{reason}: {', '.join(f'**{m}**' for m in rows)}"
+                        for reason, rows in groups.items()
+                    )
+                )

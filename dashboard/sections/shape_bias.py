@@ -7,8 +7,10 @@ from dashboard import figures, published, queries, state, ui
 
 sel = state.current()
 st.title("Shape bias")
-st.write("On cue-conflict images (the shape of one category, the texture of another), does a "
-         "model decide by shape, like people, or by texture? 1.0 = always shape.")
+st.write(
+    "On cue-conflict images (the shape of one category, the texture of another), does a "
+    "model decide by shape, like people, or by texture? 1.0 = always shape."
+)
 ui.source_note(sel)
 with ui.guard():
     comb = ui.shown_metrics(sel, ("cue-conflict",))
@@ -24,42 +26,71 @@ with ui.guard():
         ui.empty("No shape-bias results for these models and this source.")
     else:
         ui.chart(figures.shape_bias_plot(per_cat, overall, humans), "shape-bias")
-        st.caption(f"Grey band: the {len(humans)} human observers' range; black line: their "
-                   f"mean ({humans['shape_bias'].mean():.3f}). Circles: per shape category "
-                   "(measured); diamonds: each model's overall shape bias (hollow = published).")
+        st.caption(
+            f"Grey band: the {len(humans)} human observers' range; black line: their "
+            f"mean ({humans['shape_bias'].mean():.3f}). Circles: per shape category "
+            "(measured); diamonds: each model's overall shape bias (hollow = published)."
+        )
         rows = std[std["metric"].isin(["shape_bias", "shape_accuracy", "texture_accuracy"])]
-        table = rows.pivot_table(index=["display", "source"], columns="metric",
-                                 values="value").round(4).reset_index()
-        ui.table(table, "shape-bias", column_config={  # missing = not published
-            c: st.column_config.NumberColumn(format="%.4f") for c in table.columns[2:]})
+        table = (
+            rows.pivot_table(index=["display", "source"], columns="metric", values="value")
+            .round(4)
+            .reset_index()
+        )
+        ui.table(
+            table,
+            "shape-bias",
+            column_config={  # missing = not published
+                c: st.column_config.NumberColumn(format="%.4f") for c in table.columns[2:]
+            },
+        )
         with st.expander("Human observers"):
             ui.table(humans, "human-shape-bias")
     st.subheader("Cue-conflict gallery")
-    measured = tuple(m for m in sel.models if m in set(
-        sel.runs[sel.runs["dataset"] == "cue-conflict"]["model"]))
+    measured = tuple(
+        m for m in sel.models if m in set(sel.runs[sel.runs["dataset"] == "cue-conflict"]["model"])
+    )
     if sel.source == "published" or not measured:
-        ui.empty("The gallery shows each measured model's decision on cue-conflict images: "
-                 "run precompute on the cue-conflict dataset (and pick the measured source).")
+        ui.empty(
+            "The gallery shows each measured model's decision on cue-conflict images: "
+            "run precompute on the cue-conflict dataset (and pick the measured source)."
+        )
     else:
         c1, c2 = st.columns(2)
         n = c1.slider("Images", 4, 24, 8, step=4, key="sb-n")
         seed = c2.number_input("Shuffle", 0, 10_000, 0, key="sb-seed")
         g = queries.cue_conflict_gallery(sel.path, sel.version, measured, int(n), int(seed))
-        st.download_button("Download these decisions (CSV)",
-                           g.drop(columns=["dataset_root"]).to_csv(index=False).encode(),
-                           "cue-conflict-gallery.csv", "text/csv", key="csv-gallery")
+        st.download_button(
+            "Download these decisions (CSV)",
+            g.drop(columns=["dataset_root"]).to_csv(index=False).encode(),
+            "cue-conflict-gallery.csv",
+            "text/csv",
+            key="csv-gallery",
+        )
         cols = st.columns(4)
         for i, (sid, grp) in enumerate(g.groupby("sample_id", sort=True)):
             col = cols[i % 4]
-            p = queries.image_path(sel.data_roots, "cue-conflict",
-                                   grp["dataset_root"].dropna().unique().tolist(), sid)
+            p = queries.image_path(
+                sel.data_roots, "cue-conflict", grp["dataset_root"].dropna().unique().tolist(), sid
+            )
             shape_texture = sid.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             ui.picture(col, p, 160, shape_texture)
             shape, texture = parse_stimulus_name(sid)
-            col.markdown("  \n".join(
-                f"`{m}`: " + (f":green[**{d}**]" if d == shape else f":orange[{d}]"
-                              if d == texture else str(d))
-                for m, d in zip(grp["model"], grp["decision"], strict=True)))
-        st.caption("Each model's decision: :green[**green**] = the shape's category, "
-                   ":orange[orange] = the texture's, plain = neither (a stimulus is named "
-                   "`<shape><i>-<texture><j>`).")
+            col.markdown(
+                "  \n".join(
+                    f"`{m}`: "
+                    + (
+                        f":green[**{d}**]"
+                        if d == shape
+                        else f":orange[{d}]"
+                        if d == texture
+                        else str(d)
+                    )
+                    for m, d in zip(grp["model"], grp["decision"], strict=True)
+                )
+            )
+        st.caption(
+            "Each model's decision: :green[**green**] = the shape's category, "
+            ":orange[orange] = the texture's, plain = neither (a stimulus is named "
+            "`<shape><i>-<texture><j>`)."
+        )

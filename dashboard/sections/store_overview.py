@@ -16,6 +16,8 @@ with ui.guard():
             st.warning(frames.MEANINGLESS_NOTE)
         latest = set(sel.runs["run_id"])
         runs = runs.assign(shown=runs["run_id"].isin(latest))
-        st.write("The dashboard shows the latest finished run per (model, dataset) "
-                 "(`shown`); older runs stay in the store.")
+        st.write(
+            "The dashboard shows the latest finished run per (model, dataset) "
+            "(`shown`); older runs stay in the store."
+        )
         ui.table(runs, "runs")
