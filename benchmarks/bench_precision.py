@@ -23,11 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from beyond_inet import metrics as M
-from beyond_inet.data import DATASETS, discover
-from beyond_inet.engine import RunSettings, resolve_device, run_pass
+from beyond_inet.datasets import DATASETS, discover
 from beyond_inet.models import LoadOptions, WeightsSource, load_model
-from beyond_inet.pipeline import view_predictions
+from beyond_inet.run.engine import RunSettings, resolve_device, run_pass
+from beyond_inet.run.pipeline import image_records
+from beyond_inet.scoring import metrics as M
 from tests.trained import save_trained_checkpoint, write_class_folders
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             run_pass(found, [model], settings)  # warm-up
             res = run_pass(found, [model], settings)
-            vp = view_predictions(found, res.outputs[(model.name, "standard")], None)
+            vp = image_records(found, res.outputs[(model.name, "standard")], None)
             out[precision] = (vp, len(found.samples) / res.seconds)
     (a, speed_a), (b, speed_b) = out["fp32"], out["bf16"]
     ece = {k: M.expected_calibration_error(v.confidence, v.correct) for k, (v, _) in out.items()}

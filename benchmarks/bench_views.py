@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from beyond_inet.data import pil_to_tensor
-from beyond_inet.engine import resolve_device
+from beyond_inet.datasets.decode import pil_to_tensor
 from beyond_inet.models import (
     PAPER_SUPERVISED_PREPROCESSING,
     LoadOptions,
     WeightsSource,
     load_model,
 )
-from beyond_inet.preprocess import Preprocessing
-from beyond_inet.views import STANDARD, VIEW_GRIDS, View, grid_views, parse_view
+from beyond_inet.run.engine import resolve_device
+from beyond_inet.transforms.preprocess import Preprocessing
+from beyond_inet.transforms.views import STANDARD, VIEW_GRIDS, View, grid_views, parse_view
 
 SIZES = ((500, 375), (375, 500), (500, 333), (400, 400))
 

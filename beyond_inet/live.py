@@ -1,7 +1,7 @@
 """Live per-image inference: how each model sees one image, and how that changes.
 
 One decoded uint8 CHW image goes through an optional perturbation (:class:`Playground`:
-rotation, an ImageNet-C corruption, one invariance view of :mod:`beyond_inet.views` — the
+rotation, an ImageNet-C corruption, one invariance view of :mod:`beyond_inet.transforms.views` — the
 same code the precompute uses) and every model's preprocessing; each model returns its top-k
 ImageNet classes and the exact input it saw (un-normalised back to uint8 for display). CLIP
 zero-shot models can also rank user-typed labels, and any perturbation parameter can be
@@ -18,14 +18,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from beyond_inet.data import imagenet_class_names, pil_to_tensor, to_rgb
+from beyond_inet.datasets.decode import pil_to_tensor, to_rgb
 from beyond_inet.models import LoadedModel
-from beyond_inet.models.contract import logits_of
-from beyond_inet.models.open_clip_family import ZeroShotClassifier, embed_norm, openai_templates
-from beyond_inet.perturbations import CORRUPTIONS, PERTURBATIONS, corrupt, rotate
-from beyond_inet.preprocess import Preprocessing
+from beyond_inet.models.contract import head_fp32, logits_of, run_trunk
+from beyond_inet.reference import imagenet_class_names, openai_templates
 from beyond_inet.registry import Registry, UnknownNameError
-from beyond_inet.views import VIEW_FAMILIES, VIEW_GRIDS, View, format_number, parse_view
+from beyond_inet.settings import DEFAULT_LOGIT_SCALE
+from beyond_inet.transforms.perturbations import CORRUPTIONS, PERTURBATIONS, corrupt, rotate
+from beyond_inet.transforms.preprocess import Preprocessing
+from beyond_inet.transforms.views import VIEW_FAMILIES, VIEW_GRIDS, View, format_number, parse_view
 
 TOPK = 5
 
@@ -63,12 +64,12 @@ TEMPLATE_SETS.add("single", lambda: SINGLE_TEMPLATE)
 
 def available_view_families() -> list[str]:
     """Invariance view families the playground offers: those with a grid in
-    :data:`beyond_inet.views.VIEW_GRIDS` (``standard`` excluded)."""
+    :data:`beyond_inet.transforms.views.VIEW_GRIDS` (``standard`` excluded)."""
     return [f for f in VIEW_FAMILIES if f != "standard" and f in VIEW_GRIDS]
 
 
 def view_grid(family: str) -> tuple[float, ...]:
-    """The precompute's grid of a view family (:data:`beyond_inet.views.VIEW_GRIDS`)."""
+    """The precompute's grid of a view family (:data:`beyond_inet.transforms.views.VIEW_GRIDS`)."""
     if family not in VIEW_GRIDS:
         raise UnknownNameError(
             f"No grid for view family {family!r}. Known: {', '.join(VIEW_GRIDS)}."
@@ -89,7 +90,7 @@ class Playground:
     """Perturbation settings: rotation, then an ImageNet-C corruption, then a view.
 
     ``corruption=None`` means no corruption; severity 0 with a corruption is ImageNet-C's
-    clean 224 crop. ``view`` is any name :func:`beyond_inet.views.parse_view` accepts.
+    clean 224 crop. ``view`` is any name :func:`beyond_inet.transforms.views.parse_view` accepts.
     """
 
     view: str = "standard"
@@ -181,18 +182,18 @@ def unnormalize(x: torch.Tensor, pp: Preprocessing) -> np.ndarray:
 
 
 def is_clip(model: LoadedModel) -> bool:
-    """True for CLIP zero-shot classifiers (those can rank custom labels)."""
-    return isinstance(model.module, ZeroShotClassifier)
+    """True for zero-shot models with a text tower (those can rank custom labels)."""
+    return "text_labels" in model.module.capabilities
 
 
 def _forward(model: LoadedModel, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits [B, 1000] from the model's own forward and, for CLIP, the unit-norm image
     features [B, D] of that same pass (captured from the image tower's output)."""
     module = model.module
-    if not isinstance(module, ZeroShotClassifier):
+    if "text_labels" not in module.capabilities:
         return logits_of(module, batch), None
-    t = module.trunk(batch)
-    return module.head(t.float()).float(), embed_norm(t)
+    t = run_trunk(module, batch)
+    return head_fp32(module, t), module.embedding(t)
 
 
 def _error_text(e: BaseException) -> str:
@@ -267,9 +268,7 @@ def label_head(
     unit-norm template embeddings, re-normalised) with the named template set."""
     if not is_clip(model):
         raise ValueError(f"{model.name} is not a CLIP zero-shot model; custom labels need CLIP.")
-    return model.module.text_head_for(  # type: ignore[union-attr]
-        list(labels), list(TEMPLATE_SETS.get(templates)())
-    )
+    return model.module.text_head_for(list(labels), list(TEMPLATE_SETS.get(templates)()))
 
 
 def rank_labels(
@@ -280,7 +279,7 @@ def rank_labels(
     ``features``: the unit-norm image embedding of :class:`ModelResult`; the logit scale is
     the model's (``settings['logit_scale']``), as for its ImageNet head.
     """
-    scale = float(model.settings.get("logit_scale", getattr(model.module, "logit_scale", 100.0)))
+    scale = float(model.settings.get("logit_scale", DEFAULT_LOGIT_SCALE))
     probs = torch.softmax(scale * features.float().cpu() @ head, dim=-1)
     order = torch.argsort(probs, descending=True)
     return [ClassScore(int(i), labels[int(i)], float(probs[i])) for i in order]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 #: The logit scale the paper applies to CLIP cosine similarities (CLIP's own, exp(4.6052)).
 DEFAULT_LOGIT_SCALE = 100.0
+#: Precision of a model's trunk (the head always runs in fp32).
+PRECISIONS = ("fp32", "bf16")
 #: Seed of random initialisation (``--random-weights``) and of random heads.
 RANDOM_SEED = 0
 DEFAULT_BATCH_SIZE = 64

@@ -35,10 +35,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beyond_inet.settings import DEFAULT_STORE, LOCK_WAIT_SECONDS
+from beyond_inet.run.records import (
+    METRIC_COLUMNS,
+    PREDICTION_SCHEMA,
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    RunRecord,
+)
+from beyond_inet.settings import LOCK_WAIT_SECONDS
 
 __all__ = [
-    "DEFAULT_STORE",
     "LOCK_WAIT_SECONDS",
     "METRIC_COLUMNS",
     "PREDICTION_SCHEMA",
@@ -48,53 +54,6 @@ __all__ = [
     "StoreLockedError",
     "StoreUnusableError",
 ]
-
-RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "VARCHAR PRIMARY KEY"),
-    ("run_key", "VARCHAR NOT NULL"),
-    ("model", "VARCHAR NOT NULL"),
-    ("model_label", "VARCHAR"),
-    ("dataset", "VARCHAR NOT NULL"),
-    ("status", "VARCHAR NOT NULL"),
-    ("weights", "VARCHAR NOT NULL"),
-    ("random_weights", "BOOLEAN NOT NULL"),
-    ("preprocessing", "VARCHAR NOT NULL"),
-    ("views", "VARCHAR NOT NULL"),
-    ("settings", "VARCHAR"),
-    ("dataset_root", "VARCHAR"),
-    ("sample_limit", "INTEGER"),
-    ("n_samples", "INTEGER NOT NULL"),
-    ("n_failed", "INTEGER NOT NULL"),
-    ("failed", "VARCHAR"),
-    ("started_at", "TIMESTAMP"),
-    ("finished_at", "TIMESTAMP"),
-    ("seconds", "DOUBLE"),
-    ("device", "VARCHAR"),
-    ("precision", "VARCHAR"),
-    ("code_version", "VARCHAR"),
-    ("library_versions", "VARCHAR"),
-)
-
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("model", pa.string()),
-        ("dataset", pa.string()),
-        ("view", pa.string()),
-        ("sample_id", pa.string()),
-        ("label", pa.int32()),
-        ("pred", pa.int32()),
-        ("confidence", pa.float32()),
-        ("p_true", pa.float32()),
-        ("correct", pa.bool_()),
-        ("topk_idx", pa.list_(pa.int32())),
-        ("topk_prob", pa.list_(pa.float32())),
-        ("decision", pa.string()),
-        ("brier", pa.float32()),
-    ]
-)
-
-METRIC_COLUMNS = ("run_id", "model", "dataset", "view", "metric", "value", "ci_low", "ci_high")
 
 _DUCK_TYPES = {
     pa.string(): "VARCHAR",
@@ -112,7 +71,16 @@ SCHEMA_SQL = [
     + ")",
     "CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, model VARCHAR, dataset VARCHAR, "
     "view VARCHAR, metric VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE)",
+    "CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)",
 ]
+
+#: How a store of an older layout is brought to the next version (version -> statements).
+MIGRATIONS: dict[int, list[str]] = {
+    1: [  # v1 (no schema_info): predictions lacked the two optional per-image columns
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS pred_full INTEGER",
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS factor_value VARCHAR",
+    ],
+}
 
 #: A writer's intent file older than this (not refreshed) is stale: readers ignore it.
 INTENT_STALE_SECONDS = 60.0
@@ -272,6 +240,10 @@ class Store:
             con = None
         if con is None:
             con = self._connect(read_only=True, wait=self.lock_wait)
+            version = schema_version(con)
+            if version > SCHEMA_VERSION:
+                con.close()
+                raise _newer(self.path, version)
             if shared is not None:
                 shared[key] = con
         try:
@@ -344,11 +316,16 @@ class Store:
             con = self._connect(read_only=False, wait=0)
         except StoreLockedError:
             return
-        con.close()
+        try:
+            version = schema_version(con)
+        finally:
+            con.close()
+        if version > SCHEMA_VERSION:
+            raise _newer(self.path, version)
 
     def commit_run(
         self,
-        run: dict[str, Any],
+        run: RunRecord,
         predictions: pa.Table,
         metrics: pd.DataFrame,
         replace: bool = False,
@@ -361,21 +338,17 @@ class Store:
         written (returns False). Waits up to ``wait`` (default ``lock_wait``) seconds for
         the lock, then raises :class:`StoreLockedError`.
         """
-        missing = [c for c, _ in RUN_COLUMNS if c not in run]
-        if missing:
-            raise ValueError(f"run record lacks {missing}")
         preds = predictions.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA)
         mets = metrics.loc[:, list(METRIC_COLUMNS)]
-        run_df = pd.DataFrame([{c: run[c] for c, _ in RUN_COLUMNS}])
+        run_df = pd.DataFrame([run.row()])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._intent():
             con = self._connect(read_only=False, wait=self.lock_wait if wait is None else wait)
             try:
-                for sql in SCHEMA_SQL:
-                    con.execute(sql)
+                _prepare_schema(con, self.path)
                 con.execute("BEGIN TRANSACTION")
                 old = con.execute(
-                    "SELECT run_id FROM runs WHERE run_key = ?", [run["run_key"]]
+                    "SELECT run_id FROM runs WHERE run_key = ?", [run.run_key]
                 ).fetchall()
                 if old and not replace:
                     con.execute("ROLLBACK")
@@ -403,18 +376,20 @@ class Store:
     # ---- staging -------------------------------------------------------------------
     def stage_run(
         self,
-        run: dict[str, Any],
+        run: RunRecord,
         predictions: pa.Table,
         metrics: pd.DataFrame,
         replace: bool = False,
     ) -> Path:
         """Write a computed run next to the store (Parquet + JSON); ``COMPLETE`` is written
         last, so a half-written folder is never mistaken for a run."""
-        folder = self.staging_dir / str(run["run_id"])
+        folder = self.staging_dir / run.run_id
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        record = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.items()}
+        record = {
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in run.row().items()
+        }
         (tmp / "run.json").write_text(json.dumps({"run": record, "replace": replace}))
         pq.write_table(predictions, tmp / "predictions.parquet")
         metrics.to_parquet(tmp / "metrics.parquet", index=False)
@@ -430,13 +405,14 @@ class Store:
         done = [p for p in self.staging_dir.iterdir() if (p / "COMPLETE").is_file()]
         return sorted(done, key=lambda p: p.stat().st_mtime)
 
-    def commit_staged(self, folder: Path, wait: float | None = None) -> tuple[dict[str, Any], bool]:
+    def commit_staged(self, folder: Path, wait: float | None = None) -> tuple[RunRecord, bool]:
         """Commit one staged run and remove its folder; returns (run record, stored?)."""
         meta = json.loads((folder / "run.json").read_text())
-        run = dict(meta["run"])
+        row = dict(meta["run"])
         for k in ("started_at", "finished_at"):
-            if isinstance(run.get(k), str):
-                run[k] = datetime.fromisoformat(run[k])
+            if isinstance(row.get(k), str):
+                row[k] = datetime.fromisoformat(row[k])
+        run = RunRecord(**row)
         preds = pq.read_table(folder / "predictions.parquet")
         mets = pd.read_parquet(folder / "metrics.parquet")
         stored = self.commit_run(run, preds, mets, replace=bool(meta["replace"]), wait=wait)
@@ -445,7 +421,7 @@ class Store:
 
     def commit_persistently(
         self,
-        run: dict[str, Any],
+        run: RunRecord,
         predictions: pa.Table,
         metrics: pd.DataFrame,
         replace: bool,
@@ -463,7 +439,7 @@ class Store:
         folder = self.stage_run(run, predictions, metrics, replace)
         log(
             f"waiting: the store {self.path} is locked by another process; the computed run "
-            f"of {run['model']} on {run['dataset']} is staged in {folder} and will be "
+            f"of {run.model} on {run.dataset} is staged in {folder} and will be "
             "committed as soon as the lock is free (Ctrl-C stops; the next precompute on "
             "this store commits it)."
         )
@@ -472,8 +448,8 @@ class Store:
                 stored = self.commit_run(run, predictions, metrics, replace, wait=self.lock_wait)
             except StoreLockedError:
                 log(
-                    f"waiting: {self.path} is still locked ({run['model']} on "
-                    f"{run['dataset']} staged) ..."
+                    f"waiting: {self.path} is still locked ({run.model} on "
+                    f"{run.dataset} staged) ..."
                 )
                 continue
             discard_staged(folder)
@@ -485,8 +461,47 @@ def discard_staged(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    names = {
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The layout version of an open store: 0 = empty, 1 = the first layout (no
+    ``schema_info``), else the recorded one."""
+    names = _table_names(con)
+    if "runs" not in names:
+        return 0
+    if "schema_info" not in names:
+        return 1
+    row = con.execute("SELECT max(version) FROM schema_info").fetchone()
+    return int(row[0]) if row and row[0] is not None else 1
+
+
+def _newer(path: Path, version: int) -> StoreUnusableError:
+    return StoreUnusableError(
+        f"The results store {path} has layout version {version}, newer than this "
+        f"beyond-inet understands ({SCHEMA_VERSION}). Upgrade beyond-inet, or pass another "
+        "--store."
+    )
+
+
+def _prepare_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Create the tables, or bring an older store to :data:`SCHEMA_VERSION` (before the
+    write's transaction); a newer store is refused."""
+    version = schema_version(con)
+    if version > SCHEMA_VERSION:
+        raise _newer(path, version)
+    for sql in SCHEMA_SQL:
+        con.execute(sql)
+    for v in range(max(version, 1), SCHEMA_VERSION):
+        for sql in MIGRATIONS[v]:
+            con.execute(sql)
+    if version < SCHEMA_VERSION:
+        con.execute("DELETE FROM schema_info")
+        con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+
+
+def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {
         r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     }
-    return {"runs", "predictions", "metrics"} <= names
+
+
+def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    return {"runs", "predictions", "metrics"} <= _table_names(con)

@@ -2,7 +2,7 @@
 
 Checks, in order: a byte-size limit, the format (JPEG, PNG, WebP, BMP, TIFF only), a pixel
 limit read from the header *before* any pixel is decoded (decompression bombs), then a full
-decode. The image is converted to 8-bit RGB by :func:`beyond_inet.data.to_rgb` (EXIF
+decode. The image is converted to 8-bit RGB by :func:`beyond_inet.datasets.decode.to_rgb` (EXIF
 orientation, grayscale, CMYK, palette, alpha, 16-bit). Every failure is an
 :class:`UploadError` with a one-line message. Nothing is written to disk.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from beyond_inet.data import to_rgb
+from beyond_inet.datasets.decode import to_rgb
 
 MAX_UPLOAD_MB = 25
 MAX_PIXELS = 50_000_000

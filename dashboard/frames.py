@@ -1,5 +1,5 @@
 """Pure pandas steps between the queries and the figures: combine measured and published
-numbers, derive the summary properties, build the Overview table and the ranking.
+numbers, build the Overview table and the ranking.
 
 Every function takes and returns DataFrames (no Streamlit, no I/O), so they are unit-tested.
 A *combined* frame has the store's long format plus ``source`` (``measured`` | ``published``),
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from beyond_inet.scoring.catalogue import spec as metric_spec
 from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
 SOURCES = ("both", "measured", "published")
@@ -43,28 +44,34 @@ _FAMILY_VIEW = re.compile(r"^(?P<family>[A-Za-z_]+):(?P<value>.+)$")
 
 @dataclass(frozen=True)
 class Property:
-    """One Overview column: where its number lives, which direction is better, and the
-    range it is scored on for profiles and rankings: ``scale = (lo, hi)`` is the property's
-    meaningful range (accuracies 0-1); ``hi=None`` means 0 .. the largest value shown (ECE,
-    error ratios have no fixed top)."""
+    """One Overview column: where its number lives and the range it is scored on for
+    profiles and rankings: ``scale = (lo, hi)`` is the property's meaningful range
+    (accuracies 0-1); ``hi=None`` means 0 .. the largest value shown (ECE, error ratios have
+    no fixed top). Its direction and unit come from the metric catalogue."""
 
     title: str
     dataset: str
     metric: str
-    higher_is_better: bool
-    percent: bool
     help: str
     scale: tuple[float, float | None] = (0.0, 1.0)
 
+    @property
+    def higher_is_better(self) -> bool:
+        """The catalogue's direction (a descriptive metric counts as higher-is-better)."""
+        return metric_spec(self.metric).higher_is_better is not False
+
+    @property
+    def percent(self) -> bool:
+        """Shown in % (the catalogue's unit)."""
+        return metric_spec(self.metric).percent
+
 
 PROPERTIES: tuple[Property, ...] = (
-    Property("ImageNet top-1", "imagenet-val", "top1", True, True, "ImageNet-1k val accuracy"),
+    Property("ImageNet top-1", "imagenet-val", "top1", "ImageNet-1k val accuracy"),
     Property(
         "ECE",
         "imagenet-val",
         "ece",
-        False,
-        False,
         "expected calibration error on ImageNet val (15 bins), lower is better",
         (0.0, None),
     ),
@@ -72,8 +79,6 @@ PROPERTIES: tuple[Property, ...] = (
         "ImageNet-X error ratio",
         "imagenet-val",
         "error_ratio_mean",
-        False,
-        False,
         "mean over the 16 ImageNet-X factors of (factor error / overall error); lower is better",
         (0.0, None),
     ),
@@ -81,31 +86,23 @@ PROPERTIES: tuple[Property, ...] = (
         "Shape bias",
         "cue-conflict",
         "shape_bias",
-        True,
-        False,
         "fraction of shape decisions on cue-conflict images (humans: 0.96)",
     ),
     Property(
         "Robustness avg",
         *ROBUSTNESS_AVERAGE,
-        True,
-        True,
         "mean top-1 over ImageNet-V2, ReaL, Sketch, R, A, C and Hard (the paper's average)",
     ),
     Property(
         "Invariance",
         "invariance",
         "agreement_mean",
-        True,
-        True,
         "mean agreement with the standard view over the scale, shift and resolution views",
     ),
     Property(
         "PUG-ImageNet",
         "pug-imagenet",
         "top1_mean",
-        True,
-        True,
         "mean top-1 over the PUG-ImageNet factor subsets",
     ),
 )
@@ -129,89 +126,15 @@ def _prepared(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return out.reindex(columns=COMBINED_COLUMNS)
 
 
-def _mean_over_views(d: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per ``keys``: the ``standard`` view's row when present, else the mean over views."""
-    std = d[d["view"] == "standard"].drop_duplicates(keys)
-    std = std[[*keys, "value", "ci_low", "ci_high", "random_weights"]].assign(detail=None)
-    rest = d[d["view"] != "standard"]
-    if len(std):
-        have = pd.MultiIndex.from_frame(std[keys])
-        rest = rest[~pd.MultiIndex.from_frame(rest[keys]).isin(have)]
-    agg = rest.groupby(keys, sort=False).agg(
-        value=("value", "mean"), k=("value", "size"), random_weights=("random_weights", "any")
-    )
-    agg = agg.reset_index().assign(ci_low=math.nan, ci_high=math.nan)
-    agg["detail"] = [f"mean of {k} views" for k in agg["k"]]
-    return pd.concat(
-        [x for x in (std, agg.drop(columns="k")) if len(x)] or [std], ignore_index=True
-    )
-
-
-def benchmark_value(measured: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
-    """Per model the value of ``metric`` on ``dataset``: its ``standard`` view when present,
-    else the mean over the dataset's views (ImageNet-C corruptions x severities)."""
-    d = measured[(measured["dataset"] == dataset) & (measured["metric"] == metric)]
-    return _mean_over_views(d, ["model"]).sort_values("model").reset_index(drop=True)
-
-
-def _summary(d: pd.DataFrame, dataset: str, metric: str, what: str) -> pd.DataFrame:
-    a = (
-        d.groupby("model")
-        .agg(value=("value", "mean"), k=("value", "size"), random_weights=("random_weights", "any"))
-        .reset_index()
-    )
-    a["detail"] = [f"mean of {k} {what}" for k in a["k"]]
-    return a.drop(columns="k").assign(
-        dataset=dataset, view="standard", metric=metric, ci_low=math.nan, ci_high=math.nan
-    )
-
-
-def derive(measured: pd.DataFrame) -> pd.DataFrame:
-    """The measured metrics plus the derived summaries: a dataset stored only per view
-    (ImageNet-C) gets its mean as view ``standard``; the robustness average
-    (``robustness/top1_average``, over the benchmarks present), ``invariance/agreement_mean``
-    and ``pug-imagenet/top1_mean``."""
-    extra = []
-    keys = pd.DataFrame(ROBUSTNESS_BENCHMARKS, columns=["benchmark", "dataset", "metric"])
-    bench = _mean_over_views(
-        measured.merge(keys[["dataset", "metric"]]), ["model", "dataset", "metric"]
-    )
-    if len(bench):
-        derived = bench[bench["detail"].notna()]
-        if len(derived):
-            extra.append(derived.assign(view="standard"))
-        avg = _summary(bench, *ROBUSTNESS_AVERAGE, f"of {len(keys)} benchmarks")
-        extra.append(avg)
-    fam = measured["view"].str.split(":", n=1).str[0]
-    inv = measured[
-        (measured["dataset"] == "imagenet-val")
-        & (measured["metric"] == "agreement")
-        & fam.isin(INVARIANCE_FAMILIES)
-    ]
-    if len(inv):
-        extra.append(_summary(inv, "invariance", "agreement_mean", "views"))
-    pug = measured[
-        (measured["dataset"] == "pug-imagenet")
-        & (measured["metric"] == "top1")
-        & (measured["view"] != "standard")
-    ]
-    if len(pug):
-        extra.append(_summary(pug, "pug-imagenet", "top1_mean", "factors"))
-    if not extra:
-        return measured
-    return pd.concat([measured, *extra], ignore_index=True)
-
-
 def combine(
     measured: pd.DataFrame,
     published: pd.DataFrame,
     source: str,
     models: Sequence[str] | None = None,
-    derive: bool = True,
 ) -> pd.DataFrame:
-    """Measured (with :func:`derive`'s summaries unless ``derive`` is False, e.g. when SQL
-    computed them) and/or published rows, per ``source`` (``both`` | ``measured`` |
-    ``published``), restricted to ``models`` when given."""
+    """Measured (as read, with the summaries :func:`dashboard.queries.metrics` derives in
+    SQL) and/or published rows, per ``source`` (``both`` | ``measured`` | ``published``),
+    restricted to ``models`` when given."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if models is not None:
@@ -221,7 +144,7 @@ def combine(
         )
     parts = []
     if source in ("both", "measured") and len(measured):
-        parts.append(_prepared(_derive(measured) if derive else measured, "measured"))
+        parts.append(_prepared(measured, "measured"))
     if source in ("both", "published") and len(published):
         parts.append(_prepared(published, "published"))
     if not parts:
@@ -247,9 +170,6 @@ def pick(
 def row_label(display: str, source: str, both: bool) -> str:
     """A table row's name: the model, and its source when both sources are shown."""
     return f"{display} ({source})" if both else display
-
-
-_derive = derive
 
 
 def format_value(value: float, lo: float, hi: float, percent: bool) -> str:

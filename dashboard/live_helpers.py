@@ -19,7 +19,8 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from beyond_inet.data import DATASETS, DatasetLayoutError, Sample, discover, load_rgb
+from beyond_inet.datasets import DATASETS, DatasetLayoutError, Sample, discover
+from beyond_inet.datasets.decode import load_rgb
 from beyond_inet.live import (
     EXAMPLES,
     TEMPLATE_SETS,
@@ -32,11 +33,11 @@ from beyond_inet.live import (
     sweep,
 )
 from beyond_inet.models import LoadedModel, LoadOptions, WeightsSource, load_model
-from beyond_inet.perturbations import CORRUPTIONS, PERTURBATIONS
 from beyond_inet.registry import UnknownNameError
+from beyond_inet.transforms.perturbations import CORRUPTIONS, PERTURBATIONS
 
 RANDOM_LABEL = "use random weights (meaningless demo)"
-#: Slider / axis labels of the invariance view families (definitions in beyond_inet.views).
+#: Slider / axis labels of the invariance view families (defined in beyond_inet.transforms.views).
 VIEW_LABELS = {
     "scale": "scale (x the model's resize size)",
     "shift": "shift (original pixels, along the longer side)",
@@ -57,7 +58,7 @@ def cue_conflict_samples(root: str) -> list[Sample]:
     """The cue-conflict stimuli under ``root`` (a --data-root); [] when absent or malformed."""
     spec = DATASETS.get("cue-conflict")
     try:
-        found = discover(spec, Path(root) / spec.subdir)
+        found = discover(spec, Path(root) / spec.layout.subdir)
     except (DatasetLayoutError, OSError, ValueError):
         return []
     return found.samples if found else []

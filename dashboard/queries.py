@@ -11,7 +11,6 @@ read, so a rerun with other settings replaces what the pages show.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,10 +18,9 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from beyond_inet.store import DEFAULT_STORE, Store
+from beyond_inet import settings
+from beyond_inet.store import Store
 
-STORE_ENV = "BEYOND_INET_STORE"
-LOCK_WAIT_SECONDS = 10.0
 F = TypeVar("F", bound=Callable[..., Any])
 
 LATEST_RUNS = (
@@ -69,9 +67,7 @@ def store_path(cli_value: str | None = None) -> Path:
     ``$BEYOND_INET_STORE``, else ``data/results.duckdb`` under the repository."""
     if cli_value:
         return Path(cli_value)
-    if os.environ.get(STORE_ENV):
-        return Path(os.environ[STORE_ENV])
-    return Path(__file__).resolve().parents[1] / DEFAULT_STORE
+    return settings.env_store() or Path(__file__).resolve().parents[1] / settings.DEFAULT_STORE
 
 
 def store_version(path: str | Path) -> str:
@@ -88,7 +84,7 @@ def store_version(path: str | Path) -> str:
 
 def _q(path: str, sql: str, params: Sequence[Any], columns: list[str]) -> pd.DataFrame:
     """Run ``sql``; an empty frame with ``columns`` when there is no store or no tables."""
-    df = Store(path, lock_wait=LOCK_WAIT_SECONDS).query(sql, params)
+    df = Store(path, lock_wait=settings.DASHBOARD_LOCK_WAIT_SECONDS).query(sql, params)
     if df.empty and not len(df.columns):
         return pd.DataFrame(columns=columns)
     return df
@@ -140,7 +136,9 @@ def _run_ids(path: str, version: str, dataset: str | None, models: Sequence[str]
 
 
 def _derived_sql() -> str:
-    """SQL for the summaries :func:`dashboard.frames.derive` defines (same rows, in SQL)."""
+    """SQL for the derived summaries: a dataset stored only per view (ImageNet-C) gets its
+    mean as view ``standard``; the robustness average (``robustness/top1_average``, over the
+    benchmarks present), ``invariance/agreement_mean`` and ``pug-imagenet/top1_mean``."""
     from dashboard.frames import INVARIANCE_FAMILIES
     from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
@@ -183,8 +181,7 @@ def metrics(
 ) -> pd.DataFrame:
     """Long-format metrics of the latest runs (optionally of some datasets / metric names
     only), with the run's ``random_weights`` and a ``detail`` column. With ``derived`` (all
-    datasets and metrics only), also the summaries of :func:`dashboard.frames.derive`,
-    computed in SQL."""
+    datasets and metrics only), also the summaries of :func:`_derived_sql`."""
     cols = [*METRIC_COLUMNS, "detail"]
     conds, params = [], []
     for column, values in (("dataset", datasets), ("metric", names)):
@@ -243,7 +240,7 @@ def combined(
         pub = pub[pub["dataset"].isin(list(datasets))]
     if names is not None:
         pub = pub[pub["metric"].isin(list(names))]
-    return frames.combine(measured, pub, source, models, derive=False)
+    return frames.combine(measured, pub, source, models)
 
 
 @cached
@@ -258,7 +255,7 @@ def reproduction_table(
     measured = pd.DataFrame(columns=[*METRIC_COLUMNS, "detail"])
     if source != "published" and path and store_version(path):
         measured = metrics(path, version, None, True)
-    comb = frames.combine(measured, published_metrics(), "both", models, derive=False)
+    comb = frames.combine(measured, published_metrics(), "both", models)
     rows = published_rows()
     return comb, frames.reproduction(comb, rows[rows["model"].isin(list(models))])
 
@@ -267,8 +264,8 @@ def reproduction_table(
 
 
 def calibration_edges(n_bins: int) -> list[float]:
-    """The float32 bin edges :func:`beyond_inet.metrics.calibration_bins` uses."""
-    from beyond_inet.metrics import _bin_edges
+    """The float32 bin edges :func:`beyond_inet.scoring.metrics.calibration_bins` uses."""
+    from beyond_inet.scoring.metrics import _bin_edges
 
     return [float(x) for x in _bin_edges(n_bins)]
 
@@ -279,7 +276,7 @@ def calibration_table(
 ) -> pd.DataFrame:
     """Reliability bins per model computed in SQL from the per-image predictions.
 
-    Same bin assignment as :func:`beyond_inet.metrics.calibration_bins` (float32 edges from
+    Same bin assignment as :func:`beyond_inet.scoring.metrics.calibration_bins` (float32 edges from
     ``torch.linspace``, an extra bin ``n_bins`` for confidence == 1.0); only non-empty bins
     are returned (``model, bin, count, n_correct, accuracy, mean_confidence``).
     """
@@ -356,7 +353,7 @@ def explorer_options(path: str, version: str, dataset: str) -> tuple[list[str], 
     ids = _run_ids(path, version, dataset, tuple(latest_runs(path, version)["model"]))
     if not ids:
         return ["standard"], []
-    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+    with Store(path, lock_wait=settings.DASHBOARD_LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return ["standard"], []
         found = [
@@ -481,7 +478,7 @@ def explorer_grid(
     """The images matching the filters and one page of them with every model's prediction:
     ``(total, details)`` (see :func:`explorer_page`, :func:`explorer_details`), read through
     one short-lived connection."""
-    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+    with Store(path, lock_wait=settings.DASHBOARD_LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return 0, pd.DataFrame(columns=DETAIL_COLUMNS)
         total, ids = _explorer_ids(
@@ -520,7 +517,7 @@ def explorer_page(
     selected models' top-1 classes differ; ``factor`` keeps images whose file name (last path
     component) has that top ImageNet-X factor; ``label`` keeps one class.
     """
-    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+    with Store(path, lock_wait=settings.DASHBOARD_LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return 0, []
         return _explorer_ids(
@@ -549,7 +546,7 @@ def explorer_details(
 ) -> pd.DataFrame:
     """Per (image, model) of the given images: label, pred, confidence, correct, top-5,
     decision, dataset_root."""
-    with Store(path, lock_wait=LOCK_WAIT_SECONDS).reader() as con:
+    with Store(path, lock_wait=settings.DASHBOARD_LOCK_WAIT_SECONDS).reader() as con:
         if con is None:
             return pd.DataFrame(columns=DETAIL_COLUMNS)
         return _explorer_details(con, path, version, dataset, view, models, sample_ids)
@@ -595,11 +592,11 @@ def image_path(
     another machine). A store never widens what is served: anything outside ``allowed``
     (``..``, absolute paths, symlinks out, a recorded root elsewhere) is refused.
     """
-    from beyond_inet.data import DATASETS
+    from beyond_inet.datasets import DATASETS
 
     candidates = [r for r in stored_roots if r and inside_any(r, allowed)]
     if dataset in DATASETS:
-        candidates += [str(Path(a) / DATASETS.get(dataset).subdir) for a in allowed]
+        candidates += [str(Path(a) / DATASETS.get(dataset).layout.subdir) for a in allowed]
     found = safe_image_path(list(dict.fromkeys(candidates)), sample_id)
     return found if found is not None and inside_any(found, allowed) else None
 
@@ -607,7 +604,8 @@ def image_path(
 @functools.lru_cache(maxsize=32)
 def file_names_with_factor(factor: str) -> tuple[str, ...]:
     """ImageNet val file names whose top ImageNet-X factor is ``factor``."""
-    from beyond_inet.metrics import IMAGENET_X_FACTORS, load_imagenet_x_annotations
+    from beyond_inet.reference import IMAGENET_X_FACTORS
+    from beyond_inet.scoring.metrics import load_imagenet_x_annotations
 
     if factor not in IMAGENET_X_FACTORS:
         raise ValueError(f"unknown ImageNet-X factor {factor!r}")
@@ -617,7 +615,7 @@ def file_names_with_factor(factor: str) -> tuple[str, ...]:
 
 def class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names (index -> name)."""
-    from beyond_inet.data import imagenet_class_names
+    from beyond_inet.reference import imagenet_class_names
 
     return imagenet_class_names()
 
@@ -651,7 +649,7 @@ def image_bytes(path: str, max_side: int) -> bytes | None:
 
     from PIL import Image
 
-    from beyond_inet.data import to_rgb
+    from beyond_inet.datasets.decode import to_rgb
 
     try:
         with Image.open(path) as im:

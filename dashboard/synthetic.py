@@ -2,7 +2,7 @@
 
 :func:`fill_store` makes per-image predictions for every dataset and view the tool knows,
 then scores and stores them through the production code (the per-image record of
-:func:`beyond_inet.pipeline.prediction_table`, the evaluations registered for each dataset,
+:func:`beyond_inet.run.records.to_arrow`, the evaluations registered for each dataset,
 :meth:`beyond_inet.store.Store.commit_run`), so every number obeys the README's definitions:
 a view identical to ``standard`` (``scale:1``, ``resolution:224``) agrees 100% with it, and
 agreement falls as a view moves away. Runs are recorded with ``weights='synthetic'`` and
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import dataclasses
 import json
 import math
 import uuid
@@ -31,10 +32,16 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
-from beyond_inet.cue_conflict import CATEGORIES
-from beyond_inet.data import DATASETS, imagenet_val_labels, imagenet_wnids
-from beyond_inet.evaluations import ScoringOptions, ViewPredictions, score_run, score_view
-from beyond_inet.robustness import imagenet_a_indices, imagenet_r_indices
+from beyond_inet.datasets import DATASETS
+from beyond_inet.datasets.cue_conflict import CATEGORIES
+from beyond_inet.reference import (
+    imagenet_a_indices,
+    imagenet_r_indices,
+    imagenet_val_labels,
+    imagenet_wnids,
+)
+from beyond_inet.run.records import ImageRecords, RunRecord, metrics_frame
+from beyond_inet.scoring.evaluations import ScoringOptions, score_run, score_view
 from beyond_inet.store import Store
 
 PAPER_MODELS = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
@@ -152,7 +159,7 @@ def _sample_ids(
     """Ids in each dataset's real layout (relative to its folder)."""
     n = len(labels)
     if name == "imagenet-val":
-        from beyond_inet.metrics import load_imagenet_x_annotations
+        from beyond_inet.scoring.metrics import load_imagenet_x_annotations
 
         real = load_imagenet_x_annotations()["file_name"].astype(str).to_numpy()
         return (
@@ -198,9 +205,9 @@ def _predictions(
     rng: np.random.Generator,
     classes: np.ndarray,
     cue: bool,
-    base: ViewPredictions | None = None,
+    base: ImageRecords | None = None,
     flip: float = 0.0,
-) -> ViewPredictions:
+) -> ImageRecords:
     """Per-image outputs whose fields agree with each other (top-5 sorted, top-1 = pred,
     p_true from the top-5, Brier from the distribution). With ``base`` the predictions of a
     view are the base view's, a fraction ``flip`` of them changed."""
@@ -232,7 +239,7 @@ def _predictions(
     brier = np.where(labels >= 0, (topk_prob**2).sum(1) - 2 * p_true + 1, np.nan)
     decision = None
     if cue:
-        from beyond_inet.cue_conflict import parse_stimulus_name
+        from beyond_inet.datasets.cue_conflict import parse_stimulus_name
 
         shapes, textures = (np.array(x) for x in zip(*map(parse_stimulus_name, ids), strict=True))
         u = rng.random(n)  # shape with probability acc, texture with 0.55, else any category
@@ -242,9 +249,9 @@ def _predictions(
         correct = decision == shapes
     else:
         correct = (pred == labels) & (labels >= 0)
-    return ViewPredictions(
-        sample_ids=ids.astype(object),
-        labels=labels.astype(np.int64),
+    return ImageRecords(
+        sample_id=ids.astype(object),
+        label=labels.astype(np.int64),
         pred=pred,
         confidence=conf,
         p_true=p_true,
@@ -258,9 +265,9 @@ def _predictions(
 
 
 def _with_factor_values(
-    vp: ViewPredictions, name: str, view: str, rng: np.random.Generator
-) -> ViewPredictions:
-    n = len(vp.sample_ids)
+    vp: ImageRecords, name: str, view: str, rng: np.random.Generator
+) -> ImageRecords:
+    n = len(vp.sample_id)
     if name == "pug-imagenet":
         values = rng.choice(np.arange(0, 360, 45), n).astype(str).astype(object)
         if view == "Worlds":
@@ -271,7 +278,7 @@ def _with_factor_values(
         ).astype(object)
     else:
         return vp
-    return ViewPredictions(**{**vp.__dict__, "factor_value": values})
+    return dataclasses.replace(vp, factor_value=values)
 
 
 # --------------------------------------------------------------------------- images
@@ -289,8 +296,8 @@ def synthetic_image(label: int, seed: int, size: tuple[int, int] = (96, 72)) -> 
     return Image.fromarray(arr.astype(np.uint8))
 
 
-def _write_images(root: Path, vp: ViewPredictions, limit: int) -> None:
-    for i, (sid, lab) in enumerate(zip(vp.sample_ids[:limit], vp.labels[:limit], strict=True)):
+def _write_images(root: Path, vp: ImageRecords, limit: int) -> None:
+    for i, (sid, lab) in enumerate(zip(vp.sample_id[:limit], vp.label[:limit], strict=True)):
         path = root / str(sid)
         if path.exists():
             continue
@@ -311,8 +318,9 @@ def _run(
     min_images: int = 32,
     write_images: bool = False,
     n_boot: int = 0,
-) -> tuple[dict[str, object], pa.Table, pd.DataFrame]:
-    from beyond_inet.pipeline import evaluations_for, prediction_table
+) -> tuple[RunRecord, pa.Table, pd.DataFrame]:
+    from beyond_inet.run.plan import evaluations_for
+    from beyond_inet.run.records import to_arrow
 
     spec = DATASETS.get(plan.name)
     rng = np.random.default_rng(seed)
@@ -322,10 +330,10 @@ def _run(
     robustness = rng.uniform(0.7, 1.3)  # how much this model's predictions move per view
     classes = _classes(np.zeros(0), plan.name)
     opts = ScoringOptions(n_boot=n_boot, seed=0)
-    stored: dict[str, ViewPredictions] = {}
+    stored: dict[str, ImageRecords] = {}
     tables, rows = [], []
-    root = data_root / spec.subdir if data_root is not None else None
-    standard: ViewPredictions | None = None
+    root = data_root / spec.layout.subdir if data_root is not None else None
+    standard: ImageRecords | None = None
     for k, view in enumerate(plan.views):
         data_rng = np.random.default_rng(sum(map(ord, plan.name)) + 7919 * k * plan.grouped)
         if plan.grouped or standard is None:  # same images for every model
@@ -352,57 +360,43 @@ def _run(
             vp = _predictions(ids, labels, base_acc, vrng, classes, False, standard, flip)
         vp = _with_factor_values(vp, plan.name, view, vrng)
         stored[view] = vp
-        tables.append(prediction_table(run_id, model, plan.name, view, vp))
+        tables.append(to_arrow(vp, run_id, model, plan.name, view))
         evaluations = (
-            spec.evaluations
+            spec.protocol.evaluations
             if plan.grouped
             else evaluations_for(spec, "standard" if view == "standard" else view)
         )
         rows += [(view, r) for r in score_view(vp, evaluations, opts)]
         if write_images and root is not None and (plan.grouped or view == "standard"):
             _write_images(root, vp, IMAGES_PER_VIEW[plan.grouped])
-    rows += score_run(stored, spec.run_evaluations, opts)
-    metrics = pd.DataFrame(
-        [
-            {
-                "run_id": run_id,
-                "model": model,
-                "dataset": plan.name,
-                "view": v,
-                "metric": r.metric,
-                "value": r.value,
-                "ci_low": r.ci_low,
-                "ci_high": r.ci_high,
-            }
-            for v, r in rows
-        ]
-    )
+    rows += score_run(stored, spec.protocol.run_evaluations, opts)
+    metrics = metrics_frame(run_id, model, plan.name, rows)
     now = datetime.now(UTC).replace(tzinfo=None)
-    run = {
-        "run_id": run_id,
-        "run_key": f"synthetic:{model}:{plan.name}:{scale}:{seed}",
-        "model": model,
-        "model_label": model,
-        "dataset": plan.name,
-        "status": "finished",
-        "weights": "random" if meaningless else SYNTHETIC_WEIGHTS,
-        "random_weights": True,
-        "preprocessing": "{}",
-        "views": json.dumps(list(plan.views)),
-        "settings": json.dumps({"synthetic": True}),
-        "dataset_root": str(root) if root is not None else None,
-        "sample_limit": None,
-        "n_samples": n,
-        "n_failed": 0,
-        "failed": "[]",
-        "started_at": now,
-        "finished_at": now,
-        "seconds": 0.0,
-        "device": "synthetic",
-        "precision": "fp32",
-        "code_version": "synthetic",
-        "library_versions": "{}",
-    }
+    run = RunRecord(
+        run_id=run_id,
+        run_key=f"synthetic:{model}:{plan.name}:{scale}:{seed}",
+        model=model,
+        model_label=model,
+        dataset=plan.name,
+        status="finished",
+        weights="random" if meaningless else SYNTHETIC_WEIGHTS,
+        random_weights=True,
+        preprocessing="{}",
+        views=json.dumps(list(plan.views)),
+        settings=json.dumps({"synthetic": True}),
+        dataset_root=str(root) if root is not None else None,
+        sample_limit=None,
+        n_samples=n,
+        n_failed=0,
+        failed="[]",
+        started_at=now,
+        finished_at=now,
+        seconds=0.0,
+        device="synthetic",
+        precision="fp32",
+        code_version="synthetic",
+        library_versions="{}",
+    )
     return run, pa.concat_tables(tables), metrics
 
 

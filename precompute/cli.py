@@ -15,26 +15,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from beyond_inet import settings
-from beyond_inet.data import DATASETS, DatasetLayoutError
-from beyond_inet.errors import PrecomputeError
+from beyond_inet.datasets import DATASETS, DatasetLayoutError
 from beyond_inet.models import (
     MODELS,
     CheckpointMismatchError,
     WeightsSource,
     WeightsUnavailableError,
 )
-from beyond_inet.models.base import PRECISIONS
 from beyond_inet.registry import UnknownNameError
+from beyond_inet.run.errors import PrecomputeError
+from beyond_inet.settings import PRECISIONS
 from beyond_inet.store import StoreError
-from beyond_inet.views import VIEW_GRIDS, ViewError, format_number, grid_views, parse_view
+from beyond_inet.transforms.views import (
+    VIEW_GRIDS,
+    ViewError,
+    format_number,
+    grid_views,
+    parse_view,
+)
 
 if TYPE_CHECKING:
-    from beyond_inet.pipeline import PrecomputeConfig
+    from beyond_inet.run.plan import PrecomputeConfig
 
 
 def _epilog() -> str:
     models = "\n".join(f"  {n:<18} {s.display:<14} {s.description}" for n, s in MODELS.items())
-    datasets = "\n".join(f"  {n:<14} {s.layout}" for n, s in DATASETS.items())
+    datasets = "\n".join(f"  {n:<14} {s.layout.text}" for n, s in DATASETS.items())
     return (
         "models (--model; 'all' = the four below):\n"
         + models
@@ -231,14 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_logit_scale,
         default=settings.DEFAULT_LOGIT_SCALE,
         metavar="S",
-        help="CLIP zero-shot logit scale (default 100, as in the paper)",
+        help="CLIP zero-shot logit scale (default %(default)s, as in the paper)",
     )
     p.add_argument(
         "--bootstrap",
         type=_non_negative,
         default=settings.DEFAULT_BOOTSTRAP,
         metavar="N",
-        help="bootstrap resamples for 95%% intervals (0 = none; default 1000)",
+        help="bootstrap resamples for 95%% intervals (0 = none; default %(default)s)",
     )
     p.add_argument(
         "--cache-dir",
@@ -274,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
     """The transform view names for ``--scales / --shifts / --resolutions`` (defaults:
-    :data:`beyond_inet.views.VIEW_GRIDS`), or none with ``--no-invariance``."""
+    :data:`beyond_inet.transforms.views.VIEW_GRIDS`), or none with ``--no-invariance``."""
     if args.no_invariance:
         return ()
     given = {"scale": args.scales, "shift": args.shifts, "resolution": args.resolutions}
@@ -283,9 +289,9 @@ def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
     """Convert parsed argv to a typed :class:`PrecomputeConfig`."""
-    from beyond_inet.engine import RunSettings, resolve_device
-    from beyond_inet.evaluations import ScoringOptions
-    from beyond_inet.pipeline import PrecomputeConfig
+    from beyond_inet.run.engine import RunSettings, resolve_device
+    from beyond_inet.run.plan import PrecomputeConfig
+    from beyond_inet.scoring.evaluations import ScoringOptions
 
     models = tuple(m for group in (args.model or [["all"]]) for m in group)
     datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
@@ -378,7 +384,7 @@ def _fetch_command(args: argparse.Namespace) -> int:
 def _datasets_command(args: argparse.Namespace) -> int:
     """``--download`` then ``--list-datasets`` (both honour --data-root / --dataset-path);
     returns the exit status. Without ``--model`` that is all the invocation does."""
-    from beyond_inet.downloads import (
+    from beyond_inet.datasets.downloads import (
         DownloadError,
         dataset_statuses,
         download_dataset,
@@ -430,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _datasets_command(args)
             if status or args.model is None:  # with --model, go on to evaluate
                 return status
-        from beyond_inet.pipeline import format_summary, run_precompute
+        from beyond_inet.run.pipeline import format_summary, run_precompute
 
         cfg = config_from_args(args)
         summaries = run_precompute(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))

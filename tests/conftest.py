@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beyond_inet.metrics import load_imagenet_x_annotations
 from beyond_inet.models import LoadedModel, LoadOptions, WeightsSource, load_model
+from beyond_inet.run.records import RUN_COLUMNS, RunRecord
+from beyond_inet.scoring.metrics import load_imagenet_x_annotations
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -20,6 +21,27 @@ TINY_CLIP = "open_clip:test-tiny-clip"
 
 # Never touch the network from tests: any hub lookup must fail fast and locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run_record(run_id: str, **values: object) -> RunRecord:
+    """A finished run record for store tests: every column None except the required ones
+    (defaults below, overridden by ``values``)."""
+    row: dict[str, object] = {c: None for c, _ in RUN_COLUMNS}
+    row.update(
+        run_id=run_id,
+        run_key=f"key-{run_id}",
+        model="m",
+        dataset="imagenet-val",
+        status="finished",
+        weights="random",
+        random_weights=True,
+        preprocessing="{}",
+        views='["standard"]',
+        n_samples=0,
+        n_failed=0,
+    )
+    row.update(values)
+    return RunRecord(**row)
 
 
 def noise_image(rng: np.random.Generator, h: int, w: int) -> Image.Image:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from beyond_inet import cue_conflict as cc
+from beyond_inet.datasets import cue_conflict as cc
 
 SHARED_CSV = (
     Path(__file__).resolve().parents[2]

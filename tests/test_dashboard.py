@@ -5,6 +5,7 @@ frame functions."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,14 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from beyond_inet import metrics as M
-from beyond_inet.store import METRIC_COLUMNS, PREDICTION_SCHEMA, RUN_COLUMNS, Store
+from beyond_inet import settings
+from beyond_inet.run.records import (
+    PREDICTION_SCHEMA,
+    ImageRecords,
+    MetricRow,
+    metrics_frame,
+    to_arrow,
+)
+from beyond_inet.scoring import metrics as M
+from beyond_inet.store import METRIC_COLUMNS, Store
 from dashboard import frames, published, queries, synthetic
-from tests.conftest import REPO, TINY_CLIP, TINY_TIMM
+from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, run_record
 
 APP = str(REPO / "dashboard" / "app.py")
 PAGES = {  # page file -> (title, needs-data-to-chart)
@@ -261,7 +269,7 @@ def test_a_locked_store_is_a_message_not_a_crash(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(queries, "LOCK_WAIT_SECONDS", 0.2)
+        monkeypatch.setattr(settings, "DASHBOARD_LOCK_WAIT_SECONDS", 0.2)
         at = _app(monkeypatch, store, "overview")
         assert any("busy" in w.value for w in at.sidebar.warning)
         assert "deit3_21k" in at.dataframe[0].value["model"].tolist()  # published still shows
@@ -295,39 +303,29 @@ def test_the_live_inference_page_is_routed_when_present() -> None:
 
 def _prediction_store(path: Path, conf: np.ndarray, correct: np.ndarray) -> None:
     n = len(conf)
-    cols = {
-        "run_id": ["r1"] * n,
-        "model": ["m"] * n,
-        "dataset": ["imagenet-val"] * n,
-        "view": ["standard"] * n,
-        "sample_id": [f"s{i}" for i in range(n)],
-        "label": np.zeros(n, np.int32),
-        "pred": np.where(correct, 0, 1).astype(np.int32),
-        "confidence": conf.astype(np.float32),
-        "p_true": conf.astype(np.float32),
-        "correct": correct,
-        "topk_idx": [[0]] * n,
-        "topk_prob": [[0.5]] * n,
-        "decision": [None] * n,
-        "brier": np.zeros(n, np.float32),
-    }
-    run: dict[str, object] = {c: None for c, _ in RUN_COLUMNS}
-    run.update(
-        run_id="r1",
-        run_key="k",
-        model="m",
-        dataset="imagenet-val",
-        status="finished",
+    rec = ImageRecords(
+        sample_id=np.array([f"s{i}" for i in range(n)], dtype=object),
+        label=np.zeros(n, np.int64),
+        pred=np.where(correct, 0, 1),
+        confidence=conf,
+        p_true=conf,
+        correct=correct,
+        topk_idx=np.zeros((n, 1), np.int64),
+        topk_prob=np.full((n, 1), 0.5),
+        brier=np.zeros(n),
+    )
+    run = run_record(
+        "r1",
         weights="w",
         random_weights=False,
-        preprocessing="{}",
         views="[]",
         n_samples=n,
-        n_failed=0,
-        finished_at=pd.Timestamp("2026-01-01"),
+        finished_at=pd.Timestamp("2026-01-01").to_pydatetime(),
     )
     Store(path).commit_run(
-        run, pa.table(cols, schema=PREDICTION_SCHEMA), pd.DataFrame(columns=list(METRIC_COLUMNS))
+        run,
+        to_arrow(rec, "r1", "m", "imagenet-val", "standard"),
+        pd.DataFrame(columns=list(METRIC_COLUMNS)),
     )
 
 
@@ -430,9 +428,9 @@ def test_metrics_query_reads_only_the_latest_run(tmp_path: Path) -> None:
     synthetic.fill_store(store, 1.0, models=("m",), datasets=plan, seed=1)
     first = queries.latest_runs.uncached(str(store), "")
     run, preds, mets = synthetic._run("m", plan[0], 1.0, 5, False, Path("/x"))
-    Store(store).commit_run({**run, "run_key": "other"}, preds, mets)
+    Store(store).commit_run(dataclasses.replace(run, run_key="other"), preds, mets)
     m = queries.metrics.uncached(str(store), "", None)
-    assert set(m["run_id"]) == {run["run_id"]} != set(first["run_id"])
+    assert set(m["run_id"]) == {run.run_id} != set(first["run_id"])
     assert len(queries.all_runs.uncached(str(store), "")) == 2
 
 
@@ -456,20 +454,40 @@ def test_published_numbers_map_to_store_keys() -> None:
     assert published.human_shape_bias()["shape_bias"].mean() == pytest.approx(0.95759)
 
 
-def test_derived_robustness_average_matches_the_paper() -> None:
+def _derived(tmp_path: Path, measured: pd.DataFrame) -> pd.DataFrame:
+    """Store ``measured`` (long metric rows) as runs and read them back with the summaries
+    the dashboard derives in SQL."""
+    store = Store(tmp_path / "m.duckdb")
+    for i, ((model, dataset), g) in enumerate(measured.groupby(["model", "dataset"])):
+        rows = [
+            (v, MetricRow(m, x)) for v, m, x in zip(g["view"], g["metric"], g["value"], strict=True)
+        ]
+        run = run_record(
+            f"r{i}",
+            model=model,
+            dataset=dataset,
+            random_weights=bool(g["random_weights"].any()),
+            finished_at=pd.Timestamp("2026-01-01").to_pydatetime(),
+        )
+        store.commit_run(
+            run, PREDICTION_SCHEMA.empty_table(), metrics_frame(f"r{i}", model, dataset, rows)
+        )
+    path = str(store.path)
+    return queries.metrics.uncached(path, queries.store_version(path), None, True)
+
+
+def test_derived_robustness_average_matches_the_paper(tmp_path: Path) -> None:
     """Feeding the paper's seven benchmark numbers as 'measured' reproduces its average."""
     pm = published.published_metrics()
-    bench = pm[pm["metric"] != "top1_average"].assign(
-        ci_low=np.nan, ci_high=np.nan, random_weights=False
-    )
-    derived = frames.derive(bench)
+    bench = pm[pm["metric"] != "top1_average"].assign(random_weights=False)
+    derived = _derived(tmp_path, bench)
     avg = derived[derived["metric"] == "top1_average"].set_index("model")["value"]
     paper = pm[pm["metric"] == "top1_average"].set_index("model")["value"]
     for model in paper.index:
         assert avg[model] == pytest.approx(paper[model], abs=0.0006), model
 
 
-def test_imagenet_c_mean_and_invariance_summaries() -> None:
+def test_imagenet_c_mean_and_invariance_summaries(tmp_path: Path) -> None:
     rows = [("m", "imagenet-c", f"fog:{s}", "top1", 0.1 * s) for s in range(1, 6)]
     rows += [
         ("m", "imagenet-val", "scale:2", "agreement", 0.5),
@@ -478,15 +496,17 @@ def test_imagenet_c_mean_and_invariance_summaries() -> None:
         ("m", "pug-imagenet", "Camera_Yaw", "top1", 0.4),
     ]
     df = pd.DataFrame(rows, columns=["model", "dataset", "view", "metric", "value"]).assign(
-        ci_low=np.nan, ci_high=np.nan, random_weights=True
+        random_weights=True
     )
-    d = frames.derive(df)
-    d = d[d["view"] == "standard"].set_index(["dataset", "metric"])
+    derived = _derived(tmp_path, df)
+    d = derived[derived["view"] == "standard"].set_index(["dataset", "metric"])
     assert d.loc[("imagenet-c", "top1"), "value"] == pytest.approx(0.3)  # the mean as `standard`
+    assert d.loc[("imagenet-c", "top1"), "detail"] == "mean of 5 views"
     assert d.loc[("robustness", "top1_average"), "value"] == pytest.approx(0.3)
+    assert d.loc[("robustness", "top1_average"), "detail"] == "mean of 1 of 7 benchmarks"
     assert d.loc[("invariance", "agreement_mean"), "value"] == pytest.approx(0.6)
     assert d.loc[("pug-imagenet", "top1_mean"), "value"] == pytest.approx(0.3)
-    comb = frames.combine(df, pd.DataFrame(), "measured")
+    comb = frames.combine(derived, pd.DataFrame(), "measured")
     assert comb["display"].str.endswith(frames.RANDOM_MARK).all()
 
 
@@ -572,17 +592,31 @@ def test_reproduction_differences() -> None:
     assert rep[rep["measured"].notna()]["model"].unique().tolist() == ["deit3_21k"]
 
 
-def test_sql_summaries_equal_frames_derive(synthetic_store: Path) -> None:
+def test_sql_summaries_of_the_synthetic_store(synthetic_store: Path) -> None:
+    """Every derived row is the mean of the stored rows it summarises (a pandas oracle)."""
     path, v = str(synthetic_store), queries.store_version(synthetic_store)
     raw = queries.metrics.uncached(path, v, None, False)
     sql = queries.metrics.uncached(path, v, None, True)
-    key = ["model", "dataset", "view", "metric"]
-    ref = frames.derive(raw.drop(columns="detail")).sort_values(key).reset_index(drop=True)
-    got = sql.sort_values(key).reset_index(drop=True)
-    assert got[key].equals(ref[key])
-    np.testing.assert_allclose(got["value"], ref["value"], rtol=1e-9)
-    assert got["detail"].fillna("").tolist() == ref["detail"].fillna("").tolist()
-    assert (got["dataset"] == "robustness").sum() == len(SYN_MODELS) + len(SYN_RANDOM)
+    extra = sql[sql["detail"].notna()].set_index(["model", "dataset", "metric"])
+    for model in SYN_MODELS:
+        m = raw[raw["model"] == model]
+        inv = m[(m["metric"] == "agreement") & m["view"].str.match(r"(scale|shift|resolution):")]
+        got = extra.loc[(model, "invariance", "agreement_mean")]
+        assert got["value"] == pytest.approx(inv["value"].mean())
+        assert got["detail"] == f"mean of {len(inv)} views"
+        bench = []
+        for _, dataset, metric in published.ROBUSTNESS_BENCHMARKS:
+            b = m[(m["dataset"] == dataset) & (m["metric"] == metric)]
+            std = b[b["view"] == "standard"]
+            bench.append(std["value"].iloc[0] if len(std) else b["value"].mean())
+        got = extra.loc[(model, "robustness", "top1_average")]
+        assert got["value"] == pytest.approx(np.mean(bench))
+        assert got["detail"] == f"mean of {len(bench)} of 7 benchmarks"
+        pug = m[(m["dataset"] == "pug-imagenet") & (m["metric"] == "top1")]
+        got = extra.loc[(model, "pug-imagenet", "top1_mean"), "value"]
+        assert got == pytest.approx(pug["value"].mean())
+    assert (sql["dataset"] == "robustness").sum() == len(SYN_MODELS) + len(SYN_RANDOM)
+    assert len(sql) - len(raw) == len(extra)
 
 
 def test_published_source_hides_measured_numbers(

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from beyond_inet.data import (
-    DATASETS,
-    DatasetLayoutError,
-    DecodedImages,
-    discover,
-    imagenet_val_labels,
-    imagenet_wnids,
-    load_rgb,
-)
+from beyond_inet.datasets import DATASETS, DatasetLayoutError, discover
+from beyond_inet.datasets.decode import DecodedImages, load_rgb
+from beyond_inet.reference import imagenet_val_labels, imagenet_wnids
 from tests.conftest import noise_image, write_corrupt_files, write_cue_conflict, write_flat_val
 
 

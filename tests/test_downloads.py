@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beyond_inet.data import DATASETS, discover
-from beyond_inet.downloads import (
+from beyond_inet.datasets import DATASETS, discover
+from beyond_inet.datasets.downloads import (
     DOWNLOADS_DIR,
     TABLE_ENV,
     Archive,

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import beyond_inet.data as data_mod
-from beyond_inet.data import DATASETS, discover, load_rgb, pil_to_tensor
-from beyond_inet.engine import RunSettings, run_pass
+import beyond_inet.datasets.decode as data_mod
+from beyond_inet.datasets import DATASETS, discover
+from beyond_inet.datasets.decode import load_rgb, pil_to_tensor
 from beyond_inet.models import LoadedModel
-from beyond_inet.preprocess import standard_transform
+from beyond_inet.run.engine import RunSettings, run_pass
+from beyond_inet.transforms.preprocess import standard_transform
 
 
 def test_each_image_is_decoded_once_for_all_models(
@@ -71,7 +72,7 @@ def test_worker_processes_give_the_same_results(data_root: Path, tiny_timm: Load
 
 
 def test_class_subset_softmax_and_indices() -> None:
-    from beyond_inet.engine import ClassSubset, score_logits
+    from beyond_inet.run.engine import ClassSubset, score_logits
 
     logits = torch.full((2, 1000), -10.0)
     logits[0, 5] = 9.0  # best overall but outside the subset
@@ -89,16 +90,16 @@ def test_class_subset_softmax_and_indices() -> None:
 
 
 def test_sample_groups_become_views() -> None:
-    from beyond_inet.data import DatasetSpec, FoundDataset, Sample
-    from beyond_inet.engine import PredictionArrays
-    from beyond_inet.pipeline import split_views
+    from beyond_inet.datasets import DatasetSpec, FoundDataset, Layout, Sample
+    from beyond_inet.run.engine import LogitOutputs
+    from beyond_inet.run.pipeline import split_views
 
     samples = [
         Sample(Path(f"{g}/{i}.png"), f"{g}/{i}.png", 1, group=g)
         for i, g in enumerate(["fog:1", "fog:2", "fog:1"])
     ]
-    spec = DatasetSpec("x", "x", "", "", find=lambda _: samples)
-    arrays = PredictionArrays(
+    spec = DatasetSpec("x", "x", Layout("", "", find=lambda _: samples), "")
+    arrays = LogitOutputs(
         index=np.array([0, 1, 2]),
         pred=np.array([1, 2, 1]),
         confidence=np.ones(3) / 2,
@@ -109,5 +110,132 @@ def test_sample_groups_become_views() -> None:
     )
     views = split_views(FoundDataset(spec, Path("."), samples), {"standard": arrays}, None)
     assert sorted(views) == ["fog:1", "fog:2"]
-    assert list(views["fog:1"].sample_ids) == ["fog:1/0.png", "fog:1/2.png"]
+    assert list(views["fog:1"].sample_id) == ["fog:1/0.png", "fog:1/2.png"]
     assert views["fog:1"].correct.tolist() == [True, True] and not views["fog:2"].correct[0]
+
+
+# --------------------------------------------------------------------------- shards, channels
+
+
+def test_shards_are_disjoint_and_together_give_the_full_pass(
+    data_root: Path, tiny_timm: LoadedModel
+) -> None:
+    from beyond_inet.run.engine import Shard
+
+    found = discover(DATASETS.get("imagenet-val"), data_root / "imagenet" / "val")
+    assert found is not None
+    settings = RunSettings(batch_size=3, workers=0, progress=False)
+    key = (tiny_timm.name, "standard")
+    full = run_pass(found, [tiny_timm], settings)
+    parts = [run_pass(found, [tiny_timm], settings, shard=Shard(i, 3)) for i in range(3)]
+    indices = [p.outputs[key].index for p in parts]
+    assert sum(len(i) for i in indices) == len(full.outputs[key].index)
+    assert len(set(np.concatenate(indices))) == len(np.concatenate(indices))  # disjoint
+    assert sum(p.n_images for p in parts) == full.n_images == len(found.samples)
+    assert sorted(f for p in parts for f in p.failed) == sorted(full.failed)
+    by_index = dict(zip(full.outputs[key].index, full.outputs[key].pred, strict=True))
+    conf = dict(zip(full.outputs[key].index, full.outputs[key].confidence, strict=True))
+    for p in parts:  # outputs keyed by sample index: the same numbers as in the full pass
+        o = p.outputs[key]
+        assert [by_index[i] for i in o.index] == o.pred.tolist()
+        np.testing.assert_allclose([conf[i] for i in o.index], o.confidence, rtol=1e-6)
+    with pytest.raises(ValueError, match="shard 3/3"):
+        Shard(3, 3)
+
+
+def _inputs(found, model: LoadedModel, index: np.ndarray) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return torch.stack(
+        [
+            standard_transform(pil_to_tensor(load_rgb(found.samples[i].path)), model.preprocessing)
+            for i in index
+        ]
+    )
+
+
+@pytest.mark.parametrize("which", ["timm", "clip"])
+def test_features_channel_is_the_libraries_pre_logits_embedding(
+    data_root: Path, tiny_timm: LoadedModel, tiny_clip: LoadedModel, which: str
+) -> None:
+    model = tiny_timm if which == "timm" else tiny_clip
+    found = discover(DATASETS.get("imagenet-val"), data_root / "imagenet" / "val", limit=5)
+    assert found is not None
+    out = run_pass(
+        found,
+        [model],
+        RunSettings(batch_size=2, workers=0, progress=False),
+        channels=("per_image", "features"),
+    )
+    feats = out.features[(model.name, "standard")]
+    x = _inputs(found, model, feats.index)
+    with torch.no_grad():
+        if which == "timm":  # timm's own pre-logits embedding
+            net = model.module.net  # type: ignore[union-attr]
+            expected = net.forward_head(net.forward_features(x), pre_logits=True)
+        else:  # open_clip's image embedding
+            expected = model.module.clip.encode_image(x)  # type: ignore[union-attr]
+    np.testing.assert_allclose(feats.values, expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(feats.index, out.outputs[(model.name, "standard")].index)
+    assert feats.values.shape == (len(feats.index), model.module.features(x[:1]).shape[1])
+
+
+def test_features_only_pass_skips_the_per_image_record(
+    data_root: Path, tiny_timm: LoadedModel
+) -> None:
+    found = discover(DATASETS.get("cue-conflict"), data_root / "cue-conflict")
+    assert found is not None
+    out = run_pass(
+        found, [tiny_timm], RunSettings(workers=0, progress=False), channels=("features",)
+    )
+    assert out.outputs == {} and len(out.features[(tiny_timm.name, "standard")].index) == 6
+    with pytest.raises(ValueError, match="unknown channel"):
+        run_pass(found, [tiny_timm], RunSettings(workers=0, progress=False), channels=("x",))
+
+
+@pytest.mark.parametrize(
+    ("name", "tap", "index"),
+    [
+        ("timm:test_vit", "blocks.5", 5),
+        ("timm:test_convnext", "stages.3", 3),
+        ("open_clip:test-tiny-clip", "transformer.resblocks.1", 1),
+    ],
+)
+def test_taps_are_the_layers_pooled_activations(
+    data_root: Path, name: str, tap: str, index: int
+) -> None:
+    """Each tap equals the library's own intermediate output (``forward_intermediates``),
+    averaged over positions / patch tokens."""
+    from beyond_inet.models import LoadOptions, WeightsSource, load_model
+
+    model = load_model(name, LoadOptions(weights=WeightsSource("random")))
+    assert "taps" in model.module.capabilities and tap in model.module.tap_points()
+    found = discover(DATASETS.get("imagenet-val"), data_root / "imagenet" / "val", limit=4)
+    assert found is not None
+    out = run_pass(
+        found,
+        [model],
+        RunSettings(batch_size=2, workers=0, progress=False),
+        channels=("taps",),
+        taps={model.name: [tap]},
+    )
+    got = out.taps[(model.name, "standard")][tap]
+    x = _inputs(found, model, got.index)
+    with torch.no_grad():
+        if name.startswith("timm"):
+            net = model.module.net  # type: ignore[union-attr]
+            kw = {"norm": False} if "vit" in name else {}
+            (inter,) = net.forward_intermediates(x, indices=[index], intermediates_only=True, **kw)
+        else:
+            visual = model.module.clip.visual  # type: ignore[union-attr]
+            (inter,) = visual.forward_intermediates(x, indices=[index], intermediates_only=True)[
+                "image_intermediates"
+            ]
+    expected = inter.mean(dim=(2, 3))  # NCHW: mean over positions (patch tokens for ViTs)
+    np.testing.assert_allclose(got.values, expected.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="has no tap"):
+        run_pass(
+            found,
+            [model],
+            RunSettings(workers=0, progress=False),
+            channels=("taps",),
+            taps={model.name: ["nope"]},
+        )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from beyond_inet.pipeline import commit_staged_runs
+from beyond_inet.run.pipeline import commit_staged_runs
 from beyond_inet.store import Store, StoreUnusableError
 from precompute.cli import main
 from tests.conftest import REPO, TINY_TIMM, write_cue_conflict
@@ -184,7 +184,7 @@ def test_ctrl_c_is_one_line_and_stores_nothing(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import beyond_inet.pipeline as pipeline
+    import beyond_inet.run.pipeline as pipeline
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

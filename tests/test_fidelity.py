@@ -17,13 +17,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from torchvision import transforms
 
-from beyond_inet.cue_conflict import CATEGORIES, decision_from_probs
-from beyond_inet.data import DATASETS, discover, load_rgb, pil_to_tensor
-from beyond_inet.engine import RunSettings, run_pass
+from beyond_inet.datasets import DATASETS, discover
+from beyond_inet.datasets.cue_conflict import CATEGORIES, decision_from_probs
+from beyond_inet.datasets.decode import load_rgb, pil_to_tensor
 from beyond_inet.models import LoadOptions, WeightsSource, load_model
 from beyond_inet.models.timm_family import TimmClassifier
-from beyond_inet.preprocess import IMAGENET_MEAN, IMAGENET_STD, standard_transform
+from beyond_inet.run.engine import RunSettings, run_pass
 from beyond_inet.store import Store
+from beyond_inet.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, standard_transform
 from precompute.cli import main
 from tests.conftest import CUE_PAIRS, write_cue_conflict
 
@@ -103,8 +104,8 @@ def test_cue_conflict_stimuli_are_fed_as_model_vs_human_does(
 
 def test_a_model_with_another_input_size_gets_a_plain_resize(tiny_clip) -> None:
     """A 64 px model sees the whole 224 px stimulus resized to 64 x 64 (no crop)."""
-    from beyond_inet.data import dataset_preprocessing
-    from beyond_inet.preprocess import resize_exact, to_normalized_float
+    from beyond_inet.datasets import dataset_preprocessing
+    from beyond_inet.transforms.preprocess import resize_exact, to_normalized_float
 
     spec = DATASETS.get("cue-conflict")
     pp = dataset_preprocessing(spec, tiny_clip.preprocessing)

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from beyond_inet.data import load_rgb, pil_to_tensor
+from beyond_inet.datasets.decode import load_rgb, pil_to_tensor
 from beyond_inet.models import LoadedModel
 from beyond_inet.store import Store
-from beyond_inet.views import parse_view
+from beyond_inet.transforms.views import parse_view
 from precompute.cli import main
 from tests.conftest import TINY_CLIP, TINY_TIMM, write_flat_val
 

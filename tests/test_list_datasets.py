@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from beyond_inet.data import DATASETS, imagenet_wnids
-from beyond_inet.downloads import dataset_statuses
+from beyond_inet.datasets import DATASETS
+from beyond_inet.datasets.downloads import dataset_statuses
+from beyond_inet.reference import imagenet_wnids
 from precompute.cli import main
 from tests.conftest import CUE_PAIRS, write_cue_conflict
 from tests.test_robustness import write_wnid_folders
@@ -56,7 +57,7 @@ def test_list_shows_every_dataset_with_status(
     assert rows["imagenet-sketch"][1:3] == ["bad", "layout"]
     assert "not one of the dataset's ImageNet classes" in out
     for name, spec in DATASETS.items():
-        assert f"{name}: {spec.description}" in out and spec.layout in out
+        assert f"{name}: {spec.description}" in out and spec.layout.text in out
     assert "Manual download under the ImageNet licence" in out
     assert "--download imagenet-c" in out
 

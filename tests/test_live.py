@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from beyond_inet.data import imagenet_class_names
 from beyond_inet.live import (
     EXAMPLES,
     TEMPLATE_SETS,
@@ -25,9 +24,10 @@ from beyond_inet.live import (
 )
 from beyond_inet.models import LoadedModel
 from beyond_inet.models.contract import Classifier
-from beyond_inet.perturbations import CORRUPTIONS, corrupt, rotate
-from beyond_inet.preprocess import center_crop, resize_shorter, standard_transform
+from beyond_inet.reference import imagenet_class_names
 from beyond_inet.registry import UnknownNameError
+from beyond_inet.transforms.perturbations import CORRUPTIONS, corrupt, rotate
+from beyond_inet.transforms.preprocess import center_crop, resize_shorter, standard_transform
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +172,8 @@ def test_playground_values_and_errors() -> None:
 def test_views_are_the_precompute_views(
     view: str, tiny_timm: LoadedModel, tiny_clip: LoadedModel, photo: torch.Tensor
 ) -> None:
-    """The playground's view is beyond_inet.views' transform, run through the model."""
-    from beyond_inet.views import parse_view
+    """The playground's view is beyond_inet.transforms.views' transform, run through the model."""
+    from beyond_inet.transforms.views import parse_view
 
     v = parse_view(view)
     for m, r in zip(

@@ -14,7 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from beyond_inet.live import available_view_families, view_grid
-from beyond_inet.perturbations import CORRUPTIONS
+from beyond_inet.transforms.perturbations import CORRUPTIONS
 from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, noise_image
 
 PAGE = str(REPO / "dashboard" / "sections" / "live_inference.py")
@@ -188,7 +188,7 @@ def test_corruption_and_severity_sliders(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("family", ["scale", "shift", "resolution"])
 def test_view_sliders(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if family not in available_view_families():
-        pytest.skip(f"view family {family!r} is not registered in beyond_inet.views yet")
+        pytest.skip(f"view family {family!r} is not registered in beyond_inet.transforms.views yet")
     at = _page(monkeypatch)
     at.selectbox(key="live_view_family").set_value(family)
     at = _ok(at.run())

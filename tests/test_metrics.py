@@ -13,8 +13,8 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from beyond_inet import metrics
-from beyond_inet.cue_conflict import CATEGORIES, parse_stimulus_name
+from beyond_inet.datasets.cue_conflict import CATEGORIES, parse_stimulus_name
+from beyond_inet.scoring import metrics
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DECISIONS_DIR = SHARED / "reference" / "cue_conflict_model_decisions"

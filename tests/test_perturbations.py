@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from beyond_inet.perturbations import (
+from beyond_inet.registry import UnknownNameError
+from beyond_inet.transforms.perturbations import (
     CORRUPTIONS,
     PERTURBATIONS,
     SEVERITIES,
@@ -19,7 +20,6 @@ from beyond_inet.perturbations import (
     imagenet_c_input,
     rotate,
 )
-from beyond_inet.registry import UnknownNameError
 
 #: The 15 corruptions of ImageNet-C (Hendrycks & Dietterich 2019), by their dataset names.
 IMAGENET_C_15 = {

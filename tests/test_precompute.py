@@ -17,12 +17,13 @@ import torch
 import torchmetrics
 from huggingface_hub import constants as hf_constants
 
-from beyond_inet import metrics as M
-from beyond_inet.cue_conflict import CATEGORIES, parse_stimulus_name
-from beyond_inet.data import imagenet_val_labels, load_rgb, pil_to_tensor
+from beyond_inet.datasets.cue_conflict import CATEGORIES, parse_stimulus_name
+from beyond_inet.datasets.decode import load_rgb, pil_to_tensor
 from beyond_inet.models import PAPER_SUPERVISED_PREPROCESSING
-from beyond_inet.preprocess import standard_transform
+from beyond_inet.reference import imagenet_val_labels
+from beyond_inet.scoring import metrics as M
 from beyond_inet.store import Store
+from beyond_inet.transforms.preprocess import standard_transform
 from precompute.cli import main
 from tests.conftest import (
     BIASED_CLASS,
@@ -264,7 +265,7 @@ def test_checkpoint_run_matches_the_saved_model(data_root: Path, tmp_path: Path)
     run = store.query("SELECT weights, random_weights, preprocessing FROM runs").iloc[0]
     assert run["weights"].startswith("checkpoint:sha256:") and not run["random_weights"]
     p = store.query("SELECT sample_id, pred, confidence FROM predictions ORDER BY sample_id")
-    from beyond_inet.preprocess import Preprocessing
+    from beyond_inet.transforms.preprocess import Preprocessing
 
     pp = Preprocessing(
         **{
@@ -427,3 +428,12 @@ def test_killed_run_leaves_nothing_partial_and_is_redone(tmp_path: Path) -> None
     done = _start(args)
     assert done.wait() == 0
     assert sorted(_assert_consistent(store)["dataset"]) == ["cue-conflict", "imagenet-val"]
+
+
+def test_every_stored_metric_is_in_the_catalogue(filled_store: Store) -> None:
+    from beyond_inet.scoring.catalogue import spec
+
+    names = filled_store.query("SELECT DISTINCT metric FROM metrics")["metric"]
+    assert {"top1", "ece", "error_ratio_mean", "shape_bias", "agreement"} <= set(names)
+    for name in names:
+        spec(name)  # raises for a metric the catalogue does not describe

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from beyond_inet import robustness as R
-from beyond_inet.data import DATASETS, DatasetLayoutError, discover, imagenet_wnids
-from beyond_inet.evaluations import EVALUATIONS, RUN_EVALUATIONS, ScoringOptions, ViewPredictions
+from beyond_inet import reference as R
+from beyond_inet.datasets import DATASETS, DatasetLayoutError, discover
+from beyond_inet.datasets import imagenet_c as C
+from beyond_inet.reference import imagenet_wnids
+from beyond_inet.run.records import ImageRecords
+from beyond_inet.scoring.evaluations import EVALUATIONS, RUN_EVALUATIONS, ScoringOptions
 from beyond_inet.store import Store
 from precompute.cli import main
 from tests.conftest import TINY_TIMM, noise_image, write_flat_val
@@ -166,7 +169,7 @@ def test_r_and_a_class_lists_match_timm_synsets_and_easyrobust() -> None:
 def test_alexnet_table_matches_easyrobust_means() -> None:
     from easyrobust.benchmarks.ood.imagenet_c import data_loaders_names, get_ce_alexnet
 
-    table = R.alexnet_errors()
+    table = R.alexnet_imagenet_c_errors()
     assert len(table) == 15 and all(sorted(v) == [1, 2, 3, 4, 5] for v in table.values())
     for pretty, err in get_ce_alexnet().items():
         folder = data_loaders_names[pretty]
@@ -181,14 +184,17 @@ def test_mce_matches_easyrobust_formula() -> None:
     )
 
     rng = np.random.default_rng(0)
-    acc = {c: {s: float(rng.uniform(0.2, 0.9)) for s in range(1, 6)} for c in R.alexnet_errors()}
-    ce = R.corruption_errors({c: {s: 1 - a for s, a in by.items()} for c, by in acc.items()})
+    acc = {
+        c: {s: float(rng.uniform(0.2, 0.9)) for s in range(1, 6)}
+        for c in R.alexnet_imagenet_c_errors()
+    }
+    ce = C.corruption_errors({c: {s: 1 - a for s, a in by.items()} for c, by in acc.items()})
     base = get_ce_alexnet()
     for pretty, folder in data_loaders_names.items():
         expected = get_mce_from_accuracy(100 * np.mean(list(acc[folder].values())), base[pretty])
         assert ce[folder] == pytest.approx(expected, rel=1e-5)
-    assert R.mean_corruption_error(ce) == pytest.approx(np.mean(list(ce.values())))
-    assert math.isnan(R.mean_corruption_error({}))
+    assert C.mean_corruption_error(ce) == pytest.approx(np.mean(list(ce.values())))
+    assert math.isnan(C.mean_corruption_error({}))
 
 
 def test_real_labels_come_from_timm() -> None:
@@ -203,12 +209,12 @@ def test_real_labels_come_from_timm() -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _vp(ids, labels, pred, correct=None, pred_full=None, factor=None) -> ViewPredictions:
+def _vp(ids, labels, pred, correct=None, pred_full=None, factor=None) -> ImageRecords:
     n = len(ids)
     labels, pred = np.array(labels), np.array(pred)
-    return ViewPredictions(
-        sample_ids=np.array(ids, dtype=object),
-        labels=labels,
+    return ImageRecords(
+        sample_id=np.array(ids, dtype=object),
+        label=labels,
         pred=pred,
         confidence=np.full(n, 0.5),
         p_true=np.full(n, 0.5),
@@ -258,7 +264,7 @@ def test_imagenet_c_run_evaluation() -> None:
         "speckle_noise:1": _vp(["e"], [1], [0]),
     }
     rows = {(v, r.metric): r.value for v, r in RUN_EVALUATIONS.get("imagenet_c")(views, NO_BOOT)}
-    base = R.alexnet_errors()["fog"]
+    base = R.alexnet_imagenet_c_errors()["fog"]
     ce = (0.0 + 0.5) / (base[1] + base[2])
     assert rows[("fog", "top1")] == 0.75 and rows[("speckle_noise", "top1")] == 0.0
     assert rows[("fog", "ce")] == pytest.approx(ce)
@@ -378,7 +384,7 @@ def test_imagenet_c_views_and_mce_in_the_store(robust_store: Store) -> None:
         top = [m[(f"{c}:{s}", "top1")] for s in range(1, 6)]
         assert m[(c, "top1")] == pytest.approx(np.mean(top))
         assert (f"{c}:3", "ece") in m
-    base = R.alexnet_errors()
+    base = R.alexnet_imagenet_c_errors()
     ce = {
         c: sum(1 - m[(f"{c}:{s}", "top1")] for s in range(1, 6)) / sum(base[c].values())
         for c in ("gaussian_noise", "fog")
@@ -428,8 +434,8 @@ def test_imagenet_hard_any_label_counts(robust_store: Store) -> None:
 
 
 def _our_transform(pp):  # type: ignore[no-untyped-def]
-    from beyond_inet.data import pil_to_tensor, to_rgb
-    from beyond_inet.preprocess import standard_transform
+    from beyond_inet.datasets.decode import pil_to_tensor, to_rgb
+    from beyond_inet.transforms.preprocess import standard_transform
 
     return lambda im: standard_transform(pil_to_tensor(to_rgb(im)), pp)
 
@@ -437,10 +443,10 @@ def _our_transform(pp):  # type: ignore[no-untyped-def]
 def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
     from easyrobust.benchmarks import evaluate_imagenet_r
 
-    from beyond_inet.engine import RunSettings, run_pass
-    from beyond_inet.evaluations import accuracy
     from beyond_inet.models import LoadOptions, WeightsSource, load_model
-    from beyond_inet.pipeline import view_predictions
+    from beyond_inet.run.engine import RunSettings, run_pass
+    from beyond_inet.run.pipeline import image_records
+    from beyond_inet.scoring.evaluations import accuracy
 
     # ImageFolder numbers the folders 0..k-1; with the FIRST k of the 200 (sorted) wnids
     # those are their positions in easyrobust's 200-class mask, so its labels are right.
@@ -457,7 +463,7 @@ def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
         head.bias[0] = 1000.0
     found = discover(DATASETS.get("imagenet-r"), tmp_path)
     out = run_pass(found, [model], RunSettings(batch_size=8, workers=0, progress=False))
-    vp = view_predictions(found, out.outputs[(model.name, "standard")], None)
+    vp = image_records(found, out.outputs[(model.name, "standard")], None)
     ours = {r.metric: r.value for r in accuracy(vp, NO_BOOT)}["top1"]
     theirs = evaluate_imagenet_r(
         model.module,
@@ -468,3 +474,12 @@ def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
     assert 0 < ours < 1  # a non-trivial accuracy, so the comparison can fail
     assert 100 * ours == pytest.approx(theirs, abs=1e-6)
     assert (vp.pred_full == 0).all()  # the 1000-way argmax is the non-R class
+
+
+def test_every_stored_metric_is_in_the_catalogue(robust_store: Store) -> None:
+    from beyond_inet.scoring.catalogue import spec
+
+    names = robust_store.query("SELECT DISTINCT metric FROM metrics")["metric"]
+    assert len(names) > 20
+    for name in names:
+        spec(name)  # raises for a metric the catalogue does not describe

@@ -12,33 +12,19 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from beyond_inet.evaluations import ViewPredictions
-from beyond_inet.pipeline import prediction_table
-from beyond_inet.store import RUN_COLUMNS, Store, StoreLockedError
+from beyond_inet.run.records import ImageRecords, RunRecord, to_arrow
+from beyond_inet.store import Store, StoreLockedError
+from tests.conftest import run_record
 
 
-def _run(run_id: str, key: str = "k1") -> dict:
-    row = {c: None for c, _ in RUN_COLUMNS}
-    row.update(
-        run_id=run_id,
-        run_key=key,
-        model="m",
-        dataset="imagenet-val",
-        status="finished",
-        weights="random",
-        random_weights=True,
-        preprocessing="{}",
-        views='["standard"]',
-        n_samples=3,
-        n_failed=0,
-    )
-    return row
+def _run(run_id: str, key: str = "k1") -> RunRecord:
+    return run_record(run_id, run_key=key, n_samples=3)
 
 
 def _preds(run_id: str, n: int = 3) -> pa.Table:
-    p = ViewPredictions(
-        sample_ids=np.array([f"img{i}.JPEG" for i in range(n)], dtype=object),
-        labels=np.array([1, -1, 3][:n]),
+    p = ImageRecords(
+        sample_id=np.array([f"img{i}.JPEG" for i in range(n)], dtype=object),
+        label=np.array([1, -1, 3][:n]),
         pred=np.array([1, 2, 0][:n]),
         confidence=np.full(n, 0.5),
         p_true=np.array([0.5, np.nan, 0.1][:n]),
@@ -47,7 +33,7 @@ def _preds(run_id: str, n: int = 3) -> pa.Table:
         topk_prob=np.full((n, 5), 0.1),
         brier=np.array([0.3, np.nan, 0.9][:n]),
     )
-    return prediction_table(run_id, "m", "imagenet-val", "standard", p)
+    return to_arrow(p, run_id, "m", "imagenet-val", "standard")
 
 
 def _metrics(run_id: str) -> pd.DataFrame:
@@ -65,6 +51,64 @@ def _metrics(run_id: str) -> pd.DataFrame:
             }
         ]
     )
+
+
+def _v1_store(path: Path) -> None:
+    """A store in the first layout (no ``schema_info``; predictions without ``pred_full``
+    and ``factor_value``) holding run ``old``."""
+    import duckdb
+
+    from beyond_inet.store import SCHEMA_SQL
+
+    con = duckdb.connect(str(path))
+    for sql in SCHEMA_SQL[:3]:
+        con.execute(sql)
+    con.execute("ALTER TABLE predictions DROP COLUMN pred_full")
+    con.execute("ALTER TABLE predictions DROP COLUMN factor_value")
+    con.register("r", pd.DataFrame([_run("old", key="k0").row()]))
+    con.register("p", _preds("old").drop_columns(["pred_full", "factor_value"]))
+    con.execute("INSERT INTO runs BY NAME SELECT * FROM r")
+    con.execute("INSERT INTO predictions BY NAME SELECT * FROM p")
+    con.close()
+
+
+def test_an_older_store_is_upgraded_on_the_next_write(tmp_path: Path) -> None:
+    from beyond_inet.run.records import SCHEMA_VERSION
+
+    path = tmp_path / "v1.duckdb"
+    _v1_store(path)
+    s = Store(path)
+    assert len(s.query("SELECT * FROM predictions")) == 3  # readable as it is
+    assert s.commit_run(_run("new"), _preds("new"), _metrics("new"))
+    assert s.query("SELECT version FROM schema_info")["version"].tolist() == [SCHEMA_VERSION]
+    p = s.query("SELECT run_id, pred_full, factor_value FROM predictions ORDER BY run_id")
+    assert p["run_id"].tolist() == ["new"] * 3 + ["old"] * 3
+    assert p["pred_full"].isna().all() and p["factor_value"].isna().all()
+    assert s.commit_run(_run("newer"), _preds("newer"), _metrics("newer"), replace=True)
+    assert s.query("SELECT count(*) AS n FROM schema_info")["n"].iloc[0] == 1
+
+
+def test_a_newer_store_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    import duckdb
+
+    from beyond_inet.store import StoreUnusableError
+
+    path = tmp_path / "v9.duckdb"
+    assert Store(path).commit_run(_run("a"), _preds("a"), _metrics("a"))
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE schema_info SET version = 99")
+    con.close()
+    for action in (
+        lambda: Store(path).query("SELECT * FROM runs"),
+        lambda: Store(path).commit_run(_run("b", "k2"), _preds("b"), _metrics("b")),
+        lambda: Store(path).check_writable(),  # precompute's preflight, before any work
+    ):
+        with pytest.raises(StoreUnusableError, match="layout version 99, newer") as e:
+            action()
+        assert "Upgrade beyond-inet" in str(e.value)
+    con = duckdb.connect(str(path), read_only=True)  # the store itself is untouched
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    con.close()
 
 
 def test_missing_store_reads_as_empty(tmp_path: Path) -> None:

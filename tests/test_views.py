@@ -12,9 +12,8 @@ import torch
 from open_clip.model import resize_pos_embed
 from PIL import Image
 
-from beyond_inet.data import DATASETS, pil_to_tensor
-from beyond_inet.engine import RunSettings
-from beyond_inet.evaluations import ScoringOptions, ViewPredictions, agreement
+from beyond_inet.datasets import DATASETS
+from beyond_inet.datasets.decode import pil_to_tensor
 from beyond_inet.models import (
     PAPER_SUPERVISED_PREPROCESSING,
     LoadedModel,
@@ -24,10 +23,13 @@ from beyond_inet.models import (
 )
 from beyond_inet.models.contract import Classifier
 from beyond_inet.models.open_clip_family import register_bundled_configs
-from beyond_inet.pipeline import evaluations_for, runnable_views
-from beyond_inet.preprocess import Preprocessing, standard_transform
 from beyond_inet.registry import UnknownNameError
-from beyond_inet.views import (
+from beyond_inet.run.engine import RunSettings
+from beyond_inet.run.plan import evaluations_for, runnable_views
+from beyond_inet.run.records import ImageRecords
+from beyond_inet.scoring.evaluations import ScoringOptions, agreement
+from beyond_inet.transforms.preprocess import Preprocessing, standard_transform
+from beyond_inet.transforms.views import (
     STANDARD,
     VIEW_GRIDS,
     ViewError,
@@ -356,11 +358,11 @@ def test_views_a_model_cannot_take_are_skipped_with_a_note(tiny_timm: LoadedMode
 # ---------------------------------------------------------------------------- scoring
 
 
-def _vp(ids: list[str], pred: list[int]) -> ViewPredictions:
+def _vp(ids: list[str], pred: list[int]) -> ImageRecords:
     n = len(ids)
     z = np.zeros(n)
     p = np.array(pred)
-    return ViewPredictions(
+    return ImageRecords(
         np.array(ids, dtype=object),
         np.zeros(n, np.int64),
         p,
@@ -389,8 +391,8 @@ def test_agreement_joins_views_by_sample_id() -> None:
 
 def test_heavy_evaluations_run_only_on_the_standard_view() -> None:
     spec = DATASETS.get("imagenet-val")
-    assert "agreement" in spec.run_evaluations
-    assert evaluations_for(spec, "standard") == spec.evaluations
+    assert "agreement" in spec.protocol.run_evaluations
+    assert evaluations_for(spec, "standard") == spec.protocol.evaluations
     assert evaluations_for(spec, "scale:2") == ("accuracy",)
     assert evaluations_for(DATASETS.get("cue-conflict"), "scale:2") == ("shape_bias",)
 

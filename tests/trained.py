@@ -39,7 +39,7 @@ def class_image(
 def write_class_folders(root: Path, per_class: int, seed: int = 1) -> list[str]:
     """ImageNet-style ``<root>/<wnid>/img<k>.JPEG`` folders of the generated classes (varied
     sizes, as real photos); returns the sample ids."""
-    from beyond_inet.data import imagenet_wnids
+    from beyond_inet.reference import imagenet_wnids
 
     rng = np.random.default_rng(seed)
     ids = []

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from beyond_inet.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from beyond_inet.settings import DEFAULT_LOGIT_SCALE
+from beyond_inet.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from beyond_inet.models.contract import Classifier
 
 PreprocessingChoice = Literal["paper", "weights"]
-#: Precision of a model's trunk (the head always runs in fp32).
-PRECISIONS = ("fp32", "bf16")
 
 
 class WeightsUnavailableError(RuntimeError):

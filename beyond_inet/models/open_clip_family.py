@@ -13,8 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
-from functools import lru_cache
+from collections.abc import Callable, Iterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,9 +27,10 @@ from torch import nn
 from beyond_inet.models.base import LoadedModel, LoadOptions, ModelSpec, choose_preprocessing
 from beyond_inet.models.contract import Classifier
 from beyond_inet.models.weights import hf_cached, hub_reachable, load_checkpoint_into, unavailable
-from beyond_inet.preprocess import from_open_clip_config
+from beyond_inet.reference import openai_templates
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.settings import RANDOM_SEED, cache_dir
+from beyond_inet.transforms.preprocess import from_open_clip_config
 
 OPEN_CLIP_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 OPEN_CLIP_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -76,6 +76,7 @@ class ZeroShotClassifier(Classifier):
         self.register_buffer("text_head", head)
         self.logit_scale = float(logit_scale)
         self.tokenizer_name = tokenizer_name
+        self.prefix_tokens = 1 if hasattr(clip.visual, "class_embedding") else 0
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         pos = resampled_pos_embed(self.clip.visual, x.shape[-2], x.shape[-1])
@@ -86,22 +87,41 @@ class ZeroShotClassifier(Classifier):
     def head(self, t: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * embed_norm(t) @ self.text_head.float()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x)
+    def pooled(self, t: torch.Tensor) -> torch.Tensor:
+        return t
 
-    def text_head_for(self, labels: list[str], templates: list[str]) -> torch.Tensor:
+    def embedding(self, t: torch.Tensor) -> torch.Tensor | None:
+        return embed_norm(t)
+
+    def tap_points(self) -> dict[str, nn.Module]:
+        visual = self.clip.visual
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        if blocks is not None:
+            return {f"transformer.resblocks.{i}": b for i, b in enumerate(blocks)}
+        info = getattr(getattr(visual, "trunk", None), "feature_info", None) or []
+        names = [str(i["module"]) for i in info if isinstance(i, dict) and i.get("module")]
+        return {f"trunk.{n}": visual.trunk.get_submodule(n) for n in names}
+
+    def pool_tap(self, name: str, out: torch.Tensor, tokens: str = "mean") -> torch.Tensor:
+        if isinstance(out, tuple | list):
+            out = out[0]
+        transformer = getattr(self.clip.visual, "transformer", None)
+        if out.ndim == 3 and not getattr(transformer, "batch_first", True):
+            out = out.transpose(0, 1)  # [T, B, C] -> [B, T, C]
+        return super().pool_tap(name, out, tokens)
+
+    def text_head_for(self, labels: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """A [D, len(labels)] zero-shot head for other labels (same recipe)."""
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-        device = self.text_head.device
         return (
             build_zero_shot_classifier(
                 self.clip,
                 open_clip.get_tokenizer(self.tokenizer_name),
-                labels,
-                templates,
+                list(labels),
+                list(templates),
                 num_classes_per_batch=10,
-                device=device,
+                device=self.text_head.device,
             )
             .float()
             .cpu()
@@ -111,14 +131,6 @@ class ZeroShotClassifier(Classifier):
 def embed_norm(t: torch.Tensor) -> torch.Tensor:
     """Unit-norm fp32 image embeddings."""
     return torch.nn.functional.normalize(t.float(), dim=-1)
-
-
-@lru_cache(maxsize=1)
-def openai_templates() -> tuple[str, ...]:
-    """The 80 OpenAI ImageNet prompt templates as format strings (open_clip's list)."""
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 
 
 def head_cache_path(spec: ModelSpec, weights: str, directory: Path) -> Path:

@@ -19,18 +19,20 @@ from beyond_inet.models.weights import (
     torch_hub_cached,
     unavailable,
 )
-from beyond_inet.preprocess import from_timm_config
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.settings import RANDOM_SEED
+from beyond_inet.transforms.preprocess import from_timm_config
 
 
 class TimmClassifier(Classifier):
     """A timm model: trunk = ``forward_features``, head = ``forward_head`` (pooling, norm and
-    classifier), features = ``forward_head(pre_logits=True)``."""
+    classifier), pooled = ``forward_head(pre_logits=True)``, taps = ``feature_info``'s modules
+    (ViT blocks, ConvNeXt / ResNet stages)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.prefix_tokens = int(getattr(net, "num_prefix_tokens", 0) or 0)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x)
@@ -38,8 +40,13 @@ class TimmClassifier(Classifier):
     def head(self, t: torch.Tensor) -> torch.Tensor:
         return self.net.forward_head(t)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+    def pooled(self, t: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(t, pre_logits=True)
+
+    def tap_points(self) -> dict[str, nn.Module]:
+        info = getattr(self.net, "feature_info", None) or []
+        names = [str(i["module"]) for i in info if isinstance(i, dict) and i.get("module")]
+        return {n: self.net.get_submodule(n) for n in names}
 
 
 def _suggest(name: str, candidates: list[str], kind: str) -> str:

@@ -4,15 +4,10 @@ predictions with an adjustable number of bins, and the ECE / MCE / NLL / Brier t
 import pandas as pd
 import streamlit as st
 
+from beyond_inet.scoring.catalogue import spec as metric_spec
 from dashboard import figures, frames, queries, state, ui
 
-METRICS = [
-    ("top1", "top-1", True),
-    ("ece", "ECE", False),
-    ("mce", "MCE", False),
-    ("nll", "NLL", False),
-    ("brier", "Brier", False),
-]
+METRICS = ("top1", "ece", "mce", "nll", "brier")
 
 sel = state.current()
 st.title("Calibration")
@@ -22,7 +17,7 @@ st.write(
 )
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.shown_metrics(sel, names=tuple(m for m, _, _ in METRICS))
+    comb = ui.shown_metrics(sel, names=METRICS)
     labelled = comb[comb["metric"] == "ece"]
     datasets = sorted(set(labelled["dataset"]), key=lambda d: (d != "imagenet-val", d))
     if not sel.models:
@@ -54,14 +49,15 @@ with ui.guard():
         for k in keys.itertuples(index=False):
             r = rows[(rows["model"] == k.model) & (rows["source"] == k.source)]
             rec = {"model": frames.row_label(k.display, k.source, both)}
-            for metric, title, pct in METRICS:
+            for metric in METRICS:
                 x = r[r["metric"] == metric]
-                rec[title] = (
+                m = metric_spec(metric)
+                rec[m.title] = (
                     frames.format_value(
                         float(x["value"].iloc[0]),
                         float(x["ci_low"].iloc[0]),
                         float(x["ci_high"].iloc[0]),
-                        pct,
+                        m.percent,
                     )
                     if len(x)
                     else ""
@@ -75,7 +71,7 @@ with ui.guard():
         st.caption(
             "Stored ECE / MCE use 15 equal-width bins on the max-softmax confidence "
             "(torchmetrics' binning); the recomputed columns use the bins chosen above. "
-            "NLL and Brier are means over images; top-1 in %."
+            "NLL and Brier are means over images."
         )
         ece = labelled[labelled["view"] == "standard"]
         ui.chart(

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from beyond_inet.metrics import IMAGENET_X_FACTORS
+from beyond_inet.reference import IMAGENET_X_FACTORS
 from dashboard import queries, state, ui
 
 PAGE_SIZE = 24

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from beyond_inet.metrics import IMAGENET_X_FACTORS
+from beyond_inet.reference import IMAGENET_X_FACTORS
 from dashboard import figures, state, ui
 
 sel = state.current()

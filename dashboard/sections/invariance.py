@@ -2,13 +2,10 @@
 
 import streamlit as st
 
+from beyond_inet.scoring.catalogue import spec as metric_spec
 from dashboard import figures, frames, state, ui
 
-METRICS = [
-    ("top1", "top-1 accuracy (%)", True),
-    ("p_true_mean", "true-class probability", False),
-    ("agreement", "agreement with the standard view (%)", True),
-]
+METRICS = ("top1", "p_true_mean", "agreement")
 
 sel = state.current()
 st.title("Invariance")
@@ -30,13 +27,14 @@ with ui.guard():
             "as figures, so they are measured."
         )
     else:
-        for metric, title, pct in METRICS:
+        for metric in METRICS:
             d = fam[fam["metric"] == metric]
             if d.empty:
                 continue
-            st.subheader(title.split(" (")[0].capitalize())
+            m = metric_spec(metric)
+            st.subheader(m.label.capitalize())
             ui.chart(
-                figures.curves(d, title, f"{title} vs transform", percent=pct),
+                figures.curves(d, m.title, f"{m.title} vs transform", percent=m.percent),
                 f"invariance-{metric}",
             )
         table = fam.pivot_table(

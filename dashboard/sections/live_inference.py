@@ -23,7 +23,7 @@ from beyond_inet.live import (  # noqa: E402
     view_name,
 )
 from beyond_inet.models import PAPER_MODELS  # noqa: E402
-from beyond_inet.perturbations import CORRUPTIONS, PERTURBATIONS  # noqa: E402
+from beyond_inet.transforms.perturbations import CORRUPTIONS, PERTURBATIONS  # noqa: E402
 from beyond_inet.uploads import EXTENSIONS, UploadError, decode_upload, limits_from_env  # noqa: E402
 from dashboard import live_helpers as H  # noqa: E402
 
@@ -123,7 +123,7 @@ with st.expander("Perturbation playground", expanded=True):
         "Invariance view",
         ["standard", *families],
         key="live_view_family",
-        help="The precompute's views (beyond_inet.views): scale, shift, "
+        help="The precompute's views (beyond_inet.transforms.views): scale, shift, "
         "resolution. 'standard' is the model's own preprocessing.",
     )
     value = None
@@ -236,5 +236,5 @@ current = H.current_value(settings, param)
 st.plotly_chart(H.sweep_figure(df, H.param_label(param), current), key="live_sweep_chart")
 st.caption(
     f"Values: {', '.join(f'{v:g}' for v in grid)}"
-    + ("." if param in PERTURBATIONS else " (the precompute's grid, beyond_inet.views).")
+    + ("." if param in PERTURBATIONS else " (the precompute's grid, beyond_inet.transforms.views).")
 )

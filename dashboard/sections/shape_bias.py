@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from beyond_inet.cue_conflict import parse_stimulus_name
+from beyond_inet.datasets.cue_conflict import parse_stimulus_name
 from dashboard import figures, published, queries, state, ui
 
 sel = state.current()

@@ -1,71 +1,48 @@
-"""Cue-conflict (Geirhos et al.) stimuli: the 16 categories and the 1000 -> 16 decision mapping.
+"""Cue-conflict (Geirhos et al.) stimuli, their names and the 1000 -> 16 decision mapping.
 
 The mapping follows bethgelab/model-vs-human ``ImageNetProbabilitiesTo16ClassesMapping`` with
 its default aggregation ``np.mean``: a category's score is the MEAN of the softmax probabilities
-of its ImageNet classes (``HumanCategories.<category>_indices``, shipped here as a CSV), and the
-decision is the category with the highest score.
+of its ImageNet classes (``HumanCategories.<category>_indices``, shipped as a CSV), and the
+decision is the category with the highest score. The stimuli are fed at native size
+(``input_recipe='native'``) as model-vs-human does.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import re
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from beyond_inet.datasets.base import (
+    DatasetSpec,
+    DecisionRule,
+    Layout,
+    Protocol,
+    Sample,
+    is_image,
+    relative_id,
+)
+from beyond_inet.reference import (
+    CUE_CONFLICT_CATEGORIES,
+    NUM_IMAGENET_CLASSES,
+    cue_conflict_category_items,
+)
+
 if TYPE_CHECKING:
     import torch
 
-CATEGORIES: tuple[str, ...] = (
-    "airplane",
-    "bear",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "car",
-    "cat",
-    "chair",
-    "clock",
-    "dog",
-    "elephant",
-    "keyboard",
-    "knife",
-    "oven",
-    "truck",
-)
-"""The 16 cue-conflict categories, alphabetical (model-vs-human order)."""
-
-NUM_IMAGENET_CLASSES = 1000
-_INDICES_CSV = "cue_conflict_16class_imagenet_indices.csv"
+CATEGORIES = CUE_CONFLICT_CATEGORIES
 _STIMULUS_RE = re.compile(
     r"^(?:.*_)?(?P<shape>[a-z]+)\d+-(?P<texture>[a-z]+)\d+\.(?:png|jpe?g)$", re.IGNORECASE
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _category_index_items() -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """Parse and validate the shipped CSV once; items in CATEGORIES order."""
-    text = resources.files("beyond_inet.resources").joinpath(_INDICES_CSV).read_text("utf-8")
-    grouped: dict[str, list[int]] = {c: [] for c in CATEGORIES}
-    for row in csv.DictReader(io.StringIO(text)):
-        category, index = row["category"], int(row["imagenet_index"])
-        if category not in grouped or not 0 <= index < NUM_IMAGENET_CLASSES:
-            raise ValueError(f"bad row in {_INDICES_CSV}: {row}")
-        grouped[category].append(index)
-    all_indices = [i for indices in grouped.values() for i in indices]
-    if len(set(all_indices)) != len(all_indices) or not all(grouped.values()):
-        raise ValueError(f"{_INDICES_CSV}: duplicated index or category without index")
-    return tuple((c, tuple(sorted(grouped[c]))) for c in CATEGORIES)
-
-
 def category_imagenet_indices() -> dict[str, tuple[int, ...]]:
     """Category -> sorted ImageNet-1k class indices (a fresh dict; the parse is cached)."""
-    return dict(_category_index_items())
+    return dict(cue_conflict_category_items())
 
 
 def parse_stimulus_name(name: str) -> tuple[str, str]:
@@ -95,7 +72,7 @@ def parse_stimulus_name(name: str) -> tuple[str, str]:
 def _averaging_matrix() -> np.ndarray:
     """Read-only float64 [1000, 16]: column c averages the probabilities of category c."""
     matrix = np.zeros((NUM_IMAGENET_CLASSES, len(CATEGORIES)), dtype=np.float64)
-    for column, (_, indices) in enumerate(_category_index_items()):
+    for column, (_, indices) in enumerate(cue_conflict_category_items()):
         matrix[list(indices), column] = 1.0 / len(indices)
     matrix.setflags(write=False)
     return matrix
@@ -145,3 +122,38 @@ def decision_from_probs_torch(probs: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected floating point probabilities, got {probs.dtype}")
     matrix = _torch_averaging_matrix(probs.device, probs.dtype)
     return (probs @ matrix).argmax(dim=1)
+
+
+def shape_of(sample_id: str) -> str:
+    """The shape category of a stimulus (its correct decision)."""
+    return parse_stimulus_name(sample_id)[0]
+
+
+def find_cue_conflict(root: Path) -> list[Sample]:
+    """Cue-conflict stimuli: ``<shape>/<shape><i>-<texture><j>.png`` (label: none)."""
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name in CATEGORIES):
+        for f in sorted(d.iterdir()):
+            if is_image(f):
+                parse_stimulus_name(f.name)  # raises on names that are not stimuli
+                out.append(Sample(f, relative_id(f, root), -1))
+    return out
+
+
+#: The 16-category decision of model-vs-human; correct = the stimulus's shape.
+CUE_CONFLICT_16 = DecisionRule(tuple(CATEGORIES), decision_from_probs_torch, shape_of)
+
+CUE_CONFLICT = DatasetSpec(
+    name="cue-conflict",
+    description="Cue-conflict stimuli (1,280 images, 16 categories)",
+    layout=Layout(
+        "cue-conflict",
+        "cue-conflict/<shape>/<shape><i>-<texture><j>.png (16 category folders)",
+        find_cue_conflict,
+    ),
+    how_to_get="`python -m precompute --download cue-conflict --data-root DIR` "
+    "(model-vs-human's release), or the texture-vs-shape stimuli of Geirhos et al. "
+    "(CC-BY-4.0), github.com/rgeirhos/texture-vs-shape, "
+    "stimuli/style-transfer-preprocessed-512.",
+    protocol=Protocol(evaluations=("shape_bias",), decision=CUE_CONFLICT_16, input_recipe="native"),
+)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from beyond_inet.data import DATASETS, DatasetLayoutError, DatasetSpec, discover, locate
+from beyond_inet.datasets import DATASETS, DatasetLayoutError, DatasetSpec, discover, locate
 
 TABLE_ENV = "BEYOND_INET_DOWNLOADS"
 DOWNLOADS_DIR = ".downloads"
@@ -300,7 +300,7 @@ def download_dataset(
     log: Log = print,
     timeout: float = 20.0,
 ) -> Path:
-    """Download, verify and extract dataset ``name`` into ``data_root / spec.subdir``.
+    """Download, verify and extract dataset ``name`` into ``data_root / spec.layout.subdir``.
 
     Unknown names fail with suggestions; datasets without a public download fail with how to
     get them. A dataset already present is left alone. Returns the dataset folder.
@@ -382,7 +382,7 @@ def format_dataset_list(statuses: Sequence[DatasetStatus]) -> str:
     lines.append("")
     for s in statuses:
         lines.append(f"{s.spec.name}: {s.spec.description}")
-        lines.append(f"  layout: {s.spec.layout}")
+        lines.append(f"  layout: {s.spec.layout.text}")
         if s.status.startswith("bad"):
             lines.append(f"  problem: {s.status[len('bad layout: ') :]}")
         lines.append(f"  get it: {s.spec.how_to_get}")

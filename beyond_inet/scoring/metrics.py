@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,27 +20,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beyond_inet.cue_conflict import CATEGORIES
+from beyond_inet.reference import CUE_CONFLICT_CATEGORIES as CATEGORIES
+from beyond_inet.reference import IMAGENET_X_FACTORS, imagenet_x_annotations
+from beyond_inet.settings import DEFAULT_BOOTSTRAP
 
 NAN = math.nan
 
 # --------------------------------------------------------------------------- accuracy & losses
 
 
-def topk_accuracy(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the first ``k`` columns of ``topk_idx``.
-
-    ``topk_idx`` is int [N, K >= k], columns sorted by descending probability; ``labels`` is
-    [N]. NaN when N == 0.
-    """
+def topk_hits(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """bool [N]: whether each row's label is among the first ``k`` columns of ``topk_idx``
+    (int [N, K >= k], columns sorted by descending probability; ``labels`` [N])."""
     topk, labels = np.asarray(topk_idx), np.asarray(labels)
     if topk.ndim != 2 or labels.shape != (topk.shape[0],):
         raise ValueError(f"expected topk_idx [N, K], labels [N]; got {topk.shape}, {labels.shape}")
     if not 1 <= k <= topk.shape[1]:
         raise ValueError(f"k must be in [1, {topk.shape[1]}], got {k}")
-    if topk.shape[0] == 0:
-        return NAN
-    return float(np.mean(np.any(topk[:, :k] == labels[:, None], axis=1)))
+    return np.any(topk[:, :k] == labels[:, None], axis=1)
+
+
+def topk_accuracy(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the first ``k`` columns of ``topk_idx``
+    (:func:`topk_hits`); NaN when N == 0."""
+    hits = topk_hits(topk_idx, labels, k)
+    return float(np.mean(hits)) if len(hits) else NAN
 
 
 def _last_axis_mean(values: np.ndarray) -> Any:
@@ -203,41 +208,30 @@ def _resample_chunk_size(arrays: Sequence[np.ndarray], n_boot: int) -> int:
 
 
 def _bootstrap_replicates(
-    statistic: Callable[..., float],
+    statistic: Callable[..., Any],
     arrays: Sequence[np.ndarray],
     n_boot: int,
     seed: int,
     vectorized: bool,
 ) -> np.ndarray:
-    """float64 [n_boot] statistic values on joint row resamples (same draws in both modes)."""
+    """float64 [n_boot, K] statistic values on joint row resamples (same draws in both
+    modes); K = 1 for a scalar statistic."""
     rng, n = np.random.default_rng(seed), len(arrays[0])
-    chunk, out = _resample_chunk_size(arrays, n_boot), np.empty(n_boot, dtype=np.float64)
+    chunk = _resample_chunk_size(arrays, n_boot)
+    parts = []
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
         if vectorized:
             values = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
-            out[start : start + len(idx)] = values.reshape(len(idx))
-            continue
-        for j, rows in enumerate(idx):
-            out[start + j] = float(statistic(*(a[rows] for a in arrays)))
-    return out
+        else:
+            values = np.array(
+                [np.asarray(statistic(*(a[rows] for a in arrays)), np.float64) for rows in idx]
+            )
+        parts.append(values.reshape(len(idx), -1))
+    return np.concatenate(parts)
 
 
-def bootstrap_ci(
-    statistic: Callable[..., float],
-    *arrays: np.ndarray,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    vectorized: bool = False,
-) -> tuple[float, float]:
-    """Percentile bootstrap ``(lo, hi)`` at level ``1 - alpha`` for ``statistic(*arrays)``.
-
-    Rows (axis 0) of all arrays are resampled jointly with the same indices; deterministic for
-    a given seed and inputs. NaN replicates are dropped; (nan, nan) for empty input or when all
-    replicates are NaN. With ``vectorized=True`` the statistic receives arrays with a leading
-    resample axis ([B, N, ...]) and must return B values - same draws, much faster.
-    """
+def _check_bootstrap(arrays: Sequence[np.ndarray], n_boot: int, alpha: float) -> list[np.ndarray]:
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array")
     if not 0.0 < alpha < 1.0 or n_boot < 1:
@@ -245,49 +239,61 @@ def bootstrap_ci(
     arrs = [np.asarray(a) for a in arrays]
     if any(a.ndim == 0 or len(a) != len(arrs[0]) for a in arrs):
         raise ValueError(f"arrays must share their first dimension: {[a.shape for a in arrs]}")
+    return arrs
+
+
+def bootstrap_intervals(
+    statistic: Callable[..., Any],
+    *arrays: np.ndarray,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    alpha: float = 0.05,
+    seed: int = 0,
+    vectorized: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap intervals ``(lo[K], hi[K])`` at level ``1 - alpha`` for a
+    statistic returning K values (a scalar: K = 1).
+
+    Rows (axis 0) of all arrays are resampled jointly with the same indices; deterministic
+    for a given seed and inputs. NaN replicates are dropped per component; NaN where none is
+    left (or the input is empty). With ``vectorized=True`` the statistic receives arrays
+    with a leading resample axis ([B, N, ...]) and returns [B] or [B, K] - same draws.
+    """
+    arrs = _check_bootstrap(arrays, n_boot, alpha)
     if len(arrs[0]) == 0:
-        return NAN, NAN
+        return np.array([NAN]), np.array([NAN])
     reps = _bootstrap_replicates(statistic, arrs, n_boot, seed, vectorized)
-    reps = reps[~np.isnan(reps)]
-    if reps.size == 0:
-        return NAN, NAN
-    lo, hi = np.percentile(reps, [50.0 * alpha, 100.0 - 50.0 * alpha])
-    return float(lo), float(hi)
+    lo = np.full(reps.shape[1], NAN)
+    hi = np.full(reps.shape[1], NAN)
+    for j in range(reps.shape[1]):
+        col = reps[:, j][~np.isnan(reps[:, j])]
+        if col.size:
+            lo[j], hi[j] = np.percentile(col, [50.0 * alpha, 100.0 - 50.0 * alpha])
+    return lo, hi
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    alpha: float = 0.05,
+    seed: int = 0,
+    vectorized: bool = False,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(lo, hi)`` of a scalar statistic (see
+    :func:`bootstrap_intervals`); (nan, nan) for empty input or all-NaN replicates."""
+    lo, hi = bootstrap_intervals(
+        statistic, *arrays, n_boot=n_boot, alpha=alpha, seed=seed, vectorized=vectorized
+    )
+    return float(lo[0]), float(hi[0])
 
 
 # --------------------------------------------------------------------------- ImageNet-X
 
-IMAGENET_X_FACTORS: tuple[str, ...] = (
-    "pose",
-    "background",
-    "pattern",
-    "color",
-    "smaller",
-    "shape",
-    "partial_view",
-    "subcategory",
-    "texture",
-    "larger",
-    "darker",
-    "object_blocking",
-    "person_blocking",
-    "style",
-    "brighter",
-    "multiple_objects",
-)
-# Equal to imagenet_x.FACTORS (a test checks it); spelled out because importing imagenet_x
-# pulls in scipy (~2 s).
 
-
-@functools.lru_cache(maxsize=1)
 def load_imagenet_x_annotations() -> pd.DataFrame:
-    """The package's default annotations: val, top factor, prototypes filtered.
-
-    ``imagenet_x.load_annotations("top", "val", filter_prototypes=True)``; cached: don't mutate.
-    """
-    import imagenet_x
-
-    return imagenet_x.load_annotations(which_factor="top", partition="val", filter_prototypes=True)
+    """The package's default annotations (val, top factor, prototypes filtered; cached in
+    :func:`beyond_inet.reference.imagenet_x_annotations`: don't mutate)."""
+    return imagenet_x_annotations()
 
 
 @dataclass(frozen=True)
@@ -352,6 +358,19 @@ def imagenet_x_error_ratio_vector(correct: np.ndarray, factors: np.ndarray) -> n
     acc = imagenet_x_accuracy_vector(correct, factors)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (1.0 - acc[..., :-1]) / (1.0 - acc[..., -1:])
+
+
+def imagenet_x_statistics(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """[..., 33]: the 16 factor accuracies, the 16 error ratios and their mean
+    (:func:`imagenet_x_accuracy_vector`, :func:`imagenet_x_error_ratio_vector`); inputs as
+    those, leading axes broadcast (bootstrap resamples). A factor without images is NaN and
+    left out of the mean."""
+    acc = imagenet_x_accuracy_vector(correct, factors)[..., :-1]
+    ratio = imagenet_x_error_ratio_vector(correct, factors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        mean = np.nanmean(ratio, axis=-1, keepdims=True)
+    return np.concatenate([acc, ratio, mean], axis=-1)
 
 
 def imagenet_x_factor_accuracies(

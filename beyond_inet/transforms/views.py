@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from beyond_inet.preprocess import (
+from beyond_inet.registry import Registry
+from beyond_inet.transforms.preprocess import (
     Preprocessing,
     center_crop,
     crop,
@@ -36,7 +37,6 @@ from beyond_inet.preprocess import (
     standard_transform,
     to_normalized_float,
 )
-from beyond_inet.registry import Registry
 
 if TYPE_CHECKING:
     import torch

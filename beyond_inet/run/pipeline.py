@@ -1,0 +1,336 @@
+"""Orchestration for ``python -m precompute``: plan, skip what is done, run the pass, turn
+its outputs into per-image records, score them and commit each run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+import beyond_inet
+from beyond_inet.datasets import FoundDataset
+from beyond_inet.models import LoadedModel, family
+from beyond_inet.run.engine import LogitOutputs, PassResult, run_pass
+from beyond_inet.run.plan import (
+    DatasetPlan,
+    PrecomputeConfig,
+    evaluations_for,
+    find_datasets,
+    load_models,
+    plan_dataset,
+)
+from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
+from beyond_inet.scoring.evaluations import ScoringOptions, channels_for, score_run, score_view
+from beyond_inet.store import Store
+from beyond_inet.transforms.views import View
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunSummary:
+    """One line of the end-of-run table."""
+
+    model: str
+    dataset: str
+    status: str  # 'done', 'skipped', 'exists' (another process stored the same run first)
+    n_samples: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+    headline: dict[str, float] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(beyond_inet.__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return beyond_inet.__version__ + (f"+{sha}" if sha else "")
+
+
+def library_versions(families: Sequence[str] = ("timm", "open_clip")) -> str:
+    """JSON of the versions that affect numbers (torch, torchvision and each family's)."""
+    import torch
+    import torchvision
+
+    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
+    for f in families:
+        versions.update(family(f).versions())
+    return json.dumps(versions, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _correct(
+    found: FoundDataset, out: LogitOutputs, labels: np.ndarray, decision: np.ndarray | None
+) -> np.ndarray:
+    rule = found.spec.protocol.decision
+    if rule is not None and decision is not None:
+        targets = np.array([rule.target(found.samples[i].sample_id) for i in out.index])
+        return decision == targets
+    correct = (out.pred == labels) & (labels >= 0)
+    alt = [found.samples[i].alt_labels for i in out.index]
+    if any(alt):  # multi-label datasets: any acceptable label counts
+        correct = correct | np.array([p in a for p, a in zip(out.pred, alt, strict=True)])
+    return correct
+
+
+def image_records(
+    found: FoundDataset, out: LogitOutputs, decision_labels: tuple[str, ...] | None
+) -> ImageRecords:
+    """The engine's logits-derived outputs -> per-image records (sample ids, labels,
+    correctness by the dataset's rule, decisions as names, factor values)."""
+    ids = np.array([found.samples[i].sample_id for i in out.index], dtype=object)
+    labels = np.array([found.samples[i].label for i in out.index], dtype=np.int64)
+    decision = None
+    if out.decision is not None and decision_labels is not None:
+        decision = np.asarray(decision_labels, dtype=object)[out.decision]
+    factors = [found.samples[i].factor_value for i in out.index]
+    factor_value = np.array(factors, dtype=object) if any(f is not None for f in factors) else None
+    return ImageRecords(
+        sample_id=ids,
+        label=labels,
+        pred=out.pred,
+        confidence=out.confidence,
+        p_true=out.p_true,
+        correct=_correct(found, out, labels, decision),
+        topk_idx=out.topk_idx,
+        topk_prob=out.topk_prob,
+        brier=out.brier,
+        decision=decision,
+        pred_full=out.pred_full,
+        factor_value=factor_value,
+    )
+
+
+def view_name(group: str, transform_view: str) -> str:
+    """The stored view of a sample group seen through a transform view."""
+    if transform_view == "standard":
+        return group
+    return transform_view if group == "standard" else f"{group}|{transform_view}"
+
+
+def split_views(
+    found: FoundDataset, outputs: dict[str, LogitOutputs], decision_labels: tuple[str, ...] | None
+) -> dict[str, ImageRecords]:
+    """Transform-view outputs -> stored views (sample groups x transform views)."""
+    groups = np.array([s.group for s in found.samples], dtype=object)
+    out: dict[str, ImageRecords] = {}
+    for tview, arrays in outputs.items():
+        rec = image_records(found, arrays, decision_labels)
+        g = groups[arrays.index] if len(arrays.index) else np.array([], dtype=object)
+        for group in list(dict.fromkeys(g)) or ["standard"]:
+            out[view_name(str(group), tview)] = rec.take(g == group) if len(g) else rec
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_records(
+    found: FoundDataset,
+    views: Sequence[View],
+    records: dict[str, dict[str, ImageRecords]],
+    opts: ScoringOptions,
+) -> list[tuple[str, MetricRow]]:
+    """Every evaluation of the dataset's protocol on a model's records (``records``:
+    transform view -> stored view -> records)."""
+    scored: list[tuple[str, MetricRow]] = []
+    stored: dict[str, ImageRecords] = {}
+    for v in views:
+        evaluations = evaluations_for(found.spec, v.name)
+        for name, rec in records[v.name].items():
+            stored[name] = rec
+            scored += [(name, r) for r in score_view(rec, evaluations, opts)]
+    return scored + score_run(stored, found.spec.protocol.run_evaluations, opts)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _headline(metrics: pd.DataFrame) -> dict[str, float]:
+    std = metrics[metrics["view"] == "standard"]
+    keep = ("top1", "ece", "error_ratio_mean", "shape_bias")
+    return {m: float(v) for m, v in zip(std["metric"], std["value"], strict=True) if m in keep}
+
+
+def run_record(
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    model: LoadedModel,
+    views: Sequence[View],
+    result: PassResult,
+    started: datetime,
+    key: str,
+    run_id: str,
+) -> RunRecord:
+    """The run's provenance record."""
+    return RunRecord(
+        run_id=run_id,
+        run_key=key,
+        model=model.name,
+        model_label=model.spec.display,
+        dataset=found.spec.name,
+        status="finished",
+        weights=model.weights,
+        random_weights=model.is_random,
+        preprocessing=model.preprocessing.to_json(),
+        views=json.dumps([v.name for v in views]),
+        settings=json.dumps(model.settings),
+        dataset_root=str(found.root.resolve()),
+        sample_limit=cfg.limit,
+        n_samples=result.n_images - len(result.failed),
+        n_failed=len(result.failed),
+        failed=json.dumps([{"sample_id": s, "error": e} for s, e in result.failed]),
+        started_at=started,
+        finished_at=_now(),
+        seconds=result.seconds,
+        device=cfg.run.device,
+        precision=cfg.run.precision,
+        code_version=code_version(),
+        library_versions=library_versions((model.spec.family,)),
+    )
+
+
+def store_model_run(
+    store: Store,
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    model: LoadedModel,
+    views: Sequence[View],
+    result: PassResult,
+    started: datetime,
+    key: str,
+    log: Log = print,
+) -> RunSummary:
+    """Score one model's outputs from a pass and commit them as one finished run."""
+    run_id = uuid.uuid4().hex[:16]
+    records = {
+        v.name: split_views(
+            found, {v.name: result.outputs[(model.name, v.name)]}, result.decision_labels
+        )
+        for v in views
+    }
+    scored = score_records(found, views, records, cfg.scoring)
+    tables = [
+        to_arrow(rec, run_id, model.name, found.spec.name, name)
+        for by_view in records.values()
+        for name, rec in by_view.items()
+    ]
+    metrics = metrics_frame(run_id, model.name, found.spec.name, scored)
+    run = run_record(cfg, found, model, views, result, started, key, run_id)
+    stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
+    return RunSummary(
+        model.name,
+        found.spec.name,
+        "done" if stored else "exists",
+        run.n_samples,
+        run.n_failed,
+        result.seconds,
+        _headline(metrics) if stored else {},
+    )
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def commit_staged_runs(store: Store, log: Log) -> None:
+    """Commit runs an earlier precompute computed but could not commit (staged)."""
+    for folder in store.staged_runs():
+        run, stored = store.commit_staged(folder)
+        what = f"{run.model} on {run.dataset}"
+        log(
+            f"stored {what} (computed earlier, staged in {folder})"
+            if stored
+            else f"discarded the staged run of {what}: the store already holds the same run"
+        )
+
+
+def _todo(
+    cfg: PrecomputeConfig, store: Store, plan: DatasetPlan, log: Log, summaries: list[RunSummary]
+) -> list[LoadedModel]:
+    todo = []
+    for m in plan.models:
+        if not cfg.force and store.finished_run(plan.keys[m.name]):
+            log(f"skip {m.name} on {plan.found.spec.name}: already in {cfg.store} (--force redoes)")
+            summaries.append(RunSummary(m.name, plan.found.spec.name, "skipped"))
+        else:
+            todo.append(m)
+    return todo
+
+
+def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
+    """Run every selected model on every found dataset; store finished runs."""
+    store = Store(cfg.store)
+    store.check_writable()
+    commit_staged_runs(store, log)
+    found_all = find_datasets(cfg, log)
+    loaded = load_models(cfg, log)
+    summaries: list[RunSummary] = []
+    for found in found_all:
+        plan = plan_dataset(cfg, found, loaded, log)
+        todo = _todo(cfg, store, plan, log, summaries)
+        if not todo:
+            continue
+        started = _now()
+        p = found.spec.protocol
+        result = run_pass(
+            found,
+            todo,
+            cfg.run,
+            {m.name: plan.views[m.name] for m in todo},
+            p.decision,
+            channels_for(p.evaluations, p.run_evaluations),
+        )
+        for sid, err in result.failed:
+            log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
+        for m in todo:
+            s = store_model_run(
+                store, cfg, found, m, plan.views[m.name], result, started, plan.keys[m.name], log
+            )
+            summaries.append(s)
+            if s.status == "done":
+                log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
+            else:
+                log(
+                    f"not stored: {m.name} on {found.spec.name} — another process stored the "
+                    f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
+                )
+    return summaries
+
+
+def format_summary(summaries: Sequence[RunSummary]) -> str:
+    """A plain-text table of the runs (one per model x dataset)."""
+    rows: list[dict[str, Any]] = []
+    for s in summaries:
+        row: dict[str, Any] = {
+            "model": s.model,
+            "dataset": s.dataset,
+            "status": s.status,
+            "images": s.n_samples,
+            "failed": s.n_failed,
+            "seconds": round(s.seconds, 1),
+        }
+        row.update({k: round(v, 4) for k, v in s.headline.items()})
+        rows.append(row)
+    if not rows:
+        return "(nothing run)"
+    return pd.DataFrame(rows).astype(object).fillna("").to_string(index=False)

@@ -1,0 +1,204 @@
+"""What a ``precompute`` invocation runs: the configuration, the datasets found, the models
+loaded, and per dataset each model's views, run identity and whether it is already done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from beyond_inet.datasets import (
+    DATASETS,
+    DatasetSpec,
+    FoundDataset,
+    dataset_preprocessing,
+    discover,
+    locate,
+)
+from beyond_inet.models import (
+    LoadedModel,
+    LoadOptions,
+    PreprocessingChoice,
+    WeightsSource,
+    expand_model_names,
+    load_model,
+    resolve_spec,
+)
+from beyond_inet.run.engine import RunSettings
+from beyond_inet.run.errors import PrecomputeError
+from beyond_inet.scoring.evaluations import ScoringOptions
+from beyond_inet.settings import DEFAULT_DATA_ROOT, DEFAULT_LOGIT_SCALE, DEFAULT_STORE
+from beyond_inet.transforms.views import STANDARD, View, parse_view
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PrecomputeConfig:
+    """Everything one ``precompute`` invocation needs (the CLI builds it from argv)."""
+
+    models: tuple[str, ...]
+    data_root: Path = DEFAULT_DATA_ROOT
+    store: Path = DEFAULT_STORE
+    datasets: tuple[str, ...] | None = None
+    dataset_paths: dict[str, Path] = field(default_factory=dict)
+    weights: WeightsSource = field(default_factory=WeightsSource)
+    preprocessing: PreprocessingChoice = "paper"
+    logit_scale: float = DEFAULT_LOGIT_SCALE
+    limit: int | None = None
+    run: RunSettings = field(default_factory=RunSettings)
+    force: bool = False
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    cache_dir: Path | None = None
+    #: transform views (besides ``standard``) for datasets whose protocol has transform views
+    extra_views: tuple[str, ...] = ()
+
+
+def select_datasets(names: Sequence[str] | None) -> list[DatasetSpec]:
+    """Dataset specs by name (unknown names fail with suggestions); ``None`` = all."""
+    return [DATASETS.get(n) for n in names] if names else [s for _, s in DATASETS.items()]
+
+
+def find_datasets(cfg: PrecomputeConfig, log: Log) -> list[FoundDataset]:
+    """Locate the selected datasets; missing ones are skipped with a one-line note."""
+    found = []
+    for spec in select_datasets(cfg.datasets):
+        root = locate(spec, cfg.data_root, cfg.dataset_paths.get(spec.name))
+        ds = discover(spec, root, cfg.limit)
+        if ds is None:
+            log(f"note: {spec.name}: not found at {root} (expected {spec.layout.text}); skipped.")
+            continue
+        found.append(ds)
+    if not found:
+        raise PrecomputeError(
+            f"No dataset found under {cfg.data_root}. See `python -m precompute --help` for the "
+            "layouts, or give a folder with --dataset-path NAME=DIR."
+        )
+    return found
+
+
+def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
+    """Resolve every name first (typos fail before any loading), then load each."""
+    names = expand_model_names(list(cfg.models))
+    if cfg.weights.kind == "checkpoint" and len(names) != 1:
+        raise PrecomputeError("--checkpoint needs exactly one --model (the checkpoint's arch).")
+    for n in names:
+        resolve_spec(n)
+    opts = LoadOptions(
+        weights=cfg.weights,
+        preprocessing=cfg.preprocessing,
+        logit_scale=cfg.logit_scale,
+        cache_dir=cfg.cache_dir,
+    )
+    loaded = []
+    for n in names:
+        log(f"loading {n} ...")
+        loaded.append(load_model(n, opts))
+        if loaded[-1].is_random:
+            log(f"warning: {n} has RANDOM weights; its numbers are meaningless (smoke test).")
+    return loaded
+
+
+def run_key(
+    model: LoadedModel,
+    dataset: str,
+    views: Sequence[View],
+    limit: int | None,
+    precision: str = "fp32",
+    content: str = "",
+) -> str:
+    """Identity of a run: model, weights, dataset and its content (``content``: the
+    :meth:`FoundDataset.fingerprint` of the evaluated files), views, preprocessing,
+    settings, precision, limit."""
+    payload = {
+        "model": model.name,
+        "weights": model.weights,
+        "dataset": dataset,
+        "views": [v.name for v in views],
+        "preprocessing": model.preprocessing.to_dict(),
+        "settings": {k: v for k, v in model.settings.items() if k != "head_cache"},
+        "limit": limit,
+        "precision": precision,
+        "content": content,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def model_for_dataset(model: LoadedModel, spec: DatasetSpec) -> LoadedModel:
+    """``model`` with the preprocessing the dataset's protocol gives it (its own unless the
+    dataset owns its input recipe, e.g. cue-conflict at native size)."""
+    pp = dataset_preprocessing(spec, model.preprocessing)
+    return model if pp == model.preprocessing else replace(model, preprocessing=pp)
+
+
+def evaluations_for(spec: DatasetSpec, transform_view: str) -> tuple[str, ...]:
+    """Per-view evaluations for one transform view: all of the protocol's evaluations for
+    ``standard``; its ``view_evaluations`` (when set) for scale / shift / resolution."""
+    p = spec.protocol
+    if transform_view == STANDARD.name or p.view_evaluations is None:
+        return p.evaluations
+    return p.view_evaluations
+
+
+def runnable_views(
+    model: LoadedModel, views: Sequence[View], settings: RunSettings, log: Log
+) -> list[View]:
+    """``views`` minus those whose input size ``model`` cannot take (e.g. a fixed-size
+    architecture at ``resolution:<r>``): one probe forward per other size, a note for each
+    view dropped."""
+    import torch
+
+    native = model.preprocessing.crop_size
+    sizes = {v.input_size(model.preprocessing) for v in views} - {native}
+    bad: dict[int, str] = {}
+    if sizes:
+        module = model.module.to(settings.device).eval()
+        for size in sorted(sizes):
+            probe = torch.zeros(1, 3, size, size, device=settings.device)
+            try:
+                with torch.inference_mode():
+                    module(probe)
+            except Exception as e:  # any failure means: this model cannot run at this size
+                bad[size] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    keep = []
+    for v in views:
+        size = v.input_size(model.preprocessing)
+        if size in bad:
+            log(
+                f"note: {model.name} cannot run at {size}x{size} ({bad[size]}); "
+                f"view {v.name} skipped for it."
+            )
+        else:
+            keep.append(v)
+    return keep
+
+
+@dataclass
+class DatasetPlan:
+    """One found dataset: the models as it evaluates them (its input recipe applied), each
+    model's views and run key."""
+
+    found: FoundDataset
+    models: list[LoadedModel]
+    views: dict[str, list[View]]
+    keys: dict[str, str]
+
+
+def plan_dataset(
+    cfg: PrecomputeConfig, found: FoundDataset, loaded: Sequence[LoadedModel], log: Log
+) -> DatasetPlan:
+    """Views and run keys of every model on one found dataset."""
+    models = [model_for_dataset(m, found.spec) for m in loaded]
+    grid = [parse_view(v) for v in cfg.extra_views]
+    views = [STANDARD, *grid] if found.spec.protocol.transform_views else [STANDARD]
+    per_model = {m.name: runnable_views(m, views, cfg.run, log) for m in models}
+    content = found.fingerprint()
+    keys = {
+        m.name: run_key(
+            m, found.spec.name, per_model[m.name], cfg.limit, cfg.run.precision, content
+        )
+        for m in models
+    }
+    return DatasetPlan(found, models, per_model, keys)

@@ -1,0 +1,233 @@
+"""The records a run is made of, each defined once: the per-image record, a metric row and
+the run. The store's Arrow schema and DDL, the synthetic stores and the tests derive from
+these definitions (no other module writes out their columns)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+#: Version of the store layout these records make (see ``beyond_inet.store``).
+SCHEMA_VERSION = 2
+
+
+def _col(arrow: pa.DataType, doc: str, nullable: bool = False, default: Any = MISSING) -> Any:
+    meta = {"arrow": arrow, "nullable": nullable, "doc": doc}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ImageRecords:
+    """One (model, dataset, view)'s per-image outputs as aligned arrays (length N), one
+    array per stored column of ``predictions``. Optional columns are ``None`` when the
+    dataset has no such value (then NULL in the store)."""
+
+    sample_id: np.ndarray = _col(pa.string(), "path relative to the dataset root")
+    label: np.ndarray = _col(pa.int32(), "ImageNet-1k label; -1 (NULL) = none", nullable=True)
+    pred: np.ndarray = _col(pa.int32(), "top-1 class (ImageNet-1k index)")
+    confidence: np.ndarray = _col(pa.float32(), "max softmax probability")
+    p_true: np.ndarray = _col(pa.float32(), "probability of the (first) label", nullable=True)
+    correct: np.ndarray = _col(pa.bool_(), "correct (dataset rule: any label / the decision)")
+    topk_idx: np.ndarray = _col(pa.list_(pa.int32()), "the top-5 classes, [N, 5]")
+    topk_prob: np.ndarray = _col(pa.list_(pa.float32()), "their probabilities, [N, 5]")
+    brier: np.ndarray = _col(pa.float32(), "multiclass Brier term", nullable=True)
+    decision: np.ndarray | None = _col(
+        pa.string(), "the dataset's own decision (cue-conflict category)", True, None
+    )
+    pred_full: np.ndarray | None = _col(
+        pa.int32(), "plain 1000-way argmax where softmax runs over a class subset", True, None
+    )
+    factor_value: np.ndarray | None = _col(
+        pa.string(), "per-image factor level (PUG value, ImageNet-Hard origin)", True, None
+    )
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    def take(self, mask: np.ndarray) -> ImageRecords:
+        """The rows where ``mask`` is true (or at the given positions)."""
+        return ImageRecords(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[mask]
+                for f in fields(self)
+            }
+        )
+
+
+#: Columns that identify a prediction row besides the record itself.
+KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("run_id", pa.string()),
+    ("model", pa.string()),
+    ("dataset", pa.string()),
+    ("view", pa.string()),
+)
+
+
+def prediction_schema() -> pa.Schema:
+    """The ``predictions`` table: the key columns, then every :class:`ImageRecords` field."""
+    cols = [*KEY_COLUMNS, *((f.name, f.metadata["arrow"]) for f in fields(ImageRecords))]
+    return pa.schema(cols)
+
+
+PREDICTION_SCHEMA = prediction_schema()
+
+
+def _arrow(values: np.ndarray | None, typ: pa.DataType, n: int) -> pa.Array:
+    """One column as Arrow: lists from [N, K] arrays; negative integers (a missing label)
+    and non-finite floats as NULL; None / NaN strings as NULL."""
+    if values is None:
+        return pa.nulls(n, typ)
+    if pa.types.is_list(typ):
+        v = np.asarray(values)
+        k = v.shape[1] if v.ndim == 2 else 0
+        flat = pa.array(v.reshape(-1).astype(typ.value_type.to_pandas_dtype()), type=typ.value_type)
+        return pa.ListArray.from_arrays(
+            pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)), flat
+        )
+    if pa.types.is_string(typ):
+        import pandas as pd
+
+        v = np.asarray(values, dtype=object)
+        return pa.array(v.astype(str), pa.string(), mask=np.asarray(pd.isna(v), dtype=bool))
+    if pa.types.is_integer(typ):
+        v = np.asarray(values)
+        return pa.array(v.astype(np.int32), typ, mask=v < 0)
+    if pa.types.is_floating(typ):
+        v = np.asarray(values, dtype=np.float64)
+        return pa.array(v.astype(np.float32), typ, mask=~np.isfinite(v))
+    return pa.array(np.asarray(values).astype(bool), typ)
+
+
+def to_arrow(rec: ImageRecords, run_id: str, model: str, dataset: str, view: str) -> pa.Table:
+    """Per-image rows for the store (Arrow, bulk-inserted), typed by :data:`PREDICTION_SCHEMA`."""
+    n = len(rec)
+    keys = dict(zip([c for c, _ in KEY_COLUMNS], (run_id, model, dataset, view), strict=True))
+    cols = {k: pa.array([v] * n, pa.string()) for k, v in keys.items()}
+    for f in fields(ImageRecords):
+        cols[f.name] = _arrow(getattr(rec, f.name), f.metadata["arrow"], n)
+    return pa.table(cols, schema=PREDICTION_SCHEMA)
+
+
+def from_arrow(table: pa.Table) -> ImageRecords:
+    """A ``predictions`` table (one model, dataset and view) back as records."""
+    d = {c: table.column(c) for c in table.column_names}
+
+    def num(name: str, dtype: type, fill: float) -> np.ndarray:
+        return np.asarray(d[name].to_pandas().fillna(fill).to_numpy(), dtype=dtype)
+
+    def lists(name: str, dtype: type) -> np.ndarray:
+        return np.asarray(d[name].to_pylist(), dtype=dtype)
+
+    def optional(name: str, kind: str) -> np.ndarray | None:
+        if name not in d or d[name].null_count == len(table):
+            return None
+        if kind == "int":
+            return num(name, np.int64, -1)
+        return np.asarray(d[name].to_pylist(), dtype=object)
+
+    return ImageRecords(
+        sample_id=np.asarray(d["sample_id"].to_pylist(), dtype=object),
+        label=num("label", np.int64, -1),
+        pred=num("pred", np.int64, -1),
+        confidence=num("confidence", np.float64, math.nan),
+        p_true=num("p_true", np.float64, math.nan),
+        correct=np.asarray(d["correct"].to_pylist(), dtype=bool),
+        topk_idx=lists("topk_idx", np.int64),
+        topk_prob=lists("topk_prob", np.float64),
+        brier=num("brier", np.float64, math.nan),
+        decision=optional("decision", "str"),
+        pred_full=optional("pred_full", "int"),
+        factor_value=optional("factor_value", "str"),
+    )
+
+
+# --------------------------------------------------------------------------- metric rows
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """A metric value with its 95% interval (NaN where none is computed)."""
+
+    metric: str
+    value: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "model",
+    "dataset",
+    "view",
+    *(f.name for f in fields(MetricRow)),
+)
+
+
+def metrics_frame(
+    run_id: str, model: str, dataset: str, scored: Sequence[tuple[str, MetricRow]]
+) -> pd.DataFrame:
+    """A run's (view, metric row) pairs as the store's ``metrics`` rows."""
+    rows = [
+        {
+            "run_id": run_id,
+            "model": model,
+            "dataset": dataset,
+            "view": view,
+            **{f.name: getattr(r, f.name) for f in fields(MetricRow)},
+        }
+        for view, r in scored
+    ]
+    return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _sql(kind: str, doc: str, default: Any = MISSING) -> Any:
+    meta = {"sql": kind, "doc": doc}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished (model, dataset) run and everything that defines its numbers."""
+
+    run_id: str = _sql("VARCHAR PRIMARY KEY", "unique id")
+    run_key: str = _sql("VARCHAR NOT NULL", "identity: skip-if-done and --force match on it")
+    model: str = _sql("VARCHAR NOT NULL", "the model's name")
+    model_label: str = _sql("VARCHAR", "the paper's label, else the name")
+    dataset: str = _sql("VARCHAR NOT NULL", "the dataset's name")
+    status: str = _sql("VARCHAR NOT NULL", "'finished' (only finished runs are written)")
+    weights: str = _sql("VARCHAR NOT NULL", "hub id, checkpoint:sha256:<hex> or random")
+    random_weights: bool = _sql("BOOLEAN NOT NULL", "numbers meaningless (random / synthetic)")
+    preprocessing: str = _sql("VARCHAR NOT NULL", "the recipe used, JSON")
+    views: str = _sql("VARCHAR NOT NULL", "the transform views, JSON")
+    settings: str = _sql("VARCHAR", "head, logit scale, templates, ..., JSON")
+    dataset_root: str | None = _sql("VARCHAR", "the folder evaluated")
+    sample_limit: int | None = _sql("INTEGER", "--limit")
+    n_samples: int = _sql("INTEGER NOT NULL", "images evaluated")
+    n_failed: int = _sql("INTEGER NOT NULL", "images that could not be decoded")
+    failed: str = _sql("VARCHAR", "those images and errors, JSON")
+    started_at: datetime | None = _sql("TIMESTAMP", "UTC")
+    finished_at: datetime | None = _sql("TIMESTAMP", "UTC")
+    seconds: float = _sql("DOUBLE", "wall time of the pass")
+    device: str = _sql("VARCHAR", "cpu / cuda / synthetic")
+    precision: str = _sql("VARCHAR", "fp32 / bf16 (the trunk)")
+    code_version: str = _sql("VARCHAR", "package version + git commit")
+    library_versions: str = _sql("VARCHAR", "torch, torchvision and the family's, JSON")
+
+    def row(self) -> dict[str, Any]:
+        """The record as one row (column -> value)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+RUN_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f.metadata["sql"]) for f in fields(RunRecord)
+)

@@ -1,0 +1,282 @@
+"""The metric catalogue: every stored metric's unit, direction and meaning, in one place.
+
+In the style of lm-evaluation-harness's metric specs: each entry has a short label, says how
+a metric reads (``unit``: ``percent`` — a 0-1 fraction shown in %; ``probability`` — a 0-1
+number shown as a decimal; ``ratio``, ``nats``, ``score``, ``count``), whether higher is
+better (``None`` for counts and descriptive numbers), how it summarises the images, and
+what it is. Names with an argument (``error_ratio:<factor>``) are looked up by
+their prefix. The dashboard reads units and directions from here; the README's metric table
+describes the same entries (a test checks every entry is there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from beyond_inet.registry import Registry, UnknownNameError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How to read one metric."""
+
+    name: str
+    label: str
+    unit: str
+    higher_is_better: bool | None
+    summary: str
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"{self.name}: unit must be one of {UNITS}, got {self.unit!r}")
+
+    @property
+    def percent(self) -> bool:
+        """Shown in %."""
+        return self.unit == "percent"
+
+    @property
+    def title(self) -> str:
+        """The label with its unit, for axes and table headers (``top-1 accuracy (%)``)."""
+        return f"{self.label} (%)" if self.percent else self.label
+
+
+UNITS = ("percent", "probability", "ratio", "nats", "score", "count")
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+for _spec in (
+    MetricSpec(
+        "top1",
+        "top-1 accuracy",
+        "percent",
+        True,
+        "mean over labelled images",
+        "top-1 accuracy (the dataset's rule: any acceptable label, or its decision)",
+    ),
+    MetricSpec("top5", "top-5", "percent", True, "mean over labelled images", "top-5 accuracy"),
+    MetricSpec(
+        "p_true_mean",
+        "true-class probability",
+        "probability",
+        True,
+        "mean over labelled images",
+        "mean probability of the true class",
+    ),
+    MetricSpec(
+        "agreement",
+        "agreement with the standard view",
+        "percent",
+        True,
+        "mean over images in both views",
+        "top-1 equal to the standard view's for the same image",
+    ),
+    MetricSpec(
+        "ece",
+        "ECE",
+        "probability",
+        False,
+        "15 equal-width confidence bins",
+        "expected calibration error (torchmetrics l1)",
+    ),
+    MetricSpec(
+        "mce",
+        "MCE",
+        "probability",
+        False,
+        "15 equal-width confidence bins",
+        "max calibration error (torchmetrics max)",
+    ),
+    MetricSpec(
+        "nll",
+        "NLL",
+        "nats",
+        False,
+        "mean over labelled images",
+        "negative log-likelihood of the true class",
+    ),
+    MetricSpec(
+        "brier", "Brier", "score", False, "mean over labelled images", "multiclass Brier score"
+    ),
+    MetricSpec(
+        "factor_accuracy:<factor>",
+        "factor accuracy",
+        "percent",
+        True,
+        "annotated val images",
+        "ImageNet-X: accuracy on images whose top factor is <factor>",
+    ),
+    MetricSpec(
+        "error_ratio:<factor>",
+        "error ratio",
+        "ratio",
+        False,
+        "annotated val images",
+        "ImageNet-X: (1 - factor accuracy) / (1 - overall accuracy)",
+    ),
+    MetricSpec(
+        "factor_count:<factor>",
+        "annotated images",
+        "count",
+        None,
+        "annotated val images",
+        "ImageNet-X: images annotated with <factor>",
+    ),
+    MetricSpec(
+        "error_ratio_mean",
+        "ImageNet-X error ratio",
+        "ratio",
+        False,
+        "mean over the 16 factors",
+        "ImageNet-X: mean error ratio",
+    ),
+    MetricSpec(
+        "imagenet_x_images",
+        "ImageNet-X images",
+        "count",
+        None,
+        "val images",
+        "ImageNet-X annotated images",
+    ),
+    MetricSpec(
+        "shape_bias",
+        "shape bias",
+        "probability",
+        True,
+        "non-excluded stimuli",
+        "shape decisions / (shape + texture decisions) (humans: 0.96)",
+    ),
+    MetricSpec(
+        "shape_bias:<category>",
+        "shape bias",
+        "probability",
+        None,
+        "stimuli of that shape",
+        "shape bias per shape category",
+    ),
+    MetricSpec(
+        "shape_accuracy",
+        "shape accuracy",
+        "percent",
+        True,
+        "non-excluded stimuli",
+        "decision is the shape category",
+    ),
+    MetricSpec(
+        "texture_accuracy",
+        "texture accuracy",
+        "percent",
+        None,
+        "non-excluded stimuli",
+        "decision is the texture category",
+    ),
+    MetricSpec(
+        "accuracy_all_images",
+        "accuracy (all images)",
+        "percent",
+        True,
+        "all stimuli",
+        "decision is the shape category, over all 1,280 images",
+    ),
+    MetricSpec(
+        "top1_real",
+        "ReaL top-1",
+        "percent",
+        True,
+        "val images with ReaL labels",
+        "ImageNet-ReaL top-1",
+    ),
+    MetricSpec(
+        "real_images", "ReaL images", "count", None, "val images", "images with ReaL labels"
+    ),
+    MetricSpec(
+        "top1_1000way",
+        "1000-way top-1",
+        "percent",
+        True,
+        "mean over labelled images",
+        "plain 1000-way argmax accuracy (R, A)",
+    ),
+    MetricSpec(
+        "ce",
+        "CE",
+        "ratio",
+        False,
+        "a corruption's severities",
+        "ImageNet-C corruption error, normalised by AlexNet's",
+    ),
+    MetricSpec(
+        "mean_ce",
+        "mCE",
+        "ratio",
+        False,
+        "the 15 benchmark corruptions",
+        "ImageNet-C mean corruption error (mCE)",
+    ),
+    MetricSpec(
+        "corruptions", "corruptions", "count", None, "ImageNet-C", "benchmark corruptions present"
+    ),
+    MetricSpec(
+        "top1_extra",
+        "extra-corruption top-1",
+        "percent",
+        True,
+        "the extra corruptions' views",
+        "ImageNet-C top-1 on the 4 extra corruptions",
+    ),
+    MetricSpec(
+        "extra_corruptions",
+        "extra corruptions",
+        "count",
+        None,
+        "ImageNet-C",
+        "extra corruptions present",
+    ),
+    MetricSpec(
+        "top1_at:<value>",
+        "top-1",
+        "percent",
+        True,
+        "images with that factor value",
+        "accuracy per factor value (PUG-ImageNet, ImageNet-Hard origin)",
+    ),
+    # summaries the dashboard derives (in SQL) from the stored metrics
+    MetricSpec(
+        "top1_average",
+        "robustness average",
+        "percent",
+        True,
+        "the paper's 7 robustness benchmarks",
+        "mean top-1 over ImageNet-V2, ReaL, Sketch, R, A, C, Hard",
+    ),
+    MetricSpec(
+        "agreement_mean",
+        "invariance",
+        "percent",
+        True,
+        "the scale / shift / resolution views",
+        "mean agreement with the standard view",
+    ),
+    MetricSpec(
+        "top1_mean",
+        "PUG-ImageNet top-1",
+        "percent",
+        True,
+        "the PUG-ImageNet factor subsets",
+        "mean top-1 over the factors",
+    ),
+):
+    METRICS.add(_spec.name, _spec)
+
+
+def spec(metric: str) -> MetricSpec:
+    """The entry of a stored metric name (``error_ratio:pose`` -> ``error_ratio:<factor>``);
+    unknown names fail with suggestions."""
+    if metric in METRICS:
+        return METRICS.get(metric)
+    prefix, sep, _ = metric.partition(":")
+    if sep:
+        for name, entry in METRICS.items():
+            if name.startswith(f"{prefix}:<"):
+                return entry
+    raise UnknownNameError(METRICS.unknown_message(metric))
