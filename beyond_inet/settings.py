@@ -12,10 +12,14 @@ from pathlib import Path
 DEFAULT_LOGIT_SCALE = 100.0
 #: Precision of a model's trunk (the head always runs in fp32).
 PRECISIONS = ("fp32", "bf16")
+#: How tokens of a transformer layer tap are pooled: mean over patch tokens, or the class token.
+TOKEN_POOLS = ("mean", "cls")
 #: Seed of random initialisation (``--random-weights``) and of random heads.
 RANDOM_SEED = 0
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_BOOTSTRAP = 1000
+#: Images of a CKA estimate (``--cka-images``), drawn with a fixed seed.
+DEFAULT_CKA_IMAGES = 2000
 DEFAULT_DATA_ROOT = Path("data") / "datasets"
 DEFAULT_STORE = Path("data") / "results.duckdb"
 #: How long a reader or writer waits for the other side's DuckDB lock before reporting it.

@@ -5,6 +5,7 @@ Contract (the dashboard and later evaluations build on it):
 * ``runs`` — one row per finished (model, dataset) run with its provenance.
 * ``predictions`` — one row per (run, view, image).
 * ``metrics`` — long format (run, view, metric, value, 95% bootstrap interval).
+* ``cka_runs`` / ``cka`` — one row per finished CKA run; its layer x layer cells.
 
 Only finished runs are ever written, each in one transaction, so readers never see a
 partial run. The writer opens the file only for its short commit window; readers use
@@ -36,10 +37,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beyond_inet.run.records import (
+    CKA_RUN_COLUMNS,
+    CKA_SCHEMA,
     METRIC_COLUMNS,
     PREDICTION_SCHEMA,
     RUN_COLUMNS,
     SCHEMA_VERSION,
+    CkaRunRecord,
     RunRecord,
 )
 from beyond_inet.settings import LOCK_WAIT_SECONDS
@@ -72,6 +76,12 @@ SCHEMA_SQL = [
     "CREATE TABLE IF NOT EXISTS metrics (run_id VARCHAR, model VARCHAR, dataset VARCHAR, "
     "view VARCHAR, metric VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE)",
     "CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS cka_runs ("
+    + ", ".join(f"{n} {t}" for n, t in CKA_RUN_COLUMNS)
+    + ")",
+    "CREATE TABLE IF NOT EXISTS cka ("
+    + ", ".join(f"{f.name} {_DUCK_TYPES[f.type]}" for f in CKA_SCHEMA)
+    + ")",
 ]
 
 #: How a store of an older layout is brought to the next version (version -> statements).
@@ -80,6 +90,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS pred_full INTEGER",
         "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS factor_value VARCHAR",
     ],
+    2: [],  # v2 -> v3: the cka_runs and cka tables (created by SCHEMA_SQL)
 }
 
 #: A writer's intent file older than this (not refreshed) is stale: readers ignore it.
@@ -341,34 +352,80 @@ class Store:
         preds = predictions.select(PREDICTION_SCHEMA.names).cast(PREDICTION_SCHEMA)
         mets = metrics.loc[:, list(METRIC_COLUMNS)]
         run_df = pd.DataFrame([run.row()])
+        with self._transaction(wait, f"run of {run.model} on {run.dataset}") as con:
+            old = con.execute("SELECT run_id FROM runs WHERE run_key = ?", [run.run_key]).fetchall()
+            if old and not replace:
+                return False
+            for (rid,) in old:
+                for table in ("predictions", "metrics", "runs"):
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
+            con.register("_run_df", run_df)
+            con.register("_pred_tbl", preds)
+            con.register("_metric_df", mets)
+            con.execute("INSERT INTO runs BY NAME SELECT * FROM _run_df")
+            con.execute("INSERT INTO predictions BY NAME SELECT * FROM _pred_tbl")
+            con.execute("INSERT INTO metrics BY NAME SELECT * FROM _metric_df")
+            return True
+
+    def commit_cka(
+        self, run: CkaRunRecord, cells: pa.Table, replace: bool = False, log: Log = print
+    ) -> bool:
+        """Atomically add one finished CKA run (its row and layer x layer cells); like
+        :meth:`commit_run`, an existing run with the same key wins unless ``replace``. A
+        locked store is waited for (with a line per retry window)."""
+        cells = cells.select(CKA_SCHEMA.names).cast(CKA_SCHEMA)
+        run_df = pd.DataFrame([run.row()])
+        while True:
+            try:
+                with self._transaction(None, f"CKA run {run.model_a} x {run.model_b}") as con:
+                    old = con.execute(
+                        "SELECT run_id FROM cka_runs WHERE run_key = ?", [run.run_key]
+                    ).fetchall()
+                    if old and not replace:
+                        return False
+                    for (rid,) in old:
+                        for table in ("cka", "cka_runs"):
+                            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
+                    con.register("_run_df", run_df)
+                    con.register("_cells", cells)
+                    con.execute("INSERT INTO cka_runs BY NAME SELECT * FROM _run_df")
+                    con.execute("INSERT INTO cka BY NAME SELECT * FROM _cells")
+                    return True
+            except StoreLockedError:
+                log(f"waiting: {self.path} is locked by another process (Ctrl-C stops) ...")
+
+    def finished_cka(self, run_key: str) -> str | None:
+        """The run_id of a finished CKA run with this key, if any."""
+        if not self.has_table("cka_runs"):
+            return None
+        df = self.query("SELECT run_id FROM cka_runs WHERE run_key = ? LIMIT 1", [run_key])
+        return None if df.empty else str(df["run_id"].iloc[0])
+
+    def has_table(self, name: str) -> bool:
+        """Whether the store exists and has table ``name`` (an older layout may not)."""
+        with self.reader() as con:
+            return con is not None and name in _table_names(con)
+
+    @contextlib.contextmanager
+    def _transaction(self, wait: float | None, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction on the up-to-date schema: committed when the block ends
+        (also on an early return), rolled back on any error; DuckDB errors become
+        :class:`StoreError`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._intent():
             con = self._connect(read_only=False, wait=self.lock_wait if wait is None else wait)
             try:
                 _prepare_schema(con, self.path)
                 con.execute("BEGIN TRANSACTION")
-                old = con.execute(
-                    "SELECT run_id FROM runs WHERE run_key = ?", [run.run_key]
-                ).fetchall()
-                if old and not replace:
-                    con.execute("ROLLBACK")
-                    return False
-                for (rid,) in old:
-                    for table in ("predictions", "metrics", "runs"):
-                        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
-                con.register("_run_df", run_df)
-                con.register("_pred_tbl", preds)
-                con.register("_metric_df", mets)
-                con.execute("INSERT INTO runs BY NAME SELECT * FROM _run_df")
-                con.execute("INSERT INTO predictions BY NAME SELECT * FROM _pred_tbl")
-                con.execute("INSERT INTO metrics BY NAME SELECT * FROM _metric_df")
+                yield con
                 con.execute("COMMIT")
-                return True
             except BaseException as e:
                 with contextlib.suppress(Exception):
                     con.execute("ROLLBACK")
                 if isinstance(e, duckdb.Error):
-                    raise StoreError(f"Could not write run to {self.path}: {_first_line(e)}") from e
+                    raise StoreError(
+                        f"Could not write the {what} to {self.path}: {_first_line(e)}"
+                    ) from e
                 raise
             finally:
                 con.close()

@@ -22,6 +22,8 @@ PAGES = [  # (file under sections/, title, icon); the first is the landing page
     ("shape_bias.py", "Shape bias", ":material/pets:"),
     ("robustness.py", "Robustness", ":material/shield:"),
     ("pug.py", "PUG-ImageNet", ":material/view_in_ar:"),
+    ("transfer.py", "Transfer", ":material/move_up:"),
+    ("representations.py", "Representations", ":material/grid_on:"),
     ("explorer.py", "Explorer", ":material/image_search:"),
     ("reproduction.py", "Reproduction", ":material/compare:"),
     ("live_inference.py", "Live inference", ":material/upload:"),  # when that page exists
@@ -34,6 +36,6 @@ pages = [
     for k, (f, t, i) in enumerate(PAGES)
     if (HERE / "sections" / f).is_file()
 ]
-nav = st.navigation(pages)
+nav = st.navigation(pages, expanded=True)  # every page listed, no "View more"
 with read_session():  # one read-only store connection per page run, closed after it
     nav.run()

@@ -524,3 +524,93 @@ def finder_scatter(
     fig.update_yaxes(**yaxis)
     fig.update_layout(dragmode="select", legend={"orientation": "h", "y": -0.18})
     return _layout(fig, title or f"{label(y)} vs {label(x)}", 560)
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def transfer_tasks_chart(tasks: pd.DataFrame) -> go.Figure:
+    """Probe top-1 per VTAB task (grouped by natural / specialized / structured)."""
+    order = list(dict.fromkeys(tasks.sort_values(["group_order", "task"])["task"]))
+    return grouped_bars(
+        tasks,
+        "task",
+        "Linear-probe top-1 per task",
+        "top-1 (%)",
+        percent=True,
+        category_order=order,
+    )
+
+
+def transfer_groups_chart(groups: pd.DataFrame) -> go.Figure:
+    """Mean probe top-1 per VTAB group and overall."""
+    return grouped_bars(
+        groups,
+        "group",
+        "Mean top-1 per group",
+        "top-1 (%)",
+        percent=True,
+        category_order=["natural", "specialized", "structured", "all tasks"],
+    )
+
+
+def transfer_gap_chart(gap: pd.DataFrame) -> go.Figure:
+    """Measured minus published top-1 per task (percentage points), one colour per model."""
+    if gap.empty:
+        return empty_figure("no model has both measured and published numbers")
+    fig = px.bar(
+        gap,
+        x="task",
+        y="gap (pp)",
+        color="model",
+        barmode="group",
+        color_discrete_map=_colours(gap["model"].tolist()),
+    )
+    fig.add_hline(y=0, line_color="grey")
+    return _layout(fig, "Measured minus published (percentage points)")
+
+
+# --------------------------------------------------------------------------- CKA
+
+
+def cka_heatmap(cells: pd.DataFrame, model_a: str, model_b: str) -> go.Figure:
+    """The layer x layer CKA matrix: model A's layers down, model B's across (input at the
+    bottom-left), on a fixed 0-1 colour scale."""
+    if cells.empty:
+        return empty_figure("no CKA cells")
+    table = cells.pivot(index="row", columns="col", values="cka").sort_index().sort_index(axis=1)
+    rows = cells.drop_duplicates("row").set_index("row")["layer_a"].sort_index()
+    cols = cells.drop_duplicates("col").set_index("col")["layer_b"].sort_index()
+    z = table.to_numpy()
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(cols),
+            y=list(rows),
+            zmin=0,
+            zmax=1,
+            colorscale="Magma",
+            colorbar={"title": "CKA"},
+            hovertemplate=(
+                f"{model_a}: %{{y}}<br>{model_b}: %{{x}}<br>CKA %{{z:.3f}}<extra></extra>"
+            ),
+        )
+    )
+    fig.update_xaxes(title=f"{model_b} layer", type="category")
+    fig.update_yaxes(title=f"{model_a} layer", type="category", scaleanchor="x")
+    side = max(420, min(900, 160 + 30 * len(rows)))
+    return _layout(fig, f"Linear CKA: {model_a} x {model_b}", side)
+
+
+def cka_diagonal(cells: pd.DataFrame, model_a: str, model_b: str) -> go.Figure:
+    """The diagonal profile: CKA between layers at the same relative depth."""
+    from beyond_inet.scoring.cka import diagonal_profile
+
+    if cells.empty:
+        return empty_figure("no CKA cells")
+    table = cells.pivot(index="row", columns="col", values="cka").sort_index().sort_index(axis=1)
+    prof = diagonal_profile(table.to_numpy())
+    fig = go.Figure(go.Scatter(x=prof[:, 0], y=prof[:, 1], mode="lines+markers", name="CKA"))
+    fig.update_xaxes(title="relative depth (0 = first tap, 1 = last)", range=[-0.02, 1.02])
+    fig.update_yaxes(title="CKA", range=[0, 1.05])
+    return _layout(fig, f"Corresponding depths: {model_a} vs {model_b}", 360)

@@ -105,6 +105,12 @@ PROPERTIES: tuple[Property, ...] = (
         "top1_mean",
         "mean top-1 over the PUG-ImageNet factor subsets",
     ),
+    Property(
+        "Transfer (VTAB)",
+        "vtab",
+        "top1_vtab",
+        "mean linear-probe top-1 over the VTAB tasks present (the paper: all 19)",
+    ),
 )
 
 
@@ -358,3 +364,82 @@ def reproduction(combined: pd.DataFrame, published_rows: pd.DataFrame) -> pd.Dat
             }
         )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- transfer
+
+#: The derived VTAB summaries (dataset ``vtab``): metric -> the group's label.
+VTAB_SUMMARIES = {
+    "top1_natural": "natural",
+    "top1_specialized": "specialized",
+    "top1_structured": "structured",
+    "top1_vtab": "all tasks",
+}
+
+
+def transfer_datasets() -> tuple[str, ...]:
+    """The stored dataset names of every VTAB task, and the summaries' ``vtab``."""
+    from beyond_inet.datasets.transfer import TASKS
+
+    return (*(t.stored for _, t in TASKS.items()), "vtab")
+
+
+def transfer_table(combined: pd.DataFrame) -> pd.DataFrame:
+    """Probe top-1 per task (``view`` standard) with the task's label, group and order."""
+    from beyond_inet.datasets.transfer import GROUPS, TASKS
+
+    info = {t.stored: t for _, t in TASKS.items()}
+    d = combined[
+        combined["dataset"].isin(list(info))
+        & (combined["metric"] == "top1")
+        & (combined["view"] == "standard")
+    ].copy()
+    d["task"] = d["dataset"].map(lambda s: info[s].label)
+    d["group"] = d["dataset"].map(lambda s: info[s].group)
+    d["group_order"] = d["group"].map(GROUPS.index)
+    return d.reset_index(drop=True)
+
+
+def transfer_groups(combined: pd.DataFrame) -> pd.DataFrame:
+    """The VTAB group means and overall mean (measured: derived in SQL; published: the
+    paper's average and the means of its per-task numbers), labelled by group."""
+    d = combined[
+        (combined["dataset"] == "vtab") & combined["metric"].isin(list(VTAB_SUMMARIES))
+    ].copy()
+    d["group"] = d["metric"].map(VTAB_SUMMARIES)
+    return d.reset_index(drop=True)
+
+
+def transfer_wide(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Task x model (and source) top-1 in %, ordered by group."""
+    both = tasks["source"].nunique() > 1
+    d = tasks.assign(
+        series=[
+            row_label(a, s, both) for a, s in zip(tasks["display"], tasks["source"], strict=True)
+        ],
+        value=tasks["value"] * 100,
+    )
+    wide = d.pivot_table(
+        index=["group_order", "group", "task"], columns="series", values="value", aggfunc="first"
+    )
+    return wide.round(1).reset_index().drop(columns="group_order")
+
+
+def transfer_gap(tasks: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, task) with both sources: measured, published and the gap in points."""
+    m = tasks[tasks["source"] == "measured"]
+    p = tasks[tasks["source"] == "published"]
+    j = m.merge(p, on=["model", "dataset"], suffixes=("", "_pub"))
+    if j.empty:
+        return pd.DataFrame(columns=["model", "group", "task", "measured", "published", "gap (pp)"])
+    out = pd.DataFrame(
+        {
+            "model": j["display"],
+            "group": j["group"],
+            "task": j["task"],
+            "measured": (j["value"] * 100).round(1),
+            "published": (j["value_pub"] * 100).round(1),
+            "gap (pp)": ((j["value"] - j["value_pub"]) * 100).round(1),
+        }
+    )
+    return out.sort_values(["group", "task", "model"]).reset_index(drop=True)

@@ -2,8 +2,9 @@
 
 Each published row (``property, model, dataset, metric, value, unit, provenance, source``) is
 mapped to the key the store uses for the same number (``dataset, view, metric``, fractions in
-0-1), so measured and published values line up. Rows without a store counterpart (FLOPs,
-VTAB transfer) keep ``dataset``/``metric`` as ``None`` and appear only on the Reproduction page.
+0-1), so measured and published values line up (VTAB tasks: ``vtab-<task>/top1``). Rows
+without a store counterpart (FLOPs) keep ``dataset``/``metric`` as ``None`` and appear only on
+the Reproduction page.
 """
 
 from __future__ import annotations
@@ -64,6 +65,21 @@ MAPPINGS: dict[tuple[str, str], Mapping] = {
         "cue-conflict", "accuracy_all_images"
     ),
 }
+
+
+def _vtab_mappings() -> dict[tuple[str, str], Mapping]:
+    """The paper's VTAB rows (``VTAB: <task label>``, accuracy in %) -> each task's probe
+    top-1, and its 19-task average -> ``vtab/top1_vtab``."""
+    from beyond_inet.datasets.transfer import TASKS
+
+    out = {
+        (f"VTAB: {t.label}", "accuracy"): Mapping(t.stored, "top1", 0.01) for _, t in TASKS.items()
+    }
+    out[("VTAB: Average (19 VTAB datasets)", "accuracy")] = Mapping("vtab", "top1_vtab", 0.01)
+    return out
+
+
+MAPPINGS.update(_vtab_mappings())
 
 COLUMNS = [
     "model",
@@ -137,7 +153,7 @@ def published_metrics(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     metrics' long format plus ``source='published'``, ``provenance`` and ``reference``."""
     df = published_rows(directory)
     df = df[df["preferred"]]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "model": df["model"],
             "dataset": df["dataset"],
@@ -151,7 +167,36 @@ def published_metrics(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
             "provenance": df["provenance"],
             "reference": df["source"],
         }
-    ).reset_index(drop=True)
+    )
+    return pd.concat([out, vtab_group_means(out)], ignore_index=True)
+
+
+def vtab_group_means(published: pd.DataFrame) -> pd.DataFrame:
+    """Published VTAB group means (``vtab/top1_<group>``): the mean of the paper's per-task
+    numbers of each group, per model, where the paper gives every task of the group."""
+    from beyond_inet.datasets.transfer import TASKS
+
+    group = {t.stored: t.group for _, t in TASKS.items()}
+    size = pd.Series(group).value_counts()
+    d = published[published["dataset"].isin(list(group)) & (published["metric"] == "top1")]
+    d = d.assign(group=d["dataset"].map(group))
+    g = d.groupby(["model", "group"])["value"].agg(["mean", "count"]).reset_index()
+    g = g[g["count"] == g["group"].map(size)]
+    return pd.DataFrame(
+        {
+            "model": g["model"],
+            "dataset": "vtab",
+            "view": "standard",
+            "metric": "top1_" + g["group"],
+            "value": g["mean"],
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "source": "published",
+            "random_weights": False,
+            "provenance": "derived: mean of the paper's per-task numbers",
+            "reference": "data/published/paper_published_results.csv",
+        }
+    )
 
 
 def paper_labels(directory: Path = PUBLISHED_DIR) -> dict[str, str]:

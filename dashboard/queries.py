@@ -138,15 +138,23 @@ def _run_ids(path: str, version: str, dataset: str | None, models: Sequence[str]
 def _derived_sql() -> str:
     """SQL for the derived summaries: a dataset stored only per view (ImageNet-C) gets its
     mean as view ``standard``; the robustness average (``robustness/top1_average``, over the
-    benchmarks present), ``invariance/agreement_mean`` and ``pug-imagenet/top1_mean``."""
+    benchmarks present), ``invariance/agreement_mean``, ``pug-imagenet/top1_mean`` and the
+    VTAB means (``vtab/top1_<group>`` and ``vtab/top1_vtab``, over the tasks present)."""
+    from beyond_inet.datasets.transfer import TASKS
     from dashboard.frames import INVARIANCE_FAMILIES
     from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
     bench = ", ".join(f"('{d}', '{m}')" for _, d, m in ROBUSTNESS_BENCHMARKS)
+    tasks = [t for _, t in TASKS.items()]
+    sizes = {g: sum(t.group == g for t in tasks) for g in {t.group for t in tasks}}
+    vtab = ", ".join(f"('{t.stored}', '{t.group}', {sizes[t.group]})" for t in tasks)
     fams = ", ".join(f"'{f}'" for f in INVARIANCE_FAMILIES)
     nan = "'nan'::DOUBLE"
     return (
         f"b AS (SELECT * FROM (VALUES {bench}) t(dataset, metric)), "
+        f"vt AS (SELECT * FROM (VALUES {vtab}) t(dataset, grp, n)), "
+        "vm AS (SELECT m.*, vt.grp, vt.n FROM m JOIN vt USING (dataset) "
+        "WHERE m.metric = 'top1' AND m.view = 'standard'), "
         "bm AS (SELECT m.model, m.dataset, m.metric, bool_or(m.view = 'standard') AS has_std, "
         "coalesce(first(m.value) FILTER (WHERE m.view = 'standard'), "
         "avg(m.value) FILTER (WHERE m.view <> 'standard')) AS value, "
@@ -167,7 +175,13 @@ def _derived_sql() -> str:
         f"UNION ALL SELECT model, 'pug-imagenet', 'standard', 'top1_mean', avg(value), {nan}, "
         f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' factors' FROM m "
         "WHERE dataset = 'pug-imagenet' AND metric = 'top1' AND view <> 'standard' "
-        "GROUP BY model) "
+        "GROUP BY model "
+        f"UNION ALL SELECT model, 'vtab', 'standard', 'top1_' || grp, avg(value), {nan}, "
+        f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' of ' || "
+        "any_value(n) || ' tasks' FROM vm GROUP BY model, grp "
+        f"UNION ALL SELECT model, 'vtab', 'standard', 'top1_vtab', avg(value), {nan}, {nan}, "
+        f"bool_or(random_weights), NULL, 'mean of ' || count(*) || ' of {len(tasks)} tasks' "
+        "FROM vm GROUP BY model) "
     )
 
 
@@ -661,3 +675,54 @@ def image_bytes(path: str, max_side: int) -> bytes | None:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- CKA
+
+CKA_RUN_COLUMNS = [
+    "run_id",
+    "model_a",
+    "model_b",
+    "dataset",
+    "n_images",
+    "tokens",
+    "estimator",
+    "random_weights",
+    "finished_at",
+    "pair",
+]
+
+
+@cached
+def cka_runs(path: str, version: str) -> pd.DataFrame:
+    """The latest CKA run per (model pair, dataset, pooling), with a ``pair`` label; empty
+    for a store without CKA results (or of a layout before them)."""
+    if not Store(path).has_table("cka_runs"):
+        return pd.DataFrame(columns=CKA_RUN_COLUMNS)
+    df = _q(
+        path,
+        "SELECT run_id, model_a, model_b, dataset, n_images, tokens, estimator, "
+        "random_weights, finished_at FROM cka_runs QUALIFY row_number() OVER (PARTITION BY "
+        "model_a, model_b, dataset, tokens ORDER BY finished_at DESC, run_id) = 1 "
+        "ORDER BY model_a, model_b, dataset, tokens",
+        [],
+        CKA_RUN_COLUMNS[:-1],
+    )
+    df["pair"] = [
+        f"{a} x {b} ({d}, {n:,} images, {t})"
+        for a, b, d, n, t in zip(
+            df["model_a"], df["model_b"], df["dataset"], df["n_images"], df["tokens"], strict=True
+        )
+    ]
+    return df
+
+
+@cached
+def cka_cells(path: str, version: str, run_id: str) -> pd.DataFrame:
+    """One CKA run's layer x layer cells (``row``/``col`` index the two models' taps)."""
+    return _q(
+        path,
+        "SELECT row, col, layer_a, layer_b, cka FROM cka WHERE run_id = ? ORDER BY row, col",
+        [run_id],
+        ["row", "col", "layer_a", "layer_b", "cka"],
+    )

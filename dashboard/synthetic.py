@@ -40,7 +40,7 @@ from beyond_inet.reference import (
     imagenet_val_labels,
     imagenet_wnids,
 )
-from beyond_inet.run.records import ImageRecords, RunRecord, metrics_frame
+from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame
 from beyond_inet.scoring.evaluations import ScoringOptions, score_run, score_view
 from beyond_inet.store import Store
 
@@ -470,12 +470,163 @@ def main(argv: list[str] | None = None) -> int:
         n_boot=100,
         log=True,
     )
+    fill_transfer(args.store)
+    fill_cka(
+        args.store,
+        [
+            ("deit3_21k", "deit3_21k"),
+            ("deit3_21k", "vit_clip"),
+            ("convnext_base_21k", "convnext_clip"),
+        ],
+    )
     print(
         f"wrote {n:,} prediction rows to {args.store}"
         + ("" if args.no_images else f" and pictures under {root}")
     )
     print(f"open it: streamlit run dashboard/app.py -- --store {args.store} --data-root {root}")
     return 0
+
+
+# --------------------------------------------------------------------------- transfer, CKA
+
+#: Rough probe accuracy per VTAB group (the paper's range) for synthetic transfer runs.
+TRANSFER_ACCURACY = {"natural": 0.86, "specialized": 0.86, "structured": 0.5}
+
+
+def _transfer_run(
+    model: str, task_name: str, seed: int, n: int = 200, n_classes: int = 10
+) -> tuple[RunRecord, pa.Table, pd.DataFrame]:
+    """A synthetic probe run of ``model`` on one VTAB task, scored by production code."""
+    import torch
+
+    from beyond_inet.datasets.transfer import TASKS
+    from beyond_inet.run.engine import score_logits
+    from beyond_inet.run.records import to_arrow
+    from beyond_inet.run.transfer import transfer_evaluations
+
+    task = TASKS.get(task_name)
+    rng = np.random.default_rng(seed)
+    acc = min(0.98, max(0.05, TRANSFER_ACCURACY[task.group] + rng.normal(0, 0.05)))
+    labels = rng.integers(0, n_classes, n)
+    logits = rng.normal(0, 1, (n, n_classes))
+    hit = rng.random(n) < acc
+    logits[np.arange(n), np.where(hit, labels, (labels + 1) % n_classes)] += 4.0
+    out = score_logits(torch.from_numpy(logits), torch.from_numpy(labels), None)
+    rec = ImageRecords(
+        sample_id=np.array([f"test/{i:05d}" for i in range(n)], dtype=object),
+        label=labels,
+        pred=out["pred"],
+        confidence=out["confidence"],
+        p_true=out["p_true"],
+        correct=out["pred"] == labels,
+        topk_idx=out["topk_idx"],
+        topk_prob=out["topk_prob"],
+        brier=out["brier"],
+    )
+    run_id = uuid.uuid4().hex[:16]
+    rows = [("standard", r) for r in score_view(rec, transfer_evaluations(task), ScoringOptions(0))]
+    rows += [
+        ("standard", MetricRow(m, v))
+        for m, v in (("probe_c", 100.0), ("n_train", 800.0), ("n_val", 200.0), ("n_test", n))
+    ]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    run = RunRecord(
+        run_id=run_id,
+        run_key=f"synthetic:{model}:{task.stored}:{seed}",
+        model=model,
+        model_label=model,
+        dataset=task.stored,
+        status="finished",
+        weights=SYNTHETIC_WEIGHTS,
+        random_weights=True,
+        preprocessing="{}",
+        views=json.dumps(["standard"]),
+        settings=json.dumps({"synthetic": True}),
+        dataset_root=None,
+        sample_limit=None,
+        n_samples=n,
+        n_failed=0,
+        failed="[]",
+        started_at=now,
+        finished_at=now,
+        seconds=0.0,
+        device="synthetic",
+        precision="fp32",
+        code_version="synthetic",
+        library_versions="{}",
+    )
+    return (
+        run,
+        to_arrow(rec, run_id, model, task.stored, "standard"),
+        metrics_frame(run_id, model, task.stored, rows),
+    )
+
+
+def fill_transfer(
+    path: Path | str, models: Sequence[str] = PAPER_MODELS, tasks: Sequence[str] | None = None
+) -> int:
+    """One synthetic probe run per (model, VTAB task); returns the runs written."""
+    from beyond_inet.datasets.transfer import TASKS
+
+    store = Store(path)
+    names = list(tasks) if tasks is not None else list(TASKS)
+    for i, model in enumerate(models):
+        for j, name in enumerate(names):
+            store.commit_run(*_transfer_run(model, name, 7000 + 100 * i + j), replace=True)
+    return len(models) * len(names)
+
+
+def synthetic_cka(n_a: int, n_b: int, same: bool, seed: int = 0) -> np.ndarray:
+    """A plausible CKA matrix: high near corresponding depths, falling away from them;
+    a model with itself is symmetric with ones on the diagonal."""
+    da, db = np.linspace(0, 1, n_a), np.linspace(0, 1, n_b)
+    gap = np.abs(da[:, None] - db[None, :])
+    if same:
+        return np.exp(-2.5 * gap)
+    noise = np.random.default_rng(seed).normal(0, 0.03, gap.shape)
+    return np.clip(0.9 * np.exp(-2.0 * gap) + noise, 0, 1)
+
+
+def fill_cka(
+    path: Path | str, pairs: Sequence[tuple[str, str]], layers: int = 12, n_images: int = 2000
+) -> int:
+    """One synthetic CKA run per model pair (``blocks.<i>`` taps); returns the runs."""
+    from beyond_inet.run.records import CkaRunRecord, cka_cells
+
+    store = Store(path)
+    for k, (a, b) in enumerate(pairs):
+        names = [f"blocks.{i}" for i in range(layers)]
+        matrix = synthetic_cka(layers, layers, a == b, k)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        run_id = uuid.uuid4().hex[:16]
+        run = CkaRunRecord(
+            run_id=run_id,
+            run_key=f"synthetic:cka:{a}:{b}",
+            model_a=a,
+            model_b=b,
+            dataset="imagenet-val",
+            n_images=n_images,
+            tokens="mean",
+            layers_a=json.dumps(names),
+            layers_b=json.dumps(names),
+            weights_a=SYNTHETIC_WEIGHTS,
+            weights_b=SYNTHETIC_WEIGHTS,
+            random_weights=True,
+            preprocessing_a="{}",
+            preprocessing_b="{}",
+            dataset_root=None,
+            estimator="synthetic (numbers meaningless)",
+            batch_size=64,
+            started_at=now,
+            finished_at=now,
+            seconds=0.0,
+            device="synthetic",
+            precision="fp32",
+            code_version="synthetic",
+            library_versions="{}",
+        )
+        store.commit_cka(run, cka_cells(run_id, matrix, names, names), replace=True)
+    return len(pairs)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from beyond_inet import settings
 from beyond_inet.datasets import DATASETS, DatasetLayoutError
+from beyond_inet.datasets.transfer import SPLIT_PROTOCOLS, TASKS, expand_tasks
 from beyond_inet.models import (
     MODELS,
     CheckpointMismatchError,
@@ -24,7 +25,7 @@ from beyond_inet.models import (
 )
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.run.errors import PrecomputeError
-from beyond_inet.settings import PRECISIONS
+from beyond_inet.settings import PRECISIONS, TOKEN_POOLS
 from beyond_inet.store import StoreError
 from beyond_inet.transforms.views import (
     VIEW_GRIDS,
@@ -254,6 +255,48 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $BEYOND_INET_CACHE or ~/.cache/beyond_inet)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr = p.add_argument_group(
+        "transferability (linear probes on frozen features; see README: Transfer)"
+    )
+    tr.add_argument(
+        "--transfer",
+        action="append",
+        type=_csv,
+        default=None,
+        metavar="TASK[,TASK]",
+        help="probe --model on VTAB tasks under DATA_ROOT/vtab/ instead of the ImageNet "
+        "evaluations: task names, a group (natural, specialized, structured) or all",
+    )
+    tr.add_argument(
+        "--transfer-protocol",
+        choices=[n for n, _ in SPLIT_PROTOCOLS.items()],
+        default="vtab-1k",
+        help="vtab-1k = 800 train + 200 val images, seed 0 (default); full = the whole "
+        "training set, a seeded 10%% as val",
+    )
+    sim = p.add_argument_group("representation similarity (linear CKA; see README: CKA)")
+    sim.add_argument(
+        "--cka",
+        type=_csv,
+        default=None,
+        metavar="MODEL_A,MODEL_B",
+        help="layer x layer linear CKA of two models (one name: the model with itself) "
+        "on --dataset (default imagenet-val)",
+    )
+    sim.add_argument(
+        "--cka-images",
+        type=_positive,
+        default=settings.DEFAULT_CKA_IMAGES,
+        metavar="N",
+        help="images in the CKA estimate, a seeded sample (default %(default)s)",
+    )
+    sim.add_argument(
+        "--cka-tokens",
+        choices=TOKEN_POOLS,
+        default="mean",
+        help="how a transformer layer's tokens are pooled: mean over patch tokens "
+        "(default) or the class token",
+    )
     inv = p.add_argument_group(
         "invariance views of imagenet-val (see README: scale / shift / resolution)"
     )
@@ -295,8 +338,15 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
 
     models = tuple(m for group in (args.model or [["all"]]) for m in group)
     datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
+    if args.transfer and args.cka:
+        raise UsageError("--transfer and --cka are separate runs; give one of them.")
+    if args.cka is not None and not 1 <= len(args.cka) <= 2:
+        raise UsageError("--cka takes MODEL_A,MODEL_B (or one model, compared with itself).")
+    if args.transfer:
+        expand_tasks([t for group in args.transfer for t in group])  # typos fail here
     for name, _ in args.dataset_path:
-        DATASETS.get(name)
+        if not (args.transfer and name in TASKS):
+            DATASETS.get(name)
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
             raise FileNotFoundError(
@@ -328,6 +378,11 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         scoring=ScoringOptions(n_boot=args.bootstrap),
         cache_dir=args.cache_dir,
         extra_views=invariance_views(args),
+        transfer=tuple(t for group in args.transfer or [] for t in group),
+        transfer_protocol=args.transfer_protocol,
+        cka=tuple(args.cka or ()),
+        cka_images=args.cka_images,
+        cka_tokens=args.cka_tokens,
     )
 
 
@@ -390,22 +445,27 @@ def _datasets_command(args: argparse.Namespace) -> int:
         download_dataset,
         format_dataset_list,
     )
+    from beyond_inet.datasets.transfer import download_task, format_task_list, task_statuses
+
+    def log(m: str) -> None:
+        print(m, file=sys.stderr, flush=True)
 
     try:
         for name in (n for group in args.download or [] for n in group):
-            download_dataset(
-                name,
-                args.data_root,
-                progress=not args.quiet,
-                log=lambda m: print(m, file=sys.stderr, flush=True),
-            )
+            if name in TASKS:
+                download_task(TASKS.get(name), args.data_root, log)
+            else:
+                download_dataset(name, args.data_root, progress=not args.quiet, log=log)
         if args.list_datasets:
-            print(format_dataset_list(dataset_statuses(args.data_root, dict(args.dataset_path))))
+            paths = dict(args.dataset_path)
+            print(format_dataset_list(dataset_statuses(args.data_root, paths)))
+            print()
+            print(format_task_list(task_statuses(args.data_root, paths)))
     except UnknownNameError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (DownloadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DownloadError, DatasetLayoutError, OSError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
 
@@ -439,7 +499,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from beyond_inet.run.pipeline import format_summary, run_precompute
 
         cfg = config_from_args(args)
-        summaries = run_precompute(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        if cfg.cka:
+            from beyond_inet.run.similarity import run_cka
+
+            print(run_cka(cfg, log=log))
+            return 0
+        if cfg.transfer:
+            from beyond_inet.run.transfer import run_transfer
+
+            summaries = run_transfer(cfg, log=log)
+        else:
+            summaries = run_precompute(cfg, log=log)
     except KeyboardInterrupt:
         print(f"\n{_interrupted(args.store)}", file=sys.stderr)
         return 130

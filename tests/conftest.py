@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from beyond_inet.models import LoadedModel, LoadOptions, WeightsSource, load_model
-from beyond_inet.run.records import RUN_COLUMNS, RunRecord
+from beyond_inet.run.records import RUN_COLUMNS, CkaRunRecord, RunRecord
 from beyond_inet.scoring.metrics import load_imagenet_x_annotations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,37 @@ def run_record(run_id: str, **values: object) -> RunRecord:
     )
     row.update(values)
     return RunRecord(**row)
+
+
+def cka_record(run_id: str, key: str, **values: object) -> CkaRunRecord:
+    """A CKA run record with plausible defaults (``values`` override fields)."""
+    base: dict[str, object] = {
+        "run_id": run_id,
+        "run_key": key,
+        "model_a": "a",
+        "model_b": "b",
+        "dataset": "imagenet-val",
+        "n_images": 8,
+        "tokens": "mean",
+        "layers_a": '["x", "y"]',
+        "layers_b": '["x", "y"]',
+        "weights_a": "random",
+        "weights_b": "random",
+        "random_weights": True,
+        "preprocessing_a": "{}",
+        "preprocessing_b": "{}",
+        "dataset_root": None,
+        "estimator": "test",
+        "batch_size": 4,
+        "started_at": None,
+        "finished_at": None,
+        "seconds": 0.0,
+        "device": "cpu",
+        "precision": "fp32",
+        "code_version": "test",
+        "library_versions": "{}",
+    }
+    return CkaRunRecord(**{**base, **values})  # type: ignore[arg-type]
 
 
 def noise_image(rng: np.random.Generator, h: int, w: int) -> Image.Image:

@@ -38,6 +38,8 @@ PAGES = {
     "shape_bias": ("Shape bias", 1),
     "robustness": ("Robustness", 3),
     "pug": ("PUG-ImageNet", 2),
+    "transfer": ("Transfer", 3),
+    "representations": ("Representations", 2),
     "explorer": ("Explorer", 0),
     "reproduction": ("Reproduction", 1),
     "store_overview": ("Runs", 0),
@@ -196,6 +198,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         write_images=True,
         n_boot=20,
     )
+    synthetic.fill_transfer(store, ("deit3_21k", "vit_clip"))
+    synthetic.fill_cka(store, [("deit3_21k", "deit3_21k"), ("deit3_21k", "vit_clip")])
     with serve(store, d / "datasets", d / "streamlit.log") as url:
         yield url
 

@@ -26,7 +26,7 @@ from beyond_inet.run.records import (
 )
 from beyond_inet.scoring import metrics as M
 from beyond_inet.store import METRIC_COLUMNS, Store
-from dashboard import frames, published, queries, synthetic
+from dashboard import figures, frames, published, queries, synthetic
 from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, run_record
 
 APP = str(REPO / "dashboard" / "app.py")
@@ -39,12 +39,22 @@ PAGES = {  # page file -> (title, needs-data-to-chart)
     "shape_bias": "Shape bias",
     "robustness": "Robustness",
     "pug": "PUG-ImageNet",
+    "transfer": "Transfer",
+    "representations": "Representations",
     "explorer": "Explorer",
     "reproduction": "Reproduction",
     "store_overview": "Runs",
 }
 # pages with published numbers: they chart even without a store
-PUBLISHED_CHARTS = {"finder", "overview", "calibration", "shape_bias", "robustness", "reproduction"}
+PUBLISHED_CHARTS = {
+    "finder",
+    "overview",
+    "calibration",
+    "shape_bias",
+    "robustness",
+    "transfer",
+    "reproduction",
+}
 SYN_MODELS = ("deit3_21k", "vit_clip")
 SYN_RANDOM = ("timm:test_vit",)
 
@@ -95,6 +105,8 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_images=True,
         n_boot=20,
     )
+    synthetic.fill_transfer(store, SYN_MODELS)
+    synthetic.fill_cka(store, [("deit3_21k", "deit3_21k"), ("deit3_21k", "vit_clip")], layers=6)
     return store
 
 
@@ -441,7 +453,9 @@ def test_published_numbers_map_to_store_keys() -> None:
     rows = published.published_rows()
     assert rows["provenance"].isin(["printed", "derived"]).all() and rows["source"].notna().all()
     unmapped = rows[rows["dataset"].isna()]
-    assert set(unmapped["property"]) == {"models", "transferability"}
+    assert set(unmapped["property"]) == {"models"}
+    vtab = rows[rows["property"] == "transferability"]
+    assert len(vtab) == 4 * 20 and vtab["dataset"].str.startswith("vtab").all()
     assert set(unmapped[unmapped["property"] == "models"]["published_metric"]) == {
         "FLOPs",
         "#params",
@@ -450,6 +464,26 @@ def test_published_numbers_map_to_store_keys() -> None:
     assert pm.loc[("deit3_21k", "imagenet-val", "top1"), "value"] == pytest.approx(0.855)
     assert pm.loc[("vit_clip", "imagenet-val", "ece"), "value"] == pytest.approx(0.1331)
     assert pm.loc[("convnext_clip", "cue-conflict", "shape_bias"), "value"] == pytest.approx(0.4241)
+    assert pm.loc[("convnext_clip", "vtab-dsprites-ori", "top1"), "value"] == pytest.approx(
+        float(
+            rows[
+                (rows["model"] == "convnext_clip") & (rows["published_dataset"] == "VTAB: dSpr-Ori")
+            ]["published_value"].iloc[0]
+        )
+        / 100
+    )
+    # the group means: the mean of the paper's per-task numbers (hand-computed from the CSV)
+    deit = rows[(rows["model"] == "deit3_21k") & (rows["property"] == "transferability")]
+    structured = [
+        "Clevr-Count", "Clevr-Dist", "DMLAB", "KITTI-Dist", "dSpr-Loc", "dSpr-Ori",
+        "sNORB-Azim", "sNORB-Elev",
+    ]  # fmt: skip
+    want = deit[deit["published_dataset"].isin([f"VTAB: {t}" for t in structured])]
+    assert len(want) == 8
+    assert pm.loc[("deit3_21k", "vtab", "top1_structured"), "value"] == pytest.approx(
+        want["published_value"].mean() / 100
+    )
+    assert pm.loc[("deit3_21k", "vtab", "top1_vtab"), "value"] == pytest.approx(0.678)
     assert not pm.index.duplicated().any()
     assert published.human_shape_bias()["shape_bias"].mean() == pytest.approx(0.95759)
 
@@ -850,3 +884,66 @@ def test_a_measured_catalogue_weight_sits_beside_its_published_numbers(
     assert row["measured imagenet-val top1"] == pytest.approx(measured)
     assert row["imagenet-val top1"] == pytest.approx(0.40982)  # timm's number, same row
     assert any("RANDOM" in w.value for w in at.warning)  # the measured run is synthetic
+
+
+# --------------------------------------------------------------------------- transfer, CKA
+
+
+def test_vtab_summaries_derived_in_sql(tmp_path: Path) -> None:
+    """Group means over the tasks present and the overall mean, against a hand computation."""
+    measured = pd.DataFrame(
+        [
+            ("m", "vtab-cifar100", "standard", "top1", 0.8, False),
+            ("m", "vtab-dtd", "standard", "top1", 0.6, False),
+            ("m", "vtab-eurosat", "standard", "top1", 0.9, False),
+            ("m", "vtab-dmlab", "standard", "top1", 0.4, False),
+            ("m", "vtab-dtd", "standard", "probe_c", 100.0, False),  # not a top-1: ignored
+        ],
+        columns=["model", "dataset", "view", "metric", "value", "random_weights"],
+    )
+    d = _derived(tmp_path, measured)
+    v = d[d["dataset"] == "vtab"].set_index("metric")
+    assert v.loc["top1_natural", "value"] == pytest.approx(0.7)
+    assert v.loc["top1_specialized", "value"] == pytest.approx(0.9)
+    assert v.loc["top1_structured", "value"] == pytest.approx(0.4)
+    assert v.loc["top1_vtab", "value"] == pytest.approx((0.8 + 0.6 + 0.9 + 0.4) / 4)
+    assert v.loc["top1_natural", "detail"] == "mean of 2 of 7 tasks"
+    assert v.loc["top1_vtab", "detail"] == "mean of 4 of 19 tasks"
+
+
+def test_transfer_frames_and_gap() -> None:
+    comb = pd.DataFrame(
+        [
+            ("a", "a", "measured", "vtab-dtd", "standard", "top1", 0.70),
+            ("a", "a", "published", "vtab-dtd", "standard", "top1", 0.75),
+            ("a", "a", "measured", "vtab-dmlab", "standard", "top1", 0.40),
+            ("b", "b", "published", "vtab-dtd", "standard", "top1", 0.60),
+            ("a", "a", "measured", "vtab", "standard", "top1_natural", 0.70),
+            ("a", "a", "measured", "imagenet-val", "standard", "top1", 0.80),
+        ],
+        columns=["model", "display", "source", "dataset", "view", "metric", "value"],
+    )
+    tasks = frames.transfer_table(comb)
+    assert set(tasks["task"]) == {"DTD", "DMLAB"} and len(tasks) == 4
+    assert frames.transfer_groups(comb)["group"].tolist() == ["natural"]
+    gap = frames.transfer_gap(tasks)
+    assert gap[["model", "task", "gap (pp)"]].values.tolist() == [["a", "DTD", -5.0]]
+    wide = frames.transfer_wide(tasks)
+    assert list(wide["task"]) == ["DTD", "DMLAB"]  # natural before structured
+    assert wide.loc[0, "a (measured)"] == pytest.approx(70.0)
+
+
+def test_cka_queries_and_figures(synthetic_store: Path) -> None:
+    path = str(synthetic_store)
+    runs = queries.cka_runs.uncached(path, queries.store_version(path))
+    assert len(runs) == 2 and runs["pair"].str.contains(" x ").all()
+    self_run = runs[runs["model_b"] == "deit3_21k"].iloc[0]
+    cells = queries.cka_cells.uncached(path, "", self_run["run_id"])
+    m = cells.pivot(index="row", columns="col", values="cka").to_numpy()
+    want = synthetic.synthetic_cka(6, 6, True)
+    np.testing.assert_allclose(m, want, atol=1e-6)  # float32 in the store
+    fig = figures.cka_heatmap(cells, "deit3_21k", "deit3_21k")
+    assert list(fig.data[0].y) == [f"blocks.{i}" for i in range(6)]
+    prof = figures.cka_diagonal(cells, "deit3_21k", "deit3_21k").data[0]
+    np.testing.assert_allclose(prof.y, 1.0, atol=1e-6)
+    assert queries.cka_runs.uncached(str(synthetic_store.parent / "none.duckdb"), "").empty

@@ -68,3 +68,31 @@ def test_statuses_api(list_root: Path) -> None:
     assert not by_name["imagenet-val"].downloadable
     assert not by_name["imagenet-hard"].downloadable
     assert by_name["imagenet-c"].status == "missing"
+
+
+def test_list_shows_every_transfer_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from beyond_inet.datasets.transfer import TASKS
+    from tests.test_transfer import write_folder_task
+
+    write_folder_task(tmp_path / "vtab" / "dtd", {"train": 4, "test": 2})
+    (tmp_path / "vtab" / "dmlab").mkdir(parents=True)  # there, but no layout
+    assert main(["--list-datasets", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    table = out.split("task  ")[1].split("\n\n")[0].splitlines()
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert set(rows) == set(TASKS)
+    assert rows["dtd"][1:5] == ["natural", "found", "(folders)", "10/2/6"]
+    assert rows["dmlab"][2:4] == ["bad", "layout"]
+    assert rows["cifar100"][2] == "missing"
+    assert "--download cifar100" in out and "export the TFDS / VTAB splits" in out
+
+
+def test_download_of_a_task_torchvision_lacks_says_how_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--download", "resisc45", "--data-root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: resisc45 cannot be downloaded automatically")
+        and err.count("\n") == 1
+    )

@@ -88,6 +88,36 @@ def test_an_older_store_is_upgraded_on_the_next_write(tmp_path: Path) -> None:
     assert s.query("SELECT count(*) AS n FROM schema_info")["n"].iloc[0] == 1
 
 
+def test_a_v2_store_gets_the_cka_tables_on_the_next_write(tmp_path: Path) -> None:
+    """Version 2 had no ``cka_runs`` / ``cka``: readers see none; a CKA commit adds them."""
+    import duckdb
+    import numpy as np
+
+    from beyond_inet.run.records import SCHEMA_VERSION, cka_cells
+    from tests.conftest import cka_record
+
+    path = tmp_path / "v2.duckdb"
+    assert Store(path).commit_run(_run("a"), _preds("a"), _metrics("a"))
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE cka")
+    con.execute("DROP TABLE cka_runs")
+    con.execute("UPDATE schema_info SET version = 2")
+    con.close()
+    s = Store(path)
+    assert not s.has_table("cka_runs") and s.finished_cka("k") is None
+    m = np.array([[1.0, 0.5], [0.5, 1.0]])
+    assert s.commit_cka(cka_record("c1", "k"), cka_cells("c1", m, ["x", "y"], ["x", "y"]))
+    assert s.query("SELECT version FROM schema_info")["version"].tolist() == [SCHEMA_VERSION]
+    assert s.finished_cka("k") == "c1"
+    assert not s.commit_cka(cka_record("c2", "k"), cka_cells("c2", m, ["x", "y"], ["x", "y"]))
+    assert s.commit_cka(
+        cka_record("c3", "k"), cka_cells("c3", m, ["x", "y"], ["x", "y"]), replace=True
+    )
+    cells = s.query("SELECT run_id, cka FROM cka ORDER BY row, col")
+    assert set(cells["run_id"]) == {"c3"} and cells["cka"].tolist() == [1.0, 0.5, 0.5, 1.0]
+    assert len(s.query("SELECT * FROM runs")) == 1  # the ImageNet runs are untouched
+
+
 def test_a_newer_store_is_refused_with_what_to_do(tmp_path: Path) -> None:
     import duckdb
 

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from beyond_inet.reference import imagenet_wnid_index
 from beyond_inet.registry import Registry
@@ -105,11 +105,14 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class FoundDataset:
-    """A dataset located on disk with its listed samples."""
+    """A dataset located on disk with its listed samples. ``reader`` opens a sample whose
+    image is not a file of its own (a torchvision dataset's arrays) as a PIL image; ``None``
+    means every sample's ``path`` is an image file."""
 
     spec: DatasetSpec
     root: Path
     samples: list[Sample]
+    reader: Callable[[Sample], Any] | None = field(default=None, compare=False)
 
     def fingerprint(self) -> str:
         """What was evaluated: a hash of the sorted (sample id, file size) pairs and their

@@ -3,7 +3,7 @@ reported, never fatal."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,18 +59,31 @@ class Decoded:
 class DecodedImages:
     """A map-style dataset for ``torch.utils.data.DataLoader``: decodes each of the samples
     at ``indices`` (default: all) once to a uint8 CHW tensor; failures become
-    ``Decoded.error``. Items carry their index into ``samples``."""
+    ``Decoded.error``. Items carry their index into ``samples``. ``reader`` (a dataset's
+    own, e.g. torchvision arrays) opens a sample as a PIL image instead of its file."""
 
-    def __init__(self, samples: Sequence[Sample], indices: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        indices: Sequence[int] | None = None,
+        reader: Callable[[Sample], Image.Image] | None = None,
+    ) -> None:
         self.indices = list(range(len(samples)) if indices is None else indices)
+        self.reader = reader
+        self.samples = [samples[i] for i in self.indices] if reader else []
         self.paths = [str(samples[i].path) for i in self.indices]
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _open(self, i: int) -> Image.Image:
+        if self.reader is not None:
+            return to_rgb(self.reader(self.samples[i]))
+        return load_rgb(self.paths[i])
+
     def __getitem__(self, i: int) -> Decoded:
         try:
-            return Decoded(self.indices[i], pil_to_tensor(load_rgb(self.paths[i])))
+            return Decoded(self.indices[i], pil_to_tensor(self._open(i)))
         except Exception as e:
             return Decoded(self.indices[i], None, f"{type(e).__name__}: {e}")
 

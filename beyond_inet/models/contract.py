@@ -30,8 +30,6 @@ from beyond_inet.settings import PRECISIONS
 #: Capabilities: "logits" and "features" always; "taps" with tap points; "text_labels" for
 #: zero-shot models (custom labels, image embeddings).
 CAPABILITIES = ("logits", "features", "taps", "text_labels")
-#: How tokens of a transformer tap are pooled: the mean over patch tokens, or the class token.
-TOKEN_POOLS = ("mean", "cls")
 
 
 def pool_activation(

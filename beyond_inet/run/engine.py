@@ -30,6 +30,8 @@ from beyond_inet.settings import DEFAULT_BATCH_SIZE, PRECISIONS
 from beyond_inet.transforms.views import STANDARD, View
 
 TOPK = 5
+#: A streaming consumer of pooled taps: (model name, sample indices, tap name -> [B, C]).
+TapSink = Callable[[str, np.ndarray, dict[str, np.ndarray]], None]
 PER_IMAGE, FEATURES, TAPS = "per_image", "features", "taps"
 CHANNELS = (PER_IMAGE, FEATURES, TAPS)
 
@@ -285,6 +287,7 @@ def _run_batch(
     rule: DecisionRule | None,
     subset: ClassSubset | None,
     sinks: _Sinks,
+    tap_sink: TapSink | None = None,
 ) -> None:
     """Every model and view on one batch of decoded images."""
     index = np.array([d.index for d in ok])
@@ -304,9 +307,11 @@ def _run_batch(
                 feats = pooled_fp32(p.model.module, t).cpu().numpy()
                 sinks.chunks(FEATURES, key).add(index=index, values=feats)
             if TAPS in channels and p.taps:
-                sinks.chunks(TAPS, key).add(
-                    index=index, **{k: a.cpu().numpy() for k, a in p.taps.items()}
-                )
+                pooled = {k: a.cpu().numpy() for k, a in p.taps.items()}
+                if tap_sink is not None:
+                    tap_sink(name, index, pooled)
+                else:
+                    sinks.chunks(TAPS, key).add(index=index, **pooled)
 
 
 def _results(
@@ -338,13 +343,17 @@ def run_pass(
     shard: Shard = Shard(),
     taps: dict[str, Sequence[str]] | None = None,
     tokens: str = "mean",
+    tap_sink: TapSink | None = None,
 ) -> PassResult:
     """Decode the samples of one ``shard`` of ``found`` once and evaluate all ``models`` x
     their views, producing the requested ``channels`` (see the module docstring).
 
     ``views`` maps model name -> views (default: ``standard`` only); ``taps`` maps model
     name -> tap names for the ``taps`` channel (``tokens``: how transformer taps pool).
-    Undecodable images are skipped and returned in ``failed`` as (sample_id, error).
+    With ``tap_sink`` each batch's pooled taps go to it (``sink(model, index, taps)``, the
+    models in order, every batch) instead of being kept: a streaming consumer (CKA) then
+    never holds the activations of all images. Undecodable images are skipped and returned
+    in ``failed`` as (sample_id, error).
     """
     chans = frozenset(channels)
     unknown = chans - set(CHANNELS)
@@ -360,7 +369,7 @@ def run_pass(
     positions = shard.positions(len(found.samples))
     labels_all = torch.tensor([s.label for s in found.samples], dtype=torch.long)
     loader = torch.utils.data.DataLoader(
-        DecodedImages(found.samples, positions),
+        DecodedImages(found.samples, positions, found.reader),
         batch_size=settings.batch_size,
         num_workers=settings.workers,
         collate_fn=collate_decoded,
@@ -385,7 +394,16 @@ def run_pass(
                 bar.update(len(batch))
                 if ok:
                     _run_batch(
-                        ok, labels_all, prepared, views, settings, chans, rule, subset, sinks
+                        ok,
+                        labels_all,
+                        prepared,
+                        views,
+                        settings,
+                        chans,
+                        rule,
+                        subset,
+                        sinks,
+                        tap_sink,
                     )
     finally:
         for p in prepared.values():

@@ -29,7 +29,13 @@ from beyond_inet.models import (
 from beyond_inet.run.engine import RunSettings
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.scoring.evaluations import ScoringOptions
-from beyond_inet.settings import DEFAULT_DATA_ROOT, DEFAULT_LOGIT_SCALE, DEFAULT_STORE
+from beyond_inet.scoring.probe import ProbeSettings
+from beyond_inet.settings import (
+    DEFAULT_CKA_IMAGES,
+    DEFAULT_DATA_ROOT,
+    DEFAULT_LOGIT_SCALE,
+    DEFAULT_STORE,
+)
 from beyond_inet.transforms.views import STANDARD, View, parse_view
 
 Log = Callable[[str], None]
@@ -54,6 +60,14 @@ class PrecomputeConfig:
     cache_dir: Path | None = None
     #: transform views (besides ``standard``) for datasets whose protocol has transform views
     extra_views: tuple[str, ...] = ()
+    #: transfer tasks to probe (``--transfer``; ``()`` = the ImageNet evaluations instead)
+    transfer: tuple[str, ...] = ()
+    transfer_protocol: str = "vtab-1k"
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    #: the model pair of a CKA run (``--cka A,B``), its image count and token pooling
+    cka: tuple[str, ...] = ()
+    cka_images: int = DEFAULT_CKA_IMAGES
+    cka_tokens: str = "mean"
 
 
 def select_datasets(names: Sequence[str] | None) -> list[DatasetSpec]:

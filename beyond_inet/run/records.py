@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 #: Version of the store layout these records make (see ``beyond_inet.store``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _col(arrow: pa.DataType, doc: str, nullable: bool = False, default: Any = MISSING) -> Any:
@@ -231,3 +231,78 @@ class RunRecord:
 RUN_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (f.name, f.metadata["sql"]) for f in fields(RunRecord)
 )
+
+
+# --------------------------------------------------------------------------- CKA runs
+
+
+@dataclass(frozen=True)
+class CkaRunRecord:
+    """One finished CKA run: the pair of models, the images, how taps were pooled."""
+
+    run_id: str = _sql("VARCHAR PRIMARY KEY", "unique id")
+    run_key: str = _sql("VARCHAR NOT NULL", "identity: skip-if-done and --force match on it")
+    model_a: str = _sql("VARCHAR NOT NULL", "the model whose taps are the rows")
+    model_b: str = _sql("VARCHAR NOT NULL", "the model whose taps are the columns")
+    dataset: str = _sql("VARCHAR NOT NULL", "the dataset the images come from")
+    n_images: int = _sql("INTEGER NOT NULL", "images in the estimate")
+    tokens: str = _sql("VARCHAR NOT NULL", "token pooling: mean (patch tokens) or cls")
+    layers_a: str = _sql("VARCHAR NOT NULL", "model A's tap names, JSON")
+    layers_b: str = _sql("VARCHAR NOT NULL", "model B's tap names, JSON")
+    weights_a: str = _sql("VARCHAR NOT NULL", "model A's weights")
+    weights_b: str = _sql("VARCHAR NOT NULL", "model B's weights")
+    random_weights: bool = _sql("BOOLEAN NOT NULL", "either model has random weights")
+    preprocessing_a: str = _sql("VARCHAR NOT NULL", "model A's recipe, JSON")
+    preprocessing_b: str = _sql("VARCHAR NOT NULL", "model B's recipe, JSON")
+    dataset_root: str | None = _sql("VARCHAR", "the folder evaluated")
+    estimator: str = _sql("VARCHAR NOT NULL", "what was computed")
+    batch_size: int = _sql("INTEGER NOT NULL", "images per minibatch of the estimator")
+    started_at: datetime | None = _sql("TIMESTAMP", "UTC")
+    finished_at: datetime | None = _sql("TIMESTAMP", "UTC")
+    seconds: float = _sql("DOUBLE", "wall time")
+    device: str = _sql("VARCHAR", "cpu / cuda")
+    precision: str = _sql("VARCHAR", "fp32 / bf16 (the trunks)")
+    code_version: str = _sql("VARCHAR", "package version + git commit")
+    library_versions: str = _sql("VARCHAR", "torch, torchvision and the families', JSON")
+
+    def row(self) -> dict[str, Any]:
+        """The record as one row (column -> value)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+CKA_RUN_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f.metadata["sql"]) for f in fields(CkaRunRecord)
+)
+
+#: The ``cka`` table: one row per (run, tap of A, tap of B).
+CKA_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("row", pa.int32()),
+        ("col", pa.int32()),
+        ("layer_a", pa.string()),
+        ("layer_b", pa.string()),
+        ("cka", pa.float32()),
+    ]
+)
+
+
+def cka_cells(
+    run_id: str, matrix: np.ndarray, layers_a: Sequence[str], layers_b: Sequence[str]
+) -> pa.Table:
+    """A CKA matrix ``[len(layers_a), len(layers_b)]`` as the store's cells."""
+    rows, cols = np.indices(matrix.shape)
+    r, c = rows.reshape(-1), cols.reshape(-1)
+    return pa.table(
+        {
+            "run_id": pa.array([run_id] * r.size, pa.string()),
+            "row": pa.array(r.astype(np.int32)),
+            "col": pa.array(c.astype(np.int32)),
+            "layer_a": pa.array([layers_a[i] for i in r], pa.string()),
+            "layer_b": pa.array([layers_b[j] for j in c], pa.string()),
+            "cka": pa.array(
+                matrix.reshape(-1).astype(np.float32), mask=~np.isfinite(matrix.reshape(-1))
+            ),
+        },
+        schema=CKA_SCHEMA,
+    )

@@ -19,6 +19,7 @@ from beyond_inet.reference import IMAGENET_X_FACTORS, real_labels
 from beyond_inet.registry import Registry
 from beyond_inet.run.records import ImageRecords, MetricRow
 from beyond_inet.scoring import metrics as M
+from beyond_inet.scoring.probe import mean_per_class_accuracy
 from beyond_inet.settings import DEFAULT_BOOTSTRAP
 
 #: The engine's output channel every evaluation here reads.
@@ -103,11 +104,17 @@ def _labelled(p: ImageRecords) -> np.ndarray:
 
 
 def accuracy(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
-    """``top1``, ``top5`` (fractions) and ``p_true_mean`` over labelled images."""
+    """``top1``, ``top5`` (fractions; not for tasks of fewer than 5 classes) and
+    ``p_true_mean`` over labelled images."""
     m = _labelled(p)
+    top5 = (
+        []
+        if p.topk_idx.ndim < 2 or p.topk_idx.shape[1] < 5
+        else [_mean_ci("top5", M.topk_hits(p.topk_idx[m], p.label[m], 5), opts)]
+    )
     return [
         _mean_ci("top1", p.correct[m], opts),
-        _mean_ci("top5", M.topk_hits(p.topk_idx[m], p.label[m], 5), opts),
+        *top5,
         _mean_ci("p_true_mean", p.p_true[m], opts),
     ]
 
@@ -230,8 +237,23 @@ def factor_values(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     ]
 
 
+def per_class(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
+    """``mean_per_class``: the mean over classes of each class's top-1 (transfer tasks
+    that report it: Pets, Flowers102, Caltech101)."""
+    m = _labelled(p)
+    return [
+        _with_ci(
+            "mean_per_class",
+            mean_per_class_accuracy,
+            (p.pred[m], p.label[m]),
+            opts,
+        )
+    ]
+
+
 for _name, _fn in (
     ("accuracy", accuracy),
+    ("per_class", per_class),
     ("calibration", calibration),
     ("imagenet_x", imagenet_x),
     ("shape_bias", shape_bias),

@@ -50,6 +50,6 @@ with ui.guard():
         st.caption(
             "Published numbers ship in data/published; provenance: *printed* = read "
             "off the paper's figure or table; *derived* = "
-            "computed from printed numbers. Rows without a store key (FLOPs, VTAB) are "
+            "computed from printed numbers. Rows without a store key (FLOPs) are "
             "not measured by this project."
         )

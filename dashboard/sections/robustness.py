@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import figures, frames, published, state, ui
+from dashboard import figures, frames, state, ui
 
 sel = state.current()
 st.title("Robustness")
@@ -104,17 +104,4 @@ with ui.guard():
                 "The 4 extra corruptions (not in the benchmark's top-1 or mCE): "
                 + ", ".join(f"{r.display} {100 * r.value:.1f}%" for r in extra.itertuples())
             )
-    if sel.source != "measured":
-        with st.expander("Transfer: VTAB (published only)"):
-            vt = published.published_rows()
-            vt = vt[(vt["property"] == "transferability") & vt["model"].isin(sel.models)]
-            if vt.empty:
-                st.caption("No published VTAB numbers for these models.")
-            else:
-                w = vt.pivot_table(
-                    index="published_dataset", columns="model", values="published_value"
-                )
-                ui.table(
-                    w.reset_index().rename(columns={"published_dataset": "VTAB task"}),
-                    "vtab-published",
-                )
+    st.caption("Transfer to other tasks (VTAB linear probes): see the **Transfer** page.")

@@ -1,0 +1,216 @@
+"""Transferability runs (``python -m precompute --transfer TASKS``): per (model, task), the
+frozen features of train / val / test (extracted once, cached on disk), the linear probe,
+and one stored run with its per-image test predictions and metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from beyond_inet.datasets.transfer import (
+    SPLIT_PROTOCOLS,
+    SPLITS,
+    TaskData,
+    TransferTask,
+    expand_tasks,
+    load_task,
+)
+from beyond_inet.models import LoadedModel
+from beyond_inet.run.engine import score_logits
+from beyond_inet.run.errors import PrecomputeError
+from beyond_inet.run.features import SplitFeatures, split_features
+from beyond_inet.run.pipeline import RunSummary, code_version, commit_staged_runs, library_versions
+from beyond_inet.run.plan import PrecomputeConfig, load_models
+from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
+from beyond_inet.scoring.evaluations import score_view
+from beyond_inet.scoring.probe import ProbeResult, ProbeSettings, fit_probe
+from beyond_inet.settings import cache_dir
+from beyond_inet.store import Store
+
+Log = Callable[[str], None]
+
+
+def transfer_evaluations(task: TransferTask) -> tuple[str, ...]:
+    """What a probe's test predictions are scored with: accuracy and calibration, plus
+    mean per-class accuracy for the tasks that report it."""
+    return ("accuracy", "calibration") + (("per_class",) if task.per_class else ())
+
+
+def transfer_key(model: LoadedModel, td: TaskData, probe: ProbeSettings, precision: str) -> str:
+    """A transfer run's identity: model, weights, preprocessing, precision, task content
+    and protocol, probe settings."""
+    payload = {
+        "kind": "transfer",
+        "model": model.name,
+        "weights": model.weights,
+        "preprocessing": model.preprocessing.to_dict(),
+        "settings": {k: v for k, v in model.settings.items() if k != "head_cache"},
+        "precision": precision,
+        "task": td.task.stored,
+        "content": td.fingerprint(),
+        "protocol": td.protocol.to_dict(),
+        "probe": probe.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def probe_records(td: TaskData, test: SplitFeatures, result: ProbeResult) -> ImageRecords:
+    """The probe's test predictions as per-image records (labels: task class indices)."""
+    out = score_logits(
+        torch.log(torch.from_numpy(result.probs)), torch.from_numpy(test.labels), None
+    )
+    samples = td.splits["test"].samples
+    return ImageRecords(
+        sample_id=np.array([samples[i].sample_id for i in test.index], dtype=object),
+        label=test.labels,
+        pred=out["pred"],
+        confidence=out["confidence"],
+        p_true=out["p_true"],
+        correct=out["pred"] == test.labels,
+        topk_idx=out["topk_idx"],
+        topk_prob=out["topk_prob"],
+        brier=out["brier"],
+    )
+
+
+def probe_rows(result: ProbeResult) -> list[MetricRow]:
+    """The probe's own numbers: chosen C, split sizes."""
+    return [
+        MetricRow("probe_c", result.c),
+        MetricRow("n_train", float(result.n_train)),
+        MetricRow("n_val", float(result.n_val)),
+        MetricRow("n_test", float(result.n_test)),
+    ]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _run_one(
+    cfg: PrecomputeConfig, store: Store, td: TaskData, model: LoadedModel, key: str, log: Log
+) -> RunSummary:
+    started = _now()
+    cache = cfg.cache_dir or cache_dir()
+    feats = {s: split_features(td.splits[s], model, cfg.run, cache, log) for s in SPLITS}
+    for s in SPLITS:
+        for sid, err in feats[s].failed:
+            log(f"warning: {td.task.stored}/{s}: could not decode {sid}: {err}")
+    if not len(feats["train"].index) or not len(feats["test"].index):
+        raise PrecomputeError(f"{td.task.name}: no decodable train or test image in {td.root}")
+    result = fit_probe(
+        (feats["train"].values, feats["train"].labels),
+        (feats["val"].values, feats["val"].labels),
+        feats["test"].values,
+        len(td.classes),
+        cfg.probe,
+    )
+    log(
+        f"probe {model.name} on {td.task.name}: C={result.c:g} (val top-1 "
+        + ", ".join(f"{c:g}: {v:.3f}" for c, v in result.val_top1.items())
+        + f"), {result.seconds:.1f} s"
+    )
+    rec = probe_records(td, feats["test"], result)
+    run_id = uuid.uuid4().hex[:16]
+    scored = [("standard", r) for r in score_view(rec, transfer_evaluations(td.task), cfg.scoring)]
+    scored += [("standard", r) for r in probe_rows(result)]
+    metrics = metrics_frame(run_id, model.name, td.task.stored, scored)
+    failed = [(s, sid, e) for s in SPLITS for sid, e in feats[s].failed]
+    extract = sum(feats[s].seconds for s in SPLITS)
+    settings = {
+        **model.settings,
+        "transfer": {
+            "task": td.task.name,
+            "source": td.source,
+            "classes": len(td.classes),
+            "protocol": td.protocol.to_dict(),
+            "probe": cfg.probe.to_dict(),
+            "chosen_c": result.c,
+            "val_top1": {f"{c:g}": v for c, v in result.val_top1.items()},
+            "feature_seconds": round(extract, 2),
+            "probe_seconds": round(result.seconds, 2),
+            "features_cached": all(feats[s].cached for s in SPLITS),
+        },
+    }
+    run = RunRecord(
+        run_id=run_id,
+        run_key=key,
+        model=model.name,
+        model_label=model.spec.display,
+        dataset=td.task.stored,
+        status="finished",
+        weights=model.weights,
+        random_weights=model.is_random,
+        preprocessing=model.preprocessing.to_json(),
+        views=json.dumps(["standard"]),
+        settings=json.dumps(settings),
+        dataset_root=str(td.root.resolve()),
+        sample_limit=cfg.limit,
+        n_samples=len(rec),
+        n_failed=len(failed),
+        failed=json.dumps([{"sample_id": f"{s}/{i}", "error": e} for s, i, e in failed]),
+        started_at=started,
+        finished_at=_now(),
+        seconds=extract + result.seconds,
+        device=cfg.run.device,
+        precision=cfg.run.precision,
+        code_version=code_version(),
+        library_versions=library_versions((model.spec.family,)),
+    )
+    table = to_arrow(rec, run_id, model.name, td.task.stored, "standard")
+    stored = store.commit_persistently(run, pa.concat_tables([table]), metrics, cfg.force, log)
+    top1 = float(metrics.loc[metrics["metric"] == "top1", "value"].iloc[0])
+    return RunSummary(
+        model.name,
+        td.task.stored,
+        "done" if stored else "exists",
+        len(rec),
+        len(failed),
+        run.seconds,
+        {"top1": top1, "probe_c": result.c} if stored else {},
+    )
+
+
+def find_tasks(cfg: PrecomputeConfig, log: Log) -> list[TaskData]:
+    """The selected tasks found under ``<data-root>/vtab``, split by the protocol."""
+    protocol = SPLIT_PROTOCOLS.get(cfg.transfer_protocol)
+    found = []
+    for task in expand_tasks(cfg.transfer):
+        td = load_task(task, cfg.data_root, protocol, cfg.dataset_paths.get(task.name), cfg.limit)
+        if td is None:
+            log(f"note: {task.name}: not found in {cfg.data_root / 'vtab' / task.name}; skipped.")
+            continue
+        found.append(td)
+    if not found:
+        raise PrecomputeError(
+            f"No transfer task found under {cfg.data_root / 'vtab'}. `python -m precompute "
+            "--list-datasets` lists every task with its layouts and how to get it."
+        )
+    return found
+
+
+def run_transfer(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
+    """Probe every selected model on every found task; store finished runs."""
+    store = Store(cfg.store)
+    store.check_writable()
+    commit_staged_runs(store, log)
+    tasks = find_tasks(cfg, log)
+    models = load_models(cfg, log)
+    summaries = []
+    for td in tasks:
+        for m in models:
+            key = transfer_key(m, td, cfg.probe, cfg.run.precision)
+            if not cfg.force and store.finished_run(key):
+                log(f"skip {m.name} on {td.task.stored}: already in {cfg.store} (--force redoes)")
+                summaries.append(RunSummary(m.name, td.task.stored, "skipped"))
+                continue
+            summaries.append(_run_one(cfg, store, td, m, key, log))
+            log(f"stored {m.name} on {td.task.stored} in {cfg.store}")
+    return summaries

@@ -1,0 +1,265 @@
+"""Transfer: task layouts on generated folders, the VTAB-1k splits, and the probe of a
+precompute run against an independent scikit-learn fit on directly computed features."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from beyond_inet.datasets import DatasetLayoutError
+from beyond_inet.datasets.transfer import (
+    SPLIT_PROTOCOLS,
+    TASKS,
+    SplitProtocol,
+    expand_tasks,
+    load_task,
+)
+from beyond_inet.registry import UnknownNameError
+from beyond_inet.store import Store
+from tests.conftest import REPO
+from tests.trained import class_image
+
+CLASSES = ("banded", "dotted", "striped")
+
+
+def _png(path: Path, c: int, rng: np.random.Generator, size: int = 40) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(class_image(c * 3, rng, size, size)).save(path)
+
+
+def write_folder_task(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """``root/{train,val,test}/<class>/*.png`` with ``per_split[s]`` images per class."""
+    rng = np.random.default_rng(seed)
+    for split, n in per_split.items():
+        for c, name in enumerate(CLASSES):
+            for k in range(n):
+                _png(root / split / name / f"{name}_{k:03d}.png", c, rng)
+    return root
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_vtab_1k_draws_800_and_200_with_a_fixed_seed() -> None:
+    p = SPLIT_PROTOCOLS.get("vtab-1k")
+    train, val = p.split_pool(5000)
+    perm = np.random.default_rng(0).permutation(5000)  # the documented draw
+    np.testing.assert_array_equal(train, np.sort(perm[:800]))
+    np.testing.assert_array_equal(val, np.sort(perm[800:1000]))
+    assert len(train) == 800 and len(val) == 200 and not set(train) & set(val)
+    again = SPLIT_PROTOCOLS.get("vtab-1k").split_pool(5000)
+    np.testing.assert_array_equal(again[0], train)
+    small_train, small_val = p.split_pool(50)  # a pool below 1,000 keeps 80 / 20
+    assert (len(small_train), len(small_val)) == (40, 10)
+    full_train, full_val = SPLIT_PROTOCOLS.get("full").split_pool(5000)
+    assert (len(full_train), len(full_val)) == (4500, 500)
+    pool, test = p.split_test(1000)
+    assert len(test) == 200 and len(pool) == 800 and not set(pool) & set(test)
+
+
+def test_the_19_vtab_tasks_and_their_groups() -> None:
+    assert len(TASKS) == 19
+    groups = [t.group for t in expand_tasks(["all"])]
+    assert (groups.count("natural"), groups.count("specialized"), groups.count("structured")) == (
+        7,
+        4,
+        8,
+    )
+    assert [t.name for t in expand_tasks(["specialized"])] == [
+        "camelyon",
+        "eurosat",
+        "resisc45",
+        "retinopathy",
+    ]
+    with pytest.raises(UnknownNameError, match="Did you mean 'cifar100'"):
+        expand_tasks(["cifar10"])
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_folder_layout(tmp_path: Path) -> None:
+    write_folder_task(tmp_path / "vtab" / "dtd", {"train": 6, "val": 2, "test": 3})
+    td = load_task(TASKS.get("dtd"), tmp_path, SplitProtocol("t", train=16, val=8))
+    assert td is not None and td.source == "folders"
+    assert td.classes == CLASSES
+    assert {s: len(d.samples) for s, d in td.splits.items()} == {"train": 16, "val": 8, "test": 9}
+    test = td.splits["test"].samples
+    assert test[0].sample_id == "test/banded/banded_000.png" and test[0].label == 0
+    assert {s.label for s in test} == {0, 1, 2}
+    pool = {s.sample_id for s in td.splits["train"].samples + td.splits["val"].samples}
+    assert len(pool) == 24 and all(i.startswith(("train/", "val/")) for i in pool)
+
+
+def test_csv_layout_and_its_errors(tmp_path: Path) -> None:
+    task = tmp_path / "vtab" / "resisc45"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 5), ("test", 2)):
+        lines = ["path,label"]
+        for c in range(3):
+            for k in range(n):
+                rel = f"images/{split}_{c}_{k}.png"
+                _png(task / rel, c, rng)
+                lines.append(f"{rel},{c}")
+        (task / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    td = load_task(TASKS.get("resisc45"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+    assert td is not None and td.source == "csv" and td.classes == ("0", "1", "2")
+    assert len(td.splits["test"].samples) == 6
+    assert len(td.splits["train"].samples) + len(td.splits["val"].samples) == 15
+    (task / "test.csv").write_text("file,label\nimages/x.png,0\n")
+    with pytest.raises(DatasetLayoutError, match="path,label"):
+        load_task(TASKS.get("resisc45"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+    (task / "test.csv").write_text("path,label\nimages/missing.png,0\n")
+    with pytest.raises(DatasetLayoutError, match=r"missing\.png does not exist"):
+        load_task(TASKS.get("resisc45"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+
+
+def test_absent_and_unusable_task_folders(tmp_path: Path) -> None:
+    assert load_task(TASKS.get("dmlab"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k")) is None
+    (tmp_path / "vtab" / "dmlab").mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match="neither"):
+        load_task(TASKS.get("dmlab"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+    (tmp_path / "vtab" / "cifar100").mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match="torchvision CIFAR100"):
+        load_task(TASKS.get("cifar100"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+
+
+def write_torchvision_dtd(task_root: Path, per_class: int = 4) -> None:
+    """torchvision's DTD layout: ``dtd/dtd/images/<class>/*.jpg`` and
+    ``dtd/dtd/labels/{train,val,test}1.txt`` listing ``<class>/<file>``."""
+    base = task_root / "dtd" / "dtd"
+    rng = np.random.default_rng(5)
+    lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for c, name in enumerate(CLASSES):
+        for k in range(per_class * 3):
+            rel = f"{name}/{name}_{k:04d}.jpg"
+            (base / "images" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(class_image(c * 3, rng, 48, 48)).save(base / "images" / rel)
+            lists[("train", "val", "test")[k % 3]].append(rel)
+    (base / "labels").mkdir(parents=True)
+    for split, rels in lists.items():
+        (base / "labels" / f"{split}1.txt").write_text("\n".join(rels) + "\n")
+
+
+def test_torchvision_layout_dtd(tmp_path: Path) -> None:
+    write_torchvision_dtd(tmp_path / "vtab" / "dtd")
+    td = load_task(TASKS.get("dtd"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+    assert td is not None and td.source == "torchvision"
+    assert td.classes == CLASSES
+    assert len(td.splits["test"].samples) == 12
+    assert len(td.splits["train"].samples) + len(td.splits["val"].samples) == 24
+    s = td.splits["test"].samples[0]
+    img = td.splits["test"].reader(s)
+    import torchvision.datasets as tvd
+
+    direct = tvd.DTD(str(td.root), split="test")
+    assert np.array_equal(np.asarray(img), np.asarray(direct[0][0]))
+    assert s.label == CLASSES.index(direct.classes[direct[0][1]])
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def l2(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _features_direct(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
+    """Pre-logits features by timm's own transform and forward (the oracle)."""
+    import timm.data
+
+    tf = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+    with torch.inference_mode():
+        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
+
+
+def test_probe_run_equals_an_independent_sklearn_fit(
+    tmp_path: Path, trained_checkpoint: Path
+) -> None:
+    import timm
+    from safetensors.torch import load_file
+    from sklearn.linear_model import LogisticRegression
+
+    write_folder_task(tmp_path / "data" / "vtab" / "eurosat", {"train": 10, "test": 4})
+    store = tmp_path / "store.duckdb"
+    cmd = [
+        sys.executable,
+        "-m",
+        "precompute",
+        "--transfer",
+        "eurosat",
+        "--model",
+        "timm:test_vit",
+        "--checkpoint",
+        str(trained_checkpoint),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--store",
+        str(store),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--workers",
+        "0",
+        "--bootstrap",
+        "0",
+        "--quiet",
+        "--preprocessing",
+        "weights",
+    ]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    s = Store(store)
+    preds = s.query("SELECT sample_id, pred, label FROM predictions ORDER BY sample_id")
+    mets = s.query("SELECT metric, value FROM metrics").set_index("metric")["value"]
+    run = s.query("SELECT dataset, settings FROM runs").iloc[0]
+    assert run["dataset"] == "vtab-eurosat"
+    info = json.loads(run["settings"])["transfer"]
+    assert (mets["n_train"], mets["n_val"], mets["n_test"]) == (24, 6, 12)
+
+    # the oracle: scikit-learn on the same (cached) features of the same split ...
+    td = load_task(TASKS.get("eurosat"), tmp_path / "data", SPLIT_PROTOCOLS.get("vtab-1k"))
+    assert td is not None
+    by_size = {}
+    for f in (tmp_path / "cache" / "features").glob("*.npz"):
+        with np.load(f) as z:
+            by_size[len(z["index"])] = (z["values"], z["labels"])
+    xy = {}
+    for split, ds in td.splits.items():
+        f, y = by_size[len(ds.samples)]
+        np.testing.assert_array_equal(y, [x.label for x in ds.samples])
+        xy[split] = (f / np.linalg.norm(f, axis=1, keepdims=True), y)
+    # ... which are timm's own pre-logits features of those images
+    model = timm.create_model("test_vit", num_classes=1000)
+    model.load_state_dict(load_file(str(trained_checkpoint)))
+    direct = _features_direct(model.eval(), [x.path for x in td.splits["test"].samples])
+    cos = np.sum(l2(direct) * xy["test"][0], axis=1)
+    assert cos.min() > 0.999
+    scores = {}
+    for c in info["probe"]["c_grid"]:
+        lr = LogisticRegression(C=c, max_iter=1000).fit(*xy["train"])
+        scores[c] = float(np.mean(lr.predict(xy["val"][0]) == xy["val"][1]))
+    best = min(c for c, v in scores.items() if v == max(scores.values()))
+    assert mets["probe_c"] == pytest.approx(best)
+    final = LogisticRegression(C=best, max_iter=1000).fit(
+        np.concatenate([xy["train"][0], xy["val"][0]]),
+        np.concatenate([xy["train"][1], xy["val"][1]]),
+    )
+    want = final.predict(xy["test"][0])
+    ids = [x.sample_id for x in td.splits["test"].samples]
+    got = preds.set_index("sample_id").loc[ids, "pred"].to_numpy()
+    np.testing.assert_array_equal(got, want)
+    assert mets["top1"] == pytest.approx(np.mean(want == xy["test"][1]))
+    assert mets["top1"] > 0.5  # the trained model's features transfer to these pictures
+
+    # features are cached (one file per split); a rerun is a no-op
+    assert len(list((tmp_path / "cache" / "features").glob("*.npz"))) == 3
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "skip" in again.stderr
