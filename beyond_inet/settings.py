@@ -27,6 +27,9 @@ LOCK_WAIT_SECONDS = 30.0
 #: The dashboard's readers wait less: a page should say "busy" rather than hang.
 DASHBOARD_LOCK_WAIT_SECONDS = 10.0
 
+#: How long a rank waits for the others at a collective (rank 0 may be scoring / committing).
+DIST_TIMEOUT_SECONDS = float(os.environ.get("BEYOND_INET_DIST_TIMEOUT", "1800"))
+
 STORE_ENV = "BEYOND_INET_STORE"
 DATA_ROOT_ENV = "BEYOND_INET_DATA_ROOT"
 CACHE_ENV = "BEYOND_INET_CACHE"
@@ -51,6 +54,14 @@ def env_data_roots() -> list[Path]:
     """``$BEYOND_INET_DATA_ROOT`` split on the path separator (``:``); [] when unset."""
     raw = os.environ.get(DATA_ROOT_ENV, "").strip()
     return [Path(p) for p in raw.split(os.pathsep) if p.strip()]
+
+
+def dist_env() -> tuple[int, int, int] | None:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them; ``None`` outside torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
 
 
 def env_store() -> Path | None:

@@ -103,6 +103,17 @@ def _grid(family: str) -> Callable[[str], tuple[float, ...]]:
     return parse
 
 
+def _shard(value: str) -> tuple[int, int]:
+    i, sep, n = value.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        index, count = -1, 0
+    if not sep or not (count >= 1 and 0 <= index < count):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {value!r}")
+    return index, count
+
+
 def _dataset_path(value: str) -> tuple[str, Path]:
     name, sep, path = value.partition("=")
     if not sep or not path:
@@ -297,6 +308,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a transformer layer's tokens are pooled: mean over patch tokens "
         "(default) or the class token",
     )
+    sc = p.add_argument_group(
+        "scale-out (see README: How it runs; torchrun -m precompute needs neither option)"
+    )
+    sc.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="evaluate shard I of N (0-based) into the staging area next to --store, "
+        "without committing (SLURM job arrays; then --merge)",
+    )
+    sc.add_argument(
+        "--merge",
+        action="store_true",
+        help="commit the runs whose --shard jobs (same options) are all staged",
+    )
     inv = p.add_argument_group(
         "invariance views of imagenet-val (see README: scale / shift / resolution)"
     )
@@ -332,7 +359,7 @@ def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
     """Convert parsed argv to a typed :class:`PrecomputeConfig`."""
-    from beyond_inet.run.engine import RunSettings, resolve_device
+    from beyond_inet.run.engine import RunSettings, Shard, resolve_device
     from beyond_inet.run.plan import PrecomputeConfig
     from beyond_inet.scoring.evaluations import ScoringOptions
 
@@ -340,6 +367,10 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
     datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
     if args.transfer and args.cka:
         raise UsageError("--transfer and --cka are separate runs; give one of them.")
+    if (args.shard or args.merge) and (args.transfer or args.cka):
+        raise UsageError("--shard / --merge apply to the ImageNet evaluations only.")
+    if args.shard and args.merge:
+        raise UsageError("--shard stages one shard; --merge (a separate call) commits them.")
     if args.cka is not None and not 1 <= len(args.cka) <= 2:
         raise UsageError("--cka takes MODEL_A,MODEL_B (or one model, compared with itself).")
     if args.transfer:
@@ -383,6 +414,8 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         cka=tuple(args.cka or ()),
         cka_images=args.cka_images,
         cka_tokens=args.cka_tokens,
+        shard=Shard(*args.shard) if args.shard else None,
+        merge=args.merge,
     )
 
 
@@ -520,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
+    if not _main_rank():
+        return 0  # rank 0 prints for the job
     print(format_summary(summaries))
     exists = [s for s in summaries if s.status == "exists"]
     if exists:
@@ -536,6 +571,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _main_rank() -> bool:
+    """True outside torchrun, and on its rank 0."""
+    env = settings.dist_env()
+    return env is None or env[0] == 0
 
 
 def _one_line(e: BaseException) -> str:

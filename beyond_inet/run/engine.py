@@ -72,9 +72,12 @@ def resolve_device(choice: str) -> str:
 
 @dataclass(frozen=True)
 class Shard:
-    """Which samples a pass evaluates: those at positions ``i`` with ``i % count == index``
+    """Which samples a pass evaluates: the sample positions are cut into consecutive blocks
+    (the pass uses its batch size), block ``k`` belongs to shard ``k % count``
     (deterministic, disjoint across the ``count`` shards; every view of an image is
-    evaluated by the shard that has the image). ``Shard()`` is all of them."""
+    evaluated by the shard that has the image). Whole batches, so each batch holds the same
+    images as in a single process and the per-image numbers are bitwise the same.
+    ``Shard()`` is all of them."""
 
     index: int = 0
     count: int = 1
@@ -83,9 +86,13 @@ class Shard:
         if not (self.count >= 1 and 0 <= self.index < self.count):
             raise ValueError(f"shard {self.index}/{self.count}: need 0 <= index < count")
 
-    def positions(self, n: int) -> list[int]:
-        """This shard's sample positions among ``n``."""
-        return list(range(self.index, n, self.count))
+    def positions(self, n: int, block: int = 1) -> list[int]:
+        """This shard's sample positions among ``n``, in blocks of ``block``."""
+        return [
+            i
+            for start in range(self.index * block, n, self.count * block)
+            for i in range(start, min(start + block, n))
+        ]
 
 
 # --------------------------------------------------------------------------- outputs
@@ -366,7 +373,7 @@ def run_pass(
     if TAPS in chans:
         for name, names in (taps or {}).items():
             prepared[name].watch(names, tokens)
-    positions = shard.positions(len(found.samples))
+    positions = shard.positions(len(found.samples), settings.batch_size)
     labels_all = torch.tensor([s.label for s in found.samples], dtype=torch.long)
     loader = torch.utils.data.DataLoader(
         DecodedImages(found.samples, positions, found.reader),
@@ -379,9 +386,8 @@ def run_pass(
     failed: list[tuple[str, str]] = []
     sinks = _Sinks()
     start = time.perf_counter()
-    bar = tqdm(
-        total=len(positions), desc=found.spec.name, unit="img", disable=not settings.progress
-    )
+    desc = found.spec.name + (f" [shard {shard.index}/{shard.count}]" if shard.count > 1 else "")
+    bar = tqdm(total=len(positions), desc=desc, unit="img", disable=not settings.progress)
     try:
         with torch.inference_mode(), bar:
             for batch in loader:

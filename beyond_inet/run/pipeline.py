@@ -7,7 +7,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ import pyarrow as pa
 import beyond_inet
 from beyond_inet.datasets import FoundDataset
 from beyond_inet.models import LoadedModel, family
+from beyond_inet.run.distributed import Dist
+from beyond_inet.run.distributed import init as init_dist
 from beyond_inet.run.engine import LogitOutputs, PassResult, run_pass
 from beyond_inet.run.plan import (
     DatasetPlan,
@@ -29,6 +31,14 @@ from beyond_inet.run.plan import (
     plan_dataset,
 )
 from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
+from beyond_inet.run.shards import (
+    discard,
+    merge_shards,
+    pass_folder,
+    pass_key,
+    shard_folder,
+    write_shard,
+)
 from beyond_inet.scoring.evaluations import ScoringOptions, channels_for, score_run, score_view
 from beyond_inet.store import Store
 from beyond_inet.transforms.views import View
@@ -277,29 +287,113 @@ def _todo(
     return todo
 
 
-def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
-    """Run every selected model on every found dataset; store finished runs."""
-    store = Store(cfg.store)
-    store.check_writable()
-    commit_staged_runs(store, log)
-    found_all = find_datasets(cfg, log)
-    loaded = load_models(cfg, log)
-    summaries: list[RunSummary] = []
-    for found in found_all:
-        plan = plan_dataset(cfg, found, loaded, log)
-        todo = _todo(cfg, store, plan, log, summaries)
-        if not todo:
-            continue
-        started = _now()
-        p = found.spec.protocol
-        result = run_pass(
+def _quiet(_message: str) -> None:
+    """Other ranks' log: rank 0 speaks for the job."""
+
+
+def _evaluate(
+    cfg: PrecomputeConfig,
+    plan: DatasetPlan,
+    todo: list[LoadedModel],
+    store: Store,
+    dist: Dist,
+    log: Log,
+    log_all: Log,
+) -> tuple[PassResult | None, Path | None]:
+    """This process's part of one dataset's pass. Returns the whole pass's result where
+    this process commits it (one process, rank 0, ``--merge``), else ``None``; and the
+    staging folder to discard after the commit (sharded passes)."""
+    found, p = plan.found, plan.found.spec.protocol
+    key = pass_key([plan.keys[m.name] for m in todo], found.spec.name)
+    folder = pass_folder(store.staging_dir, key)
+    if cfg.merge:
+        return merge_shards(folder), folder
+    shard = cfg.shard or dist.shard
+
+    def evaluate() -> PassResult:
+        if shard.count > 1:
+            n = len(shard.positions(len(found.samples), cfg.run.batch_size))
+            log_all(
+                f"rank {shard.index}/{shard.count}: evaluating {n} of {len(found.samples)} "
+                f"images of {found.spec.name}"
+            )
+        return run_pass(
             found,
             todo,
             cfg.run,
             {m.name: plan.views[m.name] for m in todo},
             p.decision,
             channels_for(p.evaluations, p.run_evaluations),
+            shard=shard,
         )
+
+    if shard.count == 1:
+        return evaluate(), None
+    if dist.active and dist.main:
+        discard(folder)  # shards an interrupted job left: never merged into this one
+    dist.check(None)
+    dist.guarded(lambda: write_shard(shard_folder(store.staging_dir, key, shard), evaluate()))
+    if cfg.shard is not None:
+        log(
+            f"staged shard {shard.index}/{shard.count} of {found.spec.name} in {folder}; "
+            "`--merge` (with the same options) commits the runs once every shard is staged."
+        )
+        return None, None
+    return (merge_shards(folder), folder) if dist.main else (None, None)
+
+
+def _load_models(cfg: PrecomputeConfig, dist: Dist, log: Log) -> list[LoadedModel]:
+    """Every rank loads the models; rank 0 first, so it alone writes the zero-shot head
+    cache and the others read it."""
+    loaded: list[LoadedModel] = []
+
+    def load() -> None:
+        loaded.extend(load_models(cfg, log))
+
+    dist.guarded(load if dist.main else lambda: None)  # rank 0 writes the head cache ...
+    dist.guarded(lambda: None if dist.main else load())  # ... the others then read it
+    return loaded
+
+
+def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
+    """Run every selected model on every found dataset; store finished runs.
+
+    Under ``torchrun`` every rank evaluates its shard, stages it, and rank 0 merges, scores
+    and commits (see README "How it runs"); ``cfg.shard`` stages one shard, ``cfg.merge``
+    commits staged shards. The store receives the same runs either way."""
+    dist = init_dist(cfg.run.cuda)
+    try:
+        if dist.active:
+            cfg = replace(cfg, run=replace(cfg.run, device=dist.device(cfg.run.device)))
+        return _precompute(cfg, dist, log)
+    finally:
+        dist.close()
+
+
+def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSummary]:
+    log = log_all if dist.main else _quiet
+    store = Store(cfg.store)
+
+    def prepare() -> None:
+        if dist.main:
+            store.check_writable()
+            commit_staged_runs(store, log)
+
+    dist.guarded(prepare)
+    found_all = dist.guarded(lambda: find_datasets(cfg, log))
+    loaded = _load_models(cfg, dist, log) if dist.active else load_models(cfg, log)
+    summaries: list[RunSummary] = []
+    for found in found_all:
+        plan = dist.guarded(lambda found=found: plan_dataset(cfg, found, loaded, log))
+        names = [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
+        names = dist.broadcast(names)
+        todo = [m for m in plan.models if m.name in (names or [])]
+        if not todo:
+            continue
+        started = _now()
+        result, folder = _evaluate(cfg, plan, todo, store, dist, log, log_all)
+        if result is None:
+            continue
         for sid, err in result.failed:
             log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
         for m in todo:
@@ -314,6 +408,8 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
                     f"not stored: {m.name} on {found.spec.name} — another process stored the "
                     f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
                 )
+        if folder is not None:
+            discard(folder)  # committed: the staged shards are no longer needed
     return summaries
 
 

@@ -26,7 +26,7 @@ from beyond_inet.models import (
     load_model,
     resolve_spec,
 )
-from beyond_inet.run.engine import RunSettings
+from beyond_inet.run.engine import RunSettings, Shard
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.scoring.evaluations import ScoringOptions
 from beyond_inet.scoring.probe import ProbeSettings
@@ -68,6 +68,10 @@ class PrecomputeConfig:
     cka: tuple[str, ...] = ()
     cka_images: int = DEFAULT_CKA_IMAGES
     cka_tokens: str = "mean"
+    #: ``--shard i/n``: evaluate one shard into the staging area (no commit)
+    shard: Shard | None = None
+    #: ``--merge``: commit the runs whose shards are all staged
+    merge: bool = False
 
 
 def select_datasets(names: Sequence[str] | None) -> list[DatasetSpec]:

@@ -1,0 +1,169 @@
+"""A pass's per-image outputs staged on disk, one folder per shard, and merged back.
+
+A distributed run (``torchrun``) or a scheduler's ``--shard i/n`` job evaluates one shard of
+a dataset's samples; its outputs (per (model, view): the sample indices and every
+logits-derived array of :class:`~beyond_inet.run.engine.LogitOutputs`) are written to
+
+    <store>.staging/pass-<key>/shard-<i>-of-<n>/outputs.parquet, meta.json, COMPLETE
+
+``COMPLETE`` last, so a shard folder without it (a rank killed mid-write) is never read.
+:func:`merge_shards` reads all ``n`` shards and returns the :class:`PassResult` one process
+would have produced: outputs concatenated and ordered by sample index. The pass key is the
+identity of what was evaluated (the runs' keys and the shard count), so shards of another
+configuration are never mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beyond_inet.run.engine import LogitOutputs, PassResult, Shard
+from beyond_inet.run.errors import PrecomputeError
+
+COMPLETE = "COMPLETE"
+_LISTS = ("topk_idx", "topk_prob")
+
+
+class ShardsIncompleteError(PrecomputeError):
+    """Not every shard of a pass is staged (yet)."""
+
+
+def pass_key(run_keys: Sequence[str], dataset: str) -> str:
+    """The staging identity of one dataset's pass (its runs' keys)."""
+    payload = json.dumps({"runs": sorted(run_keys), "dataset": dataset})
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def pass_folder(staging: Path, key: str) -> Path:
+    """Where the shards of pass ``key`` live."""
+    return staging / f"pass-{key}"
+
+
+def shard_folder(staging: Path, key: str, shard: Shard) -> Path:
+    """Where one shard of pass ``key`` is written."""
+    return pass_folder(staging, key) / f"shard-{shard.index}-of-{shard.count}"
+
+
+def _table(model: str, view: str, out: LogitOutputs) -> pa.Table:
+    cols: dict[str, pa.Array] = {}
+    n = len(out.index)
+    for f in fields(LogitOutputs):
+        v = getattr(out, f.name)
+        if v is None:
+            continue
+        if f.name in _LISTS:
+            cols[f.name] = pa.array(list(np.asarray(v)))
+        else:
+            cols[f.name] = pa.array(np.asarray(v))
+    cols["model"] = pa.array([model] * n, pa.string())
+    cols["view"] = pa.array([view] * n, pa.string())
+    return pa.table(cols)
+
+
+def write_shard(folder: Path, result: PassResult) -> Path:
+    """Stage one shard's :class:`PassResult` in ``folder`` (replacing an incomplete one)."""
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, ((model, view), out) in enumerate(result.outputs.items()):
+        if not len(out.index):  # nothing decoded in this shard: the key in meta says so
+            continue
+        pq.write_table(_table(model, view, out), tmp / f"outputs-{i:04d}.parquet")
+    meta = {
+        "keys": [list(k) for k in result.outputs],
+        "failed": result.failed,
+        "n_images": result.n_images,
+        "seconds": result.seconds,
+        "decision_labels": list(result.decision_labels) if result.decision_labels else None,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    (tmp / COMPLETE).write_text("")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _outputs(table: pa.Table) -> LogitOutputs:
+    d = {}
+    for f in fields(LogitOutputs):
+        if f.name not in table.column_names:
+            continue
+        col = table.column(f.name)
+        if f.name in _LISTS:
+            width = len(col[0])
+            flat = np.asarray(col.combine_chunks().flatten())
+            d[f.name] = flat.reshape(len(col), width)
+        else:
+            d[f.name] = col.to_numpy()
+    return LogitOutputs(**d)
+
+
+def staged_shards(folder: Path) -> list[Path]:
+    """The complete shard folders of a pass folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("shard-*-of-*") if (p / COMPLETE).is_file())
+
+
+def merge_shards(folder: Path) -> PassResult:
+    """The merged :class:`PassResult` of all shards staged under ``folder`` (their count
+    from the folder names); raises :class:`ShardsIncompleteError` naming the missing ones."""
+    have = {p.name for p in staged_shards(folder)}
+    counts = {int(n.rsplit("-of-", 1)[1]) for n in have}
+    if not have:
+        raise ShardsIncompleteError(f"no shard is staged in {folder} (run the --shard jobs first)")
+    if len(counts) > 1:
+        raise ShardsIncompleteError(
+            f"{folder} holds shards of different counts ({sorted(counts)}); delete it and "
+            "run the --shard jobs again"
+        )
+    count = counts.pop()
+    missing = [i for i in range(count) if f"shard-{i}-of-{count}" not in have]
+    if missing:
+        raise ShardsIncompleteError(
+            f"{len(missing)} of {count} shards are not staged in {folder} "
+            f"(missing: {', '.join(f'{i}/{count}' for i in missing)})"
+        )
+    parts: dict[tuple[str, str], list[LogitOutputs]] = {}
+    failed: list[tuple[str, str]] = []
+    n_images, seconds, labels = 0, 0.0, None
+    for i in range(count):
+        shard = folder / f"shard-{i}-of-{count}"
+        meta = json.loads((shard / "meta.json").read_text())
+        failed += [tuple(x) for x in meta["failed"]]  # type: ignore[misc]
+        n_images += int(meta["n_images"])
+        seconds = max(seconds, float(meta["seconds"]))
+        labels = tuple(meta["decision_labels"]) if meta["decision_labels"] else labels
+        for k in meta["keys"]:
+            parts.setdefault((k[0], k[1]), [])
+        for f in sorted(shard.glob("outputs-*.parquet")):
+            t = pq.read_table(f)
+            model, view = t.column("model")[0].as_py(), t.column("view")[0].as_py()
+            parts.setdefault((model, view), []).append(_outputs(t))
+    outputs = {k: _concat(v) for k, v in parts.items()}
+    return PassResult(outputs, failed, n_images, seconds, labels)
+
+
+def _concat(parts: list[LogitOutputs]) -> LogitOutputs:
+    if not parts:
+        return LogitOutputs.empty()
+    joined = {}
+    for f in fields(LogitOutputs):
+        vals = [getattr(p, f.name) for p in parts]
+        joined[f.name] = None if vals[0] is None else np.concatenate(vals)
+    order = np.argsort(joined["index"], kind="stable")
+    return LogitOutputs(**{k: None if v is None else v[order] for k, v in joined.items()})
+
+
+def discard(folder: Path) -> None:
+    """Remove a pass folder (after its runs are committed, or before a fresh pass)."""
+    shutil.rmtree(folder, ignore_errors=True)

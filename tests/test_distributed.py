@@ -1,0 +1,223 @@
+"""torchrun with gloo on 2 CPU processes, and --shard / --merge, against one process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from beyond_inet.store import Store
+from precompute.cli import main
+from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, write_corrupt_files, write_flat_val
+
+pytestmark = pytest.mark.slow
+
+PRED_KEY = ["model", "dataset", "view", "sample_id"]
+
+
+def _args(
+    data: Path, store: Path, *extra: str, models: str = f"{TINY_TIMM},{TINY_CLIP}"
+) -> list[str]:
+    return [
+        "--model",
+        models,
+        "--random-weights",
+        "--data-root",
+        str(data),
+        "--store",
+        str(store),
+        "--workers",
+        "0",
+        "--quiet",
+        "--batch-size",
+        "4",
+        "--bootstrap",
+        "50",
+        "--scales",
+        "1,1.5",
+        "--shifts",
+        "30",
+        "--resolutions",
+        "",
+        "--cache-dir",
+        str(store.parent / "cache"),
+        *extra,
+    ]
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stderr: str
+
+
+def _precompute(*args: str) -> Ran:
+    """One process, in this one (torch.distributed stays off without torchrun's env)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return Ran(code, err.getvalue())
+
+
+def _torchrun(port: int, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(port),
+        "-m",
+        "precompute",
+        *args,
+    ]
+
+
+def _tables(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    s = Store(store)
+    preds = s.query("SELECT * EXCLUDE (run_id) FROM predictions").sort_values(PRED_KEY)
+    mets = s.query("SELECT * EXCLUDE (run_id) FROM metrics").sort_values(
+        ["model", "dataset", "view", "metric"]
+    )
+    return preds.reset_index(drop=True), mets.reset_index(drop=True)
+
+
+def _same_store(a: Path, b: Path) -> None:
+    pa_, ma = _tables(a)
+    pb, mb = _tables(b)
+    assert len(pa_) == len(pb) > 0
+    for c in pa_.columns:
+        if pa_[c].dtype.kind == "f":
+            np.testing.assert_array_equal(pa_[c], pb[c], err_msg=c)  # bitwise
+        else:
+            assert pa_[c].astype(str).tolist() == pb[c].astype(str).tolist(), c
+    assert ma[["model", "dataset", "view", "metric"]].equals(
+        mb[["model", "dataset", "view", "metric"]]
+    )
+    for c in ("value", "ci_low", "ci_high"):
+        np.testing.assert_array_equal(ma[c], mb[c], err_msg=c)
+    ra = Store(a).query(
+        "SELECT model, dataset, n_samples, n_failed, run_key FROM runs ORDER BY 1, 2"
+    )
+    rb = Store(b).query(
+        "SELECT model, dataset, n_samples, n_failed, run_key FROM runs ORDER BY 1, 2"
+    )
+    assert ra.equals(rb)
+
+
+@pytest.fixture(scope="module")
+def dist_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dist")
+    write_flat_val(root / "data" / "imagenet" / "val", 13)  # odd: shards of unequal size
+    write_corrupt_files(root / "data" / "imagenet" / "val")
+    from tests.conftest import CUE_PAIRS, write_cue_conflict
+
+    write_cue_conflict(root / "data" / "cue-conflict", CUE_PAIRS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def single_store(dist_data: Path) -> Path:
+    store = dist_data / "single.duckdb"
+    r = _precompute(*_args(dist_data / "data", store))
+    assert r.returncode == 0, r.stderr
+    return store
+
+
+def test_torchrun_two_processes_equal_one(dist_data: Path, single_store: Path) -> None:
+    store = dist_data / "two.duckdb"
+    r = subprocess.run(
+        _torchrun(29611, *_args(dist_data / "data", store)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_store(single_store, store)
+    assert not Store(store).staged_runs() and not list(Store(store).staging_dir.glob("pass-*"))
+    assert r.stdout.count("imagenet-val") >= 2  # the summary, printed once (rank 0)
+
+
+def test_shard_then_merge_equals_one_process(dist_data: Path, single_store: Path) -> None:
+    store = dist_data / "sharded.duckdb"
+    args = _args(dist_data / "data", store)
+    first = _precompute(*args, "--shard", "0/2")
+    assert first.returncode == 0, first.stderr
+    assert "staged shard 0/2" in first.stderr
+    early = _precompute(*args, "--merge")
+    assert early.returncode == 2 and "missing: 1/2" in early.stderr
+    assert Store(store).query("SELECT * FROM runs").empty
+    second = _precompute(*args, "--shard", "1/2")
+    assert second.returncode == 0, second.stderr
+    merged = _precompute(*args, "--merge")
+    assert merged.returncode == 0, merged.stderr
+    _same_store(single_store, store)
+    again = _precompute(*args, "--merge")  # nothing staged any more, all runs stored
+    assert again.returncode == 0 and "skip" in again.stderr
+
+
+def _rank_pid(parent: int, rank: str) -> int | None:
+    """The pid of torchrun's worker with ``RANK=rank``."""
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text().split()
+            env = (p / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[3]) == parent and f"RANK={rank}".encode() in env:
+            return int(p.name)
+    return None
+
+
+def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    """Rank 1 is SIGKILLed while it evaluates (160 images: seconds of work per rank)."""
+    write_flat_val(tmp_path / "data" / "imagenet" / "val", 160)
+    store = tmp_path / "killed.duckdb"
+    args = _args(tmp_path / "data", store, models=TINY_TIMM)
+    proc = subprocess.Popen(
+        _torchrun(29631, *args, "--dataset", "imagenet-val"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    victim = None
+    for line in proc.stderr:  # each rank says when its pass starts
+        if "rank 1/2: evaluating" in line:
+            victim = _rank_pid(proc.pid, "1")
+            break
+    assert victim is not None, "rank 1 never started its pass"
+    os.kill(victim, signal.SIGKILL)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) != 0
+    assert "rank 1" in rest or "local_rank: 1" in rest or "rank: 1" in rest
+    s = Store(store)
+    assert (not store.exists()) or s.query("SELECT * FROM runs").empty
+    r = subprocess.run(
+        _torchrun(29641, *args, "--dataset", "imagenet-val"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = Store(store).query("SELECT model, dataset FROM runs ORDER BY model")
+    assert runs["dataset"].tolist() == ["imagenet-val"]
+    assert Store(store).query("SELECT count(*) AS n FROM predictions")["n"].iloc[0] > 0
+    assert not list(Store(store).staging_dir.glob("pass-*"))  # nothing left behind
