@@ -371,6 +371,12 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         raise UsageError("--shard / --merge apply to the ImageNet evaluations only.")
     if args.shard and args.merge:
         raise UsageError("--shard stages one shard; --merge (a separate call) commits them.")
+    env = settings.dist_env()
+    if env is not None and env[1] > 1 and (args.shard or args.merge or args.transfer or args.cka):
+        raise UsageError(
+            "under torchrun the ranks shard the ImageNet evaluations themselves: run "
+            "--shard / --merge / --transfer / --cka as one process (python -m precompute)."
+        )
     if args.cka is not None and not 1 <= len(args.cka) <= 2:
         raise UsageError("--cka takes MODEL_A,MODEL_B (or one model, compared with itself).")
     if args.transfer:

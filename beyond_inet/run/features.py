@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,8 @@ def split_features(
     path = cache / "features" / f"{feature_key(model, found, settings.precision)}.npz"
     if path.is_file() and (hit := _load(path)) is not None:
         log(f"features of {model.name} on {found.spec.name}: cached ({path.name})")
-        return hit
+        labels = np.array([found.samples[i].label for i in hit.index], dtype=np.int64)
+        return replace(hit, labels=labels)  # labels from today's class list, not the cache's
     result = run_pass(found, [model], settings, channels=(FEATURES,))
     feats = result.features.get((model.name, "standard"))
     if feats is None:

@@ -3,6 +3,7 @@ its outputs into per-image records, score them and commit each run."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import uuid
@@ -32,6 +33,7 @@ from beyond_inet.run.plan import (
 )
 from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
 from beyond_inet.run.shards import (
+    ShardsIncompleteError,
     discard,
     merge_shards,
     pass_folder,
@@ -304,10 +306,16 @@ def _evaluate(
     this process commits it (one process, rank 0, ``--merge``), else ``None``; and the
     staging folder to discard after the commit (sharded passes)."""
     found, p = plan.found, plan.found.spec.protocol
-    key = pass_key([plan.keys[m.name] for m in todo], found.spec.name)
+    key = pass_key(list(plan.keys.values()), found.spec.name, cfg.run.batch_size)
     folder = pass_folder(store.staging_dir, key)
     if cfg.merge:
-        return merge_shards(folder), folder
+        try:
+            return merge_shards(folder), folder
+        except ShardsIncompleteError as e:
+            raise ShardsIncompleteError(
+                f"{found.spec.name}: {e}. --merge needs the options of the --shard jobs "
+                "(--model, --dataset, --limit, --precision, --batch-size, views, ...)."
+            ) from None
     shard = cfg.shard or dist.shard
 
     def evaluate() -> PassResult:
@@ -385,32 +393,57 @@ def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSumm
     summaries: list[RunSummary] = []
     for found in found_all:
         plan = dist.guarded(lambda found=found: plan_dataset(cfg, found, loaded, log))
-        names = [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
+        names = dist.guarded(  # rank 0 decides (it alone reads the store); all learn of a failure
+            lambda plan=plan: (
+                [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
+            )
+        )
         names = dist.broadcast(names)
         todo = [m for m in plan.models if m.name in (names or [])]
         if not todo:
             continue
         started = _now()
         result, folder = _evaluate(cfg, plan, todo, store, dist, log, log_all)
-        if result is None:
-            continue
-        for sid, err in result.failed:
-            log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
-        for m in todo:
-            s = store_model_run(
-                store, cfg, found, m, plan.views[m.name], result, started, plan.keys[m.name], log
+        dist.guarded(
+            functools.partial(
+                _commit, store, cfg, plan, todo, result, folder, started, summaries, log
             )
-            summaries.append(s)
-            if s.status == "done":
-                log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
-            else:
-                log(
-                    f"not stored: {m.name} on {found.spec.name} — another process stored the "
-                    f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
-                )
-        if folder is not None:
-            discard(folder)  # committed: the staged shards are no longer needed
+        )
     return summaries
+
+
+def _commit(
+    store: Store,
+    cfg: PrecomputeConfig,
+    plan: DatasetPlan,
+    todo: list[LoadedModel],
+    result: PassResult | None,
+    folder: Path | None,
+    started: datetime,
+    summaries: list[RunSummary],
+    log: Log,
+) -> None:
+    """Score and commit each model's run of a whole pass (where this process has it), then
+    drop its staged shards."""
+    if result is None:
+        return
+    found = plan.found
+    for sid, err in result.failed:
+        log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
+    for m in todo:
+        s = store_model_run(
+            store, cfg, found, m, plan.views[m.name], result, started, plan.keys[m.name], log
+        )
+        summaries.append(s)
+        if s.status == "done":
+            log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
+        else:
+            log(
+                f"not stored: {m.name} on {found.spec.name} — another process stored the "
+                f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
+            )
+    if folder is not None:
+        discard(folder)  # committed: the staged shards are no longer needed
 
 
 def format_summary(summaries: Sequence[RunSummary]) -> str:

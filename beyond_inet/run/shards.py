@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import fields
@@ -37,9 +38,10 @@ class ShardsIncompleteError(PrecomputeError):
     """Not every shard of a pass is staged (yet)."""
 
 
-def pass_key(run_keys: Sequence[str], dataset: str) -> str:
-    """The staging identity of one dataset's pass (its runs' keys)."""
-    payload = json.dumps({"runs": sorted(run_keys), "dataset": dataset})
+def pass_key(run_keys: Sequence[str], dataset: str, batch_size: int) -> str:
+    """The staging identity of one dataset's pass: its runs' keys and the batch size (the
+    shards are blocks of it)."""
+    payload = json.dumps({"runs": sorted(run_keys), "dataset": dataset, "batch": batch_size})
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -107,18 +109,23 @@ def _outputs(table: pa.Table) -> LogitOutputs:
     return LogitOutputs(**d)
 
 
+SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")
+
+
 def staged_shards(folder: Path) -> list[Path]:
-    """The complete shard folders of a pass folder."""
+    """The complete shard folders of a pass folder (``.partial`` ones never count)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("shard-*-of-*") if (p / COMPLETE).is_file())
+    return sorted(
+        p for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name) and (p / COMPLETE).is_file()
+    )
 
 
 def merge_shards(folder: Path) -> PassResult:
     """The merged :class:`PassResult` of all shards staged under ``folder`` (their count
     from the folder names); raises :class:`ShardsIncompleteError` naming the missing ones."""
     have = {p.name for p in staged_shards(folder)}
-    counts = {int(n.rsplit("-of-", 1)[1]) for n in have}
+    counts = {int(SHARD_NAME.fullmatch(n).group(2)) for n in have}  # type: ignore[union-attr]
     if not have:
         raise ShardsIncompleteError(f"no shard is staged in {folder} (run the --shard jobs first)")
     if len(counts) > 1:
@@ -150,6 +157,12 @@ def merge_shards(folder: Path) -> PassResult:
             model, view = t.column("model")[0].as_py(), t.column("view")[0].as_py()
             parts.setdefault((model, view), []).append(_outputs(t))
     outputs = {k: _concat(v) for k, v in parts.items()}
+    for (model, view), out in outputs.items():
+        if len(np.unique(out.index)) != len(out.index):
+            raise ShardsIncompleteError(
+                f"{folder}: shards overlap for {model} / {view} (staged with other options?); "
+                "delete the folder and run the --shard jobs again"
+            )
     return PassResult(outputs, failed, n_images, seconds, labels)
 
 

@@ -71,9 +71,15 @@ class _PairSink:
 
 
 def cka_key(
-    a: LoadedModel, b: LoadedModel, found: FoundDataset, tokens: str, precision: str
+    a: LoadedModel,
+    b: LoadedModel,
+    found: FoundDataset,
+    tokens: str,
+    precision: str,
+    batch_size: int,
 ) -> str:
-    """A CKA run's identity: both models (weights, preprocessing), the images, pooling."""
+    """A CKA run's identity: both models (weights, preprocessing), the images, pooling,
+    precision and the estimator's minibatch size."""
     payload = {
         "kind": "cka",
         "models": [
@@ -84,6 +90,7 @@ def cka_key(
         "content": found.fingerprint(),
         "tokens": tokens,
         "precision": precision,
+        "batch_size": batch_size,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -121,7 +128,8 @@ def compute_cka(
         log(f"note: {sink.skipped} image(s) of a final batch under {MIN_BATCH} left out of CKA")
     if not sink.acc.batches:
         raise PrecomputeError(
-            f"CKA needs at least {MIN_BATCH} decodable images per batch; got too few."
+            f"CKA needs minibatches of at least {MIN_BATCH} decodable images: raise "
+            f"--batch-size (now {cfg.run.batch_size}) or give more images."
         )
     return sink.acc.value(), layers_a, layers_b, sink.acc.images, time.perf_counter() - start
 
@@ -136,7 +144,10 @@ def _pair(cfg: PrecomputeConfig) -> tuple[str, str]:
 
 
 def _by_name(models: Sequence[LoadedModel], name: str) -> LoadedModel:
-    return next(m for m in models if m.name == name or m.spec.name == name)
+    found = next((m for m in models if m.name == name or m.spec.name == name), None)
+    if found is None:
+        raise PrecomputeError(f"--cka takes two model names (not a group such as 'all'): {name}")
+    return found
 
 
 def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
@@ -152,7 +163,7 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
     loaded = load_models(replace(cfg, models=tuple(dict.fromkeys((name_a, name_b)))), log)
     a = model_for_dataset(_by_name(loaded, name_a), found.spec)
     b = model_for_dataset(_by_name(loaded, name_b), found.spec)
-    key = cka_key(a, b, found, cfg.cka_tokens, cfg.run.precision)
+    key = cka_key(a, b, found, cfg.cka_tokens, cfg.run.precision, cfg.run.batch_size)
     if not cfg.force and store.finished_cka(key):
         return f"skip CKA {a.name} x {b.name}: already in {cfg.store} (--force redoes)"
     started = datetime.now(UTC).replace(tzinfo=None)
@@ -185,7 +196,11 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
         library_versions=library_versions(tuple({a.spec.family, b.spec.family})),
     )
     cells: pa.Table = cka_cells(run_id, matrix, la, lb)
-    store.commit_cka(run, cells, cfg.force)
+    if not store.commit_cka(run, cells, cfg.force, log):
+        return (
+            f"not stored: CKA {a.name} x {b.name} — another process stored the same run in "
+            f"{cfg.store} meanwhile; kept that one (--force replaces it)."
+        )
     off = ~np.eye(*matrix.shape, dtype=bool) if a.name == b.name else np.ones_like(matrix, bool)
     mean = float(np.nanmean(matrix[off])) if off.any() else float("nan")
     what = "mean off-diagonal CKA" if a.name == b.name else "mean CKA"

@@ -94,6 +94,8 @@ def fit_probe(
     """
     start = time.perf_counter()
     (xt, yt), (xv, yv) = train, val
+    if not len(xv):  # no val image (a tiny pool, or none decodable): no selection
+        xv, yv = np.zeros((0, xt.shape[1])), np.zeros(0, dtype=np.int64)
     xt, xv, xs = l2_normalise(xt), l2_normalise(xv), l2_normalise(test_x)
     xa, ya = np.concatenate([xt, xv]), np.concatenate([yt, yv])
     if len(np.unique(ya)) < 2:
