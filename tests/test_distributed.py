@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from beyond_inet.run.engine import LogitOutputs, PassResult
 from beyond_inet.store import Store
 from precompute.cli import main
 from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, write_corrupt_files, write_flat_val
@@ -222,3 +223,36 @@ def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
     assert runs["dataset"].tolist() == ["imagenet-val"]
     assert Store(store).query("SELECT count(*) AS n FROM predictions")["n"].iloc[0] > 0
     assert not list(Store(store).staging_dir.glob("pass-*"))  # nothing left behind
+
+
+def _pass(index: list[int]) -> PassResult:
+    n = len(index)
+    out = LogitOutputs(
+        np.array(index),
+        np.zeros(n, np.int64),
+        np.full(n, 0.5),
+        np.full(n, 0.5),
+        np.zeros((n, 5), np.int64),
+        np.full((n, 5), 0.1),
+        np.full(n, 0.2),
+    )
+    return PassResult({("m", "standard"): out}, [], n, 0.1)
+
+
+def test_merge_orders_by_index_refuses_overlaps_and_ignores_partial_shards(
+    tmp_path: Path,
+) -> None:
+    from beyond_inet.run.shards import ShardsIncompleteError, merge_shards, write_shard
+
+    folder = tmp_path / "pass-x"
+    write_shard(folder / "shard-1-of-2", _pass([4, 5, 6, 7]))
+    (folder / "shard-0-of-2.partial").mkdir(parents=True)  # a job killed mid-write
+    (folder / "shard-0-of-2.partial" / "COMPLETE").write_text("")
+    with pytest.raises(ShardsIncompleteError, match="missing: 0/2"):
+        merge_shards(folder)
+    write_shard(folder / "shard-0-of-2", _pass([0, 1, 2, 3, 8]))
+    merged = merge_shards(folder).outputs[("m", "standard")]
+    assert merged.index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    write_shard(folder / "shard-0-of-2", _pass([0, 1, 4]))  # overlaps shard 1
+    with pytest.raises(ShardsIncompleteError, match="overlap"):
+        merge_shards(folder)
