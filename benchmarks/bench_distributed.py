@@ -14,6 +14,7 @@ the gather and the commit, as a user sees it. Reports only; never fails on numbe
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,10 +27,16 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import write_flat_val  # noqa: E402
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run(procs: int, data: Path, store: Path, args: argparse.Namespace) -> float:
     """Wall seconds of one precompute with ``procs`` processes."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs)]
-    cmd += ["--master-port", str(29500 + procs), "-m", "precompute"]
+    cmd += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "precompute"]
     cmd += ["--model", args.model, "--random-weights", "--dataset", "imagenet-val"]
     cmd += ["--data-root", str(data), "--store", str(store), "--no-invariance"]
     cmd += ["--bootstrap", "0", "--quiet", "--device", args.device]

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -69,15 +70,24 @@ def _precompute(*args: str) -> Ran:
     return Ran(code, err.getvalue())
 
 
-def _torchrun(port: int, *args: str) -> list[str]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _torchrun(*args: str) -> list[str]:
+    """torchrun on 2 processes, its rendezvous on a free loopback port."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc-per-node",
         "2",
+        "--master-addr",
+        "127.0.0.1",
         "--master-port",
-        str(port),
+        str(_free_port()),
         "-m",
         "precompute",
         *args,
@@ -138,7 +148,7 @@ def single_store(dist_data: Path) -> Path:
 def test_torchrun_two_processes_equal_one(dist_data: Path, single_store: Path) -> None:
     store = dist_data / "two.duckdb"
     r = subprocess.run(
-        _torchrun(29611, *_args(dist_data / "data", store)),
+        _torchrun(*_args(dist_data / "data", store)),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -192,7 +202,7 @@ def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
     store = tmp_path / "killed.duckdb"
     args = _args(tmp_path / "data", store, models=TINY_TIMM)
     proc = subprocess.Popen(
-        _torchrun(29631, *args, "--dataset", "imagenet-val"),
+        _torchrun(*args, "--dataset", "imagenet-val"),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -212,7 +222,7 @@ def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
     s = Store(store)
     assert (not store.exists()) or s.query("SELECT * FROM runs").empty
     r = subprocess.run(
-        _torchrun(29641, *args, "--dataset", "imagenet-val"),
+        _torchrun(*args, "--dataset", "imagenet-val"),
         cwd=REPO,
         capture_output=True,
         text=True,
