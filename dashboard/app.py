@@ -24,6 +24,7 @@ PAGES = [  # (file under sections/, title, icon); the first is the landing page
     ("pug.py", "PUG-ImageNet", ":material/view_in_ar:"),
     ("transfer.py", "Transfer", ":material/move_up:"),
     ("representations.py", "Representations", ":material/grid_on:"),
+    ("compare.py", "Compare two models", ":material/compare_arrows:"),
     ("explorer.py", "Explorer", ":material/image_search:"),
     ("reproduction.py", "Reproduction", ":material/compare:"),
     ("live_inference.py", "Live inference", ":material/upload:"),  # when that page exists

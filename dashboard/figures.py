@@ -614,3 +614,52 @@ def cka_diagonal(cells: pd.DataFrame, model_a: str, model_b: str) -> go.Figure:
     fig.update_xaxes(title="relative depth (0 = first tap, 1 = last)", range=[-0.02, 1.02])
     fig.update_yaxes(title="CKA", range=[0, 1.05])
     return _layout(fig, f"Corresponding depths: {model_a} vs {model_b}", 360)
+
+
+def error_consistency_heatmap(ec: pd.DataFrame) -> go.Figure:
+    """Models (rows) x models and human observers (columns): Cohen's kappa, -1..1."""
+    if ec.empty:
+        return empty_figure("no cue-conflict decisions")
+    z = ec.to_numpy(dtype=float)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[str(c) for c in ec.columns],
+            y=[str(i) for i in ec.index],
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            colorbar={"title": "kappa"},
+            text=np.vectorize(lambda v: "" if math.isnan(v) else f"{v:.2f}")(z),
+            texttemplate="%{text}",
+        )
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _layout(fig, "Error consistency on cue-conflict", 160 + 40 * len(ec.index))
+
+
+def paired_difference(summary: dict[str, object], a: str, b: str) -> go.Figure:
+    """Each model's accuracy and the paired difference A - B with its 95% interval."""
+    lo, hi = summary["ci"]  # type: ignore[misc]
+    diff = float(summary["diff"])  # type: ignore[arg-type]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.18)
+    for name, acc in ((a, summary["accuracy_a"]), (b, summary["accuracy_b"])):
+        fig.add_trace(
+            go.Bar(x=[100 * float(acc)], y=[name], orientation="h", name=name,  # type: ignore[arg-type]
+                   marker_color=colour(name), showlegend=False),
+            row=1, col=1,
+        )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[100 * diff], y=["A - B"], mode="markers", marker={"size": 12, "color": "black"},
+            error_x={"type": "data", "symmetric": False, "array": [100 * (hi - diff)],
+                     "arrayminus": [100 * (diff - lo)]},
+            showlegend=False,
+        ),
+        row=1, col=2,
+    )  # fmt: skip
+    fig.add_vline(x=0, line_dash="dash", line_color="grey", row=1, col=2)
+    fig.update_xaxes(title="accuracy (%)", row=1, col=1)
+    fig.update_xaxes(title="A - B (percentage points, 95% paired interval)", row=1, col=2)
+    return _layout(fig, "Accuracy and the paired difference", 260)

@@ -443,3 +443,126 @@ def transfer_gap(tasks: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.sort_values(["group", "task", "model"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- paired
+
+
+def paired_summary(outcomes: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
+    """The paired comparison of two models' per-image correctness (joined by image): the
+    2x2 table, McNemar's exact p-value, the accuracy difference with its paired bootstrap
+    interval, and Cohen's kappa of error consistency."""
+    from beyond_inet.scoring.paired import error_consistency, mcnemar_exact, paired_bootstrap
+
+    a = outcomes["correct_a"].astype(bool).to_numpy()
+    b = outcomes["correct_b"].astype(bool).to_numpy()
+    test = mcnemar_exact(a, b)
+    diff, lo, hi = paired_bootstrap(a, b, n_boot, seed)
+    return {
+        "n": len(a),
+        "accuracy_a": float(a.mean()) if len(a) else float("nan"),
+        "accuracy_b": float(b.mean()) if len(b) else float("nan"),
+        "table": pd.DataFrame(
+            [[test.both_right, test.only_a], [test.only_b, test.both_wrong]],
+            index=["A right", "A wrong"],
+            columns=["B right", "B wrong"],
+        ),
+        "p_value": test.p_value,
+        "diff": diff,
+        "ci": (lo, hi),
+        "kappa": error_consistency(a, b),
+    }
+
+
+def error_consistency_matrix(
+    correct: pd.DataFrame, humans: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Cohen's kappa of error consistency between every pair of models (``correct``: image x
+    model booleans) and, with ``humans`` (cue-conflict trials: subject, image, correct),
+    between each model and each observer on the images both saw (matched by file name)."""
+    from beyond_inet.scoring.paired import error_consistency
+
+    models = list(correct.columns)
+    out = pd.DataFrame(index=models, dtype=float)
+    for b in models:
+        col = []
+        for a in models:
+            pair = correct[list(dict.fromkeys([a, b]))].dropna().astype(bool)
+            col.append(error_consistency(pair[a].to_numpy(), pair[b].to_numpy()))
+        out[b] = col
+    if humans is not None and len(humans):
+        names = pd.Series(correct.index, index=correct.index).str.rsplit("/", n=1).str[-1]
+        for subject, trials in humans.groupby("subject"):
+            h = trials.drop_duplicates("image").set_index("image")["correct"]
+            col = []
+            for a in models:
+                m = correct[a].dropna()
+                keys = names.loc[m.index]
+                keep = keys.isin(h.index).to_numpy()
+                col.append(
+                    error_consistency(
+                        m.to_numpy()[keep].astype(bool), h.loc[keys[keep]].to_numpy().astype(bool)
+                    )
+                    if keep.any()
+                    else float("nan")
+                )
+            out[str(subject)] = col
+    return out
+
+
+# --------------------------------------------------------------------------- invariance
+
+
+def relative_to_standard(fam: pd.DataFrame, combined: pd.DataFrame) -> pd.DataFrame:
+    """``fam``'s values (and intervals) divided by the same model's (and source's)
+    ``standard``-view value of the same metric: 1.0 = as good as without the transform,
+    so models of different accuracy compare."""
+    std = combined[combined["view"] == "standard"][["display", "source", "metric", "value"]]
+    d = fam.merge(
+        std.rename(columns={"value": "_std"}), on=["display", "source", "metric"], how="inner"
+    )
+    for c in ("value", "ci_low", "ci_high"):
+        d[c] = d[c] / d["_std"]
+    return d.drop(columns="_std")
+
+
+def curve_areas(fam: pd.DataFrame) -> pd.DataFrame:
+    """The area under each curve (trapezoid over the family's values) divided by the
+    values' range: the curve's mean height, one number per model, source, family, metric."""
+    rows = []
+    for (display, source, family, metric), g in fam.groupby(
+        ["display", "source", "family", "metric"], sort=True
+    ):
+        g = g.dropna(subset=["x", "value"]).sort_values("x")
+        x, y = g["x"].to_numpy(float), g["value"].to_numpy(float)
+        area = float(np.trapezoid(y, x) / (x[-1] - x[0])) if len(x) > 1 else float("nan")
+        rows.append((display, source, family, metric, area))
+    return pd.DataFrame(rows, columns=["display", "source", "family", "metric", "area"])
+
+
+def not_significantly_worse(
+    numeric: pd.DataFrame, correct: pd.DataFrame, column: str, level: float
+) -> pd.Series:
+    """For ``column`` (an accuracy whose per-image outcomes are ``correct``: image x model),
+    the measured rows that are not significantly worse than the column's best measured row:
+    McNemar's exact test of each against the best on the images both saw, Holm-corrected
+    across the pairs shown, adjusted p >= ``level``. False for the best row itself and for
+    rows without per-image outcomes."""
+    from beyond_inet.scoring.paired import holm, mcnemar_exact
+
+    out = pd.Series(False, index=numeric.index)
+    rows = numeric[(numeric["source"] == "measured") & numeric["model"].isin(list(correct.columns))]
+    rows = rows[rows[column].notna()] if column in rows else rows.iloc[0:0]
+    if len(rows) < 2:
+        return out
+    best = rows[column].idxmax()
+    others = [i for i in rows.index if i != best]
+    b = rows.loc[best, "model"]
+    pvals = []
+    for i in others:
+        pair = correct[[b, rows.loc[i, "model"]]].dropna().astype(bool)
+        pvals.append(mcnemar_exact(pair[b].to_numpy(), pair.iloc[:, 1].to_numpy()).p_value)
+    adjusted = holm(np.array(pvals))
+    for i, p in zip(others, adjusted, strict=True):
+        out[i] = bool(p >= level)
+    return out

@@ -205,6 +205,27 @@ def paper_labels(directory: Path = PUBLISHED_DIR) -> dict[str, str]:
     return dict(zip(df["model"], df["paper_label"], strict=False))
 
 
+HUMAN_TRIALS = "human_cue_conflict"
+
+
+@functools.lru_cache(maxsize=2)
+def human_trials(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
+    """The 10 human observers' cue-conflict trials (model-vs-human raw data, CC-BY-4.0):
+    ``subject``, ``image`` (the stimulus file name, trial prefix removed), ``response``,
+    ``shape`` and ``correct`` (the response is the shape category)."""
+    parts = [pd.read_csv(f) for f in sorted((directory / HUMAN_TRIALS).glob("*.csv"))]
+    raw = pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(
+        {
+            "subject": raw["subj"],
+            "image": raw["imagename"].str.split("_").str[-1],
+            "response": raw["object_response"],
+            "shape": raw["category"],
+            "correct": raw["object_response"] == raw["category"],
+        }
+    )
+
+
 def human_shape_bias(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     """The human observers' shape bias (``subject, shape_bias, source``)."""
     return pd.read_csv(directory / HUMANS_CSV)

@@ -726,3 +726,48 @@ def cka_cells(path: str, version: str, run_id: str) -> pd.DataFrame:
         [run_id],
         ["row", "col", "layer_a", "layer_b", "cka"],
     )
+
+
+# --------------------------------------------------------------------------- paired
+
+
+@cached
+def paired_outcomes(
+    path: str, version: str, model_a: str, model_b: str, dataset: str, view: str
+) -> pd.DataFrame:
+    """Per image of ``dataset`` / ``view`` seen by both models' latest runs (joined by
+    ``sample_id``): ``correct_a``, ``correct_b``, ``pred_a``, ``pred_b``, ``label``."""
+    runs = latest_runs(path, version)
+    runs = runs[runs["dataset"] == dataset]
+    ids = dict(zip(runs["model"], runs["run_id"], strict=True))
+    cols = ["sample_id", "label", "correct_a", "correct_b", "pred_a", "pred_b"]
+    if model_a not in ids or model_b not in ids:
+        return pd.DataFrame(columns=cols)
+    return _q(
+        path,
+        "SELECT a.sample_id, a.label, a.correct AS correct_a, b.correct AS correct_b, "
+        "coalesce(a.decision, a.pred::VARCHAR) AS pred_a, "
+        "coalesce(b.decision, b.pred::VARCHAR) AS pred_b FROM predictions a "
+        "JOIN predictions b USING (sample_id) WHERE a.run_id = ? AND a.view = ? "
+        "AND b.run_id = ? AND b.view = ? ORDER BY a.sample_id",
+        [ids[model_a], view, ids[model_b], view],
+        cols,
+    )
+
+
+@cached
+def correct_by_model(
+    path: str, version: str, dataset: str, view: str, models: tuple[str, ...]
+) -> pd.DataFrame:
+    """``sample_id`` x model correctness (a wide boolean frame) of the latest runs."""
+    ids = _run_ids(path, version, dataset, models)
+    if not ids:
+        return pd.DataFrame()
+    df = _q(
+        path,
+        f"SELECT p.sample_id, r.model, p.correct FROM predictions p JOIN runs r USING "
+        f"(run_id) WHERE p.run_id IN ({_marks(len(ids))}) AND p.view = ?",
+        [*ids, view],
+        ["sample_id", "model", "correct"],
+    )
+    return df.pivot_table(index="sample_id", columns="model", values="correct", aggfunc="first")

@@ -40,6 +40,7 @@ PAGES = {
     "pug": ("PUG-ImageNet", 2),
     "transfer": ("Transfer", 3),
     "representations": ("Representations", 2),
+    "compare": ("Compare two models", 1),
     "explorer": ("Explorer", 0),
     "reproduction": ("Reproduction", 1),
     "store_overview": ("Runs", 0),

@@ -41,6 +41,7 @@ PAGES = {  # page file -> (title, needs-data-to-chart)
     "pug": "PUG-ImageNet",
     "transfer": "Transfer",
     "representations": "Representations",
+    "compare": "Compare two models",
     "explorer": "Explorer",
     "reproduction": "Reproduction",
     "store_overview": "Runs",
@@ -947,3 +948,129 @@ def test_cka_queries_and_figures(synthetic_store: Path) -> None:
     prof = figures.cka_diagonal(cells, "deit3_21k", "deit3_21k").data[0]
     np.testing.assert_allclose(prof.y, 1.0, atol=1e-6)
     assert queries.cka_runs.uncached(str(synthetic_store.parent / "none.duckdb"), "").empty
+
+
+# --------------------------------------------------------------------------- paired
+
+
+def test_paired_summary_and_error_consistency_matrix() -> None:
+    from beyond_inet.scoring.paired import error_consistency, mcnemar_exact
+
+    out = pd.DataFrame(
+        {
+            "sample_id": [f"i{k}" for k in range(8)],
+            "correct_a": [1, 1, 1, 1, 0, 0, 1, 0],
+            "correct_b": [1, 1, 0, 0, 0, 1, 1, 0],
+        }
+    )
+    s = frames.paired_summary(out, n_boot=200)
+    assert s["table"].to_numpy().tolist() == [[3, 2], [1, 2]]
+    a, b = out["correct_a"].astype(bool), out["correct_b"].astype(bool)
+    assert s["p_value"] == mcnemar_exact(a, b).p_value
+    assert s["diff"] == pytest.approx(1 / 8) and s["kappa"] == error_consistency(a, b)
+
+    # models x models and models x humans, humans matched by the stimulus file name
+    correct = pd.DataFrame(
+        {"m1": [True, False, True, True], "m2": [True, False, False, True]},
+        index=["cat/cat1-bear2.png", "cat/cat2-dog1.png", "dog/dog1-cat3.png", "x/unseen.png"],
+    )
+    humans = pd.DataFrame(
+        {
+            "subject": ["s1"] * 3,
+            "image": ["cat1-bear2.png", "cat2-dog1.png", "dog1-cat3.png"],
+            "correct": [True, True, False],
+        }
+    )
+    ec = frames.error_consistency_matrix(correct, humans)
+    assert list(ec.columns) == ["m1", "m2", "s1"]
+    assert ec.loc["m1", "m1"] == pytest.approx(1.0)
+    assert ec.loc["m1", "m2"] == pytest.approx(error_consistency(correct["m1"], correct["m2"]))
+    want = error_consistency(np.array([True, False, True]), np.array([True, True, False]))
+    assert ec.loc["m1", "s1"] == pytest.approx(want) or (
+        np.isnan(want) and np.isnan(ec.loc["m1", "s1"])
+    )
+
+
+def test_human_trials_ship_with_the_project() -> None:
+    h = published.human_trials()
+    assert h["subject"].nunique() == 10 and len(h) == 12_800
+    assert h["image"].str.match(r"^[a-z]+\d+-[a-z]+\d+\.png$").all()
+    # the shipped shape biases are these trials' (non-excluded images, shape / (shape + texture))
+    texture = h["image"].str.split("-").str[1].str.replace(r"\d+\.png$", "", regex=True)
+    keep = h["shape"] != texture
+    shape_hits = (h["response"] == h["shape"]) & keep
+    texture_hits = (h["response"] == texture) & keep
+    by_subject = shape_hits.groupby(h["subject"]).sum() / (
+        shape_hits.groupby(h["subject"]).sum() + texture_hits.groupby(h["subject"]).sum()
+    )
+    assert by_subject.mean() == pytest.approx(
+        published.human_shape_bias()["shape_bias"].mean(), abs=1e-3
+    )
+
+
+def test_not_significantly_worse_marks_with_holm() -> None:
+    from beyond_inet.scoring.paired import holm, mcnemar_exact
+
+    rng = np.random.default_rng(0)
+    best = rng.random(400) < 0.80
+    close = np.where(rng.random(400) < 0.95, best, ~best)  # nearly the same decisions
+    worse = best & (rng.random(400) < 0.8)  # loses a fifth of best's hits
+    correct = pd.DataFrame({"a": best, "b": close, "c": worse})
+    num = pd.DataFrame(
+        {
+            "model": ["a", "b", "c", "a"],
+            "source": ["measured"] * 3 + ["published"],
+            "ImageNet top-1": [best.mean(), close.mean(), worse.mean(), 0.99],
+        },
+        index=["a (measured)", "b (measured)", "c (measured)", "a (published)"],
+    )
+    marks = frames.not_significantly_worse(num, correct, "ImageNet top-1", 0.05)
+    top = "a" if best.mean() >= close.mean() else "b"
+    other = "b" if top == "a" else "a"
+    p = holm(
+        np.array(
+            [
+                mcnemar_exact(correct[top], correct[other]).p_value,
+                mcnemar_exact(correct[top], worse).p_value,
+            ]
+        )
+    )
+    assert marks[f"{other} (measured)"] == bool(p[0] >= 0.05) and p[0] >= 0.05
+    assert not marks["c (measured)"] and p[1] < 0.05
+    assert not marks[f"{top} (measured)"] and not marks["a (published)"]
+
+
+def test_invariance_relative_curves_and_areas() -> None:
+    comb = pd.DataFrame(
+        {
+            "display": ["m"] * 4,
+            "source": ["measured"] * 4,
+            "metric": ["top1"] * 4,
+            "view": ["standard", "scale:1", "scale:2", "scale:3"],
+            "value": [0.8, 0.8, 0.6, 0.4],
+            "ci_low": [np.nan] * 4,
+            "ci_high": [np.nan] * 4,
+        }
+    )
+    fam = frames.family_views(comb, ["scale"])
+    rel = frames.relative_to_standard(fam, comb)
+    np.testing.assert_allclose(rel["value"], [1.0, 0.75, 0.5])
+    area = frames.curve_areas(rel)
+    # trapezoid over x = 1, 2, 3: ((1 + .75) / 2 + (.75 + .5) / 2) / (3 - 1)
+    assert area["area"].iloc[0] == pytest.approx(((1 + 0.75) / 2 + (0.75 + 0.5) / 2) / 2)
+
+
+def test_invariance_relative_toggle_and_compare_page(
+    monkeypatch: pytest.MonkeyPatch, synthetic_store: Path
+) -> None:
+    at = _app(monkeypatch, synthetic_store, "invariance")
+    at.toggle(key="inv-relative").set_value(True).run()
+    assert not at.exception and _charts(at) >= 3
+    areas = at.dataframe[0].value
+    assert "scale top1" in areas.columns and areas["scale agreement"].max() <= 1.0
+    at = _app(monkeypatch, synthetic_store, "compare")
+    at.selectbox(key="cmp-dataset").set_value("imagenet-val").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.iloc[:, 1:].to_numpy().sum() == 100  # the 2x2 table covers every image
+    assert any("McNemar" in m.value for m in at.markdown)

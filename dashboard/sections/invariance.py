@@ -27,16 +27,42 @@ with ui.guard():
             "as figures, so they are measured."
         )
     else:
+        relative = st.toggle(
+            "Relative to each model's standard view (1.0 = as without the transform)",
+            key="inv-relative",
+            help="Divides each curve by the model's own standard-view value, so models of "
+            "different accuracy can be compared.",
+        )
+        if relative:
+            fam = frames.relative_to_standard(fam, comb)
         for metric in METRICS:
             d = fam[fam["metric"] == metric]
             if d.empty:
                 continue
             m = metric_spec(metric)
             st.subheader(m.label.capitalize())
+            title = f"{m.label} / standard" if relative else m.title
             ui.chart(
-                figures.curves(d, m.title, f"{m.title} vs transform", percent=m.percent),
+                figures.curves(
+                    d, title, f"{title} vs transform", percent=m.percent and not relative
+                ),
                 f"invariance-{metric}",
             )
+        areas = frames.curve_areas(fam)
+        st.subheader("Area under each curve")
+        st.caption(
+            "The trapezoid area under each curve divided by the grid's range: its mean "
+            "height over the transform's values" + (" (relative curves)." if relative else ".")
+        )
+        ui.table(
+            areas.pivot_table(
+                index=["display", "source"], columns=["family", "metric"], values="area"
+            )
+            .round(4)
+            .pipe(lambda t: t.set_axis([f"{f} {k}" for f, k in t.columns], axis=1))
+            .reset_index(),
+            "invariance-areas",
+        )
         table = fam.pivot_table(
             index=["family", "x_raw"], columns=["display", "metric"], values="value"
         )

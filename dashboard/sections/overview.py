@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import figures, frames, state, ui
+from dashboard import figures, frames, queries, state, ui
 
 sel = state.current()
 st.title("Overview")
@@ -24,6 +24,21 @@ with ui.guard():
             ui.empty("None of the overview properties is available for these models.")
         else:
             mask = frames.best_mask(num[[p.title for p in props]])
+            top1 = "ImageNet top-1"
+            measured = tuple(num[num["source"] == "measured"]["model"])
+            if top1 in text.columns and len(measured) > 1:
+                level = st.select_slider(
+                    "Significance level of the paired tests (ImageNet top-1)",
+                    [0.01, 0.05, 0.1],
+                    value=0.05,
+                    key="ov-alpha",
+                )
+                correct = queries.correct_by_model(
+                    sel.path, sel.version, "imagenet-val", "standard", measured
+                )
+                if len(correct.columns) > 1:
+                    tie = frames.not_significantly_worse(num, correct, top1, level)
+                    text.loc[tie, top1] = text.loc[tie, top1] + " ≈"
             shown = text.reset_index(names="model")
             mask = mask.reset_index(drop=True)
             styled = shown.style.apply(
@@ -40,7 +55,9 @@ with ui.guard():
             st.caption(
                 " · ".join(f"**{p.title}**: {p.help}" for p in props)
                 + ". Values in % where the property is an accuracy; [95% bootstrap "
-                "interval] where measured."
+                "interval] where measured. **≈**: measured ImageNet top-1 not significantly "
+                "below the best measured model's (McNemar's exact test on the same images, "
+                "Holm-corrected across the models shown)."
             )
             notes = comb[
                 (comb["dataset"] == "robustness")

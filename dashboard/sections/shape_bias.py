@@ -3,7 +3,7 @@
 import streamlit as st
 
 from beyond_inet.datasets.cue_conflict import parse_stimulus_name
-from dashboard import figures, published, queries, state, ui
+from dashboard import figures, frames, published, queries, state, ui
 
 sel = state.current()
 st.title("Shape bias")
@@ -46,10 +46,24 @@ with ui.guard():
         )
         with st.expander("Human observers"):
             ui.table(humans, "human-shape-bias")
-    st.subheader("Cue-conflict gallery")
     measured = tuple(
         m for m in sel.models if m in set(sel.runs[sel.runs["dataset"] == "cue-conflict"]["model"])
     )
+    if sel.source != "published" and measured:
+        st.subheader("Error consistency")
+        correct = queries.correct_by_model(
+            sel.path, sel.version, "cue-conflict", "standard", measured
+        )
+        ec = frames.error_consistency_matrix(correct, published.human_trials())
+        ui.chart(figures.error_consistency_heatmap(ec), "error-consistency")
+        ui.table(ec.round(3).reset_index(names="model"), "error-consistency")
+        st.caption(
+            "Cohen's kappa of trial-by-trial agreement (both right or both wrong, right = the "
+            "shape's category) beyond what the two accuracies predict (Geirhos et al. 2020): "
+            "0 = independent mistakes, 1 = the same mistakes. Columns `subject-01..10`: the "
+            "human observers of model-vs-human, matched by stimulus file name."
+        )
+    st.subheader("Cue-conflict gallery")
     if sel.source == "published" or not measured:
         ui.empty(
             "The gallery shows each measured model's decision on cue-conflict images: "

@@ -1,0 +1,93 @@
+"""Paired comparison of two decision makers on the same images: pure functions on arrays.
+
+* :func:`mcnemar_exact` — McNemar's exact test on per-image correctness: under the null the
+  discordant images (one right, the other wrong) split 50 / 50, so the p-value is scipy's
+  two-sided binomial test of one discordant count out of both.
+* :func:`paired_bootstrap` — a percentile interval of the accuracy difference, both models
+  resampled with the same image indices.
+* :func:`error_consistency` — Geirhos et al. (NeurIPS 2020): Cohen's kappa of trial-by-trial
+  agreement (both right or both wrong) against the agreement expected from the two accuracies
+  alone, ``(c_obs - c_exp) / (1 - c_exp)`` with ``c_exp = p1 p2 + (1 - p1)(1 - p2)``.
+* :func:`holm` — Holm's step-down adjustment of a family of p-values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """The 2x2 table's discordant counts and the exact two-sided p-value."""
+
+    both_right: int
+    only_a: int  # A right, B wrong
+    only_b: int  # A wrong, B right
+    both_wrong: int
+    p_value: float
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
+    return a, b
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
+    """McNemar's exact test of ``a_correct`` vs ``b_correct`` (the same images, in order)."""
+    from scipy.stats import binomtest
+
+    a, b = _pair(a_correct, b_correct)
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(binomtest(min(only_a, only_b), n, 0.5).pvalue)
+    return McNemar(int(np.sum(a & b)), only_a, only_b, int(np.sum(~a & ~b)), p)
+
+
+def paired_bootstrap(
+    a_correct: np.ndarray,
+    b_correct: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """(accuracy of A minus B, its ``1 - alpha`` percentile interval) with both models
+    resampled by the same image indices (``numpy.random.default_rng(seed)``)."""
+    a, b = _pair(a_correct, b_correct)
+    d = a.astype(np.float64) - b.astype(np.float64)
+    if not len(d):
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for k in range(0, n_boot, 256):
+        m = min(256, n_boot - k)
+        idx = rng.integers(0, len(d), (m, len(d)))
+        reps[k : k + m] = d[idx].mean(axis=1)
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def error_consistency(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
+    """Cohen's kappa of error consistency (Geirhos et al. 2020); NaN when the expected
+    agreement is 1 (a decision maker always right or always wrong)."""
+    a, b = _pair(a_correct, b_correct)
+    if not len(a):
+        return float("nan")
+    c_obs = float(np.mean(a == b))
+    p1, p2 = float(a.mean()), float(b.mean())
+    c_exp = p1 * p2 + (1 - p1) * (1 - p2)
+    return float("nan") if c_exp >= 1.0 else (c_obs - c_exp) / (1.0 - c_exp)
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out

@@ -1,0 +1,76 @@
+"""Compare two models: is the difference real? A paired test on the same images."""
+
+import streamlit as st
+
+from dashboard import figures, frames, queries, state, ui
+
+sel = state.current()
+st.title("Compare two models")
+st.write(
+    "Two models on the same images: how often each is right where the other is wrong, "
+    "whether the accuracy gap could be noise (McNemar's exact test, a paired bootstrap "
+    "interval), and how alike their mistakes are (error consistency)."
+)
+with ui.guard():
+    runs = queries.latest_runs(sel.path, sel.version) if sel.has_measured else None
+    if sel.source == "published":
+        ui.empty(
+            "A paired comparison needs per-image results: choose **measured** in the sidebar.",
+            hint=False,
+        )
+    elif runs is None or runs.empty:
+        ui.empty("No measured runs in the store: a paired comparison needs per-image results.")
+    else:
+        models = [m for m in sel.models if m in set(runs["model"])] or sorted(runs["model"])
+        c1, c2, c3, c4 = st.columns(4)
+        a = c1.selectbox("Model A", models, key="cmp-a")
+        b = c2.selectbox("Model B", models, index=min(1, len(models) - 1), key="cmp-b")
+        shared = sorted(
+            set(runs[runs["model"] == a]["dataset"]) & set(runs[runs["model"] == b]["dataset"])
+        )
+        if a == b or not shared:
+            ui.empty("Pick two different models that were run on a common dataset.", hint=False)
+        else:
+            dataset = c3.selectbox("Dataset", shared, key="cmp-dataset")
+            views, _ = queries.explorer_options(sel.path, sel.version, dataset)
+            view = c4.selectbox("View", views, key="cmp-view")
+            out = queries.paired_outcomes(sel.path, sel.version, a, b, dataset, view)
+            if out.empty:
+                ui.empty("The two runs share no image in this view.", hint=False)
+            else:
+                level = st.select_slider(
+                    "Significance level", [0.001, 0.01, 0.05, 0.1], value=0.05, key="cmp-alpha"
+                )
+                s = frames.paired_summary(out)
+                lo, hi = s["ci"]
+                ui.random_banner(runs[runs["model"].isin([a, b]) & (runs["dataset"] == dataset)])
+                m1, m2, m3, m4 = st.columns(4)
+                m1.metric(f"A: {a}", f"{100 * s['accuracy_a']:.2f}%")
+                m2.metric(f"B: {b}", f"{100 * s['accuracy_b']:.2f}%")
+                m3.metric("A - B", f"{100 * s['diff']:+.2f} pp")
+                m3.caption(f"95% paired interval [{100 * lo:+.2f}, {100 * hi:+.2f}] pp")
+                m4.metric("Error consistency (kappa)", f"{s['kappa']:.3f}")
+                verdict = "significant" if s["p_value"] < level else "not significant"
+                st.markdown(
+                    f"McNemar's exact test on {s['n']:,} images: p = {s['p_value']:.3g} — "
+                    f"the difference is **{verdict}** at {level}."
+                )
+                ui.chart(figures.paired_difference(s, a, b), "compare-difference")
+                ui.table(s["table"].reset_index(names=""), "compare-2x2")
+                dis = out[out["correct_a"] != out["correct_b"]]
+                st.subheader(f"Images where exactly one is right ({len(dis):,})")
+                st.caption(
+                    "Open them in the **Explorer** (dataset and view as here, filter "
+                    "*models disagree*) to see the pictures."
+                )
+                ui.table(
+                    dis.rename(
+                        columns={
+                            "correct_a": f"{a} right",
+                            "correct_b": f"{b} right",
+                            "pred_a": f"{a} top-1",
+                            "pred_b": f"{b} top-1",
+                        }
+                    ),
+                    "compare-disagree",
+                )
