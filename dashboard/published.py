@@ -153,22 +153,39 @@ def published_metrics(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     metrics' long format plus ``source='published'``, ``provenance`` and ``reference``."""
     df = published_rows(directory)
     df = df[df["preferred"]]
-    out = pd.DataFrame(
+    out = long_format(
+        df["model"], df["dataset"], df["view"], df["metric"], df["value"], df["provenance"],
+        df["source"],
+    )  # fmt: skip
+    return pd.concat([out, vtab_group_means(out)], ignore_index=True)
+
+
+def long_format(
+    model: object,
+    dataset: object,
+    view: object,
+    metric: object,
+    value: object,
+    provenance: object,
+    reference: object,
+) -> pd.DataFrame:
+    """Published numbers in the measured metrics' long format (``source='published'``,
+    no intervals, not random), each argument a column or one value for all rows."""
+    return pd.DataFrame(
         {
-            "model": df["model"],
-            "dataset": df["dataset"],
-            "view": df["view"],
-            "metric": df["metric"],
-            "value": df["value"],
+            "model": model,
+            "dataset": dataset,
+            "view": view,
+            "metric": metric,
+            "value": value,
             "ci_low": float("nan"),
             "ci_high": float("nan"),
             "source": "published",
             "random_weights": False,
-            "provenance": df["provenance"],
-            "reference": df["source"],
+            "provenance": provenance,
+            "reference": reference,
         }
-    )
-    return pd.concat([out, vtab_group_means(out)], ignore_index=True)
+    ).reset_index(drop=True)
 
 
 def vtab_group_means(published: pd.DataFrame) -> pd.DataFrame:
@@ -182,20 +199,14 @@ def vtab_group_means(published: pd.DataFrame) -> pd.DataFrame:
     d = d.assign(group=d["dataset"].map(group))
     g = d.groupby(["model", "group"])["value"].agg(["mean", "count"]).reset_index()
     g = g[g["count"] == g["group"].map(size)]
-    return pd.DataFrame(
-        {
-            "model": g["model"],
-            "dataset": "vtab",
-            "view": "standard",
-            "metric": "top1_" + g["group"],
-            "value": g["mean"],
-            "ci_low": float("nan"),
-            "ci_high": float("nan"),
-            "source": "published",
-            "random_weights": False,
-            "provenance": "derived: mean of the paper's per-task numbers",
-            "reference": "data/published/paper_published_results.csv",
-        }
+    return long_format(
+        g["model"],
+        "vtab",
+        "standard",
+        "top1_" + g["group"],
+        g["mean"],
+        "derived: mean of the paper's per-task numbers",
+        "data/published/paper_published_results.csv",
     )
 
 
@@ -273,18 +284,7 @@ def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
     own input size, as the libraries publish it)."""
     df = _catalog_keyed()
     df = df[df["model"].isin(list(models))]
-    return pd.DataFrame(
-        {
-            "model": df["model"],
-            "dataset": df["dataset"],
-            "view": df["view"],
-            "metric": df["metric"],
-            "value": df["value"],
-            "ci_low": float("nan"),
-            "ci_high": float("nan"),
-            "source": "published",
-            "random_weights": False,
-            "provenance": "catalogue",
-            "reference": df["reference"],
-        }
-    ).reset_index(drop=True)
+    return long_format(
+        df["model"], df["dataset"], df["view"], df["metric"], df["value"], "catalogue",
+        df["reference"],
+    )  # fmt: skip

@@ -308,6 +308,45 @@ def _write_images(root: Path, vp: ImageRecords, limit: int) -> None:
 # --------------------------------------------------------------------------- runs
 
 
+def synthetic_run_record(
+    run_id: str,
+    key: str,
+    model: str,
+    dataset: str,
+    views: list[str],
+    n: int,
+    weights: str = SYNTHETIC_WEIGHTS,
+    dataset_root: str | None = None,
+) -> RunRecord:
+    """The provenance record of a synthetic run (marked meaningless, ``random_weights``)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return RunRecord(
+        run_id=run_id,
+        run_key=key,
+        model=model,
+        model_label=model,
+        dataset=dataset,
+        status="finished",
+        weights=weights,
+        random_weights=True,
+        preprocessing="{}",
+        views=json.dumps(views),
+        settings=json.dumps({"synthetic": True}),
+        dataset_root=dataset_root,
+        sample_limit=None,
+        n_samples=n,
+        n_failed=0,
+        failed="[]",
+        started_at=now,
+        finished_at=now,
+        seconds=0.0,
+        device="synthetic",
+        precision="fp32",
+        code_version="synthetic",
+        library_versions="{}",
+    )
+
+
 def _run(
     model: str,
     plan: DatasetPlan,
@@ -371,31 +410,15 @@ def _run(
             _write_images(root, vp, IMAGES_PER_VIEW[plan.grouped])
     rows += score_run(stored, spec.protocol.run_evaluations, opts)
     metrics = metrics_frame(run_id, model, plan.name, rows)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    run = RunRecord(
-        run_id=run_id,
-        run_key=f"synthetic:{model}:{plan.name}:{scale}:{seed}",
-        model=model,
-        model_label=model,
-        dataset=plan.name,
-        status="finished",
-        weights="random" if meaningless else SYNTHETIC_WEIGHTS,
-        random_weights=True,
-        preprocessing="{}",
-        views=json.dumps(list(plan.views)),
-        settings=json.dumps({"synthetic": True}),
-        dataset_root=str(root) if root is not None else None,
-        sample_limit=None,
-        n_samples=n,
-        n_failed=0,
-        failed="[]",
-        started_at=now,
-        finished_at=now,
-        seconds=0.0,
-        device="synthetic",
-        precision="fp32",
-        code_version="synthetic",
-        library_versions="{}",
+    run = synthetic_run_record(
+        run_id,
+        f"synthetic:{model}:{plan.name}:{scale}:{seed}",
+        model,
+        plan.name,
+        list(plan.views),
+        n,
+        "random" if meaningless else SYNTHETIC_WEIGHTS,
+        str(root) if root is not None else None,
     )
     return run, pa.concat_tables(tables), metrics
 
@@ -529,31 +552,8 @@ def _transfer_run(
         ("standard", MetricRow(m, v))
         for m, v in (("probe_c", 100.0), ("n_train", 800.0), ("n_val", 200.0), ("n_test", n))
     ]
-    now = datetime.now(UTC).replace(tzinfo=None)
-    run = RunRecord(
-        run_id=run_id,
-        run_key=f"synthetic:{model}:{task.stored}:{seed}",
-        model=model,
-        model_label=model,
-        dataset=task.stored,
-        status="finished",
-        weights=SYNTHETIC_WEIGHTS,
-        random_weights=True,
-        preprocessing="{}",
-        views=json.dumps(["standard"]),
-        settings=json.dumps({"synthetic": True}),
-        dataset_root=None,
-        sample_limit=None,
-        n_samples=n,
-        n_failed=0,
-        failed="[]",
-        started_at=now,
-        finished_at=now,
-        seconds=0.0,
-        device="synthetic",
-        precision="fp32",
-        code_version="synthetic",
-        library_versions="{}",
+    run = synthetic_run_record(
+        run_id, f"synthetic:{model}:{task.stored}:{seed}", model, task.stored, ["standard"], n
     )
     return (
         run,

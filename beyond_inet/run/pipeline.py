@@ -198,13 +198,8 @@ def run_record(
     return RunRecord(
         run_id=run_id,
         run_key=key,
-        model=model.name,
-        model_label=model.spec.display,
         dataset=found.spec.name,
         status="finished",
-        weights=model.weights,
-        random_weights=model.is_random,
-        preprocessing=model.preprocessing.to_json(),
         views=json.dumps([v.name for v in views]),
         settings=json.dumps(model.settings),
         dataset_root=str(found.root.resolve()),
@@ -215,11 +210,23 @@ def run_record(
         started_at=started,
         finished_at=_now(),
         seconds=result.seconds,
-        device=cfg.run.device,
-        precision=cfg.run.precision,
-        code_version=code_version(),
-        library_versions=library_versions((model.spec.family,)),
+        **model_provenance(cfg, model),
     )
+
+
+def model_provenance(cfg: PrecomputeConfig, model: LoadedModel) -> dict[str, Any]:
+    """The run-record fields that say which model, weights and code made a run."""
+    return {
+        "model": model.name,
+        "model_label": model.spec.display,
+        "weights": model.weights,
+        "random_weights": model.is_random,
+        "preprocessing": model.preprocessing.to_json(),
+        "device": cfg.run.device,
+        "precision": cfg.run.precision,
+        "code_version": code_version(),
+        "library_versions": library_versions((model.spec.family,)),
+    }
 
 
 def store_model_run(

@@ -26,7 +26,7 @@ from beyond_inet.models import LoadedModel
 from beyond_inet.run.engine import score_logits
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.run.features import SplitFeatures, split_features
-from beyond_inet.run.pipeline import RunSummary, code_version, commit_staged_runs, library_versions
+from beyond_inet.run.pipeline import RunSummary, commit_staged_runs, model_provenance
 from beyond_inet.run.plan import PrecomputeConfig, load_models
 from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
 from beyond_inet.scoring.evaluations import score_view
@@ -142,13 +142,8 @@ def _run_one(
     run = RunRecord(
         run_id=run_id,
         run_key=key,
-        model=model.name,
-        model_label=model.spec.display,
         dataset=td.task.stored,
         status="finished",
-        weights=model.weights,
-        random_weights=model.is_random,
-        preprocessing=model.preprocessing.to_json(),
         views=json.dumps(["standard"]),
         settings=json.dumps(settings),
         dataset_root=str(td.root.resolve()),
@@ -159,10 +154,7 @@ def _run_one(
         started_at=started,
         finished_at=_now(),
         seconds=extract + result.seconds,
-        device=cfg.run.device,
-        precision=cfg.run.precision,
-        code_version=code_version(),
-        library_versions=library_versions((model.spec.family,)),
+        **model_provenance(cfg, model),
     )
     table = to_arrow(rec, run_id, model.name, td.task.stored, "standard")
     stored = store.commit_persistently(run, pa.concat_tables([table]), metrics, cfg.force, log)
