@@ -35,6 +35,7 @@ from PIL import Image
 from beyond_inet.datasets import DATASETS
 from beyond_inet.datasets.cue_conflict import CATEGORIES
 from beyond_inet.reference import (
+    alexnet_imagenet_c_errors,
     imagenet_a_indices,
     imagenet_r_indices,
     imagenet_val_labels,
@@ -50,23 +51,7 @@ INVARIANCE_VIEWS = (
     + [f"shift:{n}" for n in (0, 5, 30, 75, 100)]
     + [f"resolution:{r}" for r in (112, 224, 336, 512, 640)]
 )
-CORRUPTIONS = (
-    "gaussian_noise",
-    "shot_noise",
-    "impulse_noise",
-    "defocus_blur",
-    "glass_blur",
-    "motion_blur",
-    "zoom_blur",
-    "snow",
-    "frost",
-    "fog",
-    "brightness",
-    "contrast",
-    "elastic_transform",
-    "pixelate",
-    "jpeg_compression",
-)
+CORRUPTIONS = tuple(alexnet_imagenet_c_errors())  # the 15 benchmark corruptions
 PUG_FACTORS = (
     "Worlds",
     "Camera_Pitch",

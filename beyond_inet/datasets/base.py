@@ -228,6 +228,14 @@ def wnid_folder_samples(
     return out
 
 
+def aligned_rows(rows: list[tuple[str, ...]]) -> list[str]:
+    """Plain-text table lines: every column but the last padded to its widest cell, two
+    spaces apart (the last, a folder path, left as it is)."""
+    n = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(n)]
+    return ["  ".join(r[i].ljust(widths[i]) for i in range(n)) + "  " + r[n] for r in rows]
+
+
 def download_hint(name: str) -> str:
     """The start of a dataset's "how to get it": the ``--download`` command."""
     return f"`python -m precompute --download {name} --data-root DIR`, or by hand: "

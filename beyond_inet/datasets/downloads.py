@@ -37,6 +37,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from beyond_inet.datasets import DATASETS, DatasetLayoutError, DatasetSpec, discover, locate
+from beyond_inet.datasets.base import aligned_rows
 
 TABLE_ENV = "BEYOND_INET_DOWNLOADS"
 DOWNLOADS_DIR = ".downloads"
@@ -377,8 +378,7 @@ def format_dataset_list(statuses: Sequence[DatasetStatus]) -> str:
         )
         for s in statuses
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    lines = aligned_rows(rows)
     lines.append("")
     for s in statuses:
         lines.append(f"{s.spec.name}: {s.spec.description}")

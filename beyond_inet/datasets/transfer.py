@@ -33,6 +33,7 @@ from beyond_inet.datasets.base import (
     FoundDataset,
     Layout,
     Sample,
+    aligned_rows,
     images,
     relative_id,
     subdirs,
@@ -489,8 +490,7 @@ def format_task_list(statuses: Sequence[TaskStatus]) -> str:
         sizes = "/".join(str(s.sizes.get(k, 0)) for k in SPLITS) if s.sizes else "-"
         status = "bad layout" if s.status.startswith("bad") else s.status
         rows.append((s.task.name, s.task.group, status, sizes, str(s.root)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    lines = aligned_rows(rows)
     lines += ["", "transfer tasks (--transfer; splits: VTAB-1k, 800 train + 200 val, seed 0):"]
     for s in statuses:
         lines.append(f"{s.task.name} ({s.task.label}, {s.task.group})")
