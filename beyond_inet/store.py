@@ -6,6 +6,7 @@ Contract (the dashboard and later evaluations build on it):
 * ``predictions`` — one row per (run, view, image).
 * ``metrics`` — long format (run, view, metric, value, 95% bootstrap interval).
 * ``cka_runs`` / ``cka`` — one row per finished CKA run; its layer x layer cells.
+* ``paired`` — paired comparisons of the runs of one pass (two models, one view).
 
 Only finished runs are ever written, each in one transaction, so readers never see a
 partial run. The writer opens the file only for its short commit window; readers use
@@ -40,10 +41,12 @@ from beyond_inet.run.records import (
     CKA_RUN_COLUMNS,
     CKA_SCHEMA,
     METRIC_COLUMNS,
+    PAIRED_COLUMNS,
     PREDICTION_SCHEMA,
     RUN_COLUMNS,
     SCHEMA_VERSION,
     CkaRunRecord,
+    PairedRecord,
     RunRecord,
 )
 from beyond_inet.settings import LOCK_WAIT_SECONDS
@@ -82,6 +85,7 @@ SCHEMA_SQL = [
     "CREATE TABLE IF NOT EXISTS cka ("
     + ", ".join(f"{f.name} {_DUCK_TYPES[f.type]}" for f in CKA_SCHEMA)
     + ")",
+    "CREATE TABLE IF NOT EXISTS paired (" + ", ".join(f"{n} {t}" for n, t in PAIRED_COLUMNS) + ")",
 ]
 
 #: How a store of an older layout is brought to the next version (version -> statements).
@@ -91,6 +95,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS factor_value VARCHAR",
     ],
     2: [],  # v2 -> v3: the cka_runs and cka tables (created by SCHEMA_SQL)
+    3: [  # v3 -> v4: calibration after temperature scaling; the paired table (SCHEMA_SQL)
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS confidence_ts FLOAT",
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS p_true_ts FLOAT",
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS brier_ts FLOAT",
+    ],
 }
 
 #: A writer's intent file older than this (not refreshed) is stale: readers ignore it.
@@ -359,6 +368,7 @@ class Store:
             for (rid,) in old:
                 for table in ("predictions", "metrics", "runs"):
                     con.execute(f"DELETE FROM {table} WHERE run_id = ?", [rid])
+                con.execute("DELETE FROM paired WHERE run_a = ? OR run_b = ?", [rid, rid])
             con.register("_run_df", run_df)
             con.register("_pred_tbl", preds)
             con.register("_metric_df", mets)
@@ -393,6 +403,44 @@ class Store:
                     return True
             except StoreLockedError:
                 log(f"waiting: {self.path} is locked by another process (Ctrl-C stops) ...")
+
+    def commit_paired(self, records: Sequence[PairedRecord], log: Log = print) -> None:
+        """Atomically add paired comparisons, replacing earlier ones of the same runs and
+        view; only comparisons of runs still in the store are kept. A locked store is
+        waited for (with a line per retry window)."""
+        if not records:
+            return
+        df = pd.DataFrame([r.row() for r in records])
+        while True:
+            try:
+                with self._transaction(None, "paired comparisons") as con:
+                    con.register("_paired_df", df)
+                    con.execute(
+                        "DELETE FROM paired p USING _paired_df d WHERE p.run_a = d.run_a "
+                        "AND p.run_b = d.run_b AND p.view = d.view"
+                    )
+                    con.execute(
+                        "INSERT INTO paired BY NAME SELECT * FROM _paired_df WHERE run_a IN "
+                        "(SELECT run_id FROM runs) AND run_b IN (SELECT run_id FROM runs)"
+                    )
+                    return
+            except StoreLockedError:
+                log(f"waiting: {self.path} is locked by another process (Ctrl-C stops) ...")
+
+    def fitted_temperature(
+        self, dataset: str, model: str, weights: str, preprocessing: str, precision: str
+    ) -> tuple[float, str] | None:
+        """(temperature, run_id) of the latest finished run of ``model`` (these weights,
+        preprocessing JSON and precision) on ``dataset`` that fitted one, if any."""
+        df = self.query(
+            "SELECT m.value, r.run_id FROM runs r JOIN metrics m USING (run_id) "
+            "WHERE r.dataset = ? AND r.model = ? AND r.weights = ? AND r.preprocessing = ? "
+            "AND r.precision = ? AND r.status = 'finished' AND m.view = 'standard' "
+            "AND m.metric = 'temperature' AND isfinite(m.value) "
+            "ORDER BY r.finished_at DESC LIMIT 1",
+            [dataset, model, weights, preprocessing, precision],
+        )
+        return None if df.empty else (float(df["value"].iloc[0]), str(df["run_id"].iloc[0]))
 
     def finished_cka(self, run_key: str) -> str | None:
         """The run_id of a finished CKA run with this key, if any."""

@@ -452,25 +452,28 @@ def paired_summary(outcomes: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
     """The paired comparison of two models' per-image correctness (joined by image): the
     2x2 table, McNemar's exact p-value, the accuracy difference with its paired bootstrap
     interval, and Cohen's kappa of error consistency."""
-    from beyond_inet.scoring.paired import error_consistency, mcnemar_exact, paired_bootstrap
+    from beyond_inet.scoring.paired import compare
 
-    a = outcomes["correct_a"].astype(bool).to_numpy()
-    b = outcomes["correct_b"].astype(bool).to_numpy()
-    test = mcnemar_exact(a, b)
-    diff, lo, hi = paired_bootstrap(a, b, n_boot, seed)
+    c = compare(
+        outcomes["correct_a"].astype(bool).to_numpy(),
+        outcomes["correct_b"].astype(bool).to_numpy(),
+        n_boot,
+        seed,
+    )
+    t = c.test
     return {
-        "n": len(a),
-        "accuracy_a": float(a.mean()) if len(a) else float("nan"),
-        "accuracy_b": float(b.mean()) if len(b) else float("nan"),
+        "n": c.n,
+        "accuracy_a": c.accuracy_a,
+        "accuracy_b": c.accuracy_b,
         "table": pd.DataFrame(
-            [[test.both_right, test.only_a], [test.only_b, test.both_wrong]],
+            [[t.both_right, t.only_a], [t.only_b, t.both_wrong]],
             index=["A right", "A wrong"],
             columns=["B right", "B wrong"],
         ),
-        "p_value": test.p_value,
-        "diff": diff,
-        "ci": (lo, hi),
-        "kappa": error_consistency(a, b),
+        "p_value": t.p_value,
+        "diff": c.diff,
+        "ci": (c.ci_low, c.ci_high),
+        "kappa": c.kappa,
     }
 
 

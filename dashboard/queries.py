@@ -735,8 +735,9 @@ def cka_cells(path: str, version: str, run_id: str) -> pd.DataFrame:
 def paired_outcomes(
     path: str, version: str, model_a: str, model_b: str, dataset: str, view: str
 ) -> pd.DataFrame:
-    """Per image of ``dataset`` / ``view`` seen by both models' latest runs (joined by
-    ``sample_id``): ``correct_a``, ``correct_b``, ``pred_a``, ``pred_b``, ``label``."""
+    """Per scored image of ``dataset`` / ``view`` (labelled, or decided by the dataset's
+    rule) seen by both models' latest runs (joined by ``sample_id``): ``correct_a``,
+    ``correct_b``, ``pred_a``, ``pred_b``, ``label``."""
     runs = latest_runs(path, version)
     runs = runs[runs["dataset"] == dataset]
     ids = dict(zip(runs["model"], runs["run_id"], strict=True))
@@ -749,7 +750,8 @@ def paired_outcomes(
         "coalesce(a.decision, a.pred::VARCHAR) AS pred_a, "
         "coalesce(b.decision, b.pred::VARCHAR) AS pred_b FROM predictions a "
         "JOIN predictions b USING (sample_id) WHERE a.run_id = ? AND a.view = ? "
-        "AND b.run_id = ? AND b.view = ? ORDER BY a.sample_id",
+        "AND b.run_id = ? AND b.view = ? AND (a.label IS NOT NULL OR a.decision IS NOT NULL) "
+        "ORDER BY a.sample_id",
         [ids[model_a], view, ids[model_b], view],
         cols,
     )

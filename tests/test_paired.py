@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from beyond_inet.scoring.paired import error_consistency, holm, mcnemar_exact, paired_bootstrap
+from beyond_inet.scoring.paired import (
+    compare,
+    error_consistency,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap,
+)
 
 
 def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,3 +80,62 @@ def test_holm_equals_statsmodels() -> None:
 
     p = np.array([0.01, 0.04, 0.03, 0.2, 0.001])
     np.testing.assert_allclose(holm(p), mt.multipletests(p, method="holm")[1])
+
+
+def test_compare_bundles_the_same_functions() -> None:
+    a, b = _pairs(400, 9)
+    c = compare(a, b, n_boot=200, seed=3)
+    assert c.test == mcnemar_exact(a, b)
+    assert (c.diff, c.ci_low, c.ci_high) == paired_bootstrap(a, b, 200, 3)
+    assert c.kappa == error_consistency(a, b)
+    no_boot = compare(a, b, n_boot=0)
+    assert no_boot.diff == pytest.approx(a.mean() - b.mean()) and np.isnan(no_boot.ci_low)
+
+
+def test_precompute_stores_the_paired_comparisons_of_a_pass(tmp_path: Path) -> None:
+    """Three tiny models in one pass over cue-conflict stimuli: one row per model pair,
+    equal to statsmodels' exact McNemar and the hand formula of kappa on the stored
+    correctness; a --force rerun replaces them with the new runs' rows."""
+    import statsmodels.stats.contingency_tables as sm
+
+    from beyond_inet.datasets.cue_conflict import CATEGORIES
+    from beyond_inet.store import Store
+    from precompute.cli import main
+    from tests.conftest import write_cue_conflict
+
+    pairs = [(s, CATEGORIES[(i * 5 + k) % 16]) for i, s in enumerate(CATEGORIES) for k in (1, 2)]
+    write_cue_conflict(tmp_path / "data" / "cue-conflict", pairs)
+    store = Store(tmp_path / "p.duckdb")
+    argv = [
+        "--model",
+        "timm:test_vit,timm:test_convnext,open_clip:test-tiny-clip",
+        "--random-weights",
+    ]
+    argv += ["--data-root", str(tmp_path / "data"), "--dataset", "cue-conflict"]
+    argv += ["--store", str(store.path), "--workers", "0", "--bootstrap", "50", "--quiet"]
+    assert main(argv) == 0
+    got = store.query("SELECT * FROM paired ORDER BY model_a, model_b")
+    assert len(got) == 3 and set(got["view"]) == {"standard"}
+    preds = store.query(
+        "SELECT r.model, p.sample_id, p.correct FROM predictions p JOIN runs r USING (run_id)"
+    ).pivot(index="sample_id", columns="model", values="correct")
+    for row in got.itertuples():
+        a, b = preds[row.model_a].to_numpy(bool), preds[row.model_b].to_numpy(bool)
+        assert (row.both_right, row.only_a, row.only_b, row.both_wrong) == (
+            int((a & b).sum()),
+            int((a & ~b).sum()),
+            int((~a & b).sum()),
+            int((~a & ~b).sum()),
+        )
+        table = [[row.both_right, row.only_a], [row.only_b, row.both_wrong]]
+        assert row.p_value == pytest.approx(sm.mcnemar(table, exact=True).pvalue)
+        assert row.accuracy_diff == pytest.approx(a.mean() - b.mean())
+        p1, p2 = a.mean(), b.mean()
+        c_exp = p1 * p2 + (1 - p1) * (1 - p2)
+        if c_exp < 1:
+            assert row.kappa == pytest.approx(((a == b).mean() - c_exp) / (1 - c_exp))
+        assert row.n_images == len(pairs) and row.n_boot == 50
+    assert main([*argv, "--force"]) == 0
+    again = store.query("SELECT run_a, run_b FROM paired")
+    current = set(store.query("SELECT run_id FROM runs")["run_id"])
+    assert len(again) == 3 and set(again["run_a"]) | set(again["run_b"]) <= current

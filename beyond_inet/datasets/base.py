@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from beyond_inet.reference import imagenet_wnid_index
 from beyond_inet.registry import Registry
@@ -80,7 +80,10 @@ class Protocol:
       softmax and predictions are restricted (ImageNet-R / -A);
     * ``decision``: its own decision rule, if any;
     * ``input_recipe``: its own input recipe (a name in :data:`INPUT_RECIPES`; cue-conflict
-      is fed at native size), ``None`` = each model's own preprocessing.
+      is fed at native size), ``None`` = each model's own preprocessing;
+    * ``temperature``: its part in temperature scaling: ``"fit"`` (ImageNet val: the
+      temperature is cross-fitted on it), ``"apply"`` (a labelled shift dataset: scored
+      also at the temperature fitted on ImageNet val), ``None`` (not scaled).
     """
 
     evaluations: tuple[str, ...] = ()
@@ -90,6 +93,7 @@ class Protocol:
     class_subset: Callable[[], tuple[int, ...]] | None = field(default=None, compare=False)
     decision: DecisionRule | None = None
     input_recipe: str | None = None
+    temperature: Literal["fit", "apply"] | None = None
 
 
 @dataclass(frozen=True)

@@ -68,5 +68,9 @@ IMAGENET_C = DatasetSpec(
     ),
     how_to_get=download_hint("imagenet-c") + "blur, digital, noise and weather "
     ".tar from zenodo.org/record/2235448, extracted into one folder.",
-    protocol=Protocol(evaluations=("accuracy", "calibration"), run_evaluations=("imagenet_c",)),
+    protocol=Protocol(
+        evaluations=("accuracy", "calibration"),
+        run_evaluations=("imagenet_c",),
+        temperature="apply",
+    ),
 )

@@ -78,5 +78,7 @@ IMAGENET_HARD = DatasetSpec(
     ),
     how_to_get="Manual: export the Hugging Face dataset taesiri/imagenet-hard (validation "
     "split) as image files plus metadata.jsonl with file_name, label and origin.",
-    protocol=Protocol(evaluations=("accuracy", "calibration", "factor_values")),
+    protocol=Protocol(
+        evaluations=("accuracy", "calibration", "factor_values"), temperature="apply"
+    ),
 )

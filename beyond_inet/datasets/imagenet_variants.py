@@ -57,7 +57,7 @@ IMAGENET_V2 = DatasetSpec(
     how_to_get=download_hint("imagenet-v2") + "the MatchedFrequency tarball of "
     "github.com/modestyachts/ImageNetV2 (its folder imagenetv2-matched-frequency-format-val"
     " renamed).",
-    protocol=Protocol(evaluations=LABELLED),
+    protocol=Protocol(evaluations=LABELLED, temperature="apply"),
 )
 
 IMAGENET_SKETCH = DatasetSpec(
@@ -70,7 +70,7 @@ IMAGENET_SKETCH = DatasetSpec(
     ),
     how_to_get=download_hint("imagenet-sketch") + "ImageNet-Sketch.zip from "
     "github.com/HaohanWang/ImageNet-Sketch (Hugging Face songweig/imagenet_sketch).",
-    protocol=Protocol(evaluations=LABELLED),
+    protocol=Protocol(evaluations=LABELLED, temperature="apply"),
 )
 
 IMAGENET_R = DatasetSpec(
@@ -78,7 +78,11 @@ IMAGENET_R = DatasetSpec(
     description="ImageNet-R renditions (30,000 images, 200 classes)",
     layout=Layout("imagenet-r", "imagenet-r/<wnid>/*.jpg (200 class folders)", find_imagenet_r),
     how_to_get=download_hint("imagenet-r") + "people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar.",
-    protocol=Protocol(evaluations=(*LABELLED, "accuracy_1000way"), class_subset=imagenet_r_indices),
+    protocol=Protocol(
+        evaluations=(*LABELLED, "accuracy_1000way"),
+        class_subset=imagenet_r_indices,
+        temperature="apply",
+    ),
 )
 
 IMAGENET_A = DatasetSpec(
@@ -86,5 +90,9 @@ IMAGENET_A = DatasetSpec(
     description="ImageNet-A natural adversarial examples (7,500 images, 200 classes)",
     layout=Layout("imagenet-a", "imagenet-a/<wnid>/*.jpg (200 class folders)", find_imagenet_a),
     how_to_get=download_hint("imagenet-a") + "people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar.",
-    protocol=Protocol(evaluations=(*LABELLED, "accuracy_1000way"), class_subset=imagenet_a_indices),
+    protocol=Protocol(
+        evaluations=(*LABELLED, "accuracy_1000way"),
+        class_subset=imagenet_a_indices,
+        temperature="apply",
+    ),
 )

@@ -99,5 +99,7 @@ PUG_IMAGENET = DatasetSpec(
     ),
     how_to_get=download_hint("pug-imagenet") + "PUG_IMAGENET.tar.gz from "
     "github.com/facebookresearch/PUG (CC-BY-NC).",
-    protocol=Protocol(evaluations=("accuracy", "calibration", "factor_values")),
+    protocol=Protocol(
+        evaluations=("accuracy", "calibration", "factor_values"), temperature="apply"
+    ),
 )

@@ -6,7 +6,12 @@ per (model, view), the output channels that were asked for, keyed by sample inde
 * ``per_image`` — the logits-derived per-image outputs (:class:`LogitOutputs`: top-5 classes
   and probabilities, the true class's probability, the Brier term, the dataset's decision);
 * ``features`` — the pre-logits embedding (:class:`Features`);
-* ``taps`` — named layer activations, pooled per image (for representation analyses).
+* ``taps`` — named layer activations, pooled per image (for representation analyses);
+* ``logits`` — the full fp32 logits of the ``standard`` view (:class:`Features`), for fits
+  that need them (the temperature of ImageNet val).
+
+With ``temperatures`` (model -> T) the ``standard`` view's per-image outputs also hold the
+confidence, true-class probability and Brier term of ``softmax(logits / T)``.
 
 The trunk runs once per batch for all channels. Scoring lives elsewhere.
 """
@@ -32,8 +37,10 @@ from beyond_inet.transforms.views import STANDARD, View
 TOPK = 5
 #: A streaming consumer of pooled taps: (model name, sample indices, tap name -> [B, C]).
 TapSink = Callable[[str, np.ndarray, dict[str, np.ndarray]], None]
-PER_IMAGE, FEATURES, TAPS = "per_image", "features", "taps"
-CHANNELS = (PER_IMAGE, FEATURES, TAPS)
+PER_IMAGE, FEATURES, TAPS, LOGITS = "per_image", "features", "taps", "logits"
+CHANNELS = (PER_IMAGE, FEATURES, TAPS, LOGITS)
+#: The outputs of :func:`score_logits` that temperature scaling changes (stored with ``_ts``).
+SCALED = ("confidence", "p_true", "brier")
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,9 @@ class LogitOutputs:
     brier: np.ndarray
     decision: np.ndarray | None = None
     pred_full: np.ndarray | None = None
+    confidence_ts: np.ndarray | None = None
+    p_true_ts: np.ndarray | None = None
+    brier_ts: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> LogitOutputs:
@@ -146,6 +156,7 @@ class PassResult:
     decision_labels: tuple[str, ...] | None = None
     features: dict[tuple[str, str], Features] = field(default_factory=dict)
     taps: dict[tuple[str, str], dict[str, Features]] = field(default_factory=dict)
+    logits: dict[tuple[str, str], Features] = field(default_factory=dict)
 
 
 class _Chunks:
@@ -279,6 +290,7 @@ class _Sinks:
     per_image: dict[tuple[str, str], _Chunks] = field(default_factory=dict)
     features: dict[tuple[str, str], _Chunks] = field(default_factory=dict)
     taps: dict[tuple[str, str], _Chunks] = field(default_factory=dict)
+    logits: dict[tuple[str, str], _Chunks] = field(default_factory=dict)
 
     def chunks(self, channel: str, key: tuple[str, str]) -> _Chunks:
         return getattr(self, channel).setdefault(key, _Chunks())
@@ -295,6 +307,7 @@ def _run_batch(
     subset: ClassSubset | None,
     sinks: _Sinks,
     tap_sink: TapSink | None = None,
+    temperatures: dict[str, float] | None = None,
 ) -> None:
     """Every model and view on one batch of decoded images."""
     index = np.array([d.index for d in ok])
@@ -305,11 +318,18 @@ def _run_batch(
             x = _view_batch(images, v, p.model, settings)
             t = run_trunk(p.model.module, x, settings.precision, p.trunk)
             key = (name, v.name)
-            if PER_IMAGE in channels:
+            standard = v.name == STANDARD.name
+            if PER_IMAGE in channels or LOGITS in channels:
                 logits = head_fp32(p.model.module, t)
-                sinks.chunks(PER_IMAGE, key).add(
-                    index=index, **score_logits(logits, labels, rule, subset)
-                )
+            if PER_IMAGE in channels:
+                out = score_logits(logits, labels, rule, subset)
+                temperature = (temperatures or {}).get(name)
+                if standard and temperature is not None:
+                    scaled = score_logits(logits / temperature, labels, None, subset)
+                    out.update({f"{k}_ts": scaled[k] for k in SCALED})
+                sinks.chunks(PER_IMAGE, key).add(index=index, **out)
+            if LOGITS in channels and standard:
+                sinks.chunks(LOGITS, key).add(index=index, values=logits.cpu().numpy())
             if FEATURES in channels:
                 feats = pooled_fp32(p.model.module, t).cpu().numpy()
                 sinks.chunks(FEATURES, key).add(index=index, values=feats)
@@ -327,6 +347,7 @@ def _results(
     dict[tuple[str, str], LogitOutputs],
     dict[tuple[str, str], Features],
     dict[tuple[str, str], dict[str, Features]],
+    dict[tuple[str, str], Features],
 ]:
     outputs = {k: LogitOutputs(**c.joined()) for k, c in sinks.per_image.items()}
     for k in keys:
@@ -337,7 +358,8 @@ def _results(
     for k, c in sinks.taps.items():
         j = c.joined()
         taps[k] = {n: Features(j["index"], v) for n, v in j.items() if n != "index"}
-    return outputs, features, taps
+    logits = {k: Features(**c.joined()) for k, c in sinks.logits.items()}
+    return outputs, features, taps, logits
 
 
 def run_pass(
@@ -351,6 +373,7 @@ def run_pass(
     taps: dict[str, Sequence[str]] | None = None,
     tokens: str = "mean",
     tap_sink: TapSink | None = None,
+    temperatures: dict[str, float] | None = None,
 ) -> PassResult:
     """Decode the samples of one ``shard`` of ``found`` once and evaluate all ``models`` x
     their views, producing the requested ``channels`` (see the module docstring).
@@ -359,8 +382,9 @@ def run_pass(
     name -> tap names for the ``taps`` channel (``tokens``: how transformer taps pool).
     With ``tap_sink`` each batch's pooled taps go to it (``sink(model, index, taps)``, the
     models in order, every batch) instead of being kept: a streaming consumer (CKA) then
-    never holds the activations of all images. Undecodable images are skipped and returned
-    in ``failed`` as (sample_id, error).
+    never holds the activations of all images. ``temperatures`` maps model name -> the
+    temperature its ``standard`` view is also scored at (the ``*_ts`` outputs). Undecodable
+    images are skipped and returned in ``failed`` as (sample_id, error).
     """
     chans = frozenset(channels)
     unknown = chans - set(CHANNELS)
@@ -410,11 +434,12 @@ def run_pass(
                         subset,
                         sinks,
                         tap_sink,
+                        temperatures,
                     )
     finally:
         for p in prepared.values():
             p.close()
-    outputs, features, tap_outputs = _results(
+    outputs, features, tap_outputs, logits = _results(
         sinks, [(m.name, v.name) for m in models for v in views[m.name]], PER_IMAGE in chans
     )
     return PassResult(
@@ -425,4 +450,5 @@ def run_pass(
         decision_labels=rule.labels if rule else None,
         features=features,
         taps=tap_outputs,
+        logits=logits,
     )

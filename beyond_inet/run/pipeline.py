@@ -16,22 +16,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 import beyond_inet
 from beyond_inet.datasets import FoundDataset
 from beyond_inet.models import LoadedModel, family
 from beyond_inet.run.distributed import Dist
 from beyond_inet.run.distributed import init as init_dist
-from beyond_inet.run.engine import LogitOutputs, PassResult, run_pass
+from beyond_inet.run.engine import (
+    LOGITS,
+    SCALED,
+    ClassSubset,
+    Features,
+    LogitOutputs,
+    PassResult,
+    run_pass,
+    score_logits,
+)
 from beyond_inet.run.plan import (
     DatasetPlan,
     PrecomputeConfig,
     evaluations_for,
     find_datasets,
+    fitted_temperatures,
     load_models,
     plan_dataset,
 )
-from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
+from beyond_inet.run.records import (
+    ImageRecords,
+    MetricRow,
+    PairedRecord,
+    RunRecord,
+    metrics_frame,
+    to_arrow,
+)
 from beyond_inet.run.shards import (
     ShardsIncompleteError,
     discard,
@@ -41,7 +59,9 @@ from beyond_inet.run.shards import (
     shard_folder,
     write_shard,
 )
+from beyond_inet.scoring import temperature as ts
 from beyond_inet.scoring.evaluations import ScoringOptions, channels_for, score_run, score_view
+from beyond_inet.scoring.paired import compare
 from beyond_inet.store import Store
 from beyond_inet.transforms.views import View
 
@@ -59,6 +79,9 @@ class RunSummary:
     n_failed: int = 0
     seconds: float = 0.0
     headline: dict[str, float] = field(default_factory=dict)
+    run_id: str = ""
+    #: stored view -> per-image correctness (for the paired comparisons of the pass)
+    correct: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def code_version() -> str:
@@ -129,6 +152,9 @@ def image_records(
         decision=decision,
         pred_full=out.pred_full,
         factor_value=factor_value,
+        confidence_ts=out.confidence_ts,
+        p_true_ts=out.p_true_ts,
+        brier_ts=out.brier_ts,
     )
 
 
@@ -151,6 +177,79 @@ def split_views(
         for group in list(dict.fromkeys(g)) or ["standard"]:
             out[view_name(str(group), tview)] = rec.take(g == group) if len(g) else rec
     return out
+
+
+# --------------------------------------------------------------------------- temperature
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """How a run's outputs were temperature-scaled: the metric rows to store (per stored
+    view) and the record for the run's settings."""
+
+    rows: list[tuple[str, MetricRow]]
+    settings: dict[str, Any]
+
+
+def cross_fit_outputs(
+    found: FoundDataset, out: LogitOutputs, logits: Features, device: str = "cpu"
+) -> tuple[LogitOutputs, ts.CrossFit]:
+    """``out`` with the ``*_ts`` outputs of a cross-fit on the pass's full ``logits`` (each
+    image scored by :func:`~beyond_inet.engine.score_logits` at the other fold's
+    temperature), and the fit."""
+    order = np.argsort(logits.index, kind="stable")
+    rows = order[np.searchsorted(logits.index[order], out.index)]
+    z = np.asarray(logits.values[rows], dtype=np.float32)
+    labels = np.array([found.samples[i].label for i in out.index], dtype=np.int64)
+    ids = [found.samples[i].sample_id for i in out.index]
+    fit = ts.cross_fit(z, labels, ts.folds(ids))
+    if not fit.complete or not len(z):
+        return out, fit
+    subset_of = found.spec.protocol.class_subset
+    subset = ClassSubset.of(subset_of(), device) if subset_of else None
+    scaled = score_logits(
+        torch.from_numpy(z / fit.per_image[:, None].astype(np.float32)),
+        torch.from_numpy(labels),
+        None,
+        subset,
+    )
+    return replace(out, **{f"{k}_ts": scaled[k] for k in SCALED}), fit
+
+
+def scale_outputs(
+    found: FoundDataset,
+    model: str,
+    outputs: dict[str, LogitOutputs],
+    result: PassResult,
+    applied: tuple[float, str] | None,
+    log: Log,
+) -> tuple[dict[str, LogitOutputs], Scaling | None]:
+    """Temperature scaling of one model's outputs (transform view -> outputs) by the
+    dataset's protocol: cross-fitted on the fit dataset (from the pass's logits); the
+    engine already scored an applying dataset at ``applied``."""
+    use = found.spec.protocol.temperature
+    if use == "apply" and applied is not None:
+        return outputs, Scaling(
+            [],
+            {"temperature": applied[0], "fitted_by_run": applied[1], "protocol": ts.PROTOCOL},
+        )
+    logits = result.logits.get((model, "standard"))
+    if use != "fit" or logits is None or "standard" not in outputs:
+        return outputs, None
+    scaled, fit = cross_fit_outputs(found, outputs["standard"], logits)
+    if not fit.complete:
+        log(
+            f"note: {model} on {found.spec.name}: a cross-fit fold has no labelled image; "
+            "no temperature is fitted (evaluate more images)."
+        )
+        return outputs, None
+    rows = [("standard", r) for r in ts.temperature_rows(fit.temperature, fit.fold_temperatures)]
+    settings = {
+        "temperature": fit.temperature,
+        "fold_temperatures": list(fit.fold_temperatures),
+        "protocol": ts.PROTOCOL,
+    }
+    return {**outputs, "standard": scaled}, Scaling(rows, settings)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -239,16 +338,30 @@ def store_model_run(
     started: datetime,
     key: str,
     log: Log = print,
+    temperature: tuple[float, str] | None = None,
 ) -> RunSummary:
-    """Score one model's outputs from a pass and commit them as one finished run."""
+    """Score one model's outputs from a pass and commit them as one finished run
+    (``temperature``: the one the pass applied, and the run that fitted it)."""
     run_id = uuid.uuid4().hex[:16]
+    outputs, scaling = scale_outputs(
+        found,
+        model.name,
+        {v.name: result.outputs[(model.name, v.name)] for v in views},
+        result,
+        temperature,
+        log,
+    )
     records = {
-        v.name: split_views(
-            found, {v.name: result.outputs[(model.name, v.name)]}, result.decision_labels
-        )
-        for v in views
+        v.name: split_views(found, {v.name: outputs[v.name]}, result.decision_labels) for v in views
     }
     scored = score_records(found, views, records, cfg.scoring)
+    if scaling is not None:
+        scored += scaling.rows or [
+            (name, r)
+            for name, rec in records["standard"].items()
+            if rec.confidence_ts is not None
+            for r in ts.temperature_rows(scaling.settings["temperature"])
+        ]
     tables = [
         to_arrow(rec, run_id, model.name, found.spec.name, name)
         for by_view in records.values()
@@ -256,6 +369,9 @@ def store_model_run(
     ]
     metrics = metrics_frame(run_id, model.name, found.spec.name, scored)
     run = run_record(cfg, found, model, views, result, started, key, run_id)
+    if scaling is not None:
+        settings = {**json.loads(run.settings or "{}"), "temperature_scaling": scaling.settings}
+        run = replace(run, settings=json.dumps(settings))
     stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
     return RunSummary(
         model.name,
@@ -265,6 +381,12 @@ def store_model_run(
         run.n_failed,
         result.seconds,
         _headline(metrics) if stored else {},
+        run_id if stored else "",
+        {
+            name: np.asarray(rec.correct, dtype=bool)[scored_images(rec)]
+            for by_view in records.values()
+            for name, rec in by_view.items()
+        },
     )
 
 
@@ -338,8 +460,10 @@ def _evaluate(
             cfg.run,
             {m.name: plan.views[m.name] for m in todo},
             p.decision,
-            channels_for(p.evaluations, p.run_evaluations),
+            channels_for(p.evaluations, p.run_evaluations)
+            | ({LOGITS} if p.temperature == "fit" else set()),
             shard=shard,
+            temperatures={m: t for m, (t, _) in plan.temperatures.items()},
         )
 
     if shard.count == 1:
@@ -399,7 +523,16 @@ def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSumm
     loaded = _load_models(cfg, dist, log) if dist.active else load_models(cfg, log)
     summaries: list[RunSummary] = []
     for found in found_all:
-        plan = dist.guarded(lambda found=found: plan_dataset(cfg, found, loaded, log))
+        temps = dist.broadcast(  # rank 0 reads the store; every rank's engine applies them
+            dist.guarded(
+                lambda found=found: (
+                    fitted_temperatures(store, cfg, found, loaded, log) if dist.main else None
+                )
+            )
+        )
+        plan = dist.guarded(
+            lambda found=found, temps=temps: plan_dataset(cfg, found, loaded, log, temps)
+        )
         names = dist.guarded(  # rank 0 decides (it alone reads the store); all learn of a failure
             lambda plan=plan: (
                 [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
@@ -437,11 +570,22 @@ def _commit(
     found = plan.found
     for sid, err in result.failed:
         log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
+    done: list[RunSummary] = []
     for m in todo:
         s = store_model_run(
-            store, cfg, found, m, plan.views[m.name], result, started, plan.keys[m.name], log
+            store,
+            cfg,
+            found,
+            m,
+            plan.views[m.name],
+            result,
+            started,
+            plan.keys[m.name],
+            log,
+            plan.temperatures.get(m.name),
         )
         summaries.append(s)
+        done.append(s)
         if s.status == "done":
             log(f"stored {m.name} on {found.spec.name} in {cfg.store}")
         else:
@@ -449,8 +593,54 @@ def _commit(
                 f"not stored: {m.name} on {found.spec.name} — another process stored the "
                 f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
             )
+    pairs = paired_records(found.spec.name, [s for s in done if s.run_id], cfg.scoring)
+    store.commit_paired(pairs, log)
     if folder is not None:
         discard(folder)  # committed: the staged shards are no longer needed
+
+
+def scored_images(rec: ImageRecords) -> np.ndarray:
+    """The images a run's accuracy counts: all where the dataset decides (cue-conflict),
+    else the labelled ones (as ``top1``)."""
+    return np.ones(len(rec), bool) if rec.decision is not None else rec.label >= 0
+
+
+def paired_records(
+    dataset: str, runs: Sequence[RunSummary], opts: ScoringOptions
+) -> list[PairedRecord]:
+    """The paired comparison (:func:`beyond_inet.scoring.paired.compare`) of every pair of
+    the runs of one pass, on every view both have (the same images, in the same order).
+    The correctness compared is that of the scored images (:func:`scored_images`)."""
+    out = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            for view, ca in a.correct.items():
+                cb = b.correct.get(view)
+                if cb is None or len(cb) != len(ca):
+                    continue
+                c = compare(ca, cb, opts.n_boot, opts.seed)
+                out.append(
+                    PairedRecord(
+                        run_a=a.run_id,
+                        run_b=b.run_id,
+                        model_a=a.model,
+                        model_b=b.model,
+                        dataset=dataset,
+                        view=view,
+                        n_images=c.n,
+                        both_right=c.test.both_right,
+                        only_a=c.test.only_a,
+                        only_b=c.test.only_b,
+                        both_wrong=c.test.both_wrong,
+                        p_value=c.test.p_value,
+                        accuracy_diff=c.diff,
+                        ci_low=c.ci_low,
+                        ci_high=c.ci_high,
+                        kappa=c.kappa,
+                        n_boot=opts.n_boot,
+                    )
+                )
+    return out
 
 
 def format_summary(summaries: Sequence[RunSummary]) -> str:

@@ -36,6 +36,7 @@ from beyond_inet.settings import (
     DEFAULT_LOGIT_SCALE,
     DEFAULT_STORE,
 )
+from beyond_inet.store import Store
 from beyond_inet.transforms.views import STANDARD, View, parse_view
 
 Log = Callable[[str], None]
@@ -126,10 +127,11 @@ def run_key(
     limit: int | None,
     precision: str = "fp32",
     content: str = "",
+    temperature: float | None = None,
 ) -> str:
     """Identity of a run: model, weights, dataset and its content (``content``: the
     :meth:`FoundDataset.fingerprint` of the evaluated files), views, preprocessing,
-    settings, precision, limit."""
+    settings, precision, limit, and the temperature applied (when one is)."""
     payload = {
         "model": model.name,
         "weights": model.weights,
@@ -141,6 +143,8 @@ def run_key(
         "precision": precision,
         "content": content,
     }
+    if temperature is not None:
+        payload["temperature"] = repr(float(temperature))
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -202,12 +206,54 @@ class DatasetPlan:
     models: list[LoadedModel]
     views: dict[str, list[View]]
     keys: dict[str, str]
+    #: model -> (temperature, the run that fitted it) for a dataset that applies one
+    temperatures: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+
+def temperature_dataset() -> str:
+    """The dataset whose protocol fits the temperature (ImageNet val)."""
+    return next(name for name, s in DATASETS.items() if s.protocol.temperature == "fit")
+
+
+def fitted_temperatures(
+    store: Store,
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    loaded: Sequence[LoadedModel],
+    log: Log,
+) -> dict[str, tuple[float, str]]:
+    """For a dataset that applies temperature scaling, each model's temperature fitted on
+    ImageNet val (same weights, preprocessing and precision) from the store; a note for each
+    model that has none (its calibration after scaling is then left out)."""
+    if found.spec.protocol.temperature != "apply":
+        return {}
+    source = temperature_dataset()
+    out = {}
+    for m in loaded:
+        got = store.fitted_temperature(
+            source, m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision
+        )
+        if got is None:
+            log(
+                f"note: no temperature for {m.name} in {cfg.store} (run {source} first, same "
+                f"weights and precision): {found.spec.name} is stored without calibration "
+                "after temperature scaling."
+            )
+        else:
+            out[m.name] = got
+    return out
 
 
 def plan_dataset(
-    cfg: PrecomputeConfig, found: FoundDataset, loaded: Sequence[LoadedModel], log: Log
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    loaded: Sequence[LoadedModel],
+    log: Log,
+    temperatures: dict[str, tuple[float, str]] | None = None,
 ) -> DatasetPlan:
-    """Views and run keys of every model on one found dataset."""
+    """Views and run keys of every model on one found dataset (``temperatures``: from
+    :func:`fitted_temperatures`, part of the keys)."""
+    temperatures = temperatures or {}
     models = [model_for_dataset(m, found.spec) for m in loaded]
     grid = [parse_view(v) for v in cfg.extra_views]
     views = [STANDARD, *grid] if found.spec.protocol.transform_views else [STANDARD]
@@ -215,8 +261,14 @@ def plan_dataset(
     content = found.fingerprint()
     keys = {
         m.name: run_key(
-            m, found.spec.name, per_model[m.name], cfg.limit, cfg.run.precision, content
+            m,
+            found.spec.name,
+            per_model[m.name],
+            cfg.limit,
+            cfg.run.precision,
+            content,
+            temperatures[m.name][0] if m.name in temperatures else None,
         )
         for m in models
     }
-    return DatasetPlan(found, models, per_model, keys)
+    return DatasetPlan(found, models, per_model, keys, temperatures)

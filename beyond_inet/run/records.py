@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 #: Version of the store layout these records make (see ``beyond_inet.store``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _col(arrow: pa.DataType, doc: str, nullable: bool = False, default: Any = MISSING) -> Any:
@@ -46,6 +46,15 @@ class ImageRecords:
     )
     factor_value: np.ndarray | None = _col(
         pa.string(), "per-image factor level (PUG value, ImageNet-Hard origin)", True, None
+    )
+    confidence_ts: np.ndarray | None = _col(
+        pa.float32(), "max softmax probability after temperature scaling", True, None
+    )
+    p_true_ts: np.ndarray | None = _col(
+        pa.float32(), "probability of the label after temperature scaling", True, None
+    )
+    brier_ts: np.ndarray | None = _col(
+        pa.float32(), "multiclass Brier term after temperature scaling", True, None
     )
 
     def __len__(self) -> int:
@@ -130,6 +139,8 @@ def from_arrow(table: pa.Table) -> ImageRecords:
             return None
         if kind == "int":
             return num(name, np.int64, -1)
+        if kind == "float":
+            return num(name, np.float64, math.nan)
         return np.asarray(d[name].to_pylist(), dtype=object)
 
     return ImageRecords(
@@ -145,6 +156,9 @@ def from_arrow(table: pa.Table) -> ImageRecords:
         decision=optional("decision", "str"),
         pred_full=optional("pred_full", "int"),
         factor_value=optional("factor_value", "str"),
+        confidence_ts=optional("confidence_ts", "float"),
+        p_true_ts=optional("p_true_ts", "float"),
+        brier_ts=optional("brier_ts", "float"),
     )
 
 
@@ -306,3 +320,40 @@ def cka_cells(
         },
         schema=CKA_SCHEMA,
     )
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+
+@dataclass(frozen=True)
+class PairedRecord:
+    """The paired comparison of two runs of one pass on one view (``paired`` table): the
+    2x2 table of per-image correctness, McNemar's exact p-value, the accuracy difference
+    (A minus B) with its paired bootstrap interval, and the error consistency."""
+
+    run_a: str = _sql("VARCHAR NOT NULL", "model A's run")
+    run_b: str = _sql("VARCHAR NOT NULL", "model B's run")
+    model_a: str = _sql("VARCHAR NOT NULL", "model A")
+    model_b: str = _sql("VARCHAR NOT NULL", "model B")
+    dataset: str = _sql("VARCHAR NOT NULL", "the dataset")
+    view: str = _sql("VARCHAR NOT NULL", "the stored view")
+    n_images: int = _sql("INTEGER NOT NULL", "images both saw")
+    both_right: int = _sql("INTEGER NOT NULL", "images both got right")
+    only_a: int = _sql("INTEGER NOT NULL", "A right, B wrong")
+    only_b: int = _sql("INTEGER NOT NULL", "A wrong, B right")
+    both_wrong: int = _sql("INTEGER NOT NULL", "images both got wrong")
+    p_value: float = _sql("DOUBLE", "McNemar's exact two-sided p-value")
+    accuracy_diff: float = _sql("DOUBLE", "accuracy of A minus B")
+    ci_low: float = _sql("DOUBLE", "paired bootstrap 95% interval, low")
+    ci_high: float = _sql("DOUBLE", "paired bootstrap 95% interval, high")
+    kappa: float = _sql("DOUBLE", "error consistency (Cohen's kappa)")
+    n_boot: int = _sql("INTEGER NOT NULL", "bootstrap resamples")
+
+    def row(self) -> dict[str, Any]:
+        """The record as one row (column -> value)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PAIRED_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f.metadata["sql"]) for f in fields(PairedRecord)
+)

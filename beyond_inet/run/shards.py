@@ -2,9 +2,11 @@
 
 A distributed run (``torchrun``) or a scheduler's ``--shard i/n`` job evaluates one shard of
 a dataset's samples; its outputs (per (model, view): the sample indices and every
-logits-derived array of :class:`~beyond_inet.run.engine.LogitOutputs`) are written to
+logits-derived array of :class:`~beyond_inet.run.engine.LogitOutputs`; the full logits where
+the pass keeps them) are written to
 
-    <store>.staging/pass-<key>/shard-<i>-of-<n>/outputs.parquet, meta.json, COMPLETE
+    <store>.staging/pass-<key>/shard-<i>-of-<n>/outputs-*.parquet, logits-*.npz, meta.json,
+    COMPLETE
 
 ``COMPLETE`` last, so a shard folder without it (a rank killed mid-write) is never read.
 :func:`merge_shards` reads all ``n`` shards and returns the :class:`PassResult` one process
@@ -27,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beyond_inet.run.engine import LogitOutputs, PassResult, Shard
+from beyond_inet.run.engine import Features, LogitOutputs, PassResult, Shard
 from beyond_inet.run.errors import PrecomputeError
 
 COMPLETE = "COMPLETE"
@@ -80,8 +82,11 @@ def write_shard(folder: Path, result: PassResult) -> Path:
         if not len(out.index):  # nothing decoded in this shard: the key in meta says so
             continue
         pq.write_table(_table(model, view, out), tmp / f"outputs-{i:04d}.parquet")
+    for i, feats in enumerate(result.logits.values()):
+        np.savez(tmp / f"logits-{i:04d}.npz", index=feats.index, values=feats.values)
     meta = {
         "keys": [list(k) for k in result.outputs],
+        "logits": [list(k) for k in result.logits],
         "failed": result.failed,
         "n_images": result.n_images,
         "seconds": result.seconds,
@@ -141,6 +146,7 @@ def merge_shards(folder: Path) -> PassResult:
             f"(missing: {', '.join(f'{i}/{count}' for i in missing)})"
         )
     parts: dict[tuple[str, str], list[LogitOutputs]] = {}
+    logit_parts: dict[tuple[str, str], list[Features]] = {}
     failed: list[tuple[str, str]] = []
     n_images, seconds, labels = 0, 0.0, None
     for i in range(count):
@@ -156,6 +162,9 @@ def merge_shards(folder: Path) -> PassResult:
             t = pq.read_table(f)
             model, view = t.column("model")[0].as_py(), t.column("view")[0].as_py()
             parts.setdefault((model, view), []).append(_outputs(t))
+        for i, k in enumerate(meta.get("logits", [])):
+            with np.load(shard / f"logits-{i:04d}.npz") as z:
+                logit_parts.setdefault((k[0], k[1]), []).append(Features(z["index"], z["values"]))
     outputs = {k: _concat(v) for k, v in parts.items()}
     for (model, view), out in outputs.items():
         if len(np.unique(out.index)) != len(out.index):
@@ -163,7 +172,12 @@ def merge_shards(folder: Path) -> PassResult:
                 f"{folder}: shards overlap for {model} / {view} (staged with other options?); "
                 "delete the folder and run the --shard jobs again"
             )
-    return PassResult(outputs, failed, n_images, seconds, labels)
+    logits = {}
+    for k, feats in logit_parts.items():
+        index = np.concatenate([f.index for f in feats])
+        order = np.argsort(index, kind="stable")
+        logits[k] = Features(index[order], np.concatenate([f.values for f in feats])[order])
+    return PassResult(outputs, failed, n_images, seconds, labels, logits=logits)
 
 
 def _concat(parts: list[LogitOutputs]) -> LogitOutputs:

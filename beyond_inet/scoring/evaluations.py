@@ -119,21 +119,50 @@ def accuracy(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     ]
 
 
-def calibration(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
-    """``ece``, ``mce`` (15 equal-width bins on max-softmax), ``nll`` and ``brier``."""
-    m = _labelled(p)
-    conf = p.confidence[m].astype(np.float64)
-    corr = p.correct[m].astype(np.float64)
-    p_true = p.p_true[m].astype(np.float64)
-    brier = p.brier[m].astype(np.float64)
+def _calibration_rows(
+    conf: np.ndarray,
+    corr: np.ndarray,
+    p_true: np.ndarray,
+    brier: np.ndarray,
+    opts: ScoringOptions,
+    suffix: str = "",
+) -> list[MetricRow]:
     return [
         _with_ci(
-            "ece", lambda c, k: M.expected_calibration_error(c, k, 15), (conf, corr), opts, True
+            "ece" + suffix,
+            lambda c, k: M.expected_calibration_error(c, k, 15),
+            (conf, corr),
+            opts,
+            True,
         ),
-        _with_ci("mce", lambda c, k: M.max_calibration_error(c, k, 15), (conf, corr), opts, True),
-        _with_ci("nll", M.negative_log_likelihood, (p_true,), opts, True),
-        _with_ci("brier", M.brier_score, (brier,), opts, True),
+        _with_ci(
+            "mce" + suffix,
+            lambda c, k: M.max_calibration_error(c, k, 15),
+            (conf, corr),
+            opts,
+            True,
+        ),
+        _with_ci("nll" + suffix, M.negative_log_likelihood, (p_true,), opts, True),
+        _with_ci("brier" + suffix, M.brier_score, (brier,), opts, True),
     ]
+
+
+def calibration(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
+    """``ece``, ``mce`` (15 equal-width bins on max-softmax), ``nll`` and ``brier``; and,
+    where the records hold them (temperature scaling), the same after scaling: ``ece_ts``,
+    ``mce_ts``, ``nll_ts``, ``brier_ts``."""
+    m = _labelled(p)
+    corr = p.correct[m].astype(np.float64)
+
+    def col(a: np.ndarray) -> np.ndarray:
+        return a[m].astype(np.float64)
+
+    rows = _calibration_rows(col(p.confidence), corr, col(p.p_true), col(p.brier), opts)
+    if p.confidence_ts is not None and p.p_true_ts is not None and p.brier_ts is not None:
+        rows += _calibration_rows(
+            col(p.confidence_ts), corr, col(p.p_true_ts), col(p.brier_ts), opts, "_ts"
+        )
+    return rows
 
 
 def imagenet_x(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:

@@ -9,6 +9,8 @@
   agreement (both right or both wrong) against the agreement expected from the two accuracies
   alone, ``(c_obs - c_exp) / (1 - c_exp)`` with ``c_exp = p1 p2 + (1 - p1)(1 - p2)``.
 * :func:`holm` — Holm's step-down adjustment of a family of p-values.
+* :func:`compare` — all of the above for one pair (what the dashboard shows and
+  ``precompute`` stores).
 """
 
 from __future__ import annotations
@@ -91,3 +93,40 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     out = np.empty(m)
     out[order] = np.minimum(adj, 1.0)
     return out
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Everything the paired comparison of two decision makers on the same images says."""
+
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    test: McNemar
+    diff: float  # accuracy of A minus B
+    ci_low: float
+    ci_high: float
+    kappa: float
+
+
+def compare(
+    a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> PairedComparison:
+    """McNemar's exact test, the paired bootstrap interval (none when ``n_boot`` is 0) and
+    error consistency of two aligned correctness arrays."""
+    a, b = _pair(a_correct, b_correct)
+    nan = float("nan")
+    if n_boot > 0:
+        diff, lo, hi = paired_bootstrap(a, b, n_boot, seed)
+    else:  # no resamples: the difference without an interval
+        diff, lo, hi = (float(a.mean() - b.mean()) if len(a) else nan), nan, nan
+    return PairedComparison(
+        n=len(a),
+        accuracy_a=float(a.mean()) if len(a) else nan,
+        accuracy_b=float(b.mean()) if len(b) else nan,
+        test=mcnemar_exact(a, b),
+        diff=diff,
+        ci_low=lo,
+        ci_high=hi,
+        kappa=error_consistency(a, b),
+    )
