@@ -176,64 +176,122 @@ def ranking_chart(rank: pd.DataFrame) -> go.Figure:
     )
 
 
-def reliability_diagram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figure:
+def _reliability_panel(fig: go.Figure, b: pd.DataFrame, width: float, row: int, col: int) -> None:
+    """One model's reliability bars, shaded gap and diagonal in one subplot."""
+    legend = row == 1 and col == 1
+    centre = np.minimum(b["bin"].to_numpy() * width + width / 2, 1.0)
+    acc, conf = b["accuracy"].to_numpy(), b["mean_confidence"].to_numpy()
+    fig.add_trace(
+        go.Bar(
+            x=centre,
+            y=acc,
+            width=width,
+            name="accuracy",
+            marker_color="#1f77b4",
+            showlegend=legend,
+            customdata=np.c_[b["count"], conf],
+            hovertemplate="acc %{y:.3f}<br>conf %{customdata[1]:.3f}"
+            "<br>n=%{customdata[0]}<extra></extra>",
+        ),
+        row=row,
+        col=col,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=centre,
+            y=conf - acc,
+            base=acc,
+            width=width,
+            name="gap",
+            marker_color="rgba(214,39,40,0.35)",
+            marker_line_color="rgba(214,39,40,0.9)",
+            showlegend=legend,
+            hovertemplate="gap %{y:.3f}<extra></extra>",
+        ),
+        row=row,
+        col=col,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="perfect",
+            line={"dash": "dash", "color": "grey"},
+            showlegend=legend,
+        ),
+        row=row,
+        col=col,
+    )
+
+
+def reliability_diagram(
+    bins: pd.DataFrame,
+    n_bins: int,
+    title: str,
+    scaled: pd.DataFrame | None = None,
+    temperatures: dict[str, str] | None = None,
+) -> go.Figure:
     """Per model: accuracy per confidence bin (bars), the gap to perfect calibration shaded,
-    the diagonal, and each bin's count in the hover."""
+    the diagonal, and each bin's count in the hover. With ``scaled`` (the bins after
+    temperature scaling) a second row shows them, titled with each model's temperature
+    (``temperatures``: model -> its text, e.g. ``T = 1.31``)."""
     if bins.empty:
         return empty_figure("no labelled predictions")
     models = sorted(bins["model"].unique())
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, shared_yaxes=True)
+    two = scaled is not None and not scaled.empty
+    temps = temperatures or {}
+    titles = [f"{m}<br>raw" if two else m for m in models]
+    if two:
+        titles += [
+            f"{m}<br>scaled, {temps[m]}" if m in temps else f"{m}<br>not scaled" for m in models
+        ]
+    fig = make_subplots(
+        rows=2 if two else 1,
+        cols=len(models),
+        subplot_titles=titles,
+        shared_yaxes=True,
+        vertical_spacing=0.16,
+    )
     width = 1.0 / n_bins
     for j, m in enumerate(models, start=1):
-        b = bins[bins["model"] == m]
-        centre = np.minimum(b["bin"].to_numpy() * width + width / 2, 1.0)
-        acc, conf = b["accuracy"].to_numpy(), b["mean_confidence"].to_numpy()
-        fig.add_trace(
-            go.Bar(
-                x=centre,
-                y=acc,
-                width=width,
-                name="accuracy",
-                marker_color="#1f77b4",
-                showlegend=j == 1,
-                customdata=np.c_[b["count"], conf],
-                hovertemplate="acc %{y:.3f}<br>conf %{customdata[1]:.3f}"
-                "<br>n=%{customdata[0]}<extra></extra>",
-            ),
-            row=1,
-            col=j,
-        )
-        fig.add_trace(
-            go.Bar(
-                x=centre,
-                y=conf - acc,
-                base=acc,
-                width=width,
-                name="gap",
-                marker_color="rgba(214,39,40,0.35)",
-                marker_line_color="rgba(214,39,40,0.9)",
-                showlegend=j == 1,
-                hovertemplate="gap %{y:.3f}<extra></extra>",
-            ),
-            row=1,
-            col=j,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=[0, 1],
-                y=[0, 1],
-                mode="lines",
-                name="perfect",
-                line={"dash": "dash", "color": "grey"},
-                showlegend=j == 1,
-            ),
-            row=1,
-            col=j,
-        )
-        fig.update_xaxes(range=[0, 1], title="confidence", row=1, col=j)
-    fig.update_yaxes(range=[0, 1], title="accuracy", row=1, col=1)
+        _reliability_panel(fig, bins[bins["model"] == m], width, 1, j)
+        if two:
+            assert scaled is not None
+            _reliability_panel(fig, scaled[scaled["model"] == m], width, 2, j)
+        for r in range(1, 3 if two else 2):
+            fig.update_xaxes(range=[0, 1], title="confidence", row=r, col=j)
+    for r in range(1, 3 if two else 2):
+        fig.update_yaxes(range=[0, 1], title="accuracy", row=r, col=1)
     fig.update_layout(barmode="overlay")
-    return _layout(fig, title, 380)
+    fig.update_annotations(font_size=12)
+    fig = _layout(fig, title, 740 if two else 380)
+    if two:  # room for the two-line panel titles under the figure's title
+        fig.update_layout(margin_t=110)
+    return fig
+
+
+def calibration_before_after(df: pd.DataFrame, metric: str, title: str) -> go.Figure:
+    """``metric`` raw and after temperature scaling per dataset, one panel per model
+    (``df``: display, dataset, metric, value; the scaled metric is ``<metric>_ts``)."""
+    d = df[df["metric"].isin([metric, f"{metric}_ts"])]
+    if d.empty:
+        return empty_figure("no calibration after temperature scaling")
+    d = d.assign(calibration=np.where(d["metric"] == metric, "raw", "temperature-scaled"))
+    fig = px.bar(
+        d,
+        x="dataset",
+        y="value",
+        color="calibration",
+        barmode="group",
+        facet_col="display",
+        color_discrete_map={"raw": "#d62728", "temperature-scaled": "#2ca02c"},
+        category_orders={"calibration": ["raw", "temperature-scaled"]},
+    )
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+    fig.update_yaxes(title=None)
+    fig.update_yaxes(title=metric.upper(), col=1)
+    return _layout(fig, title, 400)
 
 
 def confidence_histogram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figure:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from beyond_inet.scoring import metrics as M
 from beyond_inet.scoring.catalogue import spec as metric_spec
 from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
@@ -543,29 +545,130 @@ def curve_areas(fam: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["display", "source", "family", "metric", "area"])
 
 
+@dataclass(frozen=True)
+class PairedTest:
+    """How an Overview column is compared image by image: the dataset and per-image
+    ``columns`` it reads, ``prepare(sample_ids) -> (rows, extras)`` (the images it counts
+    and per-image arrays every model shares), and ``statistic(*extras, *values)`` (a
+    production metric function); ``None`` = an accuracy, tested by McNemar's exact test."""
+
+    dataset: str
+    columns: tuple[str, ...] = ("correct",)
+    statistic: Callable[..., Any] | None = None
+    prepare: Callable[[np.ndarray], tuple[np.ndarray, tuple[np.ndarray, ...]]] | None = None
+    vectorized: bool = False
+
+
+def _all_images(ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    return np.arange(len(ids)), ()
+
+
+def _cue_conflict_cues(ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    from beyond_inet.datasets.cue_conflict import parse_stimulus_name
+
+    parsed = [parse_stimulus_name(str(s)) for s in ids]
+    return np.arange(len(ids)), (
+        np.array([p[0] for p in parsed], dtype=object),
+        np.array([p[1] for p in parsed], dtype=object),
+    )
+
+
+def _imagenet_x_rows(ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    aligned = M.align_imagenet_x(ids)
+    return aligned.rows, (aligned.labels, aligned.factors)
+
+
+def _ece(conf: np.ndarray, correct: np.ndarray) -> Any:
+    return M.expected_calibration_error(conf.astype(np.float64), correct.astype(np.float64), 15)
+
+
+def _shape_bias(shapes: np.ndarray, textures: np.ndarray, decision: np.ndarray) -> float:
+    return float(M.shape_bias(decision, shapes, textures)["shape_bias"])
+
+
+def _error_ratio(labels: np.ndarray, factors: np.ndarray, pred: np.ndarray) -> Any:
+    stats = M.imagenet_x_statistics((pred == labels).astype(np.float64), factors)
+    return stats[..., -1]
+
+
+#: The Overview columns with a paired test (the averages over several datasets have none).
+PAIRED_TESTS: dict[str, PairedTest] = {
+    "ImageNet top-1": PairedTest("imagenet-val"),
+    "ECE": PairedTest("imagenet-val", ("confidence", "correct"), _ece, _all_images, True),
+    "ImageNet-X error ratio": PairedTest(
+        "imagenet-val", ("pred",), _error_ratio, _imagenet_x_rows, True
+    ),
+    "Shape bias": PairedTest("cue-conflict", ("decision",), _shape_bias, _cue_conflict_cues),
+}
+
+
 def not_significantly_worse(
-    numeric: pd.DataFrame, correct: pd.DataFrame, column: str, level: float
+    numeric: pd.DataFrame,
+    column: str,
+    test: PairedTest,
+    values: dict[str, pd.DataFrame],
+    level: float,
+    n_boot: int = 1000,
 ) -> pd.Series:
-    """For ``column`` (an accuracy whose per-image outcomes are ``correct``: image x model),
-    the measured rows that are not significantly worse than the column's best measured row:
-    McNemar's exact test of each against the best on the images both saw, Holm-corrected
+    """For Overview ``column``, the measured rows not significantly worse than the column's
+    best measured row (by the catalogue's direction): ``test`` of each against the best on
+    the images both saw (``values``: per-image column -> image x model frame), Holm-corrected
     across the pairs shown, adjusted p >= ``level``. False for the best row itself and for
-    rows without per-image outcomes."""
-    from beyond_inet.scoring.paired import holm, mcnemar_exact
+    rows without per-image values."""
+    from beyond_inet.scoring.paired import bootstrap_difference_p, holm, mcnemar_exact
 
     out = pd.Series(False, index=numeric.index)
-    rows = numeric[(numeric["source"] == "measured") & numeric["model"].isin(list(correct.columns))]
+    have = set.intersection(*(set(values[c].columns) for c in test.columns))
+    rows = numeric[(numeric["source"] == "measured") & numeric["model"].isin(list(have))]
     rows = rows[rows[column].notna()] if column in rows else rows.iloc[0:0]
     if len(rows) < 2:
         return out
-    best = rows[column].idxmax()
+    higher = next(p for p in PROPERTIES if p.title == column).higher_is_better
+    best = rows[column].idxmax() if higher else rows[column].idxmin()
     others = [i for i in rows.index if i != best]
     b = rows.loc[best, "model"]
     pvals = []
     for i in others:
-        pair = correct[[b, rows.loc[i, "model"]]].dropna().astype(bool)
-        pvals.append(mcnemar_exact(pair[b].to_numpy(), pair.iloc[:, 1].to_numpy()).p_value)
+        m = rows.loc[i, "model"]
+        pair = {c: values[c][[b, m]].dropna() for c in test.columns}
+        ids = sorted(set.intersection(*(set(f.index) for f in pair.values())))
+        va = [pair[c].loc[ids, b].to_numpy() for c in test.columns]
+        vb = [pair[c].loc[ids, m].to_numpy() for c in test.columns]
+        if test.statistic is None:
+            pvals.append(mcnemar_exact(va[0].astype(bool), vb[0].astype(bool)).p_value)
+            continue
+        take, extras = (test.prepare or _all_images)(np.asarray(ids, dtype=object))
+        pvals.append(
+            bootstrap_difference_p(
+                test.statistic,
+                (*extras, *(v[take] for v in va)),
+                (*extras, *(v[take] for v in vb)),
+                n_boot,
+                vectorized=test.vectorized,
+            )
+        )
     adjusted = holm(np.array(pvals))
     for i, p in zip(others, adjusted, strict=True):
         out[i] = bool(p >= level)
     return out
+
+
+#: Explorer widget keys that a link into it clears (class, factor, the full-size image).
+EXPLORER_DEFAULTS = ("ex-class", "ex-factor", "ex-chosen")
+
+
+def explorer_filters(
+    dataset: str, view: str, outcomes: Mapping[str, str], models: Sequence[str]
+) -> dict[str, object]:
+    """The Explorer's widget state (its session keys) that shows the images of ``dataset``
+    / ``view`` where each model of ``outcomes`` is ``correct`` / ``wrong`` (the other
+    ``models``: any outcome; no other filter: the keys of :data:`EXPLORER_DEFAULTS` are to
+    be removed, so those widgets start at their defaults)."""
+    state: dict[str, object] = {
+        "ex-dataset": dataset,
+        "ex-view": view,
+        "ex-disagree": False,
+        "ex-page": 1,
+    }
+    state.update({f"ex-o-{m}": outcomes.get(m, "any") for m in models})
+    return state

@@ -286,9 +286,16 @@ def calibration_edges(n_bins: int) -> list[float]:
 
 @cached
 def calibration_table(
-    path: str, version: str, dataset: str, view: str, models: tuple[str, ...], n_bins: int
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    n_bins: int,
+    scaled: bool = False,
 ) -> pd.DataFrame:
-    """Reliability bins per model computed in SQL from the per-image predictions.
+    """Reliability bins per model computed in SQL from the per-image predictions (with
+    ``scaled``: from the confidences after temperature scaling, where stored).
 
     Same bin assignment as :func:`beyond_inet.scoring.metrics.calibration_bins` (float32 edges from
     ``torch.linspace``, an extra bin ``n_bins`` for confidence == 1.0); only non-empty bins
@@ -299,11 +306,12 @@ def calibration_table(
     ids = _run_ids(path, version, dataset, models)
     if not ids:
         return pd.DataFrame(columns=BIN_COLUMNS)
+    conf = "confidence_ts" if scaled else "confidence"  # a column name, never user input
     sql = (
-        "WITH p AS (SELECT model, confidence AS c, correct, "
-        "least(floor(confidence::DOUBLE * ?)::BIGINT, ?) AS b FROM predictions "
+        f"WITH p AS (SELECT model, {conf} AS c, correct, "
+        f"least(floor({conf}::DOUBLE * ?)::BIGINT, ?) AS b FROM predictions "
         f"WHERE dataset = ? AND run_id IN ({_marks(len(ids))}) AND view = ? "
-        "AND label IS NOT NULL), "
+        f"AND label IS NOT NULL AND {conf} IS NOT NULL), "
         "q AS (SELECT model, c, correct, CASE WHEN c < (?::FLOAT[])[b + 1] THEN b - 1 "
         "WHEN b < ? AND c >= (?::FLOAT[])[b + 2] THEN b + 1 ELSE b END AS bin FROM p) "
         "SELECT model, bin, count(*) AS count, sum(correct::BIGINT) AS n_correct, "
@@ -755,6 +763,33 @@ def paired_outcomes(
         [ids[model_a], view, ids[model_b], view],
         cols,
     )
+
+
+#: Per-image columns :func:`per_image_values` may read (never user input).
+PER_IMAGE_VALUES = ("correct", "confidence", "pred", "decision")
+
+
+@cached
+def per_image_values(
+    path: str, version: str, dataset: str, view: str, models: tuple[str, ...], column: str
+) -> pd.DataFrame:
+    """``sample_id`` x model values of one per-image ``column`` (one of
+    :data:`PER_IMAGE_VALUES`) of the latest runs, labelled images (or all where the
+    dataset decides)."""
+    if column not in PER_IMAGE_VALUES:
+        raise ValueError(f"column must be one of {PER_IMAGE_VALUES}, got {column!r}")
+    ids = _run_ids(path, version, dataset, models)
+    if not ids:
+        return pd.DataFrame()
+    df = _q(
+        path,
+        f"SELECT p.sample_id, r.model, p.{column} AS v FROM predictions p JOIN runs r USING "
+        f"(run_id) WHERE p.run_id IN ({_marks(len(ids))}) AND p.view = ? "
+        "AND (p.label IS NOT NULL OR p.decision IS NOT NULL)",
+        [*ids, view],
+        ["sample_id", "model", "v"],
+    )
+    return df.pivot_table(index="sample_id", columns="model", values="v", aggfunc="first")
 
 
 @cached

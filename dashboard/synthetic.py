@@ -43,6 +43,7 @@ from beyond_inet.reference import (
 )
 from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame
 from beyond_inet.scoring.evaluations import ScoringOptions, score_run, score_view
+from beyond_inet.scoring.temperature import temperature_rows
 from beyond_inet.store import Store
 
 PAPER_MODELS = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
@@ -249,6 +250,27 @@ def _predictions(
     )
 
 
+def _temperature_scaled(rec: ImageRecords) -> tuple[ImageRecords, float]:
+    """``rec`` with ``*_ts`` columns and its temperature: fitted
+    (:func:`~beyond_inet.scoring.temperature.fit_temperature`) on the two-way logits
+    (log confidence, log of the rest) of being right, applied to the top-1 probability;
+    the other classes' probabilities are rescaled to the remaining mass."""
+    from beyond_inet.scoring.temperature import fit_temperature
+
+    conf = np.clip(rec.confidence, 1e-6, 1 - 1e-6)
+    z = np.log(np.c_[conf, 1 - conf])
+    labelled = rec.label >= 0
+    t = fit_temperature(z, np.where(labelled, np.where(rec.correct, 0, 1), -1))
+    w = np.exp(z / t)
+    conf_ts = w[:, 0] / w.sum(1)
+    r = (1 - conf_ts) / (1 - conf)
+    p_true = np.where(rec.correct, conf_ts, rec.p_true * r)
+    squares = conf_ts**2 + r**2 * ((rec.topk_prob**2).sum(1) - conf**2)
+    p_true = np.where(labelled, p_true, np.nan)
+    brier = np.where(labelled, squares - 2 * p_true + 1, np.nan)
+    return dataclasses.replace(rec, confidence_ts=conf_ts, p_true_ts=p_true, brier_ts=brier), t
+
+
 def _with_factor_values(
     vp: ImageRecords, name: str, view: str, rng: np.random.Generator
 ) -> ImageRecords:
@@ -383,6 +405,10 @@ def _run(
             flip = 1 - math.exp(-view_distance(view) * robustness)
             vp = _predictions(ids, labels, base_acc, vrng, classes, False, standard, flip)
         vp = _with_factor_values(vp, plan.name, view, vrng)
+        if spec.protocol.temperature and (view == "standard" or plan.grouped):
+            vp, t = _temperature_scaled(vp)
+            folds = (t * 0.97, t * 1.03) if spec.protocol.temperature == "fit" else ()
+            rows += [(view, r) for r in temperature_rows(t, folds)]
         stored[view] = vp
         tables.append(to_arrow(vp, run_id, model, plan.name, view))
         evaluations = (

@@ -32,7 +32,7 @@ ARTIFACTS = REPO / "test-artifacts" / "browser"
 PAGES = {
     "": ("Model finder", 2),
     "overview": ("Overview", 2),
-    "calibration": ("Calibration", 3),
+    "calibration": ("Calibration", 4),
     "imagenet_x": ("ImageNet-X", 1),
     "invariance": ("Invariance", 3),
     "shape_bias": ("Shape bias", 1),
@@ -358,4 +358,21 @@ def test_model_finder_filter_select_compare(tab: Any, server: str, tmp_path: Pat
     chip.first.wait_for()  # the rerun after the click draws the sidebar with the new model
     page.wait_for_function(SCRIPT_DONE)
     page.screenshot(path=str(ARTIFACTS / "finder-shortlist.png"))
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_compare_opens_the_disagreeing_images_in_the_explorer(tab: Any, server: str) -> None:
+    """From Compare two models, one click shows the images where A is right and B wrong in
+    the Explorer, its filters set (a user's path: the sidebar link, then the button)."""
+    page = tab
+    page.goto(f"{server}/?source=both")
+    page.get_by_role("heading", name="Model finder", exact=True).first.wait_for()
+    _visit(page, "Compare two models")
+    button = page.locator(".st-key-cmp-open-a button").first
+    n = int(button.inner_text().rsplit("(", 1)[1].rstrip(")").replace(",", ""))
+    button.click()
+    page.get_by_role("heading", name="Explorer", exact=True).first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
+    page.get_by_text(f"{n} images match.").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "compare-to-explorer.png"))
     assert page.locator('[data-testid="stException"]').count() == 0

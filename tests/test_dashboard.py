@@ -314,7 +314,9 @@ def test_the_live_inference_page_is_routed_when_present() -> None:
 # --------------------------------------------------------------------------- data access
 
 
-def _prediction_store(path: Path, conf: np.ndarray, correct: np.ndarray) -> None:
+def _prediction_store(
+    path: Path, conf: np.ndarray, correct: np.ndarray, conf_ts: np.ndarray | None = None
+) -> None:
     n = len(conf)
     rec = ImageRecords(
         sample_id=np.array([f"s{i}" for i in range(n)], dtype=object),
@@ -326,6 +328,9 @@ def _prediction_store(path: Path, conf: np.ndarray, correct: np.ndarray) -> None
         topk_idx=np.zeros((n, 1), np.int64),
         topk_prob=np.full((n, 1), 0.5),
         brier=np.zeros(n),
+        confidence_ts=None if conf_ts is None else conf_ts,
+        p_true_ts=None if conf_ts is None else conf_ts,
+        brier_ts=None if conf_ts is None else np.zeros(n),
     )
     run = run_record(
         "r1",
@@ -356,7 +361,8 @@ def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int
     )
     conf = np.clip(conf, 0, 1).astype(np.float32)
     correct = rng.random(len(conf)) < conf
-    _prediction_store(tmp_path / "c.duckdb", conf, correct)
+    conf_ts = rng.permutation(conf)  # the scaled confidences: other values, same edges
+    _prediction_store(tmp_path / "c.duckdb", conf, correct, conf_ts)
     path = str(tmp_path / "c.duckdb")
     got = queries.calibration_table.uncached(
         path, "v", "imagenet-val", "standard", ("m",), n_bins
@@ -369,6 +375,13 @@ def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int
     np.testing.assert_allclose(got["mean_confidence"], ref["mean_confidence"], rtol=1e-6)
     ece = queries.ece_from_bins(got.reset_index())["ece"].iloc[0]
     assert ece == pytest.approx(M.expected_calibration_error(conf, correct, n_bins), rel=1e-6)
+    scaled = queries.calibration_table.uncached(
+        path, "v", "imagenet-val", "standard", ("m",), n_bins, scaled=True
+    ).set_index("bin")
+    ref = M.calibration_bins(conf_ts, correct, n_bins)
+    ref = ref[ref["count"] > 0].set_index("bin")
+    np.testing.assert_array_equal(scaled["count"], ref["count"])
+    np.testing.assert_allclose(scaled["mean_confidence"], ref["mean_confidence"], rtol=1e-6)
 
 
 def _preds(store: Path, dataset: str = "imagenet-val") -> pd.DataFrame:
@@ -1024,7 +1037,8 @@ def test_not_significantly_worse_marks_with_holm() -> None:
         },
         index=["a (measured)", "b (measured)", "c (measured)", "a (published)"],
     )
-    marks = frames.not_significantly_worse(num, correct, "ImageNet top-1", 0.05)
+    test = frames.PAIRED_TESTS["ImageNet top-1"]
+    marks = frames.not_significantly_worse(num, "ImageNet top-1", test, {"correct": correct}, 0.05)
     top = "a" if best.mean() >= close.mean() else "b"
     other = "b" if top == "a" else "a"
     p = holm(
@@ -1038,6 +1052,54 @@ def test_not_significantly_worse_marks_with_holm() -> None:
     assert marks[f"{other} (measured)"] == bool(p[0] >= 0.05) and p[0] >= 0.05
     assert not marks["c (measured)"] and p[1] < 0.05
     assert not marks[f"{top} (measured)"] and not marks["a (published)"]
+
+
+def test_not_significantly_worse_on_a_lower_is_better_column() -> None:
+    """ECE: the best is the lowest; each other model's mark is its Holm-adjusted paired
+    bootstrap p-value against the best (same images, same resamples); a model whose
+    confidences are pushed to 1 is significantly worse."""
+    from beyond_inet.scoring.paired import bootstrap_difference_p, holm
+
+    rng = np.random.default_rng(1)
+    n = 600
+    calibrated = rng.uniform(0.3, 1.0, n)
+    correct = rng.random(n) < calibrated  # right as often as it says
+    jittered = np.clip(calibrated + rng.normal(0, 0.03, n), 0.01, 1.0)
+    overconfident = np.clip(calibrated + 0.25, 0.01, 1.0)
+    ids = [f"img{i}.png" for i in range(n)]
+    conf = pd.DataFrame({"a": calibrated, "b": jittered, "c": overconfident}, index=ids)
+    corr = pd.DataFrame({k: correct for k in "abc"}, index=ids)
+    ece = {k: M.expected_calibration_error(conf[k].to_numpy(), correct, 15) for k in "abc"}
+    num = pd.DataFrame(
+        {"model": list("abc"), "source": ["measured"] * 3, "ECE": [ece[k] for k in "abc"]},
+        index=list("abc"),
+    )
+    test = frames.PAIRED_TESTS["ECE"]
+    marks = frames.not_significantly_worse(
+        num, "ECE", test, {"confidence": conf, "correct": corr}, 0.05, n_boot=300
+    )
+    best = min("abc", key=ece.get)
+    others = [k for k in "abc" if k != best]
+
+    def ece_of(c: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return M.expected_calibration_error(c, k.astype(float), 15)
+
+    p = holm(
+        np.array(
+            [
+                bootstrap_difference_p(
+                    ece_of,
+                    (conf[best].to_numpy(), correct),
+                    (conf[k].to_numpy(), correct),
+                    300,
+                    vectorized=True,
+                )
+                for k in others
+            ]
+        )
+    )
+    assert best != "c" and not marks[best] and not marks["c"]
+    assert [marks[k] for k in others] == [bool(x >= 0.05) for x in p]
 
 
 def test_invariance_relative_curves_and_areas() -> None:
@@ -1074,3 +1136,45 @@ def test_invariance_relative_toggle_and_compare_page(
     table = at.dataframe[0].value
     assert table.iloc[:, 1:].to_numpy().sum() == 100  # the 2x2 table covers every image
     assert any("McNemar" in m.value for m in at.markdown)
+    a, b = at.selectbox(key="cmp-a").value, at.selectbox(key="cmp-b").value
+    n_a = int(table.iloc[0, 2])  # A right, B wrong
+    at.button(key="cmp-open-a").click().run()  # into the Explorer, filtered to those images
+    assert not at.exception and [t.value for t in at.title] == ["Explorer"]
+    assert at.selectbox(key=f"ex-o-{a}").value == "correct"
+    assert at.selectbox(key=f"ex-o-{b}").value == "wrong"
+    assert at.selectbox(key="ex-dataset").value == "imagenet-val"
+    assert f"{n_a} images match." in [c.value for c in at.caption]
+
+
+def test_calibration_page_shows_the_fitted_temperatures_and_scaled_diagrams(
+    monkeypatch: pytest.MonkeyPatch, synthetic_store: Path
+) -> None:
+    at = _app(monkeypatch, synthetic_store, "calibration")
+    assert at.toggle(key="cal-scaled").value
+    table = next(df.value for df in at.dataframe if "temperature" in df.value.columns)
+    stored = Store(synthetic_store).query(
+        "SELECT r.model, m.value FROM metrics m JOIN runs r USING (run_id) WHERE "
+        "m.dataset = 'imagenet-val' AND m.view = 'standard' AND m.metric = 'temperature'"
+    )
+    assert len(table) == len(stored) == len(SYN_MODELS) + len(SYN_RANDOM)
+    assert sorted(float(t) for t in table["temperature"]) == pytest.approx(
+        sorted(stored["value"]), abs=5e-4
+    )
+    assert "fold temperatures (0 / 1)" in table.columns
+    at.selectbox(key="cal-dataset").set_value("imagenet-sketch").run()
+    assert not at.exception  # a shift dataset: its applied temperature, no folds
+    table = next(df.value for df in at.dataframe if "temperature" in df.value.columns)
+    assert "fold temperatures (0 / 1)" not in table.columns
+
+
+def test_reliability_diagram_raw_and_scaled() -> None:
+    rng = np.random.default_rng(0)
+    conf = rng.random(500).astype(np.float32)
+    correct = rng.random(500) < conf
+    bins = M.calibration_bins(conf, correct, 10)
+    bins = bins[bins["count"] > 0].assign(model="m")
+    one = figures.reliability_diagram(bins, 10, "raw only")
+    two = figures.reliability_diagram(bins, 10, "both", bins, {"m": "T = 1.20"})
+    assert len(two.data) == 2 * len(one.data) == 6  # accuracy, gap, diagonal per panel
+    titles = [a.text for a in two.layout.annotations]
+    assert titles == ["m<br>raw", "m<br>scaled, T = 1.20"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from beyond_inet.scoring.paired import (
+    bootstrap_difference_p,
     compare,
     error_consistency,
     holm,
@@ -139,3 +140,22 @@ def test_precompute_stores_the_paired_comparisons_of_a_pass(tmp_path: Path) -> N
     again = store.query("SELECT run_a, run_b FROM paired")
     current = set(store.query("SELECT run_id FROM runs")["run_id"])
     assert len(again) == 3 and set(again["run_a"]) | set(again["run_b"]) <= current
+
+
+def test_bootstrap_difference_p_equals_a_hand_written_resampling() -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(0.0, 1, 300), rng.normal(0.15, 1, 300)
+
+    def stat(v: np.ndarray) -> float:
+        return float(np.median(v))
+
+    got = bootstrap_difference_p(stat, (x,), (y,), n_boot=500, seed=7)
+    idx = np.random.default_rng(7).integers(0, 300, (500, 300))
+    d = np.array([np.median(x[i]) - np.median(y[i]) for i in idx])
+    want = min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))
+    assert got == pytest.approx(want)
+    assert bootstrap_difference_p(stat, (x,), (x,), n_boot=200) == 1.0  # no difference
+    vec = bootstrap_difference_p(
+        lambda v: np.median(v, axis=-1), (x,), (y,), n_boot=500, seed=7, vectorized=True
+    )
+    assert vec == pytest.approx(want)  # the same draws either way

@@ -231,6 +231,19 @@ def _bootstrap_replicates(
     return np.concatenate(parts)
 
 
+def bootstrap_replicates(
+    statistic: Callable[..., Any],
+    *arrays: np.ndarray,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    vectorized: bool = False,
+) -> np.ndarray:
+    """The statistic on ``n_boot`` joint row resamples of ``arrays`` (float64 [n_boot, K]):
+    the replicates :func:`bootstrap_intervals` takes percentiles of."""
+    arrs = _check_bootstrap(arrays, n_boot, 0.05)
+    return _bootstrap_replicates(statistic, arrs, n_boot, seed, vectorized)
+
+
 def _check_bootstrap(arrays: Sequence[np.ndarray], n_boot: int, alpha: float) -> list[np.ndarray]:
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array")

@@ -8,6 +8,8 @@
 * :func:`error_consistency` — Geirhos et al. (NeurIPS 2020): Cohen's kappa of trial-by-trial
   agreement (both right or both wrong) against the agreement expected from the two accuracies
   alone, ``(c_obs - c_exp) / (1 - c_exp)`` with ``c_exp = p1 p2 + (1 - p1)(1 - p2)``.
+* :func:`bootstrap_difference_p` — a paired bootstrap test of any metric's difference
+  (ECE, shape bias, error ratio): both decision makers resampled with the same images.
 * :func:`holm` — Holm's step-down adjustment of a family of p-values.
 * :func:`compare` — all of the above for one pair (what the dashboard shows and
   ``precompute`` stores).
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +85,37 @@ def error_consistency(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
     p1, p2 = float(a.mean()), float(b.mean())
     c_exp = p1 * p2 + (1 - p1) * (1 - p2)
     return float("nan") if c_exp >= 1.0 else (c_obs - c_exp) / (1.0 - c_exp)
+
+
+def bootstrap_difference_p(
+    statistic: Callable[..., float],
+    a: tuple[np.ndarray, ...],
+    b: tuple[np.ndarray, ...],
+    n_boot: int = 1000,
+    seed: int = 0,
+    vectorized: bool = False,
+) -> float:
+    """Two-sided paired bootstrap p-value of ``statistic(*a) - statistic(*b)`` (the arrays
+    of ``a`` and ``b``: per image, aligned; rows resampled with the same indices for both):
+    twice the smaller share of replicate differences on either side of 0, at most 1 (the
+    percentile interval at level ``1 - p`` just touches 0). ``vectorized``: the statistic
+    takes arrays with a leading resample axis (as in
+    :func:`~beyond_inet.scoring.metrics.bootstrap_intervals`)."""
+    from beyond_inet.scoring.metrics import bootstrap_replicates
+
+    k = len(a)
+    reps = bootstrap_replicates(
+        lambda *arrs: statistic(*arrs[:k]) - statistic(*arrs[k:]),
+        *a,
+        *b,
+        n_boot=n_boot,
+        seed=seed,
+        vectorized=vectorized,
+    )[:, 0]
+    reps = reps[~np.isnan(reps)]
+    if not reps.size:
+        return float("nan")
+    return float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Calibration: reliability diagrams and confidence histograms recomputed from per-image
-predictions with an adjustable number of bins, and the ECE / MCE / NLL / Brier table."""
+predictions with an adjustable number of bins, raw and after temperature scaling, the ECE /
+MCE / NLL / Brier table and the fitted temperatures."""
 
 import pandas as pd
 import streamlit as st
@@ -8,6 +9,25 @@ from beyond_inet.scoring.catalogue import spec as metric_spec
 from dashboard import figures, frames, queries, state, ui
 
 METRICS = ("top1", "ece", "mce", "nll", "brier")
+SCALED = ("temperature", "ece_ts", "mce_ts", "nll_ts", "brier_ts")
+FOLDS = ("temperature_fold:0", "temperature_fold:1")
+
+
+def cell(r: pd.DataFrame, metric: str) -> str:
+    """One model's formatted value of ``metric`` (its rows ``r``), or blank."""
+    x = r[r["metric"] == metric]
+    if not len(x):
+        return ""
+    m = metric_spec(metric)
+    if metric.startswith("temperature"):
+        return f"{float(x['value'].iloc[0]):.3f}"
+    return frames.format_value(
+        float(x["value"].iloc[0]),
+        float(x["ci_low"].iloc[0]),
+        float(x["ci_high"].iloc[0]),
+        m.percent,
+    )
+
 
 sel = state.current()
 st.title("Calibration")
@@ -17,7 +37,7 @@ st.write(
 )
 ui.source_note(sel)
 with ui.guard():
-    comb = ui.shown_metrics(sel, names=METRICS)
+    comb = ui.shown_metrics(sel, names=(*METRICS, *SCALED, *FOLDS))
     labelled = comb[comb["metric"] == "ece"]
     datasets = sorted(set(labelled["dataset"]), key=lambda d: (d != "imagenet-val", d))
     if not sel.models:
@@ -49,19 +69,7 @@ with ui.guard():
         for k in keys.itertuples(index=False):
             r = rows[(rows["model"] == k.model) & (rows["source"] == k.source)]
             rec = {"model": frames.row_label(k.display, k.source, both)}
-            for metric in METRICS:
-                x = r[r["metric"] == metric]
-                m = metric_spec(metric)
-                rec[m.title] = (
-                    frames.format_value(
-                        float(x["value"].iloc[0]),
-                        float(x["ci_low"].iloc[0]),
-                        float(x["ci_high"].iloc[0]),
-                        m.percent,
-                    )
-                    if len(x)
-                    else ""
-                )
+            rec.update({metric_spec(metric).title: cell(r, metric) for metric in METRICS})
             if k.source == "measured" and k.model in recomputed.index:
                 rec[f"ECE ({n_bins} bins)"] = f"{recomputed.loc[k.model, 'ece']:.3f}"
                 rec[f"MCE ({n_bins} bins)"] = f"{recomputed.loc[k.model, 'mce']:.3f}"
@@ -73,6 +81,50 @@ with ui.guard():
             "(torchmetrics' binning); the recomputed columns use the bins chosen above. "
             "NLL and Brier are means over images."
         )
+        scaled_rows = rows[rows["metric"].isin(SCALED) & (rows["source"] == "measured")]
+        temps: dict[str, str] = {}
+        st.subheader("After temperature scaling")
+        if scaled_rows.empty:
+            ui.empty(
+                "No temperature-scaled results for this dataset: `precompute` fits one "
+                "temperature per model on ImageNet val (cross-fitted) and applies it to the "
+                "labelled shift datasets; run imagenet-val first (README, Temperature scaling)."
+            )
+        else:
+            scaled_table = []
+            for k in keys[keys["source"] == "measured"].itertuples(index=False):
+                r = rows[(rows["model"] == k.model) & (rows["source"] == "measured")]
+                if r[r["metric"] == "temperature"].empty:
+                    continue
+                folds = [cell(r, f) for f in FOLDS]
+                temps[k.model] = (
+                    f"T = {folds[0]} / {folds[1]}"
+                    if all(folds)
+                    else f"T = {cell(r, 'temperature')}"
+                )
+                rec = {"model": k.display}
+                rec.update({metric_spec(m.removesuffix("_ts")).title: cell(r, m) for m in SCALED})
+                if all(folds):
+                    rec["fold temperatures (0 / 1)"] = " / ".join(folds)
+                scaled_table.append(rec)
+            ui.table(pd.DataFrame(scaled_table).fillna(""), f"temperature-{dataset}-{view}")
+            st.caption(
+                "One temperature T per model divides the logits: fitted to minimise NLL on "
+                "ImageNet val (each val half scored by the T of the other half), then applied "
+                "to every labelled shift dataset. Top-1 does not change; T > 1 means the "
+                "model was overconfident, T < 1 underconfident. On ImageNet val the "
+                "reliability diagram's T is the pair of fold temperatures (cross-fit)."
+            )
+            std = comb[(comb["view"] == "standard") & (comb["source"] == "measured")]
+            std = std[std["dataset"].isin(set(std[std["metric"] == "ece_ts"]["dataset"]))]
+            ui.chart(
+                figures.calibration_before_after(
+                    std[std["metric"].isin(["ece", "ece_ts"])],
+                    "ece",
+                    "ECE per dataset, raw and after temperature scaling (lower is better)",
+                ),
+                "ece-before-after",
+            )
         ece = labelled[labelled["view"] == "standard"]
         ui.chart(
             figures.grouped_bars(
@@ -91,8 +143,19 @@ with ui.guard():
                 "dataset and these models."
             )
         else:
+            scaled_bins = None
+            if temps and st.toggle("Also after temperature scaling", value=True, key="cal-scaled"):
+                scaled_bins = queries.calibration_table(
+                    sel.path, sel.version, dataset, view, measured_models, n_bins, scaled=True
+                )
             ui.chart(
-                figures.reliability_diagram(bins, n_bins, f"{dataset} ({view}), {n_bins} bins"),
+                figures.reliability_diagram(
+                    bins,
+                    n_bins,
+                    f"{dataset} ({view}), {n_bins} bins",
+                    scaled_bins,
+                    temps,
+                ),
                 "reliability",
             )
             ui.chart(

@@ -59,10 +59,22 @@ with ui.guard():
                 ui.table(s["table"].reset_index(names=""), "compare-2x2")
                 dis = out[out["correct_a"] != out["correct_b"]]
                 st.subheader(f"Images where exactly one is right ({len(dis):,})")
-                st.caption(
-                    "Open them in the **Explorer** (dataset and view as here, filter "
-                    "*models disagree*) to see the pictures."
-                )
+                n_a = int((out["correct_a"] & ~out["correct_b"]).sum())
+                n_b = len(dis) - n_a
+                st.caption("See the pictures in the **Explorer**, filtered to these images:")
+                l1, l2, _ = st.columns([1, 1, 2])
+                chosen = None
+                if l1.button(f"{a} right, {b} wrong ({n_a:,})", key="cmp-open-a"):
+                    chosen = {a: "correct", b: "wrong"}
+                if l2.button(f"{a} wrong, {b} right ({n_b:,})", key="cmp-open-b"):
+                    chosen = {a: "wrong", b: "correct"}
+                if chosen is not None:
+                    for key in frames.EXPLORER_DEFAULTS:
+                        st.session_state.pop(key, None)
+                    st.session_state.update(
+                        frames.explorer_filters(dataset, view, chosen, tuple(runs["model"]))
+                    )
+                    st.switch_page("sections/explorer.py")
                 ui.table(
                     dis.rename(
                         columns={

@@ -24,21 +24,25 @@ with ui.guard():
             ui.empty("None of the overview properties is available for these models.")
         else:
             mask = frames.best_mask(num[[p.title for p in props]])
-            top1 = "ImageNet top-1"
             measured = tuple(num[num["source"] == "measured"]["model"])
-            if top1 in text.columns and len(measured) > 1:
+            tested = [t for t in frames.PAIRED_TESTS if t in text.columns]
+            if tested and len(measured) > 1:
                 level = st.select_slider(
-                    "Significance level of the paired tests (ImageNet top-1)",
+                    "Significance level of the paired tests",
                     [0.01, 0.05, 0.1],
                     value=0.05,
                     key="ov-alpha",
                 )
-                correct = queries.correct_by_model(
-                    sel.path, sel.version, "imagenet-val", "standard", measured
-                )
-                if len(correct.columns) > 1:
-                    tie = frames.not_significantly_worse(num, correct, top1, level)
-                    text.loc[tie, top1] = text.loc[tie, top1] + " ≈"
+                for title in tested:
+                    test = frames.PAIRED_TESTS[title]
+                    values = {
+                        c: queries.per_image_values(
+                            sel.path, sel.version, test.dataset, "standard", measured, c
+                        )
+                        for c in test.columns
+                    }
+                    tie = frames.not_significantly_worse(num, title, test, values, level)
+                    text.loc[tie, title] = text.loc[tie, title] + " ≈"
             shown = text.reset_index(names="model")
             mask = mask.reset_index(drop=True)
             styled = shown.style.apply(
@@ -55,9 +59,11 @@ with ui.guard():
             st.caption(
                 " · ".join(f"**{p.title}**: {p.help}" for p in props)
                 + ". Values in % where the property is an accuracy; [95% bootstrap "
-                "interval] where measured. **≈**: measured ImageNet top-1 not significantly "
-                "below the best measured model's (McNemar's exact test on the same images, "
-                "Holm-corrected across the models shown)."
+                "interval] where measured. **≈**: measured value not significantly worse "
+                "than the column's best measured model on the same images, Holm-corrected "
+                "across the models shown: McNemar's exact test for ImageNet top-1, a paired "
+                "bootstrap (1,000 resamples) for ECE, ImageNet-X error ratio and shape bias; "
+                "the averages over several datasets are not tested."
             )
             notes = comb[
                 (comb["dataset"] == "robustness")
