@@ -602,54 +602,75 @@ PAIRED_TESTS: dict[str, PairedTest] = {
 }
 
 
-def not_significantly_worse(
-    numeric: pd.DataFrame,
-    column: str,
+#: Bootstrap resamples of the Overview's paired tests (p-values to 1 / 500).
+OVERVIEW_BOOT = 500
+PValues = Callable[[str, Sequence[str]], Sequence[float]]
+
+
+def paired_p_values(
     test: PairedTest,
-    values: dict[str, pd.DataFrame],
-    level: float,
-    n_boot: int = 1000,
+    values: Mapping[str, pd.DataFrame],
+    best: str,
+    others: Sequence[str],
+    n_boot: int = OVERVIEW_BOOT,
+) -> list[float]:
+    """The raw p-value of ``test`` between model ``best`` and each of ``others`` on the
+    images both have values for (``values``: per-image column -> image x model frame); NaN
+    for a model without values."""
+    from beyond_inet.scoring.paired import bootstrap_difference_p, mcnemar_exact
+
+    out = []
+    for m in others:
+        if any(x not in values[c].columns for c in test.columns for x in (best, m)):
+            out.append(float("nan"))
+            continue
+        pair = {c: values[c][[best, m]].dropna() for c in test.columns}
+        ids = sorted(set.intersection(*(set(f.index) for f in pair.values())))
+        va = [pair[c].loc[ids, best].to_numpy() for c in test.columns]
+        vb = [pair[c].loc[ids, m].to_numpy() for c in test.columns]
+        if not ids:
+            out.append(float("nan"))
+        elif test.statistic is None:
+            out.append(mcnemar_exact(va[0].astype(bool), vb[0].astype(bool)).p_value)
+        else:
+            take, extras = (test.prepare or _all_images)(np.asarray(ids, dtype=object))
+            out.append(
+                bootstrap_difference_p(
+                    test.statistic,
+                    (*extras, *(v[take] for v in va)),
+                    (*extras, *(v[take] for v in vb)),
+                    n_boot,
+                    vectorized=test.vectorized,
+                )
+            )
+    return out
+
+
+def not_significantly_worse(
+    numeric: pd.DataFrame, column: str, p_values: PValues, level: float
 ) -> pd.Series:
     """For Overview ``column``, the measured rows not significantly worse than the column's
-    best measured row (by the catalogue's direction): ``test`` of each against the best on
-    the images both saw (``values``: per-image column -> image x model frame), Holm-corrected
-    across the pairs shown, adjusted p >= ``level``. False for the best row itself and for
-    rows without per-image values."""
-    from beyond_inet.scoring.paired import bootstrap_difference_p, holm, mcnemar_exact
+    best measured row (by the catalogue's direction): ``p_values(best model, other models)``
+    (:func:`paired_p_values`, or a cached query of it) Holm-corrected across the pairs
+    shown, adjusted p >= ``level``. False for the best row itself, for other sources and
+    where no p-value exists."""
+    from beyond_inet.scoring.paired import holm
 
     out = pd.Series(False, index=numeric.index)
-    have = set.intersection(*(set(values[c].columns) for c in test.columns))
-    rows = numeric[(numeric["source"] == "measured") & numeric["model"].isin(list(have))]
+    rows = numeric[numeric["source"] == "measured"]
     rows = rows[rows[column].notna()] if column in rows else rows.iloc[0:0]
     if len(rows) < 2:
         return out
     higher = next(p for p in PROPERTIES if p.title == column).higher_is_better
     best = rows[column].idxmax() if higher else rows[column].idxmin()
     others = [i for i in rows.index if i != best]
-    b = rows.loc[best, "model"]
-    pvals = []
-    for i in others:
-        m = rows.loc[i, "model"]
-        pair = {c: values[c][[b, m]].dropna() for c in test.columns}
-        ids = sorted(set.intersection(*(set(f.index) for f in pair.values())))
-        va = [pair[c].loc[ids, b].to_numpy() for c in test.columns]
-        vb = [pair[c].loc[ids, m].to_numpy() for c in test.columns]
-        if test.statistic is None:
-            pvals.append(mcnemar_exact(va[0].astype(bool), vb[0].astype(bool)).p_value)
-            continue
-        take, extras = (test.prepare or _all_images)(np.asarray(ids, dtype=object))
-        pvals.append(
-            bootstrap_difference_p(
-                test.statistic,
-                (*extras, *(v[take] for v in va)),
-                (*extras, *(v[take] for v in vb)),
-                n_boot,
-                vectorized=test.vectorized,
-            )
-        )
-    adjusted = holm(np.array(pvals))
+    raw = np.asarray(p_values(rows.loc[best, "model"], [rows.loc[i, "model"] for i in others]))
+    adjusted = np.full(len(raw), np.nan)
+    ok = ~np.isnan(raw)
+    if ok.any():
+        adjusted[ok] = holm(raw[ok])
     for i, p in zip(others, adjusted, strict=True):
-        out[i] = bool(p >= level)
+        out[i] = bool(p >= level)  # NaN: False
     return out
 
 

@@ -793,6 +793,24 @@ def per_image_values(
 
 
 @cached
+def overview_p_values(
+    path: str, version: str, column: str, best: str, others: tuple[str, ...]
+) -> list[float]:
+    """:func:`dashboard.frames.paired_p_values` of an Overview column's paired test
+    between the latest runs of ``best`` and each of ``others`` (cached: the bootstrap runs
+    once per store version, whatever the significance level)."""
+    from dashboard.frames import PAIRED_TESTS, paired_p_values
+
+    test = PAIRED_TESTS[column]
+    models = (best, *others)
+    values = {
+        c: per_image_values(path, version, test.dataset, "standard", models, c)
+        for c in test.columns
+    }
+    return paired_p_values(test, values, best, others)
+
+
+@cached
 def correct_by_model(
     path: str, version: str, dataset: str, view: str, models: tuple[str, ...]
 ) -> pd.DataFrame:

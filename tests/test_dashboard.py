@@ -1038,7 +1038,12 @@ def test_not_significantly_worse_marks_with_holm() -> None:
         index=["a (measured)", "b (measured)", "c (measured)", "a (published)"],
     )
     test = frames.PAIRED_TESTS["ImageNet top-1"]
-    marks = frames.not_significantly_worse(num, "ImageNet top-1", test, {"correct": correct}, 0.05)
+    marks = frames.not_significantly_worse(
+        num,
+        "ImageNet top-1",
+        lambda best, others: frames.paired_p_values(test, {"correct": correct}, best, others),
+        0.05,
+    )
     top = "a" if best.mean() >= close.mean() else "b"
     other = "b" if top == "a" else "a"
     p = holm(
@@ -1075,8 +1080,9 @@ def test_not_significantly_worse_on_a_lower_is_better_column() -> None:
         index=list("abc"),
     )
     test = frames.PAIRED_TESTS["ECE"]
+    values = {"confidence": conf, "correct": corr}
     marks = frames.not_significantly_worse(
-        num, "ECE", test, {"confidence": conf, "correct": corr}, 0.05, n_boot=300
+        num, "ECE", lambda b, o: frames.paired_p_values(test, values, b, o, 300), 0.05
     )
     best = min("abc", key=ece.get)
     others = [k for k in "abc" if k != best]

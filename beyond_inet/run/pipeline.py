@@ -195,7 +195,7 @@ def cross_fit_outputs(
     found: FoundDataset, out: LogitOutputs, logits: Features, device: str = "cpu"
 ) -> tuple[LogitOutputs, ts.CrossFit]:
     """``out`` with the ``*_ts`` outputs of a cross-fit on the pass's full ``logits`` (each
-    image scored by :func:`~beyond_inet.engine.score_logits` at the other fold's
+    image scored by :func:`~beyond_inet.run.engine.score_logits` at the other fold's
     temperature), and the fit."""
     order = np.argsort(logits.index, kind="stable")
     rows = order[np.searchsorted(logits.index[order], out.index)]
@@ -279,7 +279,7 @@ def _now() -> datetime:
 
 def _headline(metrics: pd.DataFrame) -> dict[str, float]:
     std = metrics[metrics["view"] == "standard"]
-    keep = ("top1", "ece", "error_ratio_mean", "shape_bias")
+    keep = ("top1", "ece", "ece_ts", "error_ratio_mean", "shape_bias")
     return {m: float(v) for m, v in zip(std["metric"], std["value"], strict=True) if m in keep}
 
 
@@ -594,7 +594,11 @@ def _commit(
                 f"same run in {cfg.store} meanwhile; kept that one (--force replaces it)."
             )
     pairs = paired_records(found.spec.name, [s for s in done if s.run_id], cfg.scoring)
-    store.commit_paired(pairs, log)
+    if pairs:
+        store.commit_paired(pairs, log)
+        log(f"stored {len(pairs)} paired comparisons on {found.spec.name} in {cfg.store}")
+    for s in done:
+        s.correct = {}  # only the pass's paired comparisons need them
     if folder is not None:
         discard(folder)  # committed: the staged shards are no longer needed
 

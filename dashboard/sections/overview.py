@@ -34,14 +34,13 @@ with ui.guard():
                     key="ov-alpha",
                 )
                 for title in tested:
-                    test = frames.PAIRED_TESTS[title]
-                    values = {
-                        c: queries.per_image_values(
-                            sel.path, sel.version, test.dataset, "standard", measured, c
+
+                    def p_values(best: str, others: list[str], title: str = title) -> list[float]:
+                        return queries.overview_p_values(
+                            sel.path, sel.version, title, best, tuple(others)
                         )
-                        for c in test.columns
-                    }
-                    tie = frames.not_significantly_worse(num, title, test, values, level)
+
+                    tie = frames.not_significantly_worse(num, title, p_values, level)
                     text.loc[tie, title] = text.loc[tie, title] + " ≈"
             shown = text.reset_index(names="model")
             mask = mask.reset_index(drop=True)
@@ -62,7 +61,7 @@ with ui.guard():
                 "interval] where measured. **≈**: measured value not significantly worse "
                 "than the column's best measured model on the same images, Holm-corrected "
                 "across the models shown: McNemar's exact test for ImageNet top-1, a paired "
-                "bootstrap (1,000 resamples) for ECE, ImageNet-X error ratio and shape bias; "
+                "bootstrap (500 resamples) for ECE, ImageNet-X error ratio and shape bias; "
                 "the averages over several datasets are not tested."
             )
             notes = comb[
