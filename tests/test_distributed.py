@@ -124,6 +124,10 @@ def _same_store(a: Path, b: Path) -> None:
         "SELECT model, dataset, n_samples, n_failed, run_key FROM runs ORDER BY 1, 2"
     )
     assert ra.equals(rb)
+    cols = "model_a, model_b, dataset, view, n_images, only_a, only_b, p_value, accuracy_diff"
+    qa = Store(a).query(f"SELECT {cols}, ci_low, kappa FROM paired ORDER BY 1, 2, 3, 4")
+    qb = Store(b).query(f"SELECT {cols}, ci_low, kappa FROM paired ORDER BY 1, 2, 3, 4")
+    assert len(qa) > 0 and qa.equals(qb)  # the paired comparisons, too
 
 
 @pytest.fixture(scope="module")

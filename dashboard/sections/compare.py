@@ -64,9 +64,19 @@ with ui.guard():
                 st.caption("See the pictures in the **Explorer**, filtered to these images:")
                 l1, l2, _ = st.columns([1, 1, 2])
                 chosen = None
-                if l1.button(f"{a} right, {b} wrong ({n_a:,})", key="cmp-open-a"):
+                if l1.button(
+                    f"A right, B wrong ({n_a:,})",
+                    key="cmp-open-a",
+                    help=f"{a} right, {b} wrong",
+                    width="stretch",
+                ):
                     chosen = {a: "correct", b: "wrong"}
-                if l2.button(f"{a} wrong, {b} right ({n_b:,})", key="cmp-open-b"):
+                if l2.button(
+                    f"A wrong, B right ({n_b:,})",
+                    key="cmp-open-b",
+                    help=f"{a} wrong, {b} right",
+                    width="stretch",
+                ):
                     chosen = {a: "wrong", b: "correct"}
                 if chosen is not None:
                     for key in frames.EXPLORER_DEFAULTS:
