@@ -793,6 +793,17 @@ def per_image_values(
 
 
 @cached
+def paired_summary(
+    path: str, version: str, model_a: str, model_b: str, dataset: str, view: str
+) -> dict[str, object]:
+    """:func:`dashboard.frames.paired_summary` of :func:`paired_outcomes` (cached: the
+    bootstrap runs once per store version and pair)."""
+    from dashboard.frames import paired_summary as summary
+
+    return summary(paired_outcomes(path, version, model_a, model_b, dataset, view))
+
+
+@cached
 def overview_p_values(
     path: str, version: str, column: str, best: str, others: tuple[str, ...]
 ) -> list[float]:

@@ -41,7 +41,7 @@ with ui.guard():
                 level = st.select_slider(
                     "Significance level", [0.001, 0.01, 0.05, 0.1], value=0.05, key="cmp-alpha"
                 )
-                s = frames.paired_summary(out)
+                s = queries.paired_summary(sel.path, sel.version, a, b, dataset, view)
                 lo, hi = s["ci"]
                 ui.random_banner(runs[runs["model"].isin([a, b]) & (runs["dataset"] == dataset)])
                 m1, m2, m3, m4 = st.columns(4)
