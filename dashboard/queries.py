@@ -819,21 +819,3 @@ def overview_p_values(
         for c in test.columns
     }
     return paired_p_values(test, values, best, others)
-
-
-@cached
-def correct_by_model(
-    path: str, version: str, dataset: str, view: str, models: tuple[str, ...]
-) -> pd.DataFrame:
-    """``sample_id`` x model correctness (a wide boolean frame) of the latest runs."""
-    ids = _run_ids(path, version, dataset, models)
-    if not ids:
-        return pd.DataFrame()
-    df = _q(
-        path,
-        f"SELECT p.sample_id, r.model, p.correct FROM predictions p JOIN runs r USING "
-        f"(run_id) WHERE p.run_id IN ({_marks(len(ids))}) AND p.view = ?",
-        [*ids, view],
-        ["sample_id", "model", "correct"],
-    )
-    return df.pivot_table(index="sample_id", columns="model", values="correct", aggfunc="first")

@@ -7,7 +7,7 @@ import functools
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,11 +184,17 @@ def split_views(
 
 @dataclass(frozen=True)
 class Scaling:
-    """How a run's outputs were temperature-scaled: the metric rows to store (per stored
-    view) and the record for the run's settings."""
+    """How a run's outputs were temperature-scaled: the temperature (and a cross-fit's fold
+    ones) and the record for the run's settings."""
 
-    rows: list[tuple[str, MetricRow]]
+    temperature: float
+    fold_temperatures: tuple[float, ...]
     settings: dict[str, Any]
+
+    def rows(self, views: Iterable[str]) -> list[tuple[str, MetricRow]]:
+        """The temperature metric rows of each stored view that was scaled."""
+        rows = ts.temperature_rows(self.temperature, self.fold_temperatures)
+        return [(v, r) for v in views for r in rows]
 
 
 def cross_fit_outputs(
@@ -230,7 +236,8 @@ def scale_outputs(
     use = found.spec.protocol.temperature
     if use == "apply" and applied is not None:
         return outputs, Scaling(
-            [],
+            applied[0],
+            (),
             {"temperature": applied[0], "fitted_by_run": applied[1], "protocol": ts.PROTOCOL},
         )
     logits = result.logits.get((model, "standard"))
@@ -243,13 +250,14 @@ def scale_outputs(
             "no temperature is fitted (evaluate more images)."
         )
         return outputs, None
-    rows = [("standard", r) for r in ts.temperature_rows(fit.temperature, fit.fold_temperatures)]
     settings = {
         "temperature": fit.temperature,
         "fold_temperatures": list(fit.fold_temperatures),
         "protocol": ts.PROTOCOL,
     }
-    return {**outputs, "standard": scaled}, Scaling(rows, settings)
+    return {**outputs, "standard": scaled}, Scaling(
+        fit.temperature, fit.fold_temperatures, settings
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -292,15 +300,20 @@ def run_record(
     started: datetime,
     key: str,
     run_id: str,
+    temperature_scaling: dict[str, Any] | None = None,
 ) -> RunRecord:
-    """The run's provenance record."""
+    """The run's provenance record (its settings: the model's, and how it was
+    temperature-scaled, if it was)."""
+    settings = dict(model.settings)
+    if temperature_scaling:
+        settings["temperature_scaling"] = temperature_scaling
     return RunRecord(
         run_id=run_id,
         run_key=key,
         dataset=found.spec.name,
         status="finished",
         views=json.dumps([v.name for v in views]),
-        settings=json.dumps(model.settings),
+        settings=json.dumps(settings),
         dataset_root=str(found.root.resolve()),
         sample_limit=cfg.limit,
         n_samples=result.n_images - len(result.failed),
@@ -356,22 +369,18 @@ def store_model_run(
     }
     scored = score_records(found, views, records, cfg.scoring)
     if scaling is not None:
-        scored += scaling.rows or [
-            (name, r)
-            for name, rec in records["standard"].items()
-            if rec.confidence_ts is not None
-            for r in ts.temperature_rows(scaling.settings["temperature"])
-        ]
+        scored += scaling.rows(
+            name for name, rec in records["standard"].items() if rec.confidence_ts is not None
+        )
     tables = [
         to_arrow(rec, run_id, model.name, found.spec.name, name)
         for by_view in records.values()
         for name, rec in by_view.items()
     ]
     metrics = metrics_frame(run_id, model.name, found.spec.name, scored)
-    run = run_record(cfg, found, model, views, result, started, key, run_id)
-    if scaling is not None:
-        settings = {**json.loads(run.settings or "{}"), "temperature_scaling": scaling.settings}
-        run = replace(run, settings=json.dumps(settings))
+    run = run_record(
+        cfg, found, model, views, result, started, key, run_id, scaling and scaling.settings
+    )
     stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
     return RunSummary(
         model.name,

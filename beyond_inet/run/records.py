@@ -204,13 +204,26 @@ def metrics_frame(
 # --------------------------------------------------------------------------- runs
 
 
+class SqlRecord:
+    """A record that is one row of a store table (its fields declared with ``_sql``)."""
+
+    def row(self) -> dict[str, Any]:
+        """The record as one row (column -> value)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
+def sql_columns(record: type) -> tuple[tuple[str, str], ...]:
+    """A record class's (column, SQL type) pairs, in field order: its table's DDL."""
+    return tuple((f.name, f.metadata["sql"]) for f in fields(record))
+
+
 def _sql(kind: str, doc: str, default: Any = MISSING) -> Any:
     meta = {"sql": kind, "doc": doc}
     return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(SqlRecord):
     """One finished (model, dataset) run and everything that defines its numbers."""
 
     run_id: str = _sql("VARCHAR PRIMARY KEY", "unique id")
@@ -237,21 +250,15 @@ class RunRecord:
     code_version: str = _sql("VARCHAR", "package version + git commit")
     library_versions: str = _sql("VARCHAR", "torch, torchvision and the family's, JSON")
 
-    def row(self) -> dict[str, Any]:
-        """The record as one row (column -> value)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-
-RUN_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (f.name, f.metadata["sql"]) for f in fields(RunRecord)
-)
+RUN_COLUMNS = sql_columns(RunRecord)
 
 
 # --------------------------------------------------------------------------- CKA runs
 
 
 @dataclass(frozen=True)
-class CkaRunRecord:
+class CkaRunRecord(SqlRecord):
     """One finished CKA run: the pair of models, the images, how taps were pooled."""
 
     run_id: str = _sql("VARCHAR PRIMARY KEY", "unique id")
@@ -279,14 +286,8 @@ class CkaRunRecord:
     code_version: str = _sql("VARCHAR", "package version + git commit")
     library_versions: str = _sql("VARCHAR", "torch, torchvision and the families', JSON")
 
-    def row(self) -> dict[str, Any]:
-        """The record as one row (column -> value)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-
-CKA_RUN_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (f.name, f.metadata["sql"]) for f in fields(CkaRunRecord)
-)
+CKA_RUN_COLUMNS = sql_columns(CkaRunRecord)
 
 #: The ``cka`` table: one row per (run, tap of A, tap of B).
 CKA_SCHEMA = pa.schema(
@@ -326,7 +327,7 @@ def cka_cells(
 
 
 @dataclass(frozen=True)
-class PairedRecord:
+class PairedRecord(SqlRecord):
     """The paired comparison of two runs of one pass on one view (``paired`` table): the
     2x2 table of per-image correctness, McNemar's exact p-value, the accuracy difference
     (A minus B) with its paired bootstrap interval, and the error consistency."""
@@ -349,11 +350,5 @@ class PairedRecord:
     kappa: float = _sql("DOUBLE", "error consistency (Cohen's kappa)")
     n_boot: int = _sql("INTEGER NOT NULL", "bootstrap resamples")
 
-    def row(self) -> dict[str, Any]:
-        """The record as one row (column -> value)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-
-PAIRED_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (f.name, f.metadata["sql"]) for f in fields(PairedRecord)
-)
+PAIRED_COLUMNS = sql_columns(PairedRecord)

@@ -62,22 +62,15 @@ with ui.guard():
                 n_a = int((out["correct_a"] & ~out["correct_b"]).sum())
                 n_b = len(dis) - n_a
                 st.caption("See the pictures in the **Explorer**, filtered to these images:")
-                l1, l2, _ = st.columns([1, 1, 2])
                 chosen = None
-                if l1.button(
-                    f"A right, B wrong ({n_a:,})",
-                    key="cmp-open-a",
-                    help=f"{a} right, {b} wrong",
-                    width="stretch",
-                ):
-                    chosen = {a: "correct", b: "wrong"}
-                if l2.button(
-                    f"A wrong, B right ({n_b:,})",
-                    key="cmp-open-b",
-                    help=f"{a} wrong, {b} right",
-                    width="stretch",
-                ):
-                    chosen = {a: "wrong", b: "correct"}
+                sides = (
+                    ("a", f"A right, B wrong ({n_a:,})", {a: "correct", b: "wrong"}),
+                    ("b", f"A wrong, B right ({n_b:,})", {a: "wrong", b: "correct"}),
+                )
+                for col, (key, label, outcomes) in zip(st.columns(4), sides, strict=False):
+                    tip = ", ".join(f"{m} {o}" for m, o in outcomes.items())
+                    if col.button(label, key=f"cmp-open-{key}", help=tip, width="stretch"):
+                        chosen = outcomes
                 if chosen is not None:
                     for key in frames.EXPLORER_DEFAULTS:
                         st.session_state.pop(key, None)

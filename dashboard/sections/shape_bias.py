@@ -51,8 +51,8 @@ with ui.guard():
     )
     if sel.source != "published" and measured:
         st.subheader("Error consistency")
-        correct = queries.correct_by_model(
-            sel.path, sel.version, "cue-conflict", "standard", measured
+        correct = queries.per_image_values(
+            sel.path, sel.version, "cue-conflict", "standard", measured, "correct"
         )
         ec = frames.error_consistency_matrix(correct, published.human_trials())
         ui.chart(figures.error_consistency_heatmap(ec), "error-consistency")
