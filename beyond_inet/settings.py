@@ -12,11 +12,18 @@ from pathlib import Path
 DEFAULT_LOGIT_SCALE = 100.0
 #: Precision of a model's trunk (the head always runs in fp32).
 PRECISIONS = ("fp32", "bf16")
+#: How images are decoded (``--decode``): ``pil`` in the CPU workers (the reference), or
+#: ``device``: JPEGs in batches on the run's device (nvJPEG on CUDA, libjpeg-turbo through
+#: torchvision on the CPU), every other file by PIL in the workers.
+DECODERS = ("pil", "device")
 #: How tokens of a transformer layer tap are pooled: mean over patch tokens, or the class token.
 TOKEN_POOLS = ("mean", "cls")
 #: Seed of random initialisation (``--random-weights``) and of random heads.
 RANDOM_SEED = 0
+#: Batch size on the CPU; on a GPU :data:`DEFAULT_GPU_BATCH_SIZE` fills it on 224 px views
+#: (a batch that runs out of GPU memory is split in halves, never lost).
 DEFAULT_BATCH_SIZE = 64
+DEFAULT_GPU_BATCH_SIZE = 256
 DEFAULT_BOOTSTRAP = 1000
 #: Images of a CKA estimate (``--cka-images``), drawn with a fixed seed.
 DEFAULT_CKA_IMAGES = 2000
@@ -40,8 +47,16 @@ MAX_PIXELS_ENV = "BEYOND_INET_MAX_PIXELS"
 
 
 def default_workers() -> int:
-    """DataLoader decode workers: ``min(8, CPUs)``."""
-    return min(8, os.cpu_count() or 1)
+    """Decode workers: one per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def default_batch_size(device: str) -> int:
+    """:data:`DEFAULT_GPU_BATCH_SIZE` on a GPU, else :data:`DEFAULT_BATCH_SIZE`."""
+    return DEFAULT_GPU_BATCH_SIZE if device.startswith("cuda") else DEFAULT_BATCH_SIZE
 
 
 def cache_dir() -> Path:

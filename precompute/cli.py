@@ -25,7 +25,7 @@ from beyond_inet.models import (
 )
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.run.errors import PrecomputeError
-from beyond_inet.settings import PRECISIONS, TOKEN_POOLS
+from beyond_inet.settings import DECODERS, PRECISIONS, TOKEN_POOLS
 from beyond_inet.store import StoreError
 from beyond_inet.transforms.views import (
     VIEW_GRIDS,
@@ -209,16 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=_positive,
-        default=settings.DEFAULT_BATCH_SIZE,
+        default=None,
         metavar="N",
-        help=f"default {settings.DEFAULT_BATCH_SIZE}",
+        help=f"default {settings.DEFAULT_BATCH_SIZE} on the CPU, {settings.DEFAULT_GPU_BATCH_SIZE} "
+        "on a GPU (a batch that runs out of GPU memory is split, never lost)",
     )
     p.add_argument(
         "--workers",
         type=_non_negative,
         default=settings.default_workers(),
         metavar="N",
-        help="DataLoader decode workers (default: min(8, CPUs))",
+        help="decode worker processes, kept for the whole run (default: one per CPU)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=DECODERS,
+        default="pil",
+        help="pil = PIL in the workers (default, the reference); device = JPEGs decoded in "
+        "batches on the run's device (nvJPEG on CUDA), other files by PIL",
     )
     p.add_argument(
         "--device",
@@ -237,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="recompute runs already in the store and replace them"
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the models (opt-in)")
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let fp32 matmuls and convolutions use TF32 on GPUs that have it (default off: "
+        "fp32 means IEEE fp32); recorded with the run",
+    )
     p.add_argument(
         "--preprocessing",
         choices=("paper", "weights"),
@@ -359,12 +373,13 @@ def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
     """Convert parsed argv to a typed :class:`PrecomputeConfig`."""
-    from beyond_inet.run.engine import RunSettings, Shard, resolve_device
+    from beyond_inet.run.engine import RunSettings, Shard, resolve_batch_size, resolve_device
     from beyond_inet.run.plan import PrecomputeConfig
     from beyond_inet.scoring.evaluations import ScoringOptions
 
     models = tuple(m for group in (args.model or [["all"]]) for m in group)
     datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
+    device = resolve_device(args.device)
     if args.transfer and args.cka:
         raise UsageError("--transfer and --cka are separate runs; give one of them.")
     if (args.shard or args.merge) and (args.transfer or args.cka):
@@ -404,15 +419,17 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         logit_scale=args.logit_scale,
         limit=args.limit,
         run=RunSettings(
-            device=resolve_device(args.device),
-            batch_size=args.batch_size,
+            device=device,
+            batch_size=resolve_batch_size(args.batch_size, device),
             workers=args.workers,
             compile=args.compile,
             progress=not args.quiet,
             precision=args.precision,
+            tf32=args.tf32,
+            decode=args.decode,
         ),
         force=args.force,
-        scoring=ScoringOptions(n_boot=args.bootstrap),
+        scoring=ScoringOptions(n_boot=args.bootstrap, device=device),
         cache_dir=args.cache_dir,
         extra_views=invariance_views(args),
         transfer=tuple(t for group in args.transfer or [] for t in group),

@@ -4,7 +4,6 @@ imagenet_x, the authors' recorded cue-conflict decisions)."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,64 +176,80 @@ def test_calibration_validation_and_empty() -> None:
 # --------------------------------------------------------------------------- bootstrap
 
 
-def test_bootstrap_deterministic_and_sensible() -> None:
+def test_resample_counts_are_seeded_bootstrap_draws() -> None:
+    counts = metrics.resample_counts(500, 400, seed=5).numpy()
+    assert counts.shape == (400, 500)
+    assert np.all(counts.sum(axis=1) == 500)  # each resample draws N images
+    assert np.array_equal(counts, metrics.resample_counts(500, 400, seed=5).numpy())
+    assert not np.array_equal(counts, metrics.resample_counts(500, 400, seed=6).numpy())
+    # multinomial(N, 1/N): each image drawn once on average, variance 1 - 1/N
+    assert abs(counts.mean() - 1.0) < 1e-12
+    assert abs(counts.var() - (1 - 1 / 500)) < 0.02
+
+
+def test_resample_sums_are_the_explicit_resamples_sums() -> None:
+    x = np.random.default_rng(1).normal(size=(300, 3))
+    sums = metrics.resample_sums(x, n_boot=50, seed=2)
+    counts = metrics.resample_counts(300, 50, seed=2).numpy().astype(int)
+    oracle = np.array([np.repeat(x, c, axis=0).sum(axis=0) for c in counts])
+    np.testing.assert_allclose(sums, oracle, rtol=1e-5, atol=1e-4)  # float32 sums on the CPU
+
+
+def test_interval_of_a_mean_is_the_normal_one() -> None:
     x = np.random.default_rng(3).normal(size=2000)
-    ci = metrics.bootstrap_ci(np.mean, x, n_boot=500, seed=5)
-    assert ci == metrics.bootstrap_ci(np.mean, x, n_boot=500, seed=5)
-    assert ci != metrics.bootstrap_ci(np.mean, x, n_boot=500, seed=6)
-    lo, hi = ci
-    assert lo < x.mean() < hi
+    lo, hi = metrics.percentile_interval(metrics.resample_sums(x, 1000)[:, 0] / len(x))
+    assert lo[0] < x.mean() < hi[0]
     normal_width = 2 * 1.96 * x.std() / math.sqrt(len(x))
-    assert abs((hi - lo) / normal_width - 1) < 0.15
+    assert abs((hi[0] - lo[0]) / normal_width - 1) < 0.1
+    nan = metrics.percentile_interval(np.array([[np.nan, 1.0], [np.nan, 3.0]]))
+    assert np.isnan(nan[0][0]) and nan[0][1] == pytest.approx(1.05)
 
 
-def test_bootstrap_resamples_rows_jointly() -> None:
-    x = np.arange(1000, dtype=float)
-    pairs = np.stack([x, -x], axis=1)  # 2-D arrays are resampled by row
-    ci = metrics.bootstrap_ci(
-        lambda a, b, p: float(np.mean((a == b) & (p[:, 0] == -p[:, 1]) & (p[:, 0] == a))),
-        x,
-        x.copy(),
-        pairs,
-        n_boot=50,
+def test_metrics_from_sums_equal_the_metric_functions() -> None:
+    rng = np.random.default_rng(8)
+    conf = rng.random(700)
+    conf[:5] = 1.0  # torchmetrics' extra bin
+    corr = rng.random(700) < conf
+    sums = metrics.calibration_design(conf, corr).sum(axis=0)
+    ece, mce = metrics.calibration_errors_from_sums(sums, np.float64(700))
+    assert ece == pytest.approx(metrics.expected_calibration_error(conf, corr), abs=1e-12)
+    assert mce == pytest.approx(metrics.max_calibration_error(conf, corr), abs=1e-12)
+    # on a resample: the metric function applied to the resample's images
+    c = metrics.resample_counts(700, 3, seed=1).numpy().astype(int)[2]
+    ece_r, mce_r = metrics.calibration_errors_from_sums(
+        (c[:, None] * metrics.calibration_design(conf, corr)).sum(axis=0), np.float64(700)
     )
-    assert ci == (1.0, 1.0)
+    rc, rk = np.repeat(conf, c), np.repeat(corr, c)
+    assert ece_r == pytest.approx(metrics.expected_calibration_error(rc, rk), abs=1e-12)
+    assert mce_r == pytest.approx(metrics.max_calibration_error(rc, rk), abs=1e-12)
+    fac = (rng.random((400, 16)) < 0.2).astype(float)
+    hit = rng.random(400) < 0.7
+    np.testing.assert_allclose(
+        metrics.imagenet_x_statistics_from_sums(metrics.imagenet_x_design(hit, fac).sum(0)),
+        metrics.imagenet_x_statistics(hit, fac),
+        rtol=1e-12,
+    )
+    cats = np.array(metrics.CATEGORIES)
+    d, s, t = (cats[rng.integers(0, 16, 300)] for _ in range(3))
+    expected = metrics.shape_bias(d, s, t)
+    np.testing.assert_allclose(
+        metrics.shape_bias_from_sums(metrics.shape_bias_design(d, s, t).sum(0)),
+        [expected[k] for k in metrics.SHAPE_BIAS_SUMMARIES],
+        rtol=1e-12,
+    )
 
 
-def test_bootstrap_vectorized_equals_loop() -> None:
-    x = np.random.default_rng(4).exponential(size=3000)
-    y = np.random.default_rng(5).random(3000) < 0.3
-    loop = metrics.bootstrap_ci(lambda a, b: a[b].mean(), x, y, n_boot=300, alpha=0.1, seed=2)
-    vec = metrics.bootstrap_ci(
-        lambda a, b: (a * b).sum(-1) / b.sum(-1),
-        x,
-        y,
-        n_boot=300,
-        alpha=0.1,
-        seed=2,
-        vectorized=True,
+def test_bootstrap_replicates_resample_rows_jointly() -> None:
+    x = np.arange(1000, dtype=float)
+    reps = metrics.bootstrap_replicates(lambda a, b: float(np.all(a == -b)), x, -x, n_boot=20)
+    assert reps.shape == (20, 1) and np.all(reps == 1.0)
+    vec = metrics.bootstrap_replicates(np.mean, x, n_boot=30, seed=2)
+    loop = metrics.bootstrap_replicates(
+        lambda a: a.mean(axis=-1), x, n_boot=30, seed=2, vectorized=True
     )
     np.testing.assert_allclose(vec, loop, rtol=1e-12)
-
-
-def test_bootstrap_empty_nan_and_errors() -> None:
-    assert all(math.isnan(v) for v in metrics.bootstrap_ci(np.mean, np.array([])))
-    always_nan = metrics.bootstrap_ci(lambda a: math.nan, np.ones(10), n_boot=20)
-    assert all(math.isnan(v) for v in always_nan)
     with pytest.raises(ValueError):
-        metrics.bootstrap_ci(np.mean, np.ones(3), np.ones(4))
-    with pytest.raises(ValueError):
-        metrics.bootstrap_ci(np.mean)
-    with pytest.raises(ValueError):
-        metrics.bootstrap_ci(np.mean, np.ones(3), alpha=1.5)
-
-
-def test_bootstrap_is_fast_for_50k_rows() -> None:
-    x = np.random.default_rng(6).random(50_000)
-    start = time.perf_counter()
-    lo, hi = metrics.bootstrap_ci(np.mean, x, n_boot=1000)
-    assert time.perf_counter() - start < 10.0  # ~0.6 s here; generous for slow CI machines
-    assert lo < x.mean() < hi
+        metrics.bootstrap_replicates(np.mean, np.ones(3), np.ones(4))
 
 
 # --------------------------------------------------------------------------- ImageNet-X

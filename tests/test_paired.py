@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from beyond_inet.scoring.metrics import resample_counts
 from beyond_inet.scoring.paired import (
     bootstrap_difference_p,
     compare,
@@ -50,12 +51,15 @@ def test_paired_bootstrap_uses_the_same_resamples() -> None:
     a, b = _pairs(400, 7)
     diff, lo, hi = paired_bootstrap(a, b, n_boot=500, seed=3)
     assert diff == pytest.approx(a.mean() - b.mean())
-    rng = np.random.default_rng(3)  # the oracle: resample image indices, apply to both
-    reps = []
-    for k in range(0, 500, 256):
-        idx = rng.integers(0, 400, (min(256, 500 - k), 400))
-        reps += list(a[idx].mean(axis=1) - b[idx].mean(axis=1))
+    # the oracle: each resample of the shared matrix written out as its images, applied to both
+    counts = resample_counts(400, 500, 3).numpy().astype(int)
+    reps = [np.repeat(a, c).mean() - np.repeat(b, c).mean() for c in counts]
     assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])))
+    # and within Monte-Carlo error of a plain numpy index bootstrap
+    rng = np.random.default_rng(11)
+    idx = rng.integers(0, 400, (4000, 400))
+    plain = np.quantile(a[idx].mean(axis=1) - b[idx].mean(axis=1), [0.025, 0.975])
+    assert np.allclose((lo, hi), plain, atol=0.012)
     assert lo < diff < hi
     same = paired_bootstrap(a, a, n_boot=200)
     assert same == (0.0, 0.0, 0.0)  # identical decisions: no spread at all

@@ -52,6 +52,9 @@ CLIP = Preprocessing(
 )
 DEFAULT_VIEWS = grid_views(VIEW_GRIDS)
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+#: (device, input dtype): uint8 on the CPU takes torchvision's native kernels; float levels
+#: take the two-pass PIL resampling that CUDA runs, so the CPU checks the CUDA algorithm too.
+INPUTS = [(d, t) for d in DEVICES for t in ("uint8", "float")]
 
 # ---------------------------------------------------------------------------- names
 
@@ -257,11 +260,12 @@ def pil_view(name: str, im: Image.Image, pp: Preprocessing) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("device", "dtype"), INPUTS, ids=[f"{d}-{t}" for d, t in INPUTS])
 @pytest.mark.parametrize("pp", [SUP, CLIP], ids=["256-224-bilinear", "224-224-bicubic"])
-def test_views_match_a_plain_pil_implementation(pp: Preprocessing, device: str) -> None:
+def test_views_match_a_plain_pil_implementation(pp: Preprocessing, device: str, dtype: str) -> None:
     for label, im in _photos().items():
         img = pil_to_tensor(im).to(device)
+        img = img.float() if dtype == "float" else img
         mean = torch.tensor(pp.mean, device=device).view(3, 1, 1)
         std = torch.tensor(pp.std, device=device).view(3, 1, 1)
         for name in DEFAULT_VIEWS:

@@ -3,7 +3,7 @@ reported, never fatal."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from beyond_inet.datasets.base import Sample
+from beyond_inet.settings import DECODERS
 
 if TYPE_CHECKING:
     import torch
@@ -49,11 +50,62 @@ def pil_to_tensor(im: Image.Image) -> torch.Tensor:
 
 @dataclass
 class Decoded:
-    """A decoded item: its index in the dataset's sample list and the image, or the error."""
+    """A decoded item: its index in the dataset's sample list and the image, or the error.
+
+    With device decoding a baseline JPEG arrives still encoded (``encoded``: its bytes as a
+    uint8 tensor, ``image`` None) and is decoded in a batch on the run's device
+    (:func:`decode_on_device`)."""
 
     index: int
     image: torch.Tensor | None
     error: str | None = None
+    encoded: torch.Tensor | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Decoded, or ready to be decoded on the device."""
+        return self.image is not None or self.encoded is not None
+
+
+def _device_decodable(path: str) -> bool:
+    """Whether torchvision's JPEG decoder takes this file as PIL would: a JPEG (by its
+    header, whatever its name) in RGB or grayscale (CMYK / YCCK stay with PIL)."""
+    with Image.open(path) as im:
+        return im.format == "JPEG" and im.mode in ("RGB", "L")
+
+
+def read_encoded(path: str) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor (what torchvision's decoders take)."""
+    import torch
+
+    return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+
+
+def decode_on_device(encoded: Sequence[torch.Tensor], device: str) -> list[torch.Tensor | str]:
+    """Decode JPEG bytes in one batch on ``device`` -> uint8 CHW RGB tensors there (EXIF
+    orientation applied, grayscale expanded to RGB, as :func:`load_rgb`). Where the batch
+    call fails, each image is decoded alone; an image that still fails becomes its error
+    text (the caller falls back to PIL)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def one(data: torch.Tensor) -> torch.Tensor | str:
+        try:
+            return decode_jpeg(
+                data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
+            )
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+
+    if not encoded:
+        return []
+    try:
+        return list(
+            decode_jpeg(
+                list(encoded), mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
+            )
+        )
+    except Exception:
+        return [one(d) for d in encoded]
 
 
 class DecodedImages:
@@ -86,6 +138,86 @@ class DecodedImages:
             return Decoded(self.indices[i], pil_to_tensor(self._open(i)))
         except Exception as e:
             return Decoded(self.indices[i], None, f"{type(e).__name__}: {e}")
+
+
+def decode_file(index: int, path: str, on_device: bool) -> Decoded:
+    """Decode one file with PIL, or (``on_device``, a JPEG torchvision takes) only read its
+    bytes for :func:`decode_on_device`; a failure is returned as the item's error."""
+    try:
+        if on_device and _device_decodable(path):
+            return Decoded(index, None, encoded=read_encoded(path))
+        return Decoded(index, pil_to_tensor(load_rgb(path)))
+    except Exception as e:
+        return Decoded(index, None, f"{type(e).__name__}: {e}")
+
+
+class _FileDecoder:
+    """A map-style dataset whose keys are ``(sample index, path)``: it holds no sample list,
+    so workers started once serve every later pass (:class:`DecodeWorkers`)."""
+
+    def __init__(self, on_device: bool) -> None:
+        self.on_device = on_device
+
+    def __getitem__(self, key: tuple[int, str]) -> Decoded:
+        return decode_file(key[0], key[1], self.on_device)
+
+
+class _Keys:
+    """The sampler of :class:`DecodeWorkers`: the keys of the current pass, read by the
+    DataLoader in the main process each time a pass starts."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, str]] = []
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class DecodeWorkers:
+    """CPU decode workers that persist across passes (datasets) of one ``precompute``.
+
+    ``batches(keys)`` yields :class:`DecodedBatch` es of ``batch_size`` for the
+    ``(sample index, path)`` keys, decoded in ``workers`` processes (0: in this one),
+    pinned when ``pin`` (CUDA). Close it (or use it as a context manager) to stop them.
+    """
+
+    def __init__(self, workers: int, batch_size: int, pin: bool, decode: str = "pil") -> None:
+        import torch
+
+        if decode not in DECODERS:
+            raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
+        self._keys = _Keys()
+        self.workers, self.batch_size, self.decode = workers, batch_size, decode
+        self._loader = torch.utils.data.DataLoader(
+            _FileDecoder(decode == "device"),  # type: ignore[arg-type]
+            batch_size=batch_size,
+            sampler=self._keys,  # type: ignore[arg-type]
+            num_workers=workers,
+            collate_fn=collate_decoded,
+            pin_memory=pin,
+            persistent_workers=workers > 0,
+        )
+
+    def batches(self, keys: Sequence[tuple[int, str]]) -> Iterator[DecodedBatch]:
+        """Decoded batches of ``keys``, in order."""
+        self._keys.keys = list(keys)
+        return iter(self._loader)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader._iterator = None  # type: ignore[attr-defined]
+
+    def __enter__(self) -> DecodeWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class DecodedBatch(list[Decoded]):

@@ -18,8 +18,9 @@ The trunk runs once per batch for all channels. Scoring lives elsewhere.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +28,21 @@ import torch
 from tqdm.auto import tqdm
 
 from beyond_inet.datasets.base import DecisionRule, FoundDataset
-from beyond_inet.datasets.decode import Decoded, DecodedImages, collate_decoded
+from beyond_inet.datasets.decode import (
+    Decoded,
+    DecodedBatch,
+    DecodedImages,
+    DecodeWorkers,
+    collate_decoded,
+    decode_on_device,
+    load_rgb,
+    pil_to_tensor,
+)
 from beyond_inet.models.base import LoadedModel
 from beyond_inet.models.contract import head_fp32, pooled_fp32, run_trunk
 from beyond_inet.scoring.metrics import brier_per_image
-from beyond_inet.settings import DEFAULT_BATCH_SIZE, PRECISIONS
+from beyond_inet.settings import DECODERS, DEFAULT_BATCH_SIZE, PRECISIONS, default_batch_size
+from beyond_inet.transforms.preprocess import Preprocessing
 from beyond_inet.transforms.views import STANDARD, View
 
 TOPK = 5
@@ -45,10 +56,13 @@ SCALED = ("confidence", "p_true", "brier")
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How to run: device, precision, batch size, workers, optional torch.compile, progress.
+    """How to run: device, precision, batch size, workers, optional torch.compile, progress,
+    the fp32 matmul policy and the decoder.
 
     ``precision``: ``fp32`` (the paper's) or ``bf16`` (the trunk under bf16 autocast); the
     head (final projection / zero-shot head), softmax and metrics are always fp32.
+    ``tf32``: let fp32 matmuls and convolutions use TF32 on GPUs that have it (off: fp32
+    means IEEE fp32). ``decode``: one of :data:`~beyond_inet.datasets.decode.DECODERS`.
     """
 
     device: str = "cpu"
@@ -57,15 +71,67 @@ class RunSettings:
     compile: bool = False
     progress: bool = True
     precision: str = "fp32"
+    tf32: bool = False
+    decode: str = "pil"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.decode not in DECODERS:
+            raise ValueError(f"decode must be one of {DECODERS}, got {self.decode!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     @property
     def cuda(self) -> bool:
         """True when running on a CUDA device."""
         return torch.device(self.device).type == "cuda"
+
+    def identity(self) -> dict[str, object]:
+        """What of these settings can change a stored number: the device kind and name,
+        precision, the TF32 policy, the decoder, the batch size and torch.compile (see the
+        README, "Run identity")."""
+        return {
+            "device": device_name(self.device),
+            "precision": self.precision,
+            "tf32": self.tf32 and self.cuda,
+            "decode": self.decode,
+            "batch_size": self.batch_size,
+            "compile": self.compile,
+        }
+
+
+def device_name(device: str) -> str:
+    """``cpu``, or ``cuda: <GPU name>`` (e.g. ``cuda: NVIDIA H200``)."""
+    d = torch.device(device)
+    if d.type != "cuda":
+        return d.type
+    return f"cuda: {torch.cuda.get_device_name(d)}"
+
+
+def runtime_versions() -> dict[str, str]:
+    """torch's version and the CUDA / cuDNN it runs with (empty on a CPU build)."""
+    out = {"torch": torch.__version__}
+    if torch.version.cuda and torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+        cudnn = torch.backends.cudnn.version()
+        if cudnn:
+            out["cudnn"] = str(cudnn)
+    return out
+
+
+def apply_tf32_policy(tf32: bool) -> None:
+    """Set fp32 matmuls and cuDNN convolutions to TF32 (``tf32``) or IEEE fp32 (torch's
+    default lets cuDNN convolutions use TF32 on Ampere and newer GPUs)."""
+    mode = "tf32" if tf32 else "ieee"
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9: the new API only
+        backends.cuda.matmul.fp32_precision = mode
+        backends.cudnn.conv.fp32_precision = mode
+        backends.cudnn.rnn.fp32_precision = mode
+    else:  # pragma: no cover - older torch
+        backends.cuda.matmul.allow_tf32 = tf32
+        backends.cudnn.allow_tf32 = tf32
 
 
 def resolve_device(choice: str) -> str:
@@ -75,6 +141,11 @@ def resolve_device(choice: str) -> str:
     if choice.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was requested but no CUDA GPU is available; use cpu.")
     return choice
+
+
+def resolve_batch_size(batch_size: int | None, device: str) -> int:
+    """The user's batch size, or the default for the device (larger on a GPU, to fill it)."""
+    return batch_size if batch_size is not None else default_batch_size(device)
 
 
 @dataclass(frozen=True)
@@ -170,7 +241,13 @@ class _Chunks:
             self.parts.setdefault(k, []).append(v)
 
     def joined(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(v) for k, v in self.parts.items()}
+        """Every key's batches concatenated, rows in sample-index order (a batch is
+        evaluated grouped by image size)."""
+        out = {k: np.concatenate(v) for k, v in self.parts.items()}
+        if "index" in out:
+            order = np.argsort(out["index"], kind="stable")
+            out = {k: v[order] for k, v in out.items()}
+        return out
 
 
 # --------------------------------------------------------------------------- scoring logits
@@ -192,46 +269,65 @@ class ClassSubset:
         return cls(idx, pos)
 
 
+def score_logits_on_device(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    rule: DecisionRule | None,
+    subset: ClassSubset | None = None,
+) -> dict[str, torch.Tensor]:
+    """fp32 softmax -> per-image outputs as tensors on the logits' device, without a host
+    sync (labels < 0 mean 'no label': p_true, brier NaN); see :func:`score_logits`."""
+    logits = logits.float()
+    out: dict[str, torch.Tensor] = {}
+    if subset is not None:
+        out["pred_full"] = logits.argmax(-1)
+        logits = logits[:, subset.indices]
+        labels = torch.where(labels >= 0, subset.position[labels.clamp(min=0)], -1)
+    probs = torch.softmax(logits, dim=-1)
+    top_p, top_i = _topk(probs, min(TOPK, probs.shape[-1]))
+    has = labels >= 0
+    safe = labels.clamp(min=0)
+    nan = torch.full_like(top_p[:, 0], torch.nan)
+    p_true = torch.where(has, probs.gather(1, safe[:, None])[:, 0], nan)
+    brier = torch.where(has, brier_per_image(probs, safe), nan.double())
+    if subset is not None:
+        top_i = subset.indices[top_i]
+    out.update(
+        pred=top_i[:, 0],
+        confidence=top_p[:, 0],
+        p_true=p_true,
+        topk_idx=top_i,
+        topk_prob=top_p,
+        brier=brier,
+    )
+    if rule is not None:
+        out["decision"] = rule.decide(probs)
+    return out
+
+
+def _topk(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k probabilities and classes, exact ties broken towards the lowest class index
+    on every device (a stable descending sort)."""
+    values, idx = torch.sort(probs, dim=-1, descending=True, stable=True)
+    return values[:, :k], idx[:, :k]
+
+
 def score_logits(
     logits: torch.Tensor,
     labels: torch.Tensor,
     rule: DecisionRule | None,
     subset: ClassSubset | None = None,
 ) -> dict[str, np.ndarray]:
-    """fp32 softmax -> per-image outputs (labels < 0 mean 'no label': p_true, brier NaN).
+    """fp32 softmax -> per-image outputs as numpy arrays (labels < 0 mean 'no label':
+    p_true, brier NaN).
 
     With ``subset`` the softmax runs over those classes only; predictions and top-k stay
     ImageNet-1k indices, and ``pred_full`` keeps the plain 1000-way argmax. The Brier term
     is :func:`beyond_inet.scoring.metrics.brier_per_image` of the softmax.
     """
-    logits = logits.float()
-    extra: dict[str, np.ndarray] = {}
-    if subset is not None:
-        extra["pred_full"] = logits.argmax(-1).cpu().numpy()
-        logits = logits[:, subset.indices]
-        labels = torch.where(labels >= 0, subset.position[labels.clamp(min=0)], -1)
-    probs = torch.softmax(logits, dim=-1)
-    top_p, top_i = probs.topk(min(TOPK, probs.shape[-1]), dim=-1)
-    has = labels >= 0
-    p_true = torch.where(has, probs.gather(1, labels.clamp(min=0)[:, None])[:, 0], torch.nan)
-    if subset is not None:
-        top_i = subset.indices[top_i]
-    has_np, labels_np = has.cpu().numpy(), labels.clamp(min=0).cpu().numpy()
-    brier = np.full(len(labels_np), np.nan)
-    if has_np.any():
-        brier[has_np] = brier_per_image(probs[has].cpu().numpy(), labels_np[has_np])
-    out = {
-        **extra,
-        "pred": top_i[:, 0].cpu().numpy(),
-        "confidence": top_p[:, 0].cpu().numpy(),
-        "p_true": p_true.cpu().numpy(),
-        "topk_idx": top_i.cpu().numpy(),
-        "topk_prob": top_p.cpu().numpy(),
-        "brier": brier,
+    return {
+        k: v.cpu().numpy() for k, v in score_logits_on_device(logits, labels, rule, subset).items()
     }
-    if rule is not None:
-        out["decision"] = rule.decide(probs).cpu().numpy()
-    return out
 
 
 # --------------------------------------------------------------------------- the pass
@@ -274,13 +370,145 @@ def _prepare(model: LoadedModel, settings: RunSettings) -> _Prepared:
     return _Prepared(model, trunk)  # type: ignore[arg-type]
 
 
-def _view_batch(
-    images: list[torch.Tensor], view: View, model: LoadedModel, settings: RunSettings
-) -> torch.Tensor:
-    batch = torch.stack([view.transform(img, model.preprocessing) for img in images])
-    if settings.cuda:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
+class _Inputs:
+    """One batch's decoded images on the device, sorted so that images of one size are
+    contiguous; each (view, preprocessing) input is built once per batch, in one call per
+    source size, and shared by every model with that recipe."""
+
+    def __init__(self, images: list[torch.Tensor], channels_last: bool) -> None:
+        self.groups: list[torch.Tensor] = []
+        start = 0
+        while start < len(images):
+            end = start + 1
+            while end < len(images) and images[end].shape == images[start].shape:
+                end += 1
+            self.groups.append(torch.stack(images[start:end]))
+            start = end
+        self.channels_last = channels_last
+        self._built: dict[tuple[str, Preprocessing], torch.Tensor] = {}
+
+    def get(self, view: View, pp: Preprocessing) -> torch.Tensor:
+        """The normalised float32 batch ``[B, 3, S, S]`` of ``view`` under ``pp``."""
+        key = (view.name, pp)
+        if key not in self._built:
+            parts = [view.transform(g, pp) for g in self.groups]
+            x = parts[0] if len(parts) == 1 else torch.cat(parts)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self._built[key] = x
+        return self._built[key]
+
+
+def _outputs_of(
+    p: _Prepared,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    settings: RunSettings,
+    channels: frozenset[str],
+    standard: bool,
+    scoring: tuple[DecisionRule | None, ClassSubset | None, float | None],
+) -> dict[str, torch.Tensor]:
+    """One model on one view's batch -> every requested output, as device tensors."""
+    rule, subset, temperature = scoring
+    t = run_trunk(p.model.module, x, settings.precision, p.trunk)
+    out: dict[str, torch.Tensor] = {}
+    logits = head_fp32(p.model.module, t) if PER_IMAGE in channels or LOGITS in channels else None
+    if PER_IMAGE in channels and logits is not None:
+        out.update(score_logits_on_device(logits, labels, rule, subset))
+        if standard and temperature is not None:
+            scaled = score_logits_on_device(logits / temperature, labels, None, subset)
+            out.update({f"{k}_ts": scaled[k] for k in SCALED})
+    if LOGITS in channels and standard and logits is not None:
+        out["logits"] = logits
+    if FEATURES in channels:
+        out["features"] = pooled_fp32(p.model.module, t)
+    if TAPS in channels:
+        out.update({f"tap:{k}": a for k, a in p.taps.items()})
+    return out
+
+
+def _split_on_oom(
+    compute: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    x: torch.Tensor,
+    labels: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """``compute(x, labels)``; a batch that runs out of GPU memory is computed in halves
+    (recursively) and the halves joined, so a large default batch never loses work."""
+    try:
+        return compute(x, labels)
+    except torch.OutOfMemoryError:
+        if len(x) < 2:
+            raise
+        torch.cuda.empty_cache()
+    half = len(x) // 2
+    a = _split_on_oom(compute, x[:half], labels[:half])
+    b = _split_on_oom(compute, x[half:], labels[half:])
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+class _Pending:
+    """One batch's outputs on their way to the host: every array of every model and view
+    packed into one float64 tensor and copied with ONE non-blocking copy into pinned memory
+    (CUDA); read back by :meth:`resolve` after the next batch has been queued, so the GPU
+    never waits for the host. float64 holds every output exactly (int64 class indices
+    < 2**53, float32 values)."""
+
+    def __init__(
+        self, index: np.ndarray, parts: list[tuple[tuple[str, str], dict[str, torch.Tensor]]]
+    ) -> None:
+        self.index = index
+        self.layout: list[tuple[tuple[str, str], str, torch.dtype, tuple[int, ...], int]] = []
+        flat = []
+        for key, arrays in parts:
+            for name, a in arrays.items():
+                cols = int(np.prod(a.shape[1:], dtype=np.int64))
+                self.layout.append((key, name, a.dtype, tuple(a.shape[1:]), cols))
+                flat.append(a.reshape(len(index), cols).to(torch.float64))
+        self.event: torch.cuda.Event | None = None
+        packed = torch.cat(flat, dim=1) if flat else torch.zeros(len(index), 0, dtype=torch.float64)
+        if packed.device.type == "cuda":
+            host = torch.empty(packed.shape, dtype=torch.float64, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            packed = host
+        self.host = packed
+
+    def resolve(self, sinks: _Sinks, tap_sink: TapSink | None) -> None:
+        """Wait for the copy, unpack each array to its dtype and shape, and hand it on."""
+        if self.event is not None:
+            self.event.synchronize()
+        table = self.host.numpy()
+        by_key: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        col = 0
+        for key, name, dtype, shape, cols in self.layout:
+            values = table[:, col : col + cols].reshape(len(self.index), *shape)
+            by_key.setdefault(key, {})[name] = values.astype(_NUMPY_DTYPES[dtype])
+            col += cols
+        for key, arrays in by_key.items():
+            taps = {k[4:]: arrays.pop(k) for k in list(arrays) if k.startswith("tap:")}
+            if "logits" in arrays:
+                sinks.chunks(LOGITS, key).add(index=self.index, values=arrays.pop("logits"))
+            if "features" in arrays:
+                sinks.chunks(FEATURES, key).add(index=self.index, values=arrays.pop("features"))
+            if arrays:
+                sinks.chunks(PER_IMAGE, key).add(index=self.index, **arrays)
+            if taps:
+                if tap_sink is not None:
+                    tap_sink(key[0], self.index, taps)
+                else:
+                    sinks.chunks(TAPS, key).add(index=self.index, **taps)
+
+
+_NUMPY_DTYPES = {
+    torch.float64: np.float64,
+    torch.float32: np.float32,
+    torch.float16: np.float32,
+    torch.bfloat16: np.float32,
+    torch.int64: np.int64,
+    torch.int32: np.int64,
+    torch.bool: np.bool_,
+}
 
 
 @dataclass
@@ -296,49 +524,80 @@ class _Sinks:
         return getattr(self, channel).setdefault(key, _Chunks())
 
 
+@dataclass(frozen=True)
+class _PassSpec:
+    """What one pass computes for each batch (fixed for the whole pass)."""
+
+    prepared: dict[str, _Prepared]
+    views: dict[str, Sequence[View]]
+    settings: RunSettings
+    channels: frozenset[str]
+    rule: DecisionRule | None
+    subset: ClassSubset | None
+    temperatures: dict[str, float]
+
+
+def _device_images(batch: Sequence[Decoded], device: str) -> list[tuple[Decoded, torch.Tensor]]:
+    """The batch's images on the device (decoded there where they arrived encoded; an image
+    the device decoder refuses is decoded by PIL), each with its item; failures dropped."""
+    encoded = [d for d in batch if d.image is None and d.encoded is not None]
+    decoded = dict(
+        zip(
+            (id(d) for d in encoded),
+            decode_on_device([d.encoded for d in encoded], device),  # type: ignore[misc]
+            strict=True,
+        )
+    )
+    out = []
+    for d in batch:
+        if d.image is not None:
+            out.append((d, d.image.to(device, non_blocking=True)))
+        elif id(d) in decoded:
+            img = decoded[id(d)]
+            if isinstance(img, str):  # the device decoder refused it: PIL decides
+                img = pil_to_tensor(load_rgb(_bytes_io(d.encoded))).to(device)  # type: ignore[arg-type]
+            out.append((d, img.to(device)))
+    return out
+
+
+def _bytes_io(data: torch.Tensor) -> object:
+    import io
+
+    return io.BytesIO(data.numpy().tobytes())
+
+
 def _run_batch(
-    ok: list[Decoded],
-    labels_all: torch.Tensor,
-    prepared: dict[str, _Prepared],
-    views: dict[str, Sequence[View]],
-    settings: RunSettings,
-    channels: frozenset[str],
-    rule: DecisionRule | None,
-    subset: ClassSubset | None,
-    sinks: _Sinks,
-    tap_sink: TapSink | None = None,
-    temperatures: dict[str, float] | None = None,
-) -> None:
-    """Every model and view on one batch of decoded images."""
-    index = np.array([d.index for d in ok])
-    labels = labels_all[index].to(settings.device)
-    images = [d.image.to(settings.device, non_blocking=True) for d in ok]  # type: ignore[union-attr]
-    for name, p in prepared.items():
-        for v in views[name]:
-            x = _view_batch(images, v, p.model, settings)
-            t = run_trunk(p.model.module, x, settings.precision, p.trunk)
-            key = (name, v.name)
-            standard = v.name == STANDARD.name
-            if PER_IMAGE in channels or LOGITS in channels:
-                logits = head_fp32(p.model.module, t)
-            if PER_IMAGE in channels:
-                out = score_logits(logits, labels, rule, subset)
-                temperature = (temperatures or {}).get(name)
-                if standard and temperature is not None:
-                    scaled = score_logits(logits / temperature, labels, None, subset)
-                    out.update({f"{k}_ts": scaled[k] for k in SCALED})
-                sinks.chunks(PER_IMAGE, key).add(index=index, **out)
-            if LOGITS in channels and standard:
-                sinks.chunks(LOGITS, key).add(index=index, values=logits.cpu().numpy())
-            if FEATURES in channels:
-                feats = pooled_fp32(p.model.module, t).cpu().numpy()
-                sinks.chunks(FEATURES, key).add(index=index, values=feats)
-            if TAPS in channels and p.taps:
-                pooled = {k: a.cpu().numpy() for k, a in p.taps.items()}
-                if tap_sink is not None:
-                    tap_sink(name, index, pooled)
-                else:
-                    sinks.chunks(TAPS, key).add(index=index, **pooled)
+    batch: Sequence[Decoded], labels_all: torch.Tensor, spec: _PassSpec
+) -> _Pending | None:
+    """Queue every model and view on one batch; returns its outputs on their way to the
+    host (``None`` for a batch without a decodable image)."""
+    settings = spec.settings
+    items = sorted(
+        _device_images(batch, settings.device), key=lambda di: tuple(di[1].shape)
+    )  # stable: same-size images contiguous, batch order kept within a size
+    if not items:
+        return None
+    index = np.array([d.index for d, _ in items])
+    labels = labels_all[torch.from_numpy(index)]
+    labels = (labels.pin_memory() if settings.cuda else labels).to(
+        settings.device, non_blocking=True
+    )
+    inputs = _Inputs([img for _, img in items], settings.cuda)
+    parts = []
+    for name, p in spec.prepared.items():
+        scoring = (spec.rule, spec.subset, spec.temperatures.get(name))
+        for v in spec.views[name]:
+            compute = functools.partial(
+                _outputs_of,
+                p,
+                settings=settings,
+                channels=spec.channels,
+                standard=v.name == STANDARD.name,
+                scoring=scoring,
+            )
+            x = inputs.get(v, p.model.preprocessing)
+            parts.append(((name, v.name), _split_on_oom(compute, x, labels)))
+    return _Pending(index, parts)
 
 
 def _results(
@@ -374,6 +633,7 @@ def run_pass(
     tokens: str = "mean",
     tap_sink: TapSink | None = None,
     temperatures: dict[str, float] | None = None,
+    decoder: DecodeWorkers | None = None,
 ) -> PassResult:
     """Decode the samples of one ``shard`` of ``found`` once and evaluate all ``models`` x
     their views, producing the requested ``channels`` (see the module docstring).
@@ -383,13 +643,15 @@ def run_pass(
     With ``tap_sink`` each batch's pooled taps go to it (``sink(model, index, taps)``, the
     models in order, every batch) instead of being kept: a streaming consumer (CKA) then
     never holds the activations of all images. ``temperatures`` maps model name -> the
-    temperature its ``standard`` view is also scored at (the ``*_ts`` outputs). Undecodable
-    images are skipped and returned in ``failed`` as (sample_id, error).
+    temperature its ``standard`` view is also scored at (the ``*_ts`` outputs). ``decoder``:
+    decode workers that outlive this pass (made for it when not given). Undecodable images
+    are skipped and returned in ``failed`` as (sample_id, error).
     """
     chans = frozenset(channels)
     unknown = chans - set(CHANNELS)
     if unknown:
         raise ValueError(f"unknown channel(s) {sorted(unknown)}; known: {', '.join(CHANNELS)}")
+    apply_tf32_policy(settings.tf32)
     views = views or {m.name: [STANDARD] for m in models}
     protocol_subset = found.spec.protocol.class_subset
     subset = ClassSubset.of(protocol_subset(), settings.device) if protocol_subset else None
@@ -397,45 +659,28 @@ def run_pass(
     if TAPS in chans:
         for name, names in (taps or {}).items():
             prepared[name].watch(names, tokens)
+    spec = _PassSpec(prepared, views, settings, chans, rule, subset, dict(temperatures or {}))
     positions = shard.positions(len(found.samples), settings.batch_size)
     labels_all = torch.tensor([s.label for s in found.samples], dtype=torch.long)
-    loader = torch.utils.data.DataLoader(
-        DecodedImages(found.samples, positions, found.reader),
-        batch_size=settings.batch_size,
-        num_workers=settings.workers,
-        collate_fn=collate_decoded,
-        pin_memory=settings.cuda,
-        persistent_workers=False,
-    )
     failed: list[tuple[str, str]] = []
     sinks = _Sinks()
     start = time.perf_counter()
     desc = found.spec.name + (f" [shard {shard.index}/{shard.count}]" if shard.count > 1 else "")
     bar = tqdm(total=len(positions), desc=desc, unit="img", disable=not settings.progress)
+    pending: _Pending | None = None
     try:
-        with torch.inference_mode(), bar:
+        with torch.inference_mode(), bar, _batches(found, positions, settings, decoder) as loader:
             for batch in loader:
-                ok = [d for d in batch if d.image is not None]
                 failed += [
-                    (found.samples[d.index].sample_id, d.error or "")
-                    for d in batch
-                    if d.image is None
+                    (found.samples[d.index].sample_id, d.error or "") for d in batch if not d.ok
                 ]
+                queued = _run_batch([d for d in batch if d.ok], labels_all, spec)
+                if pending is not None:  # batch k's results, read while batch k + 1 runs
+                    pending.resolve(sinks, tap_sink)
+                pending = queued
                 bar.update(len(batch))
-                if ok:
-                    _run_batch(
-                        ok,
-                        labels_all,
-                        prepared,
-                        views,
-                        settings,
-                        chans,
-                        rule,
-                        subset,
-                        sinks,
-                        tap_sink,
-                        temperatures,
-                    )
+            if pending is not None:
+                pending.resolve(sinks, tap_sink)
     finally:
         for p in prepared.values():
             p.close()
@@ -452,3 +697,41 @@ def run_pass(
         taps=tap_outputs,
         logits=logits,
     )
+
+
+class _batches:
+    """The decoded batches of a pass: from the run's persistent ``decoder`` when the
+    dataset is plain files, else from a loader made for this pass (closed on exit)."""
+
+    def __init__(
+        self,
+        found: FoundDataset,
+        positions: list[int],
+        settings: RunSettings,
+        decoder: DecodeWorkers | None,
+    ) -> None:
+        self.own: DecodeWorkers | None = None
+        if found.reader is None:
+            if decoder is None or decoder.batch_size != settings.batch_size:
+                decoder = self.own = DecodeWorkers(
+                    settings.workers, settings.batch_size, settings.cuda, settings.decode
+                )
+            keys = [(i, str(found.samples[i].path)) for i in positions]
+            self.iterator: Iterator[DecodedBatch] = decoder.batches(keys)
+        else:
+            self.iterator = iter(
+                torch.utils.data.DataLoader(
+                    DecodedImages(found.samples, positions, found.reader),
+                    batch_size=settings.batch_size,
+                    num_workers=settings.workers,
+                    collate_fn=collate_decoded,
+                    pin_memory=settings.cuda,
+                )
+            )
+
+    def __enter__(self) -> Iterator[DecodedBatch]:
+        return self.iterator
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own is not None:
+            self.own.close()

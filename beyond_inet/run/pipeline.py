@@ -20,7 +20,8 @@ import torch
 
 import beyond_inet
 from beyond_inet.datasets import FoundDataset
-from beyond_inet.models import LoadedModel, family
+from beyond_inet.datasets.decode import DecodeWorkers
+from beyond_inet.models import LoadedModel
 from beyond_inet.run.distributed import Dist
 from beyond_inet.run.distributed import init as init_dist
 from beyond_inet.run.engine import (
@@ -30,6 +31,7 @@ from beyond_inet.run.engine import (
     Features,
     LogitOutputs,
     PassResult,
+    device_name,
     run_pass,
     score_logits,
 )
@@ -39,6 +41,7 @@ from beyond_inet.run.plan import (
     evaluations_for,
     find_datasets,
     fitted_temperatures,
+    library_versions,
     load_models,
     plan_dataset,
 )
@@ -97,17 +100,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return beyond_inet.__version__ + (f"+{sha}" if sha else "")
-
-
-def library_versions(families: Sequence[str] = ("timm", "open_clip")) -> str:
-    """JSON of the versions that affect numbers (torch, torchvision and each family's)."""
-    import torch
-    import torchvision
-
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    for f in families:
-        versions.update(family(f).versions())
-    return json.dumps(versions, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- records
@@ -305,6 +297,7 @@ def run_record(
     """The run's provenance record (its settings: the model's, and how it was
     temperature-scaled, if it was)."""
     settings = dict(model.settings)
+    settings["run"] = cfg.run.identity()  # device name, batch size, compile, TF32, decoder
     if temperature_scaling:
         settings["temperature_scaling"] = temperature_scaling
     return RunRecord(
@@ -334,10 +327,10 @@ def model_provenance(cfg: PrecomputeConfig, model: LoadedModel) -> dict[str, Any
         "weights": model.weights,
         "random_weights": model.is_random,
         "preprocessing": model.preprocessing.to_json(),
-        "device": cfg.run.device,
+        "device": device_name(cfg.run.device),
         "precision": cfg.run.precision,
         "code_version": code_version(),
-        "library_versions": library_versions((model.spec.family,)),
+        "library_versions": json.dumps(library_versions((model.spec.family,)), sort_keys=True),
     }
 
 
@@ -439,6 +432,7 @@ def _evaluate(
     dist: Dist,
     log: Log,
     log_all: Log,
+    decoder: DecodeWorkers | None = None,
 ) -> tuple[PassResult | None, Path | None]:
     """This process's part of one dataset's pass. Returns the whole pass's result where
     this process commits it (one process, rank 0, ``--merge``), else ``None``; and the
@@ -473,6 +467,7 @@ def _evaluate(
             | ({LOGITS} if p.temperature == "fit" else set()),
             shard=shard,
             temperatures={m: t for m, (t, _) in plan.temperatures.items()},
+            decoder=decoder,
         )
 
     if shard.count == 1:
@@ -531,34 +526,43 @@ def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSumm
     found_all = dist.guarded(lambda: find_datasets(cfg, log))
     loaded = _load_models(cfg, dist, log) if dist.active else load_models(cfg, log)
     summaries: list[RunSummary] = []
-    for found in found_all:
-        temps = dist.broadcast(  # rank 0 reads the store; every rank's engine applies them
-            dist.guarded(
-                lambda found=found: (
-                    fitted_temperatures(store, cfg, found, loaded, log) if dist.main else None
-                )
-            )
-        )
-        plan = dist.guarded(
-            lambda found=found, temps=temps: plan_dataset(cfg, found, loaded, log, temps)
-        )
-        names = dist.guarded(  # rank 0 decides (it alone reads the store); all learn of a failure
-            lambda plan=plan: (
-                [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
-            )
-        )
-        names = dist.broadcast(names)
-        todo = [m for m in plan.models if m.name in (names or [])]
-        if not todo:
-            continue
-        started = _now()
-        result, folder = _evaluate(cfg, plan, todo, store, dist, log, log_all)
-        dist.guarded(
-            functools.partial(
-                _commit, store, cfg, plan, todo, result, folder, started, summaries, log
-            )
-        )
+    run = cfg.run
+    with DecodeWorkers(run.workers, run.batch_size, run.cuda, run.decode) as decoder:
+        for found in found_all:
+            _dataset(cfg, found, loaded, store, dist, decoder, summaries, log, log_all)
     return summaries
+
+
+def _dataset(
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    loaded: list[LoadedModel],
+    store: Store,
+    dist: Dist,
+    decoder: DecodeWorkers,
+    summaries: list[RunSummary],
+    log: Log,
+    log_all: Log,
+) -> None:
+    """Plan, evaluate and commit one found dataset (every rank takes part)."""
+    temps = dist.broadcast(  # rank 0 reads the store; every rank's engine applies them
+        dist.guarded(
+            lambda: fitted_temperatures(store, cfg, found, loaded, log) if dist.main else None
+        )
+    )
+    plan = dist.guarded(lambda: plan_dataset(cfg, found, loaded, log, temps))
+    names = dist.guarded(  # rank 0 decides (it alone reads the store); all learn of a failure
+        lambda: [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
+    )
+    names = dist.broadcast(names)
+    todo = [m for m in plan.models if m.name in (names or [])]
+    if not todo:
+        return
+    started = _now()
+    result, folder = _evaluate(cfg, plan, todo, store, dist, log, log_all, decoder)
+    dist.guarded(
+        functools.partial(_commit, store, cfg, plan, todo, result, folder, started, summaries, log)
+    )
 
 
 def _commit(
@@ -631,7 +635,7 @@ def paired_records(
                 cb = b.correct.get(view)
                 if cb is None or len(cb) != len(ca):
                     continue
-                c = compare(ca, cb, opts.n_boot, opts.seed)
+                c = compare(ca, cb, opts.n_boot, opts.seed, opts.device)
                 out.append(
                     PairedRecord(
                         run_a=a.run_id,

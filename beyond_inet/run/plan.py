@@ -120,18 +120,41 @@ def load_models(cfg: PrecomputeConfig, log: Log) -> list[LoadedModel]:
     return loaded
 
 
+def library_versions(families: Sequence[str] = ("timm", "open_clip")) -> dict[str, str]:
+    """The versions that affect numbers: torch (and the CUDA / cuDNN it runs with),
+    torchvision and each model family's library."""
+    import torchvision
+
+    from beyond_inet.models import family
+    from beyond_inet.run.engine import runtime_versions
+
+    versions = {**runtime_versions(), "torchvision": torchvision.__version__}
+    for f in families:
+        versions.update(family(f).versions())
+    return versions
+
+
+def run_environment(settings: RunSettings, model: LoadedModel) -> dict[str, object]:
+    """The part of a run's identity that is how it ran, not what: the device and its name,
+    precision, TF32, decoder, batch size, torch.compile, and the library versions."""
+    return {**settings.identity(), "versions": library_versions((model.spec.family,))}
+
+
 def run_key(
     model: LoadedModel,
     dataset: str,
     views: Sequence[View],
     limit: int | None,
-    precision: str = "fp32",
+    environment: dict[str, object],
     content: str = "",
     temperature: float | None = None,
 ) -> str:
-    """Identity of a run: model, weights, dataset and its content (``content``: the
+    """Identity of a run — everything that can change a stored number (README, "Run
+    identity"): model, weights, dataset and its content (``content``: the
     :meth:`FoundDataset.fingerprint` of the evaluated files), views, preprocessing,
-    settings, precision, limit, and the temperature applied (when one is)."""
+    settings, limit, the temperature applied (when one is) and the ``environment``
+    (:func:`run_environment`: device, precision, TF32, decoder, batch size, compile,
+    library versions). A run is skipped only when a finished run has the same key."""
     payload = {
         "model": model.name,
         "weights": model.weights,
@@ -140,7 +163,7 @@ def run_key(
         "preprocessing": model.preprocessing.to_dict(),
         "settings": {k: v for k, v in model.settings.items() if k != "head_cache"},
         "limit": limit,
-        "precision": precision,
+        "environment": environment,
         "content": content,
     }
     if temperature is not None:
@@ -265,7 +288,7 @@ def plan_dataset(
             found.spec.name,
             per_model[m.name],
             cfg.limit,
-            cfg.run.precision,
+            run_environment(cfg.run, m),
             content,
             temperatures[m.name][0] if m.name in temperatures else None,
         )

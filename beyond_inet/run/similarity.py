@@ -19,10 +19,16 @@ import pyarrow as pa
 
 from beyond_inet.datasets import FoundDataset
 from beyond_inet.models import LoadedModel
-from beyond_inet.run.engine import TAPS, run_pass
+from beyond_inet.run.engine import TAPS, device_name, run_pass
 from beyond_inet.run.errors import PrecomputeError
-from beyond_inet.run.pipeline import code_version, library_versions
-from beyond_inet.run.plan import PrecomputeConfig, find_datasets, load_models, model_for_dataset
+from beyond_inet.run.pipeline import code_version
+from beyond_inet.run.plan import (
+    PrecomputeConfig,
+    find_datasets,
+    library_versions,
+    load_models,
+    model_for_dataset,
+)
 from beyond_inet.run.records import CkaRunRecord, cka_cells
 from beyond_inet.scoring.cka import MIN_BATCH, MinibatchCKA
 from beyond_inet.store import Store
@@ -190,10 +196,12 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
         started_at=started,
         finished_at=datetime.now(UTC).replace(tzinfo=None),
         seconds=seconds,
-        device=cfg.run.device,
+        device=device_name(cfg.run.device),
         precision=cfg.run.precision,
         code_version=code_version(),
-        library_versions=library_versions(tuple({a.spec.family, b.spec.family})),
+        library_versions=json.dumps(
+            library_versions(tuple({a.spec.family, b.spec.family})), sort_keys=True
+        ),
     )
     cells: pa.Table = cka_cells(run_id, matrix, la, lb)
     if not store.commit_cka(run, cells, cfg.force, log):

@@ -3,12 +3,16 @@
 Each evaluation is registered by name with the output channels of the engine it needs;
 a dataset's protocol lists the ones that apply to it. Evaluations only compose the pure
 functions of :mod:`beyond_inet.scoring.metrics` — the functions the oracle tests check —
-and add 95% percentile bootstrap intervals (one bootstrap for every metric:
-:func:`~beyond_inet.scoring.metrics.bootstrap_intervals`).
+and add 95% percentile bootstrap intervals. Every interval of a view comes from ONE resample
+matrix (:func:`~beyond_inet.scoring.metrics.resample_counts`, shared by every view and model
+of the same image count): each metric is a function of per-image column sums, so its
+replicates are ``finish(counts @ design)`` — one matrix product, on the GPU when there is one.
+Point estimates are the metric functions' own values.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,10 +32,12 @@ PER_IMAGE = "per_image"
 
 @dataclass(frozen=True)
 class ScoringOptions:
-    """Bootstrap resamples (0 disables intervals) and seed."""
+    """Bootstrap resamples (0 disables intervals), seed, and the device the resample sums
+    run on (the run's: ``cuda`` scores on the GPU)."""
 
     n_boot: int = DEFAULT_BOOTSTRAP
     seed: int = 0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -74,26 +80,45 @@ def channels_for(evaluations: Sequence[str], run_evaluations: Sequence[str]) -> 
 # --------------------------------------------------------------------------- intervals
 
 
-def _with_ci(
-    name: str,
-    stat: Callable[..., float],
-    arrays: tuple[np.ndarray, ...],
-    opts: ScoringOptions,
-    vectorized: bool = False,
-) -> MetricRow:
-    """``stat(*arrays)`` with its percentile bootstrap interval."""
-    value = float(stat(*arrays))
-    if opts.n_boot <= 0 or len(arrays[0]) == 0:
-        return MetricRow(name, value)
-    lo, hi = M.bootstrap_ci(
-        stat, *arrays, n_boot=opts.n_boot, seed=opts.seed, vectorized=vectorized
-    )
-    return MetricRow(name, value, lo, hi)
+Finish = Callable[[np.ndarray], np.ndarray]
+
+
+def _intervals(
+    design: np.ndarray, finish: Finish, opts: ScoringOptions
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Percentile intervals of ``finish(column sums)`` [..., K] over the view's bootstrap
+    resamples of the rows of ``design`` [N, C]; ``None`` without resamples or images."""
+    if opts.n_boot <= 0 or len(design) == 0:
+        return None
+    reps = finish(M.resample_sums(design, opts.n_boot, opts.seed, opts.device))
+    return M.percentile_interval(reps.reshape(opts.n_boot, -1))
+
+
+def _ratio(sums: np.ndarray) -> np.ndarray:
+    """Every column but the last over the last (a masked mean: values * mask, mask)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[:, :-1] / sums[:, -1:]
+
+
+def _means(
+    names: Sequence[str], columns: Sequence[np.ndarray], mask: np.ndarray, opts: ScoringOptions
+) -> list[MetricRow]:
+    """The mean of each per-image column over the images in ``mask``
+    (:func:`beyond_inet.scoring.metrics.mean`), each with its interval from the view's
+    resamples (the masked mean ``sum(values * mask) / sum(mask)`` per resample)."""
+    m = np.asarray(mask, dtype=bool)
+    values = [np.asarray(c, dtype=np.float64) for c in columns]
+    rows = [MetricRow(n, float(M.mean(v[m]))) for n, v in zip(names, values, strict=True)]
+    design = np.stack([np.where(m, v, 0.0) for v in values] + [m.astype(np.float64)], axis=1)
+    ci = _intervals(design, _ratio, opts)
+    if ci is None:
+        return rows
+    return [MetricRow(r.metric, r.value, lo, hi) for r, lo, hi in zip(rows, *ci, strict=True)]
 
 
 def _mean_ci(name: str, values: np.ndarray, opts: ScoringOptions) -> MetricRow:
-    """The mean of per-image values (:func:`beyond_inet.scoring.metrics.mean`), with CI."""
-    return _with_ci(name, M.mean, (np.asarray(values, dtype=np.float64),), opts, True)
+    """The mean of per-image values with its interval (all images)."""
+    return _means([name], [values], np.ones(len(values), bool), opts)[0]
 
 
 def _labelled(p: ImageRecords) -> np.ndarray:
@@ -107,19 +132,14 @@ def accuracy(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     """``top1``, ``top5`` (fractions; not for tasks of fewer than 5 classes) and
     ``p_true_mean`` over labelled images."""
     m = _labelled(p)
-    top5 = (
-        []
-        if p.topk_idx.ndim < 2 or p.topk_idx.shape[1] < 5
-        else [_mean_ci("top5", M.topk_hits(p.topk_idx[m], p.label[m], 5), opts)]
-    )
-    return [
-        _mean_ci("top1", p.correct[m], opts),
-        *top5,
-        _mean_ci("p_true_mean", p.p_true[m], opts),
-    ]
+    names, cols = ["top1"], [p.correct]
+    if p.topk_idx.ndim == 2 and p.topk_idx.shape[1] >= 5:
+        names.append("top5")
+        cols.append(M.topk_hits(p.topk_idx, np.where(m, p.label, -1), 5))
+    return _means([*names, "p_true_mean"], [*cols, np.nan_to_num(p.p_true)], m, opts)
 
 
-def _calibration_rows(
+def _calibration_set(
     conf: np.ndarray,
     corr: np.ndarray,
     p_true: np.ndarray,
@@ -127,24 +147,29 @@ def _calibration_rows(
     opts: ScoringOptions,
     suffix: str = "",
 ) -> list[MetricRow]:
-    return [
-        _with_ci(
-            "ece" + suffix,
-            lambda c, k: M.expected_calibration_error(c, k, 15),
-            (conf, corr),
-            opts,
-            True,
-        ),
-        _with_ci(
-            "mce" + suffix,
-            lambda c, k: M.max_calibration_error(c, k, 15),
-            (conf, corr),
-            opts,
-            True,
-        ),
-        _with_ci("nll" + suffix, M.negative_log_likelihood, (p_true,), opts, True),
-        _with_ci("brier" + suffix, M.brier_score, (brier,), opts, True),
+    """ECE, MCE (15 bins), NLL and Brier of labelled images' arrays, with intervals from one
+    product of the view's resamples with their per-image columns."""
+    nll = M.negative_log_likelihood(p_true)
+    values = [
+        M.expected_calibration_error(conf, corr, 15),
+        M.max_calibration_error(conf, corr, 15),
+        nll,
+        M.brier_score(brier),
     ]
+    names = [n + suffix for n in ("ece", "mce", "nll", "brier")]
+    per_image = np.stack([-np.log(np.clip(p_true, 1e-12, None)), brier, np.ones(len(conf))], 1)
+    design = np.concatenate([M.calibration_design(conf, corr, 15), per_image], axis=1)
+
+    def finish(sums: np.ndarray) -> np.ndarray:
+        n = sums[:, -1]
+        ece, mce = M.calibration_errors_from_sums(sums[:, :-3], n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.stack([ece, mce, sums[:, -3] / n, sums[:, -2] / n], axis=1)
+
+    ci = _intervals(design, finish, opts)
+    if ci is None:
+        return [MetricRow(n, float(v)) for n, v in zip(names, values, strict=True)]
+    return [MetricRow(n, float(v), lo, hi) for n, v, lo, hi in zip(names, values, *ci, strict=True)]
 
 
 def calibration(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
@@ -157,9 +182,9 @@ def calibration(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     def col(a: np.ndarray) -> np.ndarray:
         return a[m].astype(np.float64)
 
-    rows = _calibration_rows(col(p.confidence), corr, col(p.p_true), col(p.brier), opts)
+    rows = _calibration_set(col(p.confidence), corr, col(p.p_true), col(p.brier), opts)
     if p.confidence_ts is not None and p.p_true_ts is not None and p.brier_ts is not None:
-        rows += _calibration_rows(
+        rows += _calibration_set(
             col(p.confidence_ts), corr, col(p.p_true_ts), col(p.brier_ts), opts, "_ts"
         )
     return rows
@@ -174,11 +199,10 @@ def imagenet_x(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     correct = (p.pred[aligned.rows] == aligned.labels).astype(np.float64)
     f = aligned.factors
     value = M.imagenet_x_statistics(correct, f)
-    lo = hi = np.full(value.shape, np.nan)
-    if opts.n_boot > 0:
-        lo, hi = M.bootstrap_intervals(
-            M.imagenet_x_statistics, correct, f, n_boot=opts.n_boot, seed=opts.seed, vectorized=True
-        )
+    design = np.zeros((len(p), 2 * len(IMAGENET_X_FACTORS) + 2))  # the view's rows
+    design[aligned.rows] = M.imagenet_x_design(correct, f)
+    ci = _intervals(design, M.imagenet_x_statistics_from_sums, opts)
+    lo, hi = ci if ci is not None else (np.full(value.shape, np.nan),) * 2
     n = len(IMAGENET_X_FACTORS)
     rows = [MetricRow("imagenet_x_images", float(len(correct)))]
     for j, k in enumerate(IMAGENET_X_FACTORS):
@@ -187,10 +211,6 @@ def imagenet_x(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
         rows.append(MetricRow(f"factor_count:{k}", float(f[:, j].sum())))
     rows.append(MetricRow("error_ratio_mean", float(value[-1]), lo[-1], hi[-1]))
     return rows
-
-
-#: The shape-bias summaries that get a bootstrap interval (one bootstrap for all four).
-SHAPE_BIAS_INTERVALS = ("shape_bias", "shape_accuracy", "texture_accuracy", "accuracy_all_images")
 
 
 def shape_bias(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
@@ -203,19 +223,14 @@ def shape_bias(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     shapes = np.array([s for s, _ in parsed])
     textures = np.array([t for _, t in parsed])
     result = M.shape_bias(p.decision, shapes, textures)
-    lo = hi = np.full(len(SHAPE_BIAS_INTERVALS), np.nan)
-    if opts.n_boot > 0 and len(shapes):
-
-        def summaries(d: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
-            r = M.shape_bias(d, s, t)
-            return np.array([r[k] for k in SHAPE_BIAS_INTERVALS])
-
-        lo, hi = M.bootstrap_intervals(
-            summaries, p.decision, shapes, textures, n_boot=opts.n_boot, seed=opts.seed
-        )
-    ci = {k: (lo[i], hi[i]) for i, k in enumerate(SHAPE_BIAS_INTERVALS)}
+    design = M.shape_bias_design(p.decision, shapes, textures)
+    ci = _intervals(design, M.shape_bias_from_sums, opts)
+    bounds = {
+        k: (ci[0][i], ci[1][i]) if ci is not None else (np.nan, np.nan)
+        for i, k in enumerate(M.SHAPE_BIAS_SUMMARIES)
+    }
     return [
-        MetricRow(name, float(value), *ci.get(name, (np.nan, np.nan)))
+        MetricRow(name, float(value), *bounds.get(name, (np.nan, np.nan)))
         for name, value in result.items()
     ]
 
@@ -225,8 +240,7 @@ def accuracy_1000way(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     whose ``top1`` is over the subset's logits)."""
     if p.pred_full is None:
         return []
-    m = _labelled(p)
-    return [_mean_ci("top1_1000way", p.pred_full[m] == p.label[m], opts)]
+    return _means(["top1_1000way"], [p.pred_full == p.label], _labelled(p), opts)
 
 
 def real(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
@@ -237,11 +251,8 @@ def real(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     keep = np.array([bool(s) for s in sets], dtype=bool)
     if not keep.any():
         return []
-    hit = np.array(
-        [int(pred) in s for pred, s, k in zip(p.pred, sets, keep, strict=True) if k],
-        dtype=np.float64,
-    )
-    return [_mean_ci("top1_real", hit, opts), MetricRow("real_images", float(keep.sum()))]
+    hit = np.array([int(pred) in s for pred, s in zip(p.pred, sets, strict=True)], np.float64)
+    return [*_means(["top1_real"], [hit], keep, opts), MetricRow("real_images", float(keep.sum()))]
 
 
 def sorted_values(values: Sequence[str]) -> list[str]:
@@ -259,10 +270,11 @@ def factor_values(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     if p.factor_value is None:
         return []
     known = np.asarray(pd.notna(p.factor_value), dtype=bool) & _labelled(p)
-    values = p.factor_value.astype(object)
+    values = np.array([str(x) for x in p.factor_value], dtype=object)
     return [
-        _mean_ci(f"top1_at:{v}", p.correct[known & (values == v)], opts)
-        for v in sorted_values([str(x) for x in values[known]])
+        row
+        for v in sorted_values(list(values[known]))
+        for row in _means([f"top1_at:{v}"], [p.correct], known & (values == v), opts)
     ]
 
 
@@ -270,14 +282,22 @@ def per_class(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:
     """``mean_per_class``: the mean over classes of each class's top-1 (transfer tasks
     that report it: Pets, Flowers102, Caltech101)."""
     m = _labelled(p)
-    return [
-        _with_ci(
-            "mean_per_class",
-            mean_per_class_accuracy,
-            (p.pred[m], p.label[m]),
-            opts,
-        )
-    ]
+    pred, label = p.pred[m], p.label[m]
+    value = mean_per_class_accuracy(pred, label)
+    classes = np.unique(label)
+    member = (label[:, None] == classes[None, :]).astype(np.float64)  # [N, classes]
+    design = np.concatenate([member * (pred == label)[:, None], member], axis=1)
+
+    def finish(sums: np.ndarray) -> np.ndarray:
+        k = len(classes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = sums[:, :k] / np.where(sums[:, k:] > 0, sums[:, k:], np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any class
+            return np.nanmean(per_class, axis=1)
+
+    ci = _intervals(design, finish, opts)
+    return [MetricRow("mean_per_class", value, *(c[0] for c in ci) if ci else ())]
 
 
 for _name, _fn in (

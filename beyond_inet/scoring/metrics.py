@@ -69,18 +69,29 @@ def negative_log_likelihood(p_true: np.ndarray, eps: float = 1e-12) -> Any:
     return _last_axis_mean(-np.log(np.clip(p, eps, None)))
 
 
-def brier_per_image(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """float64 [N]: ``sum_c (probs[n, c] - onehot(labels[n])_c) ** 2`` (computed in chunks)."""
-    probs, labels = np.asarray(probs), np.asarray(labels)
-    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
-        raise ValueError(f"expected probs [N, C] and labels [N], got {probs.shape}, {labels.shape}")
-    out = np.empty(probs.shape[0], dtype=np.float64)
-    step = max(1, 2**22 // max(probs.shape[1], 1))
-    for start in range(0, probs.shape[0], step):
-        diff = probs[start : start + step].astype(np.float64)
-        diff[np.arange(diff.shape[0]), labels[start : start + step]] -= 1.0
-        out[start : start + step] = np.einsum("ij,ij->i", diff, diff)
-    return out
+def brier_per_image(probs: Any, labels: Any) -> Any:
+    """float64 [N]: ``sum_c (probs[n, c] - onehot(labels[n])_c) ** 2``.
+
+    numpy in, numpy out (computed in chunks); a torch tensor in gives a float64 tensor on its
+    device without a host sync (the engine scores batches on the GPU with it).
+    """
+    import torch
+
+    as_numpy = not isinstance(probs, torch.Tensor)
+    p, y = torch.as_tensor(probs), torch.as_tensor(labels)
+    if p.ndim != 2 or tuple(y.shape) != (p.shape[0],):
+        raise ValueError(
+            f"expected probs [N, C] and labels [N], got {tuple(p.shape)}, {tuple(y.shape)}"
+        )
+    y = y.to(device=p.device, dtype=torch.long)[:, None]
+    step = max(1, 2**22 // max(p.shape[1], 1))
+    parts = []
+    for start in range(0, p.shape[0], step):
+        diff = p[start : start + step].to(torch.float64, copy=True)
+        diff.scatter_add_(1, y[start : start + step], torch.full_like(diff[:, :1], -1.0))
+        parts.append((diff * diff).sum(dim=1))
+    out = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=p.device)
+    return out.numpy() if as_numpy else out
 
 
 def brier_score(brier_values: np.ndarray) -> Any:
@@ -181,6 +192,35 @@ def calibration_errors(
     return ece.reshape(lead), mce.reshape(lead)
 
 
+def calibration_design(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """float64 [N, 2 (n_bins + 1)]: per image, its bin indicator (:func:`calibration_bins`'
+    binning) in the first ``n_bins + 1`` columns and ``correct - confidence`` in its bin's
+    column of the second half. Column sums over any weighting of the images (a bootstrap
+    resample) give each bin's count and ``hits - total confidence``:
+    :func:`calibration_errors_from_sums` turns them into ECE and MCE."""
+    conf, corr = _calibration_inputs(confidence, correct, n_bins)
+    k, rows = n_bins + 1, np.arange(len(conf))
+    design = np.zeros((len(conf), 2 * k))
+    idx = _bin_index(conf, n_bins)
+    design[rows, idx] = 1.0
+    design[rows, k + idx] = corr - conf
+    return design
+
+
+def calibration_errors_from_sums(sums: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ECE, MCE) [...] from :func:`calibration_design` column sums [..., 2 (n_bins + 1)] and
+    the image count ``n`` [...]: ``ECE = sum_k |hits_k - conf_k| / n`` (the count-weighted
+    mean gap of :func:`calibration_errors`), ``MCE = max_k |hits_k - conf_k| / count_k`` over
+    non-empty bins; NaN without images."""
+    k = sums.shape[-1] // 2
+    count, gap = sums[..., :k], np.abs(sums[..., k:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ece = gap.sum(axis=-1) / n
+        per_bin = np.where(count > 0.5, gap / np.where(count > 0.5, count, 1.0), -np.inf)
+    mce = per_bin.max(axis=-1)
+    return ece, np.where(np.isfinite(mce), mce, NAN)
+
+
 def expected_calibration_error(
     confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
 ) -> Any:
@@ -231,6 +271,72 @@ def _bootstrap_replicates(
     return np.concatenate(parts)
 
 
+# ---- one resample matrix per image count: every bootstrapped metric from counts @ design
+
+
+def _sum_dtype(device: str) -> Any:
+    """float64 on a GPU; float32 on the CPU, where it is twice as fast (the counts are exact
+    integers; a column sum of N values is within ~1e-6 relative, far below the bootstrap's
+    own Monte-Carlo error)."""
+    import torch
+
+    return torch.float64 if device.startswith("cuda") else torch.float32
+
+
+@functools.lru_cache(maxsize=2)
+def resample_counts(n: int, n_boot: int, seed: int = 0, device: str = "cpu") -> Any:
+    """The bootstrap resample matrix of N images: a tensor [n_boot, N] on ``device`` whose row
+    b counts how often each image is drawn in resample b (N draws with replacement).
+
+    Drawn once per (N, n_boot, seed) on the CPU with torch's seeded generator (so the same
+    on every device) and shared by every metric, view and model of that size: the paired
+    comparisons of two models see the same resamples. Cached (the last two sizes)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.empty((n_boot, n), dtype=torch.uint8)
+    step = max(1, min(n_boot, 2**24 // max(n, 1)))
+    for start in range(0, n_boot, step):
+        rows = min(step, n_boot - start)
+        idx = torch.randint(0, n, (rows, n), generator=gen)
+        c = torch.zeros((rows, n), dtype=torch.int16)
+        c.scatter_add_(1, idx, torch.ones(1, dtype=torch.int16).expand(rows, n))
+        counts[start : start + rows] = c.clamp_(max=255).to(torch.uint8)
+    return counts.to(device=device, dtype=_sum_dtype(device))
+
+
+def resample_sums(
+    design: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, device: str = "cpu"
+) -> np.ndarray:
+    """float64 [n_boot, K]: the column sums of ``design`` [N, K] (per-image values) in each
+    bootstrap resample of its N rows (:func:`resample_counts` @ design), on ``device``.
+    A metric that is a function of column sums (a mean, a ratio, binned calibration) gets
+    its bootstrap replicates from these by the same function as its value."""
+    import torch
+
+    x = np.asarray(design, dtype=np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    counts = resample_counts(x.shape[0], n_boot, seed, device)
+    xt = torch.from_numpy(x).to(device=device, dtype=counts.dtype)
+    return (counts @ xt).to(torch.float64).cpu().numpy()
+
+
+def percentile_interval(
+    replicates: np.ndarray, alpha: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval ``(lo[K], hi[K])`` at level ``1 - alpha`` of replicates
+    [n_boot, K] (or [n_boot]); NaN replicates are dropped per column, NaN where none is
+    left."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    reps = reps[:, None] if reps.ndim == 1 else reps
+    lo, hi = np.full(reps.shape[1], NAN), np.full(reps.shape[1], NAN)
+    for j in range(reps.shape[1]):
+        col = reps[:, j][~np.isnan(reps[:, j])]
+        if col.size:
+            lo[j], hi[j] = np.percentile(col, [50.0 * alpha, 100.0 - 50.0 * alpha])
+    return lo, hi
+
+
 def bootstrap_replicates(
     statistic: Callable[..., Any],
     *arrays: np.ndarray,
@@ -239,65 +345,20 @@ def bootstrap_replicates(
     vectorized: bool = False,
 ) -> np.ndarray:
     """The statistic on ``n_boot`` joint row resamples of ``arrays`` (float64 [n_boot, K]):
-    the replicates :func:`bootstrap_intervals` takes percentiles of."""
+    the replicates of a statistic that is not a function of column sums (see :func:`resample_sums`)."""
     arrs = _check_bootstrap(arrays, n_boot, 0.05)
     return _bootstrap_replicates(statistic, arrs, n_boot, seed, vectorized)
 
 
 def _check_bootstrap(arrays: Sequence[np.ndarray], n_boot: int, alpha: float) -> list[np.ndarray]:
     if not arrays:
-        raise ValueError("bootstrap_ci needs at least one array")
+        raise ValueError("a bootstrap needs at least one array")
     if not 0.0 < alpha < 1.0 or n_boot < 1:
         raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got {alpha}, {n_boot}")
     arrs = [np.asarray(a) for a in arrays]
     if any(a.ndim == 0 or len(a) != len(arrs[0]) for a in arrs):
         raise ValueError(f"arrays must share their first dimension: {[a.shape for a in arrs]}")
     return arrs
-
-
-def bootstrap_intervals(
-    statistic: Callable[..., Any],
-    *arrays: np.ndarray,
-    n_boot: int = DEFAULT_BOOTSTRAP,
-    alpha: float = 0.05,
-    seed: int = 0,
-    vectorized: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap intervals ``(lo[K], hi[K])`` at level ``1 - alpha`` for a
-    statistic returning K values (a scalar: K = 1).
-
-    Rows (axis 0) of all arrays are resampled jointly with the same indices; deterministic
-    for a given seed and inputs. NaN replicates are dropped per component; NaN where none is
-    left (or the input is empty). With ``vectorized=True`` the statistic receives arrays
-    with a leading resample axis ([B, N, ...]) and returns [B] or [B, K] - same draws.
-    """
-    arrs = _check_bootstrap(arrays, n_boot, alpha)
-    if len(arrs[0]) == 0:
-        return np.array([NAN]), np.array([NAN])
-    reps = _bootstrap_replicates(statistic, arrs, n_boot, seed, vectorized)
-    lo = np.full(reps.shape[1], NAN)
-    hi = np.full(reps.shape[1], NAN)
-    for j in range(reps.shape[1]):
-        col = reps[:, j][~np.isnan(reps[:, j])]
-        if col.size:
-            lo[j], hi[j] = np.percentile(col, [50.0 * alpha, 100.0 - 50.0 * alpha])
-    return lo, hi
-
-
-def bootstrap_ci(
-    statistic: Callable[..., float],
-    *arrays: np.ndarray,
-    n_boot: int = DEFAULT_BOOTSTRAP,
-    alpha: float = 0.05,
-    seed: int = 0,
-    vectorized: bool = False,
-) -> tuple[float, float]:
-    """Percentile bootstrap ``(lo, hi)`` of a scalar statistic (see
-    :func:`bootstrap_intervals`); (nan, nan) for empty input or all-NaN replicates."""
-    lo, hi = bootstrap_intervals(
-        statistic, *arrays, n_boot=n_boot, alpha=alpha, seed=seed, vectorized=vectorized
-    )
-    return float(lo[0]), float(hi[0])
 
 
 # --------------------------------------------------------------------------- ImageNet-X
@@ -350,40 +411,67 @@ def align_imagenet_x(
     return ImageNetXAlignment(rows=rows.astype(np.int64), labels=labels, factors=factors)
 
 
+def _imagenet_x_from_parts(
+    hits: np.ndarray, totals: np.ndarray, n_correct: np.ndarray, n: Any
+) -> np.ndarray:
+    """[..., 17] factor accuracies then overall, from the per-factor hits and image counts,
+    the correct count and the image count."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_factor = hits / totals
+        average = n_correct / n
+    return np.concatenate([per_factor, np.asarray(average)[..., None]], axis=-1)
+
+
 def imagenet_x_accuracy_vector(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """[..., 17]: accuracy per factor (IMAGENET_X_FACTORS order, NaN if none) then overall.
 
-    ``correct`` is [..., M] (bool/0-1), ``factors`` [..., M, 16]; leading axes broadcast, so a
-    vectorised bootstrap can pass [B, M] and [B, M, 16].
+    ``correct`` is [..., M] (bool/0-1), ``factors`` [..., M, 16]; leading axes broadcast.
     """
     corr = np.asarray(correct, dtype=np.float64)
     fac = np.asarray(factors, dtype=np.float64)
     hits = np.matmul(corr[..., None, :], fac)[..., 0, :]
-    totals = fac.sum(axis=-2)
+    return _imagenet_x_from_parts(hits, fac.sum(axis=-2), corr.sum(axis=-1), corr.shape[-1])
+
+
+def _imagenet_x_summaries(acc: np.ndarray) -> np.ndarray:
+    """[..., 33] from [..., 17] accuracies: the 16 factor accuracies, the 16 error ratios
+    ``(1 - acc_factor) / (1 - acc_overall)`` and their mean (NaN factors left out)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_factor = hits / totals
-        average = corr.sum(axis=-1) / corr.shape[-1]
-    return np.concatenate([per_factor, np.asarray(average)[..., None]], axis=-1)
+        ratio = (1.0 - acc[..., :-1]) / (1.0 - acc[..., -1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        mean = np.nanmean(ratio, axis=-1, keepdims=True)
+    return np.concatenate([acc[..., :-1], ratio, mean], axis=-1)
 
 
 def imagenet_x_error_ratio_vector(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """[..., 16]: ``(1 - acc_factor) / (1 - acc_overall)``; inputs as imagenet_x_accuracy_vector."""
-    acc = imagenet_x_accuracy_vector(correct, factors)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (1.0 - acc[..., :-1]) / (1.0 - acc[..., -1:])
+    n = len(IMAGENET_X_FACTORS)
+    return _imagenet_x_summaries(imagenet_x_accuracy_vector(correct, factors))[..., n : 2 * n]
 
 
 def imagenet_x_statistics(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """[..., 33]: the 16 factor accuracies, the 16 error ratios and their mean
     (:func:`imagenet_x_accuracy_vector`, :func:`imagenet_x_error_ratio_vector`); inputs as
-    those, leading axes broadcast (bootstrap resamples). A factor without images is NaN and
-    left out of the mean."""
-    acc = imagenet_x_accuracy_vector(correct, factors)[..., :-1]
-    ratio = imagenet_x_error_ratio_vector(correct, factors)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
-        mean = np.nanmean(ratio, axis=-1, keepdims=True)
-    return np.concatenate([acc, ratio, mean], axis=-1)
+    those. A factor without images is NaN and left out of the mean."""
+    return _imagenet_x_summaries(imagenet_x_accuracy_vector(correct, factors))
+
+
+def imagenet_x_design(correct: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """float64 [M, 34]: ``correct * factors`` (16), ``factors`` (16), ``correct``, 1 — the
+    per-image columns whose sums :func:`imagenet_x_statistics_from_sums` takes."""
+    corr = np.asarray(correct, dtype=np.float64)
+    fac = np.asarray(factors, dtype=np.float64)
+    return np.concatenate([corr[:, None] * fac, fac, corr[:, None], np.ones((len(corr), 1))], 1)
+
+
+def imagenet_x_statistics_from_sums(sums: np.ndarray) -> np.ndarray:
+    """:func:`imagenet_x_statistics` [..., 33] from :func:`imagenet_x_design` column sums."""
+    n = len(IMAGENET_X_FACTORS)
+    acc = _imagenet_x_from_parts(
+        sums[..., :n], sums[..., n : 2 * n], sums[..., 2 * n], sums[..., -1]
+    )
+    return _imagenet_x_summaries(acc)
 
 
 def imagenet_x_factor_accuracies(
@@ -436,6 +524,31 @@ def _shape_fraction(decisions: np.ndarray, shapes: np.ndarray, textures: np.ndar
     n_shape = int(np.count_nonzero(decisions == shapes))
     n_texture = int(np.count_nonzero(decisions == textures))
     return n_shape / (n_shape + n_texture) if n_shape + n_texture else NAN
+
+
+#: The shape-bias summaries that :func:`shape_bias_from_sums` gives (with intervals).
+SHAPE_BIAS_SUMMARIES = ("shape_bias", "shape_accuracy", "texture_accuracy", "accuracy_all_images")
+
+
+def shape_bias_design(
+    decisions: np.ndarray, shapes: np.ndarray, textures: np.ndarray
+) -> np.ndarray:
+    """float64 [N, 5] per image: decided by shape (shape != texture), by texture (likewise),
+    shape != texture, decided by shape (any image), 1 — the columns whose sums give
+    :data:`SHAPE_BIAS_SUMMARIES` (:func:`shape_bias_from_sums`)."""
+    d, s, t = (_category_names(x) for x in (decisions, shapes, textures))
+    keep = s != t
+    cols = [(d == s) & keep, (d == t) & keep, keep, d == s, np.ones(len(d), bool)]
+    return np.stack(cols, axis=1).astype(np.float64)
+
+
+def shape_bias_from_sums(sums: np.ndarray) -> np.ndarray:
+    """[..., 4] :data:`SHAPE_BIAS_SUMMARIES` from :func:`shape_bias_design` column sums, as
+    :func:`shape_bias` defines them."""
+    shape, texture, kept, shape_all, n = (sums[..., j] for j in range(5))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = [shape / (shape + texture), shape / kept, texture / kept, shape_all / n]
+    return np.stack(out, axis=-1)
 
 
 def shape_bias(decisions: np.ndarray, shapes: np.ndarray, textures: np.ndarray) -> dict[str, float]:

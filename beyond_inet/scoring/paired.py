@@ -58,21 +58,20 @@ def paired_bootstrap(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    device: str = "cpu",
 ) -> tuple[float, float, float]:
     """(accuracy of A minus B, its ``1 - alpha`` percentile interval) with both models
-    resampled by the same image indices (``numpy.random.default_rng(seed)``)."""
+    resampled by the same images: the view's resample matrix
+    (:func:`~beyond_inet.scoring.metrics.resample_counts`), the one its metrics use."""
+    from beyond_inet.scoring.metrics import percentile_interval, resample_sums
+
     a, b = _pair(a_correct, b_correct)
     d = a.astype(np.float64) - b.astype(np.float64)
     if not len(d):
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for k in range(0, n_boot, 256):
-        m = min(256, n_boot - k)
-        idx = rng.integers(0, len(d), (m, len(d)))
-        reps[k : k + m] = d[idx].mean(axis=1)
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return float(d.mean()), float(lo), float(hi)
+    reps = resample_sums(d, n_boot, seed, device)[:, 0] / len(d)
+    lo, hi = percentile_interval(reps, alpha)
+    return float(d.mean()), float(lo[0]), float(hi[0])
 
 
 def error_consistency(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
@@ -100,7 +99,7 @@ def bootstrap_difference_p(
     twice the smaller share of replicate differences on either side of 0, at most 1 (the
     percentile interval at level ``1 - p`` just touches 0). ``vectorized``: the statistic
     takes arrays with a leading resample axis (as in
-    :func:`~beyond_inet.scoring.metrics.bootstrap_intervals`)."""
+    :func:`~beyond_inet.scoring.metrics.bootstrap_replicates`)."""
     from beyond_inet.scoring.metrics import bootstrap_replicates
 
     k = len(a)
@@ -144,14 +143,18 @@ class PairedComparison:
 
 
 def compare(
-    a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int = 1000, seed: int = 0
+    a_correct: np.ndarray,
+    b_correct: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> PairedComparison:
     """McNemar's exact test, the paired bootstrap interval (none when ``n_boot`` is 0) and
     error consistency of two aligned correctness arrays."""
     a, b = _pair(a_correct, b_correct)
     nan = float("nan")
     if n_boot > 0:
-        diff, lo, hi = paired_bootstrap(a, b, n_boot, seed)
+        diff, lo, hi = paired_bootstrap(a, b, n_boot, seed, device=device)
     else:  # no resamples: the difference without an interval
         diff, lo, hi = (float(a.mean() - b.mean()) if len(a) else nan), nan, nan
     return PairedComparison(

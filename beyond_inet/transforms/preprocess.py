@@ -8,6 +8,7 @@ every model and view.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -131,19 +132,66 @@ def from_open_clip_config(cfg: dict[str, Any]) -> Preprocessing:
     )
 
 
-def resize_shorter(img: torch.Tensor, size: int, pp: Preprocessing) -> torch.Tensor:
-    """Resize a uint8/float CHW image so that its shorter side is ``size``.
+def _levels_resize(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
+    """PIL's resampling on float levels: the width pass, then the height pass, each rounded
+    half up and clamped to 0..255 as PIL does between its passes (its 8-bit intermediate).
 
-    The longer side is ``int(size * long / short)``, as torchvision's ``Resize(int)`` does.
+    One antialiased pass over both axes (what torch computes for float or CUDA input) differs
+    from PIL by up to 10 levels for bicubic; these two passes stay within one level.
     """
-    return _tf().resize(img, [size], interpolation=pp.interpolation_mode, antialias=pp.antialias)
+    import torch
+    import torch.nn.functional as F
+
+    x = img if img.is_floating_point() else img.to(torch.float32)
+    batched = x.ndim == 4
+    x = x if batched else x[None]
+    mode = pp.interpolation
+    if mode == "nearest":
+        x = F.interpolate(x, size=(height, width), mode="nearest")
+        return x if batched else x[0]
+    kwargs = {"mode": mode, "align_corners": False, "antialias": pp.antialias}
+    if x.shape[-1] != width:
+        x = F.interpolate(x, size=(x.shape[-2], width), **kwargs).add_(0.5).floor_().clamp_(0, 255)
+    if x.shape[-2] != height:
+        x = F.interpolate(x, size=(height, width), **kwargs).add_(0.5).floor_().clamp_(0, 255)
+    return x if batched else x[0]
 
 
-def resize_exact(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
-    """Resize a CHW image to exactly ``height`` x ``width`` (the recipe's interpolation)."""
+def resize_to(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
+    """Resize ``[..., C, H, W]`` image levels to ``height`` x ``width`` with the recipe's
+    interpolation, as PIL resamples.
+
+    uint8 on the CPU takes torchvision's native uint8 kernels (built to match PIL); float
+    levels (0..255) on any device, and uint8 elsewhere (CUDA), take :func:`_levels_resize`.
+    The result holds levels: uint8 for uint8 CPU input, else float32.
+    """
+    if tuple(img.shape[-2:]) == (height, width):
+        return img
+    if img.dtype.is_floating_point or img.device.type != "cpu":
+        return _levels_resize(img, height, width, pp)
     return _tf().resize(
         img, [height, width], interpolation=pp.interpolation_mode, antialias=pp.antialias
     )
+
+
+def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """Output size when the shorter side becomes ``size``: the longer side is
+    ``int(size * long / short)``, as torchvision's ``Resize(int)`` does."""
+    if width <= height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def resize_shorter(img: torch.Tensor, size: int, pp: Preprocessing) -> torch.Tensor:
+    """Resize ``[..., C, H, W]`` image levels so that the shorter side is ``size``
+    (:func:`shorter_side_size`, :func:`resize_to`)."""
+    h, w = shorter_side_size(int(img.shape[-2]), int(img.shape[-1]), size)
+    return resize_to(img, h, w, pp)
+
+
+def resize_exact(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
+    """Resize ``[..., C, H, W]`` image levels to exactly ``height`` x ``width``."""
+    return resize_to(img, height, width, pp)
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -152,25 +200,36 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
-    """The window ``[top, top + height) x [left, left + width)`` of a CHW image; parts
+    """The window ``[top, top + height) x [left, left + width)`` of ``[..., C, H, W]``; parts
     outside the image are zeros (as PIL's ``Image.crop``)."""
     return _tf().crop(img, top, left, height, width)
 
 
-def to_normalized_float(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
-    """uint8 [0,255] (or float [0,255] after resampling) CHW -> normalised float32 CHW."""
+@functools.lru_cache(maxsize=64)
+def _normalisation(
+    mean: tuple[float, ...], std: tuple[float, ...], device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as [C, 1, 1] float32 tensors on ``device``, built once per device."""
     import torch
 
-    x = img.to(torch.float32)
-    if img.dtype == torch.uint8:
-        x = x / 255.0
-    mean = torch.tensor(pp.mean, device=x.device, dtype=x.dtype).view(-1, 1, 1)
-    std = torch.tensor(pp.std, device=x.device, dtype=x.dtype).view(-1, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
+    return m, s
+
+
+def to_normalized_float(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
+    """``[..., C, H, W]`` image levels (uint8, or float 0..255 after resampling) ->
+    normalised float32: ``(levels / 255 - mean) / std``."""
+    import torch
+
+    x = img.to(torch.float32) / 255.0
+    mean, std = _normalisation(pp.mean, pp.std, str(x.device))
     return (x - mean) / std
 
 
 def standard_transform(img: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
-    """The model's evaluation transform on one uint8 CHW image -> normalised float CHW."""
+    """The model's evaluation transform on ``[..., C, H, W]`` image levels (one image or a
+    batch of one size) -> normalised float32."""
     if pp.resize_mode == "exact":
         c = pp.crop_size
         same = tuple(img.shape[-2:]) == (c, c)

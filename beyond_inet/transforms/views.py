@@ -14,8 +14,10 @@ The invariance families follow the paper's code (``utils/transforms.py`` and
 * ``resolution:<r>``: resize the shorter side to ``floor(r * R / C)``, center-crop ``r``;
   the model runs at ``r x r``.
 
-Every transform takes a uint8 CHW tensor on any device (the single decode) and returns a
-normalised float32 CHW tensor on the same device. The default grids are data
+Every transform takes image levels ``[..., C, H, W]`` on any device — one image, or a batch
+of images of one size (the single decode: uint8, or float 0..255) — and returns normalised
+float32 on the same device; resampling matches PIL on every device
+(:func:`~beyond_inet.transforms.preprocess.resize_to`). The default grids are data
 (:data:`VIEW_GRIDS`).
 """
 
@@ -50,7 +52,7 @@ def _same_size(pp: Preprocessing) -> int:
 
 @dataclass(frozen=True)
 class View:
-    """A named transform ``(uint8 CHW image, preprocessing) -> normalised float CHW``.
+    """A named transform ``(image levels [..., C, H, W], preprocessing) -> normalised float``.
 
     ``input_size`` gives the side of the square the model runs at for this view.
     """
