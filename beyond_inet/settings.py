@@ -38,6 +38,9 @@ DASHBOARD_LOCK_WAIT_SECONDS = 10.0
 DIST_TIMEOUT_SECONDS = float(os.environ.get("BEYOND_INET_DIST_TIMEOUT", "1800"))
 
 STORE_ENV = "BEYOND_INET_STORE"
+#: The default of ``--device`` (``auto``, ``cpu``, ``cuda``); the test suite sets ``cpu`` so
+#: that its CPU oracles compare like with like, and its CUDA tests ask for ``cuda``.
+DEVICE_ENV = "BEYOND_INET_DEVICE"
 DATA_ROOT_ENV = "BEYOND_INET_DATA_ROOT"
 CACHE_ENV = "BEYOND_INET_CACHE"
 DOWNLOADS_ENV = "BEYOND_INET_DOWNLOADS"
@@ -52,6 +55,11 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
         return os.cpu_count() or 1
+
+
+def default_device() -> str:
+    """``--device``'s default: ``$BEYOND_INET_DEVICE`` or ``auto``."""
+    return os.environ.get(DEVICE_ENV, "").strip() or "auto"
 
 
 def default_batch_size(device: str) -> int:

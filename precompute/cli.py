@@ -231,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="auto = cuda when available (default)",
+        default=settings.default_device(),
+        help="auto = cuda when available (default: $BEYOND_INET_DEVICE or auto)",
     )
     p.add_argument(
         "--precision",
@@ -379,6 +379,10 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
 
     models = tuple(m for group in (args.model or [["all"]]) for m in group)
     datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(
+            f"--device {args.device!r} (from ${settings.DEVICE_ENV}?): use auto, cpu or cuda."
+        )
     device = resolve_device(args.device)
     if args.transfer and args.cka:
         raise UsageError("--transfer and --cka are separate runs; give one of them.")

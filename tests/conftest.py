@@ -21,6 +21,9 @@ TINY_CLIP = "open_clip:test-tiny-clip"
 
 # Never touch the network from tests: any hub lookup must fail fast and locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# precompute runs on the CPU unless a test asks for CUDA (tests/test_cuda.py): the CPU
+# oracles of the other tests compare like with like, also on a GPU machine.
+os.environ.setdefault("BEYOND_INET_DEVICE", "cpu")
 
 
 def run_record(run_id: str, **values: object) -> RunRecord:

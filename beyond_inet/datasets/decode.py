@@ -3,6 +3,7 @@ reported, never fatal."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,12 @@ def decode_on_device(encoded: Sequence[torch.Tensor], device: str) -> list[torch
     orientation applied, grayscale expanded to RGB, as :func:`load_rgb`). Where the batch
     call fails, each image is decoded alone; an image that still fails becomes its error
     text (the caller falls back to PIL)."""
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode_jpegs(encoded, device)
+
+
+def _decode_jpegs(encoded: Sequence[torch.Tensor], device: str) -> list[torch.Tensor | str]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def one(data: torch.Tensor) -> torch.Tensor | str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -200,14 +201,14 @@ def cross_fit_outputs(
     z = np.asarray(logits.values[rows], dtype=np.float32)
     labels = np.array([found.samples[i].label for i in out.index], dtype=np.int64)
     ids = [found.samples[i].sample_id for i in out.index]
-    fit = ts.cross_fit(z, labels, ts.folds(ids))
+    fit = ts.cross_fit(z, labels, ts.folds(ids), device)
     if not fit.complete or not len(z):
         return out, fit
     subset_of = found.spec.protocol.class_subset
     subset = ClassSubset.of(subset_of(), device) if subset_of else None
     scaled = score_logits(
-        torch.from_numpy(z / fit.per_image[:, None].astype(np.float32)),
-        torch.from_numpy(labels),
+        torch.from_numpy(z / fit.per_image[:, None].astype(np.float32)).to(device),
+        torch.from_numpy(labels).to(device),
         None,
         subset,
     )
@@ -221,6 +222,7 @@ def scale_outputs(
     result: PassResult,
     applied: tuple[float, str] | None,
     log: Log,
+    device: str = "cpu",
 ) -> tuple[dict[str, LogitOutputs], Scaling | None]:
     """Temperature scaling of one model's outputs (transform view -> outputs) by the
     dataset's protocol: cross-fitted on the fit dataset (from the pass's logits); the
@@ -235,7 +237,7 @@ def scale_outputs(
     logits = result.logits.get((model, "standard"))
     if use != "fit" or logits is None or "standard" not in outputs:
         return outputs, None
-    scaled, fit = cross_fit_outputs(found, outputs["standard"], logits)
+    scaled, fit = cross_fit_outputs(found, outputs["standard"], logits, device)
     if not fit.complete:
         log(
             f"note: {model} on {found.spec.name}: a cross-fit fold has no labelled image; "
@@ -334,21 +336,31 @@ def model_provenance(cfg: PrecomputeConfig, model: LoadedModel) -> dict[str, Any
     }
 
 
-def store_model_run(
-    store: Store,
+@dataclass
+class ModelRun:
+    """One model's part of a pass, temperature-scaled and split into stored views: what
+    :func:`commit_model_run` scores and commits (``records``: transform view -> stored view
+    -> records)."""
+
+    run_id: str
+    model: LoadedModel
+    views: Sequence[View]
+    records: dict[str, dict[str, ImageRecords]]
+    scaling: Scaling | None
+
+
+def prepare_model_run(
     cfg: PrecomputeConfig,
     found: FoundDataset,
     model: LoadedModel,
     views: Sequence[View],
     result: PassResult,
-    started: datetime,
-    key: str,
     log: Log = print,
     temperature: tuple[float, str] | None = None,
-) -> RunSummary:
-    """Score one model's outputs from a pass and commit them as one finished run
-    (``temperature``: the one the pass applied, and the run that fitted it)."""
-    run_id = uuid.uuid4().hex[:16]
+) -> ModelRun:
+    """One model's outputs from a pass -> scaled per-image records (the temperature fit, when
+    the dataset fits one, happens here; ``temperature``: the one the pass applied, and the
+    run that fitted it)."""
     outputs, scaling = scale_outputs(
         found,
         model.name,
@@ -356,13 +368,35 @@ def store_model_run(
         result,
         temperature,
         log,
+        cfg.scoring.device,
     )
     records = {
         v.name: split_views(found, {v.name: outputs[v.name]}, result.decision_labels) for v in views
     }
+    return ModelRun(uuid.uuid4().hex[:16], model, views, records, scaling)
+
+
+def commit_model_run(
+    store: Store,
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    prepared: ModelRun,
+    result: PassResult,
+    started: datetime,
+    key: str,
+    log: Log = print,
+) -> RunSummary:
+    """Score a prepared model run (every evaluation of the dataset's protocol) and commit it
+    as one finished run."""
+    run_id, model, views, records = (
+        prepared.run_id,
+        prepared.model,
+        prepared.views,
+        prepared.records,
+    )
     scored = score_records(found, views, records, cfg.scoring)
-    if scaling is not None:
-        scored += scaling.rows(
+    if prepared.scaling is not None:
+        scored += prepared.scaling.rows(
             name for name, rec in records["standard"].items() if rec.confidence_ts is not None
         )
     tables = [
@@ -371,9 +405,8 @@ def store_model_run(
         for name, rec in by_view.items()
     ]
     metrics = metrics_frame(run_id, model.name, found.spec.name, scored)
-    run = run_record(
-        cfg, found, model, views, result, started, key, run_id, scaling and scaling.settings
-    )
+    scaling = prepared.scaling and prepared.scaling.settings
+    run = run_record(cfg, found, model, views, result, started, key, run_id, scaling)
     stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
     return RunSummary(
         model.name,
@@ -513,6 +546,45 @@ def run_precompute(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
         dist.close()
 
 
+class _Background:
+    """One job at a time in a background thread of the committing process: a pass's scoring
+    and commit run while the next pass computes. A daemon thread, so Ctrl-C is never held
+    up by a commit (each run commits in one transaction: stopping mid-way leaves nothing
+    partial). :meth:`wait` re-raises the job's error."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, job: Callable[[], None] | None) -> None:
+        """Run ``job`` in the background (after the previous one has finished)."""
+        self.wait()
+        if job is None:
+            return
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as e:  # re-raised by wait() in the main thread
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="beyond-inet-commit", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the running job has finished; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+#: (model, weights, preprocessing, precision) -> (temperature, run id) fitted by this process
+Fitted = dict[tuple[str, str, str, str], tuple[float, str]]
+
+
 def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSummary]:
     log = log_all if dist.main else _quiet
     store = Store(cfg.store)
@@ -526,10 +598,25 @@ def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSumm
     found_all = dist.guarded(lambda: find_datasets(cfg, log))
     loaded = _load_models(cfg, dist, log) if dist.active else load_models(cfg, log)
     summaries: list[RunSummary] = []
-    run = cfg.run
+    run, background, fitted = cfg.run, _Background(), {}
+    pending: Callable[[], None] | None = None
     with DecodeWorkers(run.workers, run.batch_size, run.cuda, run.decode) as decoder:
         for found in found_all:
-            _dataset(cfg, found, loaded, store, dist, decoder, summaries, log, log_all)
+            job = _dataset(
+                cfg,
+                found,
+                loaded,
+                store,
+                dist,
+                decoder,
+                summaries,
+                log,
+                log_all,
+                fitted,
+                lambda pending=pending: background.start(pending),
+            )
+            pending = job
+    dist.guarded(lambda: (background.wait(), pending and pending()))
     return summaries
 
 
@@ -543,11 +630,20 @@ def _dataset(
     summaries: list[RunSummary],
     log: Log,
     log_all: Log,
-) -> None:
-    """Plan, evaluate and commit one found dataset (every rank takes part)."""
+    fitted: Fitted,
+    start_previous: Callable[[], None],
+) -> Callable[[], None] | None:
+    """Plan and evaluate one found dataset (every rank takes part); returns the scoring and
+    commit of its runs for the committing process to run later (``None`` elsewhere).
+
+    Rank 0 reads the store for this dataset first (temperatures, runs already done), then
+    ``start_previous`` starts the previous dataset's commit in the background, so it runs
+    while this pass computes and never while the store is read here."""
     temps = dist.broadcast(  # rank 0 reads the store; every rank's engine applies them
         dist.guarded(
-            lambda: fitted_temperatures(store, cfg, found, loaded, log) if dist.main else None
+            lambda: (
+                fitted_temperatures(store, cfg, found, loaded, log, fitted) if dist.main else None
+            )
         )
     )
     plan = dist.guarded(lambda: plan_dataset(cfg, found, loaded, log, temps))
@@ -555,48 +651,63 @@ def _dataset(
         lambda: [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
     )
     names = dist.broadcast(names)
+    dist.guarded(start_previous if dist.main else lambda: None)
     todo = [m for m in plan.models if m.name in (names or [])]
     if not todo:
-        return
+        return None
     started = _now()
     result, folder = _evaluate(cfg, plan, todo, store, dist, log, log_all, decoder)
-    dist.guarded(
-        functools.partial(_commit, store, cfg, plan, todo, result, folder, started, summaries, log)
+    prepared = dist.guarded(lambda: _prepare_runs(cfg, plan, todo, result, fitted, log))
+    if result is None or prepared is None:
+        return None
+    return functools.partial(
+        _commit, store, cfg, plan, prepared, result, folder, started, summaries, log
     )
+
+
+def _prepare_runs(
+    cfg: PrecomputeConfig,
+    plan: DatasetPlan,
+    todo: list[LoadedModel],
+    result: PassResult | None,
+    fitted: Fitted,
+    log: Log,
+) -> list[ModelRun] | None:
+    """Each model's run of a whole pass (where this process has it), temperature-scaled;
+    a temperature fitted here is remembered in ``fitted`` for the next datasets."""
+    if result is None:
+        return None
+    out = []
+    for m in todo:
+        prepared = prepare_model_run(
+            cfg, plan.found, m, plan.views[m.name], result, log, plan.temperatures.get(m.name)
+        )
+        if prepared.scaling is not None and plan.found.spec.protocol.temperature == "fit":
+            key = (m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision)
+            fitted[key] = (prepared.scaling.temperature, prepared.run_id)
+        out.append(prepared)
+    return out
 
 
 def _commit(
     store: Store,
     cfg: PrecomputeConfig,
     plan: DatasetPlan,
-    todo: list[LoadedModel],
-    result: PassResult | None,
+    prepared: list[ModelRun],
+    result: PassResult,
     folder: Path | None,
     started: datetime,
     summaries: list[RunSummary],
     log: Log,
 ) -> None:
-    """Score and commit each model's run of a whole pass (where this process has it), then
-    drop its staged shards."""
-    if result is None:
-        return
+    """Score and commit each model's run of a whole pass, then drop its staged shards."""
     found = plan.found
     for sid, err in result.failed:
         log(f"warning: {found.spec.name}: could not decode {sid}: {err}")
     done: list[RunSummary] = []
-    for m in todo:
-        s = store_model_run(
-            store,
-            cfg,
-            found,
-            m,
-            plan.views[m.name],
-            result,
-            started,
-            plan.keys[m.name],
-            log,
-            plan.temperatures.get(m.name),
-        )
+    for p in prepared:
+        m = p.model
+        s = commit_model_run(store, cfg, found, p, result, started, plan.keys[m.name], log)
         summaries.append(s)
         done.append(s)
         if s.status == "done":

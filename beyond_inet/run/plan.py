@@ -244,16 +244,19 @@ def fitted_temperatures(
     found: FoundDataset,
     loaded: Sequence[LoadedModel],
     log: Log,
+    fitted: dict[tuple[str, str, str, str], tuple[float, str]] | None = None,
 ) -> dict[str, tuple[float, str]]:
     """For a dataset that applies temperature scaling, each model's temperature fitted on
-    ImageNet val (same weights, preprocessing and precision) from the store; a note for each
-    model that has none (its calibration after scaling is then left out)."""
+    ImageNet val (same weights, preprocessing and precision): fitted by this process
+    (``fitted``, a run not committed yet), else from the store; a note for each model that
+    has none (its calibration after scaling is then left out)."""
     if found.spec.protocol.temperature != "apply":
         return {}
     source = temperature_dataset()
     out = {}
     for m in loaded:
-        got = store.fitted_temperature(
+        here = (m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision)
+        got = (fitted or {}).get(here) or store.fitted_temperature(
             source, m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision
         )
         if got is None:

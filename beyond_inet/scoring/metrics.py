@@ -344,8 +344,8 @@ def bootstrap_replicates(
     seed: int = 0,
     vectorized: bool = False,
 ) -> np.ndarray:
-    """The statistic on ``n_boot`` joint row resamples of ``arrays`` (float64 [n_boot, K]):
-    the replicates of a statistic that is not a function of column sums (see :func:`resample_sums`)."""
+    """The statistic on ``n_boot`` joint row resamples of ``arrays`` (float64 [n_boot, K]),
+    for statistics that are not functions of column sums (else :func:`resample_sums`)."""
     arrs = _check_bootstrap(arrays, n_boot, 0.05)
     return _bootstrap_replicates(statistic, arrs, n_boot, seed, vectorized)
 
