@@ -17,6 +17,14 @@ Issue 10 (the package restructuring), before -> after: identical predictions, me
 runs except ``brier`` (per image and its mean) within 1.4e-7 — the Brier term is now
 computed by ``metrics.brier_per_image`` in float64 rather than in float32 torch — and the
 new nullable columns ``pred_full`` (ImageNet-R / -A) and ``factor_value`` (PUG, Hard).
+
+Issue 17 (the GPU path: batched inputs, on-device scoring, one resample matrix), ff1f192 ->
+after, on the CPU: ``predictions`` identical (every column, bit for bit); metric values
+identical except ``brier`` / ``brier_ts`` within 7e-16 (the Brier term is now summed on the
+device in float64, in another order); intervals moved by Monte-Carlo noise only (new draws,
+one matrix for every metric: at the fixture's 8-20 images per view an end point moves by up
+to 2 nats of NLL; ``benchmarks/bench_scoring.py`` shows the agreement at 50,000 images);
+``runs.settings`` gains ``run`` (device, precision, TF32, decoder, batch size, compile).
 """
 
 from __future__ import annotations

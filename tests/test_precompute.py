@@ -437,3 +437,51 @@ def test_every_stored_metric_is_in_the_catalogue(filled_store: Store) -> None:
     assert {"top1", "ece", "error_ratio_mean", "shape_bias", "agreement"} <= set(names)
     for name in names:
         spec(name)  # raises for a metric the catalogue does not describe
+
+
+def test_a_pass_is_scored_and_committed_while_the_next_pass_runs(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from beyond_inet.run import pipeline
+
+    next_pass_started = threading.Event()
+    seen: dict[str, tuple[str, bool]] = {}
+    real_run_pass, real_commit = pipeline.run_pass, pipeline.commit_model_run
+
+    def run_pass(found, *a, **k):  # type: ignore[no-untyped-def]
+        if found.spec.name == "imagenet-val":
+            next_pass_started.set()
+        return real_run_pass(found, *a, **k)
+
+    def commit(store, cfg, found, *a, **k):  # type: ignore[no-untyped-def]
+        # cue-conflict's commit waits for imagenet-val's pass: it must not block it
+        overlapped = found.spec.name != "cue-conflict" or next_pass_started.wait(60)
+        seen[found.spec.name] = (threading.current_thread().name, overlapped)
+        return real_commit(store, cfg, found, *a, **k)
+
+    monkeypatch.setattr(pipeline, "run_pass", run_pass)
+    monkeypatch.setattr(pipeline, "commit_model_run", commit)
+    store = Store(tmp_path / "bg.duckdb")
+    args = ["--model", TINY_TIMM, "--data-root", str(data_root), "--store", str(store.path)]
+    assert main([*args, "--dataset", "cue-conflict,imagenet-val", *BASE]) == 0
+    assert seen["cue-conflict"] == ("beyond-inet-commit", True)
+    assert set(store.query("SELECT dataset FROM runs")["dataset"]) == {
+        "cue-conflict",
+        "imagenet-val",
+    }
+
+
+def test_a_failed_background_commit_fails_the_run(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beyond_inet.run import pipeline
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(pipeline, "commit_model_run", broken)
+    store = tmp_path / "broken.duckdb"
+    args = ["--model", TINY_TIMM, "--data-root", str(data_root), "--store", str(store)]
+    assert main([*args, "--dataset", "cue-conflict,imagenet-val", *BASE]) == 1

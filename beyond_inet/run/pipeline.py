@@ -3,6 +3,7 @@ its outputs into per-image records, score them and commit each run."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -600,23 +601,30 @@ def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSumm
     summaries: list[RunSummary] = []
     run, background, fitted = cfg.run, _Background(), {}
     pending: Callable[[], None] | None = None
-    with DecodeWorkers(run.workers, run.batch_size, run.cuda, run.decode) as decoder:
-        for found in found_all:
-            job = _dataset(
-                cfg,
-                found,
-                loaded,
-                store,
-                dist,
-                decoder,
-                summaries,
-                log,
-                log_all,
-                fitted,
-                lambda pending=pending: background.start(pending),
-            )
-            pending = job
-    dist.guarded(lambda: (background.wait(), pending and pending()))
+    try:
+        with DecodeWorkers(run.workers, run.batch_size, run.cuda, run.decode) as decoder:
+            for found in found_all:
+                pending = _dataset(
+                    cfg,
+                    found,
+                    loaded,
+                    store,
+                    dist,
+                    decoder,
+                    summaries,
+                    log,
+                    log_all,
+                    fitted,
+                    background,
+                    pending,
+                )
+        dist.guarded(lambda: (background.wait(), pending and pending()))
+    except KeyboardInterrupt:
+        raise  # the daemon commit thread stops with the process (each commit is atomic)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            background.wait()  # let a commit in flight finish before reporting the error
+        raise
     return summaries
 
 
@@ -631,14 +639,16 @@ def _dataset(
     log: Log,
     log_all: Log,
     fitted: Fitted,
-    start_previous: Callable[[], None],
+    background: _Background,
+    previous: Callable[[], None] | None,
 ) -> Callable[[], None] | None:
     """Plan and evaluate one found dataset (every rank takes part); returns the scoring and
     commit of its runs for the committing process to run later (``None`` elsewhere).
 
-    Rank 0 reads the store for this dataset first (temperatures, runs already done), then
-    ``start_previous`` starts the previous dataset's commit in the background, so it runs
-    while this pass computes and never while the store is read here."""
+    Rank 0 waits for the commit in flight, reads the store for this dataset (temperatures,
+    runs already done), then starts ``previous`` (the last dataset's commit) in the
+    background: it runs while this pass computes, never while the store is read here."""
+    dist.guarded(background.wait if dist.main else lambda: None)
     temps = dist.broadcast(  # rank 0 reads the store; every rank's engine applies them
         dist.guarded(
             lambda: (
@@ -651,7 +661,7 @@ def _dataset(
         lambda: [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
     )
     names = dist.broadcast(names)
-    dist.guarded(start_previous if dist.main else lambda: None)
+    dist.guarded(lambda: background.start(previous) if dist.main else None)
     todo = [m for m in plan.models if m.name in (names or [])]
     if not todo:
         return None

@@ -294,15 +294,15 @@ def resample_counts(n: int, n_boot: int, seed: int = 0, device: str = "cpu") -> 
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    counts = torch.empty((n_boot, n), dtype=torch.uint8)
-    step = max(1, min(n_boot, 2**24 // max(n, 1)))
+    counts = torch.empty((n_boot, n), dtype=_sum_dtype(device))
+    step = max(1, min(n_boot, 2**20 // max(n, 1)))  # small chunks: cache-friendly scatter
     for start in range(0, n_boot, step):
         rows = min(step, n_boot - start)
         idx = torch.randint(0, n, (rows, n), generator=gen)
-        c = torch.zeros((rows, n), dtype=torch.int16)
-        c.scatter_add_(1, idx, torch.ones(1, dtype=torch.int16).expand(rows, n))
-        counts[start : start + rows] = c.clamp_(max=255).to(torch.uint8)
-    return counts.to(device=device, dtype=_sum_dtype(device))
+        chunk = torch.zeros((rows, n), dtype=counts.dtype)
+        chunk.scatter_add_(1, idx, torch.ones(1, dtype=counts.dtype).expand(rows, n))
+        counts[start : start + rows] = chunk
+    return counts.to(device)
 
 
 def resample_sums(
