@@ -3,6 +3,7 @@ end through ``python -m precompute`` (tiny random model), plus the easyrobust or
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,12 @@ PUG_CLASSES = {"Goldfish": [1], "Cat": [282, 283, 284, 285], "Bridge": [821, 839
 # --------------------------------------------------------------------------------------
 # Synthetic layouts (tiny images, the real folder structures)
 # --------------------------------------------------------------------------------------
+
+#: easyrobust is the oracle here; CI installs it (--no-deps), a bare GPU image may not.
+needs_easyrobust = pytest.mark.skipif(
+    importlib.util.find_spec("easyrobust") is None,
+    reason="needs easyrobust (the oracle; pip install --no-deps easyrobust==0.2.4)",
+)
 
 
 def _img(path: Path, rng: np.random.Generator, size: int = 48) -> None:
@@ -154,6 +161,7 @@ def _metrics(store: Store, dataset: str) -> dict[tuple[str, str], float]:
 # --------------------------------------------------------------------------------------
 
 
+@needs_easyrobust
 def test_r_and_a_class_lists_match_timm_synsets_and_easyrobust() -> None:
     from easyrobust.benchmarks.ood.imagenet_r import all_wnids, imagenet_r_mask
 
@@ -166,6 +174,7 @@ def test_r_and_a_class_lists_match_timm_synsets_and_easyrobust() -> None:
     assert [wnids[i] for i in a] == synsets
 
 
+@needs_easyrobust
 def test_alexnet_table_matches_easyrobust_means() -> None:
     from easyrobust.benchmarks.ood.imagenet_c import data_loaders_names, get_ce_alexnet
 
@@ -176,6 +185,7 @@ def test_alexnet_table_matches_easyrobust_means() -> None:
         assert sum(table[folder].values()) / 5 == pytest.approx(err, abs=1e-6)
 
 
+@needs_easyrobust
 def test_mce_matches_easyrobust_formula() -> None:
     from easyrobust.benchmarks.ood.imagenet_c import (
         data_loaders_names,
@@ -440,6 +450,7 @@ def _our_transform(pp):  # type: ignore[no-untyped-def]
     return lambda im: standard_transform(pil_to_tensor(to_rgb(im)), pp)
 
 
+@needs_easyrobust
 def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
     from easyrobust.benchmarks import evaluate_imagenet_r
 
