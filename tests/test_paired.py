@@ -77,7 +77,13 @@ def test_error_consistency_hand_computed_and_model_vs_human_definition() -> None
     rng = np.random.default_rng(0)  # independent decision makers: kappa near 0
     x, y = rng.random(20000) < 0.7, rng.random(20000) < 0.6
     assert abs(error_consistency(x, y)) < 0.03
-    assert np.isnan(error_consistency(np.ones(5, bool), np.ones(5, bool)))
+    # model-vs-human's edge cases: observed consistency 1 is kappa 1, whatever the accuracies
+    assert error_consistency(np.ones(5, bool), np.ones(5, bool)) == 1.0  # both always right
+    assert error_consistency(np.zeros(5, bool), np.zeros(5, bool)) == 1.0  # both always wrong
+    assert error_consistency(np.ones(4, bool), np.zeros(4, bool)) == 0.0  # c_obs 0 = c_exp 0
+    one_always_right = error_consistency(np.ones(4, bool), np.array([1, 1, 0, 0], bool))
+    assert one_always_right == pytest.approx((0.5 - 0.5) / (1 - 0.5))  # c_exp = p2
+    assert np.isnan(error_consistency(np.zeros(0, bool), np.zeros(0, bool)))
 
 
 def test_holm_equals_statsmodels() -> None:

@@ -387,6 +387,10 @@ class _Inputs:
         self.channels_last = channels_last
         self._built: dict[tuple[str, Preprocessing], torch.Tensor] = {}
 
+    def release(self) -> None:
+        """Drop the inputs built so far (a view is done)."""
+        self._built.clear()
+
     def get(self, view: View, pp: Preprocessing) -> torch.Tensor:
         """The normalised float32 batch ``[B, 3, S, S]`` of ``view`` under ``pp``."""
         key = (view.name, pp)
@@ -584,19 +588,22 @@ def _run_batch(
     )
     inputs = _Inputs([img for _, img in items], settings.cuda)
     parts = []
-    for name, p in spec.prepared.items():
-        scoring = (spec.rule, spec.subset, spec.temperatures.get(name))
-        for v in spec.views[name]:
+    views = list(dict.fromkeys(v for name in spec.prepared for v in spec.views[name]))
+    for v in views:  # view by view: only one view's inputs are on the device at a time
+        for name, p in spec.prepared.items():
+            if v not in spec.views[name]:
+                continue
             compute = functools.partial(
                 _outputs_of,
                 p,
                 settings=settings,
                 channels=spec.channels,
                 standard=v.name == STANDARD.name,
-                scoring=scoring,
+                scoring=(spec.rule, spec.subset, spec.temperatures.get(name)),
             )
             x = inputs.get(v, p.model.preprocessing)
             parts.append(((name, v.name), _split_on_oom(compute, x, labels)))
+        inputs.release()
     return _Pending(index, parts)
 
 

@@ -657,6 +657,7 @@ def _dataset(
         )
     )
     plan = dist.guarded(lambda: plan_dataset(cfg, found, loaded, log, temps))
+    plan.keys = dist.broadcast(plan.keys)  # rank 0's identity (device names could differ)
     names = dist.guarded(  # rank 0 decides (it alone reads the store); all learn of a failure
         lambda: [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
     )

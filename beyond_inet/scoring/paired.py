@@ -75,15 +75,19 @@ def paired_bootstrap(
 
 
 def error_consistency(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
-    """Cohen's kappa of error consistency (Geirhos et al. 2020); NaN when the expected
-    agreement is 1 (a decision maker always right or always wrong)."""
+    """Cohen's kappa of error consistency (Geirhos et al. 2020), as model-vs-human defines
+    it: 1.0 when the observed consistency is 1 (every trial both right or both wrong — also
+    when both are always right or always wrong, where the expected consistency is 1 too),
+    else ``(c_obs - c_exp) / (1 - c_exp)``; NaN only without trials."""
     a, b = _pair(a_correct, b_correct)
     if not len(a):
         return float("nan")
     c_obs = float(np.mean(a == b))
+    if c_obs == 1.0:
+        return 1.0
     p1, p2 = float(a.mean()), float(b.mean())
-    c_exp = p1 * p2 + (1 - p1) * (1 - p2)
-    return float("nan") if c_exp >= 1.0 else (c_obs - c_exp) / (1.0 - c_exp)
+    c_exp = p1 * p2 + (1 - p1) * (1 - p2)  # < 1 here: c_exp = 1 forces c_obs = 1
+    return (c_obs - c_exp) / (1.0 - c_exp)
 
 
 def bootstrap_difference_p(
