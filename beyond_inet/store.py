@@ -431,11 +431,13 @@ class Store:
         self, dataset: str, model: str, weights: str, preprocessing: str, precision: str
     ) -> tuple[float, str] | None:
         """(temperature, run_id) of the latest finished run of ``model`` (these weights,
-        preprocessing JSON and precision) on ``dataset`` that fitted one, if any."""
+        preprocessing JSON and precision) on ``dataset`` that fitted one on the whole split
+        (no ``--limit``: a smoke run's temperature is never applied), if any."""
         df = self.query(
             "SELECT m.value, r.run_id FROM runs r JOIN metrics m USING (run_id) "
             "WHERE r.dataset = ? AND r.model = ? AND r.weights = ? AND r.preprocessing = ? "
-            "AND r.precision = ? AND r.status = 'finished' AND m.view = 'standard' "
+            "AND r.precision = ? AND r.status = 'finished' AND r.sample_limit IS NULL "
+            "AND m.view = 'standard' "
             "AND m.metric = 'temperature' AND isfinite(m.value) "
             "ORDER BY r.finished_at DESC LIMIT 1",
             [dataset, model, weights, preprocessing, precision],

@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=_positive,
         metavar="N",
-        help="only the first N images of each dataset (smoke runs)",
+        help="a class-balanced seeded sample of N images of each dataset (smoke runs)",
     )
     p.add_argument(
         "--batch-size",

@@ -59,10 +59,28 @@ def test_cue_conflict_layout_and_malformed_names(tmp_path: Path) -> None:
         discover(DATASETS.get("cue-conflict"), tmp_path / "cc")
 
 
-def test_limit_takes_the_first_n(tmp_path: Path) -> None:
-    write_flat_val(tmp_path / "val", 6)
-    found = discover(DATASETS.get("imagenet-val"), tmp_path / "val", limit=4)
-    assert found is not None and len(found.samples) == 4
+def test_limit_is_a_seeded_class_balanced_sample(tmp_path: Path) -> None:
+    from beyond_inet.datasets.base import balanced_sample
+
+    ids = write_cue_conflict(
+        tmp_path / "cc", [(shape, "dog") for shape in ("cat", "car", "oven") for _ in range(5)]
+    )
+    found = discover(DATASETS.get("cue-conflict"), tmp_path / "cc", limit=7)
+    assert found is not None and len(found.samples) == 7
+    shapes = [s.sample_id.split("/")[0] for s in found.samples]
+    assert sorted(shapes.count(c) for c in ("cat", "car", "oven")) == [2, 2, 3]  # balanced
+    # the same sample again, and whatever order the files are listed in
+    again = discover(DATASETS.get("cue-conflict"), tmp_path / "cc", limit=7)
+    assert again is not None and again.samples == found.samples
+    full = discover(DATASETS.get("cue-conflict"), tmp_path / "cc")
+    assert full is not None and len(full.samples) == len(ids)
+    shuffled = list(reversed(full.samples))
+    assert {s.sample_id for s in balanced_sample(shuffled, 7)} == {
+        s.sample_id for s in found.samples
+    }
+    # not the first files: the seeded order, not the folder order
+    assert [s.sample_id for s in found.samples] != sorted(ids)[:7]
+    assert balanced_sample(full.samples, 100) == full.samples
 
 
 def test_corrupt_files_decode_to_errors_not_exceptions(tmp_path: Path) -> None:

@@ -53,6 +53,20 @@ def test_fit_equals_a_direct_scipy_optimisation_of_the_nll(scale: float) -> None
     assert ts.mean_nll(z, y, t) <= ts.mean_nll(z, y, 1.0) + 1e-12
 
 
+def test_a_temperature_that_is_not_identified_is_flagged() -> None:
+    z, y = _overconfident(400, 5, 1.0, seed=3)
+    assert ts.fit_with_identification(z, y)[1]
+    separated = np.zeros((50, 4), np.float32)
+    labels = np.arange(50) % 4
+    separated[np.arange(50), labels] = 10.0  # every image right by a margin: T -> 0
+    t, ok = ts.fit_with_identification(separated, labels)
+    assert not ok and t < 0.5 and ts.mean_nll(separated, labels, t) < 1e-12
+    flat = np.ones((40, 3), np.float32)  # constant logits: the NLL does not depend on T
+    assert not ts.fit_with_identification(flat, np.arange(40) % 3)[1]
+    fit = ts.cross_fit(separated, labels, ts.folds([f"img{i}" for i in range(50)]))
+    assert fit.complete and not fit.identified
+
+
 def test_fit_ignores_unlabelled_images_and_is_nan_without_labels() -> None:
     z, y = _overconfident(300, 5, 2.0, seed=1)
     with_missing = np.r_[y[:200], -np.ones(100, int)]
@@ -178,3 +192,27 @@ def test_precompute_cross_fits_val_and_applies_its_temperature_to_a_shift_datase
     src = json.loads(runs["settings"].iloc[2])["temperature_scaling"]
     assert src["fitted_by_run"] == runs["run_id"].iloc[1]
     assert src["temperature"] == pytest.approx(m["temperature"])
+
+
+def test_a_smoke_runs_temperature_is_never_applied(
+    trained_checkpoint: Path, trained_val_root: Path, shift_root: Path, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "smoke.duckdb")
+    base = ["--model", "timm:test_vit", "--checkpoint", str(trained_checkpoint)]
+    base += ["--store", str(store.path), *QUIET]
+    val = [*base, "--data-root", str(trained_val_root), "--dataset", "imagenet-val"]
+    assert main([*val, "--limit", "20"]) == 0  # fits a temperature on 20 images only
+    limited = store.query("SELECT settings FROM runs")["settings"].iloc[0]
+    assert json.loads(limited)["limit"]["images"] == 20
+    sketch = [*base, "--data-root", str(shift_root), "--dataset", "imagenet-sketch"]
+    assert main(sketch) == 0
+    n = store.query(
+        "SELECT count(confidence_ts) AS n FROM predictions WHERE dataset = 'imagenet-sketch'"
+    )["n"].iloc[0]
+    assert n == 0  # stored without scaling: the 20-image temperature is not applied
+    assert main(val) == 0 and main(sketch) == 0  # the whole split: now it is
+    full = store.query(
+        "SELECT r.run_id FROM runs r WHERE dataset = 'imagenet-val' AND sample_limit IS NULL"
+    )["run_id"].iloc[0]
+    last = store.query("SELECT settings FROM runs ORDER BY finished_at DESC LIMIT 1")
+    assert json.loads(last["settings"].iloc[0])["temperature_scaling"]["fitted_by_run"] == full

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -136,8 +136,45 @@ def locate(spec: DatasetSpec, data_root: Path, override: Path | None = None) -> 
     return override if override is not None else data_root / spec.layout.subdir
 
 
+#: How ``--limit`` samples (recorded with every limited run).
+LIMIT_SAMPLING = "class-balanced, seeded: round-robin over classes, SHA-256(seed, sample id) order"
+LIMIT_SEED = 0
+
+
+def _rank(seed: int, text: str) -> bytes:
+    return hashlib.sha256(f"{seed}\t{text}".encode()).digest()
+
+
+def _sample_class(s: Sample) -> tuple[str, str]:
+    """The stratum of a sample for ``--limit``: its view group and its class (the label, or
+    the first folder of its id for unlabelled datasets, e.g. cue-conflict's shape)."""
+    cls = str(s.label) if s.label >= 0 else s.sample_id.split("/", 1)[0]
+    return s.group, cls
+
+
+def balanced_sample(samples: Sequence[Sample], limit: int, seed: int = LIMIT_SEED) -> list[Sample]:
+    """``limit`` samples spread evenly over the classes (and view groups): each class's
+    images in a seeded order (SHA-256 of seed and sample id), the classes too, then taken
+    round-robin until ``limit``; kept in the dataset's order. The same files whatever order
+    they were listed in; all of them when ``limit`` is not smaller."""
+    if limit >= len(samples):
+        return list(samples)
+    by_class: dict[tuple[str, str], list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(_sample_class(s), []).append(s)
+    classes = sorted(by_class, key=lambda c: _rank(seed, "\t".join(c)))
+    queues = [sorted(by_class[c], key=lambda s: _rank(seed, s.sample_id)) for c in classes]
+    chosen: set[str] = set()
+    for r in range(max(len(q) for q in queues)):
+        for q in queues:
+            if r < len(q) and len(chosen) < limit:
+                chosen.add(q[r].sample_id)
+    return [s for s in samples if s.sample_id in chosen]
+
+
 def discover(spec: DatasetSpec, root: Path, limit: int | None = None) -> FoundDataset | None:
-    """List ``spec`` under ``root``; ``None`` when the folder is absent.
+    """List ``spec`` under ``root``; ``None`` when the folder is absent. ``limit``: a
+    class-balanced seeded sample of that many (:func:`balanced_sample`).
 
     Raises :class:`DatasetLayoutError` when the folder exists but holds no usable images.
     """
@@ -152,7 +189,7 @@ def discover(spec: DatasetSpec, root: Path, limit: int | None = None) -> FoundDa
         raise DatasetLayoutError(
             f"{spec.name}: no images found in {root}. Expected layout: {spec.layout.text}."
         )
-    return FoundDataset(spec, root, samples[:limit] if limit else samples)
+    return FoundDataset(spec, root, balanced_sample(samples, limit) if limit else samples)
 
 
 # --------------------------------------------------------------------------- input recipes

@@ -22,6 +22,7 @@ import torch
 
 import beyond_inet
 from beyond_inet.datasets import FoundDataset
+from beyond_inet.datasets.base import LIMIT_SAMPLING, LIMIT_SEED
 from beyond_inet.datasets.decode import DecodeWorkers
 from beyond_inet.models import LoadedModel
 from beyond_inet.run.distributed import Dist
@@ -245,6 +246,13 @@ def scale_outputs(
             "no temperature is fitted (evaluate more images)."
         )
         return outputs, None
+    if not fit.identified:
+        log(
+            f"note: {model} on {found.spec.name}: the temperature is not identified (the NLL "
+            f"keeps falling to the edge of {ts.T_BOUNDS}: the labelled images are all "
+            "separated, or all tied); none is stored."
+        )
+        return outputs, None
     settings = {
         "temperature": fit.temperature,
         "fold_temperatures": list(fit.fold_temperatures),
@@ -301,6 +309,8 @@ def run_record(
     temperature-scaled, if it was)."""
     settings = dict(model.settings)
     settings["run"] = cfg.run.identity()  # device name, batch size, compile, TF32, decoder
+    if cfg.limit:
+        settings["limit"] = {"images": cfg.limit, "sampling": LIMIT_SAMPLING, "seed": LIMIT_SEED}
     if temperature_scaling:
         settings["temperature_scaling"] = temperature_scaling
     return RunRecord(
@@ -693,7 +703,8 @@ def _prepare_runs(
         prepared = prepare_model_run(
             cfg, plan.found, m, plan.views[m.name], result, log, plan.temperatures.get(m.name)
         )
-        if prepared.scaling is not None and plan.found.spec.protocol.temperature == "fit":
+        fits = plan.found.spec.protocol.temperature == "fit"
+        if prepared.scaling is not None and fits and cfg.limit is None:  # whole split only
             key = (m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision)
             fitted[key] = (prepared.scaling.temperature, prepared.run_id)
         out.append(prepared)

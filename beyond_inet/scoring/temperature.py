@@ -63,19 +63,32 @@ def mean_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> floa
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, device: str = "cpu") -> float:
     """The temperature in :data:`T_BOUNDS` minimising :func:`mean_nll` (bounded Brent search
     on ``log T``, the NLL on ``device``); images with a negative label are ignored. NaN with
-    no labelled image."""
+    no labelled image (see :func:`fit_with_identification`)."""
+    return fit_with_identification(logits, labels, device)[0]
+
+
+def fit_with_identification(
+    logits: np.ndarray, labels: np.ndarray, device: str = "cpu"
+) -> tuple[float, bool]:
+    """(:func:`fit_temperature`, whether it is identified): False unless the NLL at the
+    optimum is strictly below its value at both edges of :data:`T_BOUNDS` — perfectly
+    separated images make it fall to 0 towards T = 0 (in float64 it is exactly 0 there), and
+    constant logits make it flat — where the value is an artefact of the search."""
     from scipy.optimize import minimize_scalar
 
     labels = np.asarray(labels)
     keep = labels >= 0
     if not keep.any():
-        return math.nan
+        return math.nan, False
     nll = _nll(np.asarray(logits)[keep], labels[keep], device)
     lo, hi = (math.log(b) for b in T_BOUNDS)
     res = minimize_scalar(
         lambda s: nll(math.exp(s)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-6}
     )
-    return float(math.exp(res.x))
+    t = float(math.exp(res.x))
+    best, edges = nll(t), (nll(T_BOUNDS[0]), nll(T_BOUNDS[1]))
+    interior = all(e - best > 1e-12 * max(1.0, abs(best)) for e in edges)  # a real minimum
+    return t, identified(t) and interior
 
 
 @dataclass(frozen=True)
@@ -87,11 +100,26 @@ class CrossFit:
     temperature: float
     fold_temperatures: tuple[float, ...]
     per_image: np.ndarray
+    #: whether every fit is identified (:func:`fit_with_identification`)
+    all_identified: bool = True
 
     @property
     def complete(self) -> bool:
         """Whether every fold had labelled images (otherwise nothing can be scored)."""
         return all(math.isfinite(t) for t in (self.temperature, *self.fold_temperatures))
+
+    @property
+    def identified(self) -> bool:
+        """Whether every fit found a real optimum (:func:`fit_with_identification`)."""
+        return self.all_identified and self.complete
+
+
+def identified(temperature: float, rel: float = 1e-3) -> bool:
+    """``temperature`` is finite and not at an edge of :data:`T_BOUNDS` (within ``rel``)."""
+    lo, hi = T_BOUNDS
+    return (
+        math.isfinite(temperature) and temperature > lo * (1 + rel) and temperature < hi * (1 - rel)
+    )
 
 
 def cross_fit(
@@ -100,11 +128,15 @@ def cross_fit(
     """Fit on each fold and on all (the NLL evaluated on ``device``); each image gets the
     temperature of the other fold."""
     labels, fold = np.asarray(labels), np.asarray(fold)
-    per_fold = tuple(
-        fit_temperature(logits[fold == k], labels[fold == k], device) for k in range(N_FOLDS)
-    )
+    fits = [
+        fit_with_identification(logits[fold == k], labels[fold == k], device)
+        for k in range(N_FOLDS)
+    ]
+    overall = fit_with_identification(logits, labels, device)
+    per_fold = tuple(t for t, _ in fits)
     other = np.asarray(per_fold)[(fold + 1) % N_FOLDS]
-    return CrossFit(fit_temperature(logits, labels, device), per_fold, other)
+    ok = overall[1] and all(i for _, i in fits)
+    return CrossFit(overall[0], per_fold, other, ok)
 
 
 def temperature_rows(
