@@ -181,12 +181,123 @@ def _features_direct(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
         return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
 
 
-def test_probe_run_equals_an_independent_sklearn_fit(
+def _scipy_fit(x: np.ndarray, y: np.ndarray, c: float, n_classes: int) -> np.ndarray:
+    """The oracle: minimise C * sum CE + 0.5 ||W||^2 (bias free) with scipy's L-BFGS-B on
+    the loss written out here; returns a function of features -> class probabilities."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    classes = np.unique(y)
+    k, d = len(classes), x.shape[1]
+    t = np.searchsorted(classes, y)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[: k * d].reshape(k, d), theta[k * d :]
+        z = x @ w.T + b
+        lse = logsumexp(z, axis=1)
+        p = np.exp(z - lse[:, None])
+        p[np.arange(len(t)), t] -= 1.0
+        grad = np.r_[(c * p.T @ x + w).ravel(), c * p.sum(0)]
+        return c * float(np.sum(lse - z[np.arange(len(t)), t])) + 0.5 * float(np.sum(w * w)), grad
+
+    opts = {"maxiter": 200_000, "gtol": 1e-12, "ftol": 1e-16, "maxcor": 30}
+    res = minimize(objective, np.zeros(k * d + k), jac=True, method="L-BFGS-B", options=opts)
+    return res.x.reshape(-1), classes, (k, d)  # type: ignore[return-value]
+
+
+def _oracle_probs(fit: tuple, x: np.ndarray, n_classes: int) -> np.ndarray:  # type: ignore[type-arg]
+    from scipy.special import softmax
+
+    theta, classes, (k, d) = fit
+    z = x @ theta[: k * d].reshape(k, d).T + theta[k * d :]
+    out = np.zeros((len(x), n_classes))
+    out[:, classes] = softmax(z, axis=1)
+    return out
+
+
+def _oracle_probe(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test_x: np.ndarray,
+    n_classes: int,
+) -> tuple[float, np.ndarray]:
+    """The probe's protocol written out: val top-1 over 10^-6..10^6 (one per decade), then 7
+    log-spaced values between the best one's neighbours, the best (smallest on ties), a
+    refit on train + val; with the scipy oracle for every fit."""
+
+    def score(c: float) -> float:
+        fit = _scipy_fit(*train, c, n_classes)
+        return float(np.mean(_oracle_probs(fit, val[0], n_classes).argmax(1) == val[1]))
+
+    coarse = [10.0**k for k in range(-6, 7)]
+    scores = {c: score(c) for c in coarse}
+    top = max(scores.values())
+    i = coarse.index(min(c for c in coarse if scores[c] == top))
+    lo, hi = coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)]
+    for c in np.exp(np.linspace(np.log(lo), np.log(hi), 9))[1:-1]:
+        if not np.isclose(c, coarse[i], rtol=1e-12):
+            scores[float(c)] = score(float(c))
+    top = max(scores.values())
+    best = min(c for c, v in scores.items() if v == top)
+    xa, ya = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    return best, _oracle_probs(_scipy_fit(xa, ya, best, n_classes), test_x, n_classes)
+
+
+def _separable_features(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d))
+    y = rng.integers(0, k, n)
+    x = centers[y] * 0.5 + rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y
+
+
+def test_the_probe_reaches_its_objectives_optimum_and_the_oracles_choice() -> None:
+    from sklearn.linear_model import LogisticRegression  # only to read the fitted weights
+
+    from beyond_inet.scoring.probe import ProbeSettings, _Solver, fit_probe
+
+    x, y = _separable_features(300, 12, 4, seed=0)
+    for c in (1e-3, 1.0, 1e3, 1e6):
+        ours = _Solver(ProbeSettings()).fit(x, y, c)  # from zero
+        oracle = _scipy_fit(x, y, c, 4)
+        theta = np.r_[ours.coef_.ravel(), ours.intercept_]
+
+        def objective(t: np.ndarray, c: float = c) -> float:
+            z = x @ t[:48].reshape(4, 12).T + t[48:]
+            lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+            return c * float(np.sum(lse - z[np.arange(len(y)), y])) + 0.5 * float(
+                np.sum(t[:48] ** 2)
+            )
+
+        assert objective(theta) <= objective(oracle[0]) * (1 + 1e-6) + 1e-9, c
+        np.testing.assert_allclose(
+            ours.predict_proba(x), _oracle_probs(oracle, x, 4), atol=1e-4, err_msg=str(c)
+        )
+        assert isinstance(ours, LogisticRegression)
+    # the whole protocol: the chosen C and the test predictions and probabilities
+    xt, yt = _separable_features(200, 12, 4, seed=1)
+    xv, yv = _separable_features(80, 12, 4, seed=2)
+    xs, ys = _separable_features(150, 12, 4, seed=3)
+    result = fit_probe((xt, yt), (xv, yv), xs, 4)
+    chosen, probs = _oracle_probe((xt, yt), (xv, yv), xs, 4)
+    assert result.c == pytest.approx(chosen, rel=1e-9)
+    assert len(result.val_top1) == 13 + 6  # the coarse grid and the refinement
+    np.testing.assert_array_equal(result.probs.argmax(1), probs.argmax(1))
+    np.testing.assert_allclose(result.probs, probs, atol=1e-4)
+    assert np.mean(result.probs.argmax(1) == ys) == pytest.approx(np.mean(probs.argmax(1) == ys))
+    assert result.extra["fits_at_iteration_cap"] == 0
+    # converged: features moved by 1e-15 (a renormalisation's rounding) change nothing
+    nudged = xt + 1e-15 * np.random.default_rng(9).normal(size=xt.shape)
+    again = fit_probe((nudged, yt), (xv, yv), xs, 4)
+    assert again.c == result.c
+    np.testing.assert_allclose(again.probs, result.probs, atol=1e-6)
+
+
+def test_probe_run_equals_an_independent_optimiser(
     tmp_path: Path, trained_checkpoint: Path
 ) -> None:
     import timm
     from safetensors.torch import load_file
-    from sklearn.linear_model import LogisticRegression
 
     write_folder_task(tmp_path / "data" / "vtab" / "eurosat", {"train": 10, "test": 4})
     store = tmp_path / "store.duckdb"
@@ -221,7 +332,7 @@ def test_probe_run_equals_an_independent_sklearn_fit(
     mets = s.query("SELECT metric, value FROM metrics").set_index("metric")["value"]
     run = s.query("SELECT dataset, settings FROM runs").iloc[0]
     assert run["dataset"] == "vtab-eurosat"
-    info = json.loads(run["settings"])["transfer"]
+    assert "probe" in json.loads(run["settings"])["transfer"]
     assert (mets["n_train"], mets["n_val"], mets["n_test"]) == (24, 6, 12)
 
     # the oracle: scikit-learn on the same (cached) features of the same split ...
@@ -242,17 +353,10 @@ def test_probe_run_equals_an_independent_sklearn_fit(
     direct = _features_direct(model.eval(), [x.path for x in td.splits["test"].samples])
     cos = np.sum(l2(direct) * xy["test"][0], axis=1)
     assert cos.min() > 0.999
-    scores = {}
-    for c in info["probe"]["c_grid"]:
-        lr = LogisticRegression(C=c, max_iter=1000).fit(*xy["train"])
-        scores[c] = float(np.mean(lr.predict(xy["val"][0]) == xy["val"][1]))
-    best = min(c for c, v in scores.items() if v == max(scores.values()))
-    assert mets["probe_c"] == pytest.approx(best)
-    final = LogisticRegression(C=best, max_iter=1000).fit(
-        np.concatenate([xy["train"][0], xy["val"][0]]),
-        np.concatenate([xy["train"][1], xy["val"][1]]),
-    )
-    want = final.predict(xy["test"][0])
+    # ... and the probe's protocol re-done with an independent optimiser of its objective
+    chosen, probs = _oracle_probe(xy["train"], xy["val"], xy["test"][0], len(td.classes))
+    assert mets["probe_c"] == pytest.approx(chosen, rel=1e-9)
+    want = probs.argmax(1)
     ids = [x.sample_id for x in td.splits["test"].samples]
     got = preds.set_index("sample_id").loc[ids, "pred"].to_numpy()
     np.testing.assert_array_equal(got, want)

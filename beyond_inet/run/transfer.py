@@ -112,11 +112,17 @@ def _run_one(
         len(td.classes),
         cfg.probe,
     )
+    best = result.val_top1.get(result.c, float("nan"))
     log(
-        f"probe {model.name} on {td.task.name}: C={result.c:g} (val top-1 "
-        + ", ".join(f"{c:g}: {v:.3f}" for c, v in result.val_top1.items())
-        + f"), {result.seconds:.1f} s"
+        f"probe {model.name} on {td.task.name}: C={result.c:g} (val top-1 {best:.3f}, "
+        f"{len(result.val_top1)} values of C tried), {result.seconds:.1f} s"
     )
+    capped = int(result.extra.get("fits_at_iteration_cap", 0))
+    if capped:
+        log(
+            f"warning: {capped} probe fit(s) of {model.name} on {td.task.name} stopped at "
+            f"{cfg.probe.max_iter} iterations before converging; their numbers are approximate."
+        )
     rec = probe_records(td, feats["test"], result)
     run_id = uuid.uuid4().hex[:16]
     scored = [("standard", r) for r in score_view(rec, transfer_evaluations(td.task), cfg.scoring)]
@@ -136,6 +142,7 @@ def _run_one(
             "val_top1": {f"{c:g}": v for c, v in result.val_top1.items()},
             "feature_seconds": round(extract, 2),
             "probe_seconds": round(result.seconds, 2),
+            "probe_fits_at_iteration_cap": capped,
             "features_cached": all(feats[s].cached for s in SPLITS),
         },
     }
