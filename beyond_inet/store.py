@@ -304,6 +304,11 @@ class Store:
                 f"--store {self.path} is a folder; give a file path such as "
                 f"{self.path / 'results.duckdb'}."
             )
+        if self.staging_dir.exists() and not self.staging_dir.is_dir():
+            raise StoreUnusableError(
+                f"{self.staging_dir} (where runs are staged next to --store {self.path}) is a "
+                "file, not a folder: move it away or pass another --store."
+            )
         blocking = next((p for p in self.path.parents if p.exists()), None)
         if blocking is not None and not blocking.is_dir():
             raise StoreUnusableError(

@@ -22,6 +22,7 @@ from beyond_inet.models import (
     CheckpointMismatchError,
     WeightsSource,
     WeightsUnavailableError,
+    resolve_spec,
 )
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.run.errors import PrecomputeError
@@ -121,9 +122,33 @@ def _dataset_path(value: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where help is (exit 2), not the
+    18-line usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(
+            2,
+            f"error: {message}. See `python -m precompute --help` "
+            "(dataset layouts: --list-datasets).\n",
+        )
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--shard -1/2`` -> ``--shard=-1/2``: argparse would take ``-1/2`` for an option and
+    say "expected one argument" instead of what is wrong with the value."""
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1] == "--shard" and a.startswith("-") and a[1:2].isdigit():
+            out[-1] = f"--shard={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``precompute`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m precompute",
         description="Evaluate image classifiers and store per-image results in DuckDB.",
         epilog=_epilog(),
@@ -398,6 +423,15 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         )
     if args.cka is not None and not 1 <= len(args.cka) <= 2:
         raise UsageError("--cka takes MODEL_A,MODEL_B (or one model, compared with itself).")
+    if args.cka and "all" in args.cka:
+        raise UsageError("--cka takes two model names, not a group such as 'all'.")
+    for name in args.cka or ():
+        resolve_spec(name)  # an unknown name fails here, before any model is loaded
+    if args.transfer is not None and not any(args.transfer):
+        raise UsageError(
+            "--transfer needs task names, a group (natural, specialized, structured) or all; "
+            "--list-datasets shows the tasks."
+        )
     if args.transfer:
         expand_tasks([t for group in args.transfer for t in group])  # typos fail here
     for name, _ in args.dataset_path:
@@ -547,7 +581,9 @@ def _interrupted(store: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (0 ok, 2 bad input, 1 failure,
     130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(
+        _join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    )
     _configure_logging()
     try:
         if args.fetch_weights:

@@ -302,3 +302,44 @@ def test_a_real_ctrl_c_in_the_terminal_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted; nothing partial was stored." in err and "Traceback" not in err
     assert Store(store).query("SELECT * FROM runs").empty
+
+
+# ---------------------------------------------------------------------------- bad options
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shard", "-1/2"], "expected I/N with 0 <= I < N, got '-1/2'"),
+        (["--batch-size", "many"], "argument --batch-size"),
+        (["--transfer", ""], "--transfer needs task names"),
+        (["--cka", "all"], "not a group such as 'all'"),
+        (["--cka", "deit3_2k"], "Did you mean 'deit3_21k'"),
+    ],
+)
+def test_bad_options_are_one_line_errors_before_any_work(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = None
+    try:
+        code = main(["--model", "timm:test_vit", "--store", str(tmp_path / "s.duckdb"), *argv])
+    except SystemExit as e:  # argparse's own errors exit through SystemExit
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err
+    assert not (tmp_path / "s.duckdb").exists()  # nothing loaded, nothing written
+
+
+def test_a_staging_path_that_is_a_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "r.duckdb"
+    staging = Path(f"{store}.staging")
+    staging.write_text("not a folder")
+    root = tmp_path / "data"
+    write_cue_conflict(root / "cue-conflict", [("cat", "dog")])
+    args = ["--model", "timm:test_vit", "--random-weights", "--data-root", str(root)]
+    assert main([*args, "--store", str(store), "--shard", "0/2", "--quiet"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert staging.read_text() == "not a folder"  # nothing lost

@@ -184,7 +184,8 @@ def find_tasks(cfg: PrecomputeConfig, log: Log) -> list[TaskData]:
     for task in expand_tasks(cfg.transfer):
         td = load_task(task, cfg.data_root, protocol, cfg.dataset_paths.get(task.name), cfg.limit)
         if td is None:
-            log(f"note: {task.name}: not found in {cfg.data_root / 'vtab' / task.name}; skipped.")
+            where = cfg.dataset_paths.get(task.name) or cfg.data_root / "vtab" / task.name
+            log(f"note: {task.name}: not found in {where}; skipped.")
             continue
         found.append(td)
     if not found:
