@@ -564,10 +564,18 @@ def _all_images(ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
 
 
 def _cue_conflict_cues(ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The images whose ids are stimulus names, with their shape and texture (a store may
+    hold anything: other ids are left out, never a crash)."""
     from beyond_inet.datasets.cue_conflict import parse_stimulus_name
 
-    parsed = [parse_stimulus_name(str(s)) for s in ids]
-    return np.arange(len(ids)), (
+    rows, parsed = [], []
+    for i, s in enumerate(ids):
+        try:
+            parsed.append(parse_stimulus_name(str(s)))
+        except ValueError:
+            continue
+        rows.append(i)
+    return np.asarray(rows, dtype=np.int64), (
         np.array([p[0] for p in parsed], dtype=object),
         np.array([p[1] for p in parsed], dtype=object),
     )

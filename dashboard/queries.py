@@ -591,10 +591,13 @@ def safe_image_path(roots: Sequence[str], sample_id: str) -> Path | None:
     for root in roots:
         if not root:
             continue
-        base = Path(root).resolve()
-        candidate = (base / sample_id).resolve()
-        if candidate.is_relative_to(base) and candidate != base and candidate.is_file():
-            return candidate
+        try:
+            base = Path(root).resolve()
+            candidate = (base / sample_id).resolve()
+            if candidate.is_relative_to(base) and candidate != base and candidate.is_file():
+                return candidate
+        except (OSError, ValueError):  # a name the filesystem refuses (e.g. over 255 bytes)
+            continue
     return None
 
 

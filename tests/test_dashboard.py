@@ -443,9 +443,22 @@ def test_safe_image_path_rejects_escapes(tmp_path: Path) -> None:
         "cls",
         "missing.png",
         "a\x00b",
+        "x" * 300 + ".png",  # longer than a file name may be: OSError from the filesystem
+        "cls/" + "é" * 200 + ".png",
     ):
         assert queries.safe_image_path(roots, bad) is None, bad
     assert queries.safe_image_path([], "cls/a.png") is None
+
+
+def test_crafted_cue_conflict_ids_are_left_out_not_a_crash() -> None:
+    ids = np.array(["cat/cat1-dog2.png", "../../etc/passwd", "cat/cat2-unicorn1.png"], object)
+    rows, (shapes, textures) = frames._cue_conflict_cues(ids)
+    assert rows.tolist() == [0] and shapes.tolist() == ["cat"] and textures.tolist() == ["dog"]
+    decision = pd.DataFrame({"a": ["cat", "dog", "cat"], "b": ["dog", "dog", "cat"]}, index=ids)
+    p = frames.paired_p_values(
+        frames.PAIRED_TESTS["Shape bias"], {"decision": decision}, "a", ["b"]
+    )
+    assert len(p) == 1  # a p-value from the one stimulus, no exception
 
 
 def test_metrics_query_reads_only_the_latest_run(tmp_path: Path) -> None:

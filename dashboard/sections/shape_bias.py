@@ -89,7 +89,10 @@ with ui.guard():
             )
             shape_texture = sid.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             ui.picture(col, p, 160, shape_texture)
-            shape, texture = parse_stimulus_name(sid)
+            try:
+                shape, texture = parse_stimulus_name(sid)
+            except ValueError:  # not a stimulus name (a store can hold anything)
+                shape = texture = None
             col.markdown(
                 "  \n".join(
                     f"`{m}`: "
