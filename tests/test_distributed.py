@@ -270,3 +270,44 @@ def test_merge_orders_by_index_refuses_overlaps_and_ignores_partial_shards(
     write_shard(folder / "shard-0-of-2", _pass([0, 1, 4]))  # overlaps shard 1
     with pytest.raises(ShardsIncompleteError, match="overlap"):
         merge_shards(folder)
+
+
+def _with_logits(index: list[int]) -> PassResult:
+    from beyond_inet.run.engine import Features
+
+    result = _pass(index)
+    result.logits = {("m", "standard"): Features(np.array(index), np.ones((len(index), 3)))}
+    return result
+
+
+@pytest.mark.parametrize(
+    ("damage", "file"),
+    [
+        ("truncate", "logits-0000.npz"),
+        ("random", "logits-0000.npz"),
+        ("empty", "logits-0000.npz"),
+        ("truncate", "outputs-0000.parquet"),
+        ("truncate", "meta.json"),
+        ("delete", "outputs-0000.parquet"),
+    ],
+)
+def test_a_damaged_staged_shard_is_a_one_line_error_not_a_partial_run(
+    tmp_path: Path, damage: str, file: str
+) -> None:
+    from beyond_inet.run.shards import ShardsIncompleteError, merge_shards, write_shard
+
+    folder = tmp_path / "pass-x"
+    write_shard(folder / "shard-0-of-2", _with_logits([0, 1, 2, 3]))
+    write_shard(folder / "shard-1-of-2", _with_logits([4, 5, 6]))
+    path = folder / "shard-1-of-2" / file
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()  # its COMPLETE marker stays: the meta's row counts catch it
+    with pytest.raises(ShardsIncompleteError, match=r"shard-1-of-2 is damaged .*--shard 1/2"):
+        merge_shards(folder)

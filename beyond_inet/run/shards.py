@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import shutil
+import zipfile
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -33,6 +34,8 @@ from beyond_inet.run.engine import Features, LogitOutputs, PassResult, Shard
 from beyond_inet.run.errors import PrecomputeError
 
 COMPLETE = "COMPLETE"
+#: What reading a damaged staged file raises (truncated, emptied, overwritten, deleted).
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, pa.ArrowException)
 _LISTS = ("topk_idx", "topk_prob")
 
 
@@ -86,6 +89,7 @@ def write_shard(folder: Path, result: PassResult) -> Path:
         np.savez(tmp / f"logits-{i:04d}.npz", index=feats.index, values=feats.values)
     meta = {
         "keys": [list(k) for k in result.outputs],
+        "rows": [len(out.index) for out in result.outputs.values()],
         "logits": [list(k) for k in result.logits],
         "failed": result.failed,
         "n_images": result.n_images,
@@ -151,20 +155,30 @@ def merge_shards(folder: Path) -> PassResult:
     n_images, seconds, labels = 0, 0.0, None
     for i in range(count):
         shard = folder / f"shard-{i}-of-{count}"
-        meta = json.loads((shard / "meta.json").read_text())
+        try:
+            meta, outs, shard_logits = _read_shard(shard)
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            EOFError,
+            zipfile.BadZipFile,
+            pa.ArrowException,
+        ) as e:
+            raise ShardsIncompleteError(
+                f"{shard} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                f"delete it and run --shard {i}/{count} again"
+            ) from None
         failed += [tuple(x) for x in meta["failed"]]  # type: ignore[misc]
         n_images += int(meta["n_images"])
         seconds = max(seconds, float(meta["seconds"]))
         labels = tuple(meta["decision_labels"]) if meta["decision_labels"] else labels
         for k in meta["keys"]:
             parts.setdefault((k[0], k[1]), [])
-        for f in sorted(shard.glob("outputs-*.parquet")):
-            t = pq.read_table(f)
-            model, view = t.column("model")[0].as_py(), t.column("view")[0].as_py()
-            parts.setdefault((model, view), []).append(_outputs(t))
-        for i, k in enumerate(meta.get("logits", [])):
-            with np.load(shard / f"logits-{i:04d}.npz") as z:
-                logit_parts.setdefault((k[0], k[1]), []).append(Features(z["index"], z["values"]))
+        for key, out in outs.items():
+            parts.setdefault(key, []).append(out)
+        for key, feats in shard_logits.items():
+            logit_parts.setdefault(key, []).append(feats)
     outputs = {k: _concat(v) for k, v in parts.items()}
     for (model, view), out in outputs.items():
         if len(np.unique(out.index)) != len(out.index):
@@ -178,6 +192,30 @@ def merge_shards(folder: Path) -> PassResult:
         order = np.argsort(index, kind="stable")
         logits[k] = Features(index[order], np.concatenate([f.values for f in feats])[order])
     return PassResult(outputs, failed, n_images, seconds, labels, logits=logits)
+
+
+def _read_shard(
+    shard: Path,
+) -> tuple[dict, dict[tuple[str, str], LogitOutputs], dict[tuple[str, str], Features]]:  # type: ignore[type-arg]
+    """One staged shard: its meta, outputs and logits, checked against what its meta says
+    was written (every key's rows: a deleted or truncated file is caught here)."""
+    meta = json.loads((shard / "meta.json").read_text())
+    outs: dict[tuple[str, str], LogitOutputs] = {}
+    for f in sorted(shard.glob("outputs-*.parquet")):
+        t = pq.read_table(f)
+        key = (t.column("model")[0].as_py(), t.column("view")[0].as_py())
+        outs[key] = _outputs(t)
+    decoded = int(meta["n_images"]) - len(meta["failed"])
+    expected = meta.get("rows") or [decoded] * len(meta["keys"])
+    for (model, view), rows in zip(meta["keys"], expected, strict=True):
+        got = len(outs[(model, view)].index) if (model, view) in outs else 0
+        if got != rows:
+            raise ValueError(f"{model} / {view}: {got} of {rows} images' outputs are there")
+    logits = {}
+    for j, k in enumerate(meta.get("logits", [])):
+        with np.load(shard / f"logits-{j:04d}.npz") as z:
+            logits[(k[0], k[1])] = Features(z["index"], z["values"])
+    return meta, outs, logits
 
 
 def _concat(parts: list[LogitOutputs]) -> LogitOutputs:
