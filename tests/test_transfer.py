@@ -367,3 +367,38 @@ def test_probe_run_equals_an_independent_optimiser(
     assert len(list((tmp_path / "cache" / "features").glob("*.npz"))) == 3
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "skip" in again.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "index", "width", "directory"])
+def test_a_damaged_feature_cache_is_extracted_again(
+    damage: str, data_root: Path, tiny_timm, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from beyond_inet.datasets import DATASETS, discover
+    from beyond_inet.run.engine import RunSettings
+    from beyond_inet.run.features import split_features
+
+    found = discover(DATASETS.get("cue-conflict"), data_root / "cue-conflict")
+    assert found is not None
+    settings = RunSettings(workers=0, progress=False)
+    fresh = split_features(found, tiny_timm, settings, tmp_path)
+    (path,) = (tmp_path / "features").glob("*.npz")
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage in ("index", "width"):
+        bad_index = fresh.index + (100 if damage == "index" else 0)
+        values = fresh.values if damage == "index" else fresh.values[:, :3]
+        np.savez(path.with_suffix(""), index=bad_index, values=values, labels=fresh.labels,
+                 failed="[]")  # fmt: skip
+    else:
+        path.unlink()
+        path.mkdir()
+    notes: list[str] = []
+    again = split_features(found, tiny_timm, settings, tmp_path, notes.append)
+    assert any("unusable" in n and "extracting them again" in n for n in notes), notes
+    assert not again.cached and np.array_equal(again.index, fresh.index)
+    np.testing.assert_allclose(again.values, fresh.values, rtol=1e-6)
+    third = split_features(found, tiny_timm, settings, tmp_path, notes.append)
+    assert third.cached  # rewritten: the next run reads it

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,15 +55,49 @@ def feature_key(model: LoadedModel, found: FoundDataset, precision: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _load(path: Path) -> SplitFeatures | None:
+class CacheUnusable(ValueError):
+    """A cached feature file that cannot be used as it is (it is extracted again)."""
+
+
+def _load(path: Path, n_samples: int, width: int) -> SplitFeatures:
+    """A cached split's features, checked: every array there and of one length, indices
+    of this split's samples without repeats, ``width`` features per image, finite values.
+    Raises :class:`CacheUnusable` saying what is wrong."""
     try:
         with np.load(path, allow_pickle=False) as z:
             failed = json.loads(str(z["failed"]))
-            return SplitFeatures(
-                z["index"], z["values"], z["labels"], tuple(map(tuple, failed)), 0.0, True
-            )
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable cache file: extract again
+            index, values, labels = z["index"], z["values"], z["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CacheUnusable(f"unreadable ({type(e).__name__})") from None
+    if values.ndim != 2 or not len(index) == len(values) == len(labels):
+        raise CacheUnusable(f"arrays of mismatched shapes {index.shape}, {values.shape}")
+    if len(values) and values.shape[1] != width:
+        raise CacheUnusable(f"{values.shape[1]} features per image, the model gives {width}")
+    if len(index) and (index.min() < 0 or index.max() >= n_samples):
+        raise CacheUnusable(f"sample indices outside 0..{n_samples - 1}")
+    if len(np.unique(index)) != len(index) or not np.isfinite(values).all():
+        raise CacheUnusable("repeated sample indices or non-finite values")
+    return SplitFeatures(index, values, labels, tuple(map(tuple, failed)), 0.0, True)
+
+
+_WIDTHS: dict[tuple[int, str], int] = {}
+
+
+def _width(model: LoadedModel, device: str) -> int:
+    """How many features ``model`` gives per image (one forward of a blank image, once per
+    loaded model and device)."""
+    import torch
+
+    from beyond_inet.models.contract import pooled_fp32
+
+    key = (id(model.module), device)
+    if key not in _WIDTHS:
+        size = model.preprocessing.crop_size
+        module = model.module.to(device).eval()
+        with torch.inference_mode():
+            x = torch.zeros(1, 3, size, size, device=device)
+            _WIDTHS[key] = int(pooled_fp32(module, module.trunk(x)).shape[-1])
+    return _WIDTHS[key]
 
 
 def split_features(
@@ -74,10 +110,19 @@ def split_features(
     """``model``'s pre-logits features of every image of ``found`` (the engine's
     ``features`` channel), from the cache when there."""
     path = cache / "features" / f"{feature_key(model, found, settings.precision)}.npz"
-    if path.is_file() and (hit := _load(path)) is not None:
-        log(f"features of {model.name} on {found.spec.name}: cached ({path.name})")
-        labels = np.array([found.samples[i].label for i in hit.index], dtype=np.int64)
-        return replace(hit, labels=labels)  # labels from today's class list, not the cache's
+    if path.exists():
+        try:
+            if not path.is_file():
+                raise CacheUnusable("not a file")
+            hit = _load(path, len(found.samples), _width(model, settings.device))
+        except CacheUnusable as e:
+            log(f"note: cached features {path} are unusable ({e}); extracting them again.")
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+        else:
+            log(f"features of {model.name} on {found.spec.name}: cached ({path.name})")
+            labels = np.array([found.samples[i].label for i in hit.index], dtype=np.int64)
+            return replace(hit, labels=labels)  # labels from today's class list
     result = run_pass(found, [model], settings, channels=(FEATURES,))
     feats = result.features.get((model.name, "standard"))
     if feats is None:
