@@ -133,6 +133,17 @@ def read_session() -> Iterator[None]:
         _SESSION.reset(token)
 
 
+
+def _conform_predictions(table: pa.Table) -> pa.Table:
+    """A staged run's predictions in today's layout: a column added since it was staged (by
+    an older beyond-inet, e.g. the ``*_ts`` ones) is NULL, as in a migrated store."""
+    have = set(table.column_names)
+    cols = [
+        table.column(f.name).cast(f.type) if f.name in have else pa.nulls(len(table), f.type)
+        for f in PREDICTION_SCHEMA
+    ]
+    return pa.Table.from_arrays(cols, schema=PREDICTION_SCHEMA)
+
 class StoreError(RuntimeError):
     """The results store cannot be read or written (the message says why and what to do)."""
 
@@ -524,8 +535,8 @@ class Store:
         for k in ("started_at", "finished_at"):
             if isinstance(row.get(k), str):
                 row[k] = datetime.fromisoformat(row[k])
-        run = RunRecord(**row)
-        preds = pq.read_table(folder / "predictions.parquet")
+        run = RunRecord(**{k: row.get(k) for k in (c for c, _ in RUN_COLUMNS)})
+        preds = _conform_predictions(pq.read_table(folder / "predictions.parquet"))
         mets = pd.read_parquet(folder / "metrics.parquet")
         stored = self.commit_run(run, preds, mets, replace=bool(meta["replace"]), wait=wait)
         discard_staged(folder)

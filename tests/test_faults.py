@@ -5,6 +5,7 @@ Every case ends in either a committed run or a one-line message, and never in a 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -343,3 +344,34 @@ def test_a_staging_path_that_is_a_file_is_a_one_line_error(
     assert main([*args, "--store", str(store), "--shard", "0/2", "--quiet"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert staging.read_text() == "not a folder"  # nothing lost
+
+
+def test_a_run_staged_by_an_older_version_commits_with_its_missing_columns_null(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "old.duckdb")
+    older = _preds("r-old").drop_columns(["confidence_ts", "p_true_ts", "brier_ts"])
+    folder = store.stage_run(_run("r-old"), older, _metrics("r-old"))
+    meta = folder / "run.json"
+    staged = json.loads(meta.read_text())
+    staged["run"]["retired_field"] = "from an older record"  # extra keys are ignored too
+    meta.write_text(json.dumps(staged))
+    notes: list[str] = []
+    commit_staged_runs(store, notes.append)
+    assert any("stored m on imagenet-val" in n for n in notes), notes
+    p = store.query("SELECT sample_id, confidence_ts FROM predictions ORDER BY sample_id")
+    assert len(p) == 3 and p["confidence_ts"].isna().all()
+    assert not store.staged_runs()
+
+
+def test_shards_staged_by_another_version_are_refused(tmp_path: Path) -> None:
+    from beyond_inet.run.shards import ShardsIncompleteError, merge_shards, write_shard
+    from tests.test_distributed import _pass
+
+    folder = tmp_path / "pass-x"
+    shard = write_shard(folder / "shard-0-of-1", _pass([0, 1]))
+    meta = json.loads((shard / "meta.json").read_text())
+    del meta["format"]  # as the previous layout wrote it
+    (shard / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ShardsIncompleteError, match="staged by another version"):
+        merge_shards(folder)

@@ -34,6 +34,8 @@ from beyond_inet.run.engine import Features, LogitOutputs, PassResult, Shard
 from beyond_inet.run.errors import PrecomputeError
 
 COMPLETE = "COMPLETE"
+#: The layout of a staged shard; shards staged by another version are refused, not merged.
+SHARD_FORMAT = 2
 #: What reading a damaged staged file raises (truncated, emptied, overwritten, deleted).
 _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, pa.ArrowException)
 _LISTS = ("topk_idx", "topk_prob")
@@ -88,6 +90,7 @@ def write_shard(folder: Path, result: PassResult) -> Path:
     for i, feats in enumerate(result.logits.values()):
         np.savez(tmp / f"logits-{i:04d}.npz", index=feats.index, values=feats.values)
     meta = {
+        "format": SHARD_FORMAT,
         "keys": [list(k) for k in result.outputs],
         "rows": [len(out.index) for out in result.outputs.values()],
         "logits": [list(k) for k in result.logits],
@@ -200,6 +203,12 @@ def _read_shard(
     """One staged shard: its meta, outputs and logits, checked against what its meta says
     was written (every key's rows: a deleted or truncated file is caught here)."""
     meta = json.loads((shard / "meta.json").read_text())
+    if meta.get("format", 1) != SHARD_FORMAT:
+        raise ShardsIncompleteError(
+            f"{shard} was staged by another version of beyond-inet (shard format "
+            f"{meta.get('format', 1)}, this one reads {SHARD_FORMAT}); delete it and run the "
+            "--shard jobs again"
+        )
     outs: dict[tuple[str, str], LogitOutputs] = {}
     for f in sorted(shard.glob("outputs-*.parquet")):
         t = pq.read_table(f)
