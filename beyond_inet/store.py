@@ -133,7 +133,6 @@ def read_session() -> Iterator[None]:
         _SESSION.reset(token)
 
 
-
 def _conform_predictions(table: pa.Table) -> pa.Table:
     """A staged run's predictions in today's layout: a column added since it was staged (by
     an older beyond-inet, e.g. the ``*_ts`` ones) is NULL, as in a migrated store."""
@@ -143,6 +142,7 @@ def _conform_predictions(table: pa.Table) -> pa.Table:
         for f in PREDICTION_SCHEMA
     ]
     return pa.Table.from_arrays(cols, schema=PREDICTION_SCHEMA)
+
 
 class StoreError(RuntimeError):
     """The results store cannot be read or written (the message says why and what to do)."""

@@ -334,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
         "on --dataset (default imagenet-val)",
     )
     sim.add_argument(
+        "--cka-estimator",
+        choices=("minibatch", "full"),
+        default="minibatch",
+        help="minibatch = unbiased HSIC over minibatches (Nguyen et al. 2021; default); full = "
+        "the biased full-batch CKA most published heatmaps use (Kornblith et al. 2019)",
+    )
+    sim.add_argument(
         "--cka-images",
         type=_positive,
         default=settings.DEFAULT_CKA_IMAGES,
@@ -475,6 +482,7 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         cka=tuple(args.cka or ()),
         cka_images=args.cka_images,
         cka_tokens=args.cka_tokens,
+        cka_estimator=args.cka_estimator,
         shard=Shard(*args.shard) if args.shard else None,
         merge=args.merge,
     )

@@ -90,6 +90,36 @@ def test_cka_of_x_with_itself_is_one_and_invariances() -> None:
     assert linear_cka(x @ q, 3 * y) == pytest.approx(linear_cka(x, y), abs=1e-10)
 
 
+def _feature_space_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Kornblith et al.'s formula written out in feature space (the oracle)."""
+    xc = x.astype(np.float64) - x.mean(0)
+    yc = y.astype(np.float64) - y.mean(0)
+    return float(
+        np.sum((yc.T @ xc) ** 2) / np.sqrt(np.sum((xc.T @ xc) ** 2) * np.sum((yc.T @ yc) ** 2))
+    )
+
+
+def test_full_batch_cka_is_kornbliths_formula_and_differs_on_unrelated_layers() -> None:
+    from beyond_inet.scoring.cka import FullBatchCKA, linear_cka
+
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(size=(40, 7)), rng.normal(size=(40, 3))]
+    ys = [xs[0] @ rng.normal(size=(7, 5)), rng.normal(size=(40, 6))]
+    acc = FullBatchCKA(2, 2)
+    for i in range(0, 40, 16):  # batches of any size, the last one small
+        acc.update([x[i : i + 16] for x in xs], [y[i : i + 16] for y in ys])
+    want = np.array([[_feature_space_cka(x, y) for y in ys] for x in xs])
+    np.testing.assert_allclose(acc.value(), want, rtol=1e-10)
+    assert linear_cka(xs[0], ys[1]) == pytest.approx(want[0, 1], rel=1e-10)
+    # unrelated features: the biased estimate sits well above 0, the unbiased one near it
+    a, b = rng.normal(size=(400, 50)), rng.normal(size=(400, 50))
+    full, mini = FullBatchCKA(1, 1), MinibatchCKA(1, 1)
+    for i in range(0, 400, 100):
+        full.update([a[i : i + 100]], [b[i : i + 100]])
+        mini.update([a[i : i + 100]], [b[i : i + 100]])
+    assert full.value()[0, 0] > 0.05 and abs(mini.value()[0, 0]) < 0.05
+
+
 def test_small_minibatches_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 4"):
         MinibatchCKA(1, 1).update([np.ones((3, 2))], [np.ones((3, 2))])
@@ -170,6 +200,13 @@ def test_precompute_cka_model_with_itself_and_a_pair(tmp_path: Path) -> None:
 
     assert main(["--cka", TINY_TIMM, *base]) == 0  # already stored: skipped
     assert len(_cells(store)[0]) == 2
+    # the biased full-batch estimator: a run of its own, named, equal to the formula
+    assert main(["--cka", f"{TINY_TIMM},{TINY_CLIP}", "--cka-estimator", "full", *base]) == 0
+    runs, cells = _cells(store)
+    full = runs[runs["estimator"].str.contains("full-batch biased")].iloc[0]
+    got = cells[cells["run_id"] == full["run_id"]].pivot(index="row", columns="col", values="cka")
+    want = [[_feature_space_cka(a, b) for b in acts[TINY_CLIP]] for a in acts[TINY_TIMM]]
+    np.testing.assert_allclose(got.to_numpy(), np.array(want), atol=1e-4)
 
 
 def test_cka_bad_inputs_exit_2(tmp_path: Path, data_root: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -69,6 +69,8 @@ class PrecomputeConfig:
     cka: tuple[str, ...] = ()
     cka_images: int = DEFAULT_CKA_IMAGES
     cka_tokens: str = "mean"
+    #: ``minibatch`` (unbiased HSIC) or ``full`` (biased, full batch): see scoring/cka.py
+    cka_estimator: str = "minibatch"
     #: ``--shard i/n``: evaluate one shard into the staging area (no commit)
     shard: Shard | None = None
     #: ``--merge``: commit the runs whose shards are all staged

@@ -30,7 +30,7 @@ from beyond_inet.run.plan import (
     model_for_dataset,
 )
 from beyond_inet.run.records import CkaRunRecord, cka_cells
-from beyond_inet.scoring.cka import MIN_BATCH, MinibatchCKA
+from beyond_inet.scoring.cka import CKA_ESTIMATORS, MIN_BATCH, FullBatchCKA, MinibatchCKA
 from beyond_inet.store import Store
 
 Log = Callable[[str], None]
@@ -56,7 +56,7 @@ class _PairSink:
     b: str
     layers_a: list[str]
     layers_b: list[str]
-    acc: MinibatchCKA
+    acc: MinibatchCKA | FullBatchCKA
     pending: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]
     skipped: int = 0
 
@@ -68,7 +68,7 @@ class _PairSink:
         self.pending.clear()
         if not np.array_equal(ia, ib):
             raise RuntimeError("CKA: the two models saw different images in a batch")
-        if len(ia) < MIN_BATCH:
+        if len(ia) < MIN_BATCH and isinstance(self.acc, MinibatchCKA):  # HSIC_1 needs 4+
             self.skipped += len(ia)
             return
         xs = [ta[n] for n in self.layers_a]
@@ -83,9 +83,10 @@ def cka_key(
     tokens: str,
     precision: str,
     batch_size: int,
+    estimator: str = "minibatch",
 ) -> str:
     """A CKA run's identity: both models (weights, preprocessing), the images, pooling,
-    precision and the estimator's minibatch size."""
+    precision, the estimator and (for the minibatch estimator) its minibatch size."""
     payload = {
         "kind": "cka",
         "models": [
@@ -96,8 +97,10 @@ def cka_key(
         "content": found.fingerprint(),
         "tokens": tokens,
         "precision": precision,
-        "batch_size": batch_size,
+        "batch_size": batch_size if estimator == "minibatch" else None,
     }
+    if estimator != "minibatch":  # keys of minibatch runs stay as they were
+        payload["estimator"] = estimator
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -114,9 +117,8 @@ def compute_cka(
     for m, layers in ((a, layers_a), (b, layers_b)):
         if not layers:
             raise PrecomputeError(f"{m.name} exposes no layer taps; CKA needs them.")
-    sink = _PairSink(
-        a.name, b.name, layers_a, layers_b, MinibatchCKA(len(layers_a), len(layers_b)), {}
-    )
+    accumulator = CKA_ESTIMATORS[cfg.cka_estimator][0](len(layers_a), len(layers_b))
+    sink = _PairSink(a.name, b.name, layers_a, layers_b, accumulator, {})
     models = [a] if a.name == b.name else [a, b]
     start = time.perf_counter()
     result = run_pass(
@@ -169,7 +171,9 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
     loaded = load_models(replace(cfg, models=tuple(dict.fromkeys((name_a, name_b)))), log)
     a = model_for_dataset(_by_name(loaded, name_a), found.spec)
     b = model_for_dataset(_by_name(loaded, name_b), found.spec)
-    key = cka_key(a, b, found, cfg.cka_tokens, cfg.run.precision, cfg.run.batch_size)
+    key = cka_key(
+        a, b, found, cfg.cka_tokens, cfg.run.precision, cfg.run.batch_size, cfg.cka_estimator
+    )
     if not cfg.force and store.finished_cka(key):
         return f"skip CKA {a.name} x {b.name}: already in {cfg.store} (--force redoes)"
     started = datetime.now(UTC).replace(tzinfo=None)
@@ -191,7 +195,7 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
         preprocessing_a=a.preprocessing.to_json(),
         preprocessing_b=b.preprocessing.to_json(),
         dataset_root=str(found.root.resolve()),
-        estimator="linear CKA, minibatch unbiased HSIC (Nguyen et al. 2021)",
+        estimator=CKA_ESTIMATORS[cfg.cka_estimator][1],
         batch_size=cfg.run.batch_size,
         started_at=started,
         finished_at=datetime.now(UTC).replace(tzinfo=None),
