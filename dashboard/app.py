@@ -32,6 +32,14 @@ PAGES = [  # (file under sections/, title, icon); the first is the landing page
 ]
 
 st.set_page_config(page_title="beyond-inet", page_icon=":material/compare:", layout="wide")
+if not st.get_option("server.address"):  # started elsewhere: .streamlit/config.toml unread
+    st.error(
+        "This dashboard was started outside the repository folder, so Streamlit listens on "
+        "every network interface and anyone who reaches the port could read the store and the "
+        "images. Nothing is shown. Restart it with `--server.address localhost` (or from the "
+        "repository root), or with `--server.address 0.0.0.0` to share it on purpose."
+    )
+    st.stop()
 pages = [
     st.Page(HERE / "sections" / f, title=t, icon=i, default=k == 0)
     for k, (f, t, i) in enumerate(PAGES)

@@ -1197,3 +1197,23 @@ def test_reliability_diagram_raw_and_scaled() -> None:
     assert len(two.data) == 2 * len(one.data) == 6  # accuracy, gap, diagonal per panel
     titles = [a.text for a in two.layout.annotations]
     assert titles == ["m<br>raw", "m<br>scaled, T = 1.20"]
+
+
+def test_started_outside_the_repository_it_shows_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.duckdb"
+    synthetic.fill_store(store, 0.05, models=("deit3_21k",))
+    monkeypatch.setenv("BEYOND_INET_STORE", str(store))
+    from streamlit import config
+
+    monkeypatch.chdir(tmp_path)  # .streamlit/config.toml (server.address) is not read here
+    try:
+        config.get_config_options(force_reparse=True)
+        at = AppTest.from_file(APP, default_timeout=90).run()
+        assert "started outside the repository folder" in at.error[0].value
+        assert not at.dataframe and not at.get("plotly_chart")
+    finally:  # Streamlit keeps its config per process: read the repository's again
+        monkeypatch.chdir(REPO)
+        config.get_config_options(force_reparse=True)
+    assert not AppTest.from_file(APP, default_timeout=90).run().error
