@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas.testing as pd_testing
 import pytest
 
 from beyond_inet.run.pipeline import commit_staged_runs
@@ -375,3 +376,37 @@ def test_shards_staged_by_another_version_are_refused(tmp_path: Path) -> None:
     (shard / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ShardsIncompleteError, match="staged by another version"):
         merge_shards(folder)
+
+
+def test_paired_comparisons_lost_to_an_interruption_are_redone(tmp_path: Path) -> None:
+    import duckdb
+
+    root = tmp_path / "data"
+    write_cue_conflict(root / "cue-conflict", [("cat", "dog"), ("dog", "cat"), ("car", "oven")])
+    store = Store(tmp_path / "p.duckdb")
+    args = ["--model", f"{TINY_TIMM},open_clip:test-tiny-clip", "--random-weights"]
+    args += ["--data-root", str(root), "--store", str(store.path), "--quiet", "--workers", "0"]
+    assert main(args) == 0
+    first = store.query("SELECT * EXCLUDE (run_a, run_b) FROM paired")
+    assert len(first) == 1
+
+    def forget(sql: str) -> None:  # what a kill between the commits leaves behind
+        with duckdb.connect(str(store.path)) as con:
+            con.execute(sql)
+
+    # both runs stored, the paired row not: the rerun (nothing to evaluate) restores it
+    forget("DELETE FROM paired")
+    assert main(args) == 0
+    again = store.query("SELECT * EXCLUDE (run_a, run_b) FROM paired")
+    pd_testing.assert_frame_equal(again, first)
+    # the first run stored, the second not: the rerun evaluates it and pairs it with the first
+    forget(
+        "DELETE FROM predictions WHERE model = 'open_clip:test-tiny-clip'; "
+        "DELETE FROM metrics WHERE model = 'open_clip:test-tiny-clip'; "
+        "DELETE FROM runs WHERE model = 'open_clip:test-tiny-clip'; DELETE FROM paired"
+    )
+    assert main(args) == 0
+    third = store.query("SELECT * EXCLUDE (run_a, run_b) FROM paired")
+    assert third[["model_a", "model_b", "view", "both_right", "only_a", "only_b"]].equals(
+        first[["model_a", "model_b", "view", "both_right", "only_a", "only_b"]]
+    )

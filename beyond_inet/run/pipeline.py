@@ -674,7 +674,9 @@ def _dataset(
     names = dist.broadcast(names)
     dist.guarded(lambda: background.start(previous) if dist.main else None)
     todo = [m for m in plan.models if m.name in (names or [])]
-    if not todo:
+    if not todo:  # every run stored: only paired comparisons an interruption lost remain
+        if dist.main and len(plan.models) > 1:
+            return functools.partial(fill_missing_paired, store, plan, cfg.scoring, log)
         return None
     started = _now()
     result, folder = _evaluate(cfg, plan, todo, store, dist, log, log_all, decoder)
@@ -745,6 +747,7 @@ def _commit(
         log(f"stored {len(pairs)} paired comparisons on {found.spec.name} in {cfg.store}")
     for s in done:
         s.correct = {}  # only the pass's paired comparisons need them
+    fill_missing_paired(store, plan, cfg.scoring, log)
     if folder is not None:
         discard(folder)  # committed: the staged shards are no longer needed
 
@@ -791,6 +794,61 @@ def paired_records(
                     )
                 )
     return out
+
+
+def _stored_correct(store: Store, run_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A stored run's scored images per view: (sample ids, correct), by sample id (the
+    images :func:`scored_images` counts: all where the dataset decides, else labelled)."""
+    df = store.query(
+        "SELECT view, sample_id, correct, label, decision FROM predictions WHERE run_id = ? "
+        "ORDER BY view, sample_id",
+        [run_id],
+    )
+    out = {}
+    for view, g in df.groupby("view", sort=False):
+        decided = g["decision"].notna().any()
+        scored = np.ones(len(g), bool) if decided else (g["label"].fillna(-1) >= 0).to_numpy()
+        out[str(view)] = (g["sample_id"].to_numpy()[scored], g["correct"].to_numpy(bool)[scored])
+    return out
+
+
+def fill_missing_paired(store: Store, plan: DatasetPlan, opts: ScoringOptions, log: Log) -> None:
+    """The paired comparisons of the plan's stored runs that the store lacks — an earlier
+    pass interrupted between its commits, or runs stored by different invocations — from
+    their stored predictions (images matched by sample id)."""
+    runs = [(m.name, store.finished_run(plan.keys[m.name])) for m in plan.models]
+    runs = [(m, r) for m, r in runs if r]
+    if len(runs) < 2:
+        return
+    have = set()
+    if store.has_table("paired"):
+        df = store.query(
+            "SELECT DISTINCT run_a, run_b FROM paired WHERE dataset = ?", [plan.found.spec.name]
+        )
+        have = {frozenset(x) for x in zip(df["run_a"], df["run_b"], strict=True)}
+    correct: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    records = []
+    for i, (ma, ra) in enumerate(runs):
+        for mb, rb in runs[i + 1 :]:
+            if frozenset((ra, rb)) in have:
+                continue
+            for r in (ra, rb):
+                correct.setdefault(r, _stored_correct(store, r))
+            summaries = [
+                RunSummary(ma, "", "done", run_id=ra),
+                RunSummary(mb, "", "done", run_id=rb),
+            ]
+            for view, (ids_a, ca) in correct[ra].items():
+                ids_b, cb = correct[rb].get(view, (None, None))
+                if ids_b is not None and np.array_equal(ids_a, ids_b):
+                    summaries[0].correct[view], summaries[1].correct[view] = ca, cb
+            records += paired_records(plan.found.spec.name, summaries, opts)
+    if records:
+        store.commit_paired(records, log)
+        log(
+            f"stored {len(records)} paired comparisons on {plan.found.spec.name} with runs "
+            f"stored earlier in {store.path}"
+        )
 
 
 def format_summary(summaries: Sequence[RunSummary]) -> str:
