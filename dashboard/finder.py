@@ -221,8 +221,9 @@ def pareto(df: pd.DataFrame, x: str, y: str) -> np.ndarray:
     )
 
 
-def fit_for(x: str, y: str) -> catalog.Fit | None:
-    """The baseline fit behind an (ImageNet top-1, <shift> top-1) pair of axes, if any."""
-    if x != " ".join(catalog.REFERENCE) or not y.endswith(" top1"):
+def fit_for(x: str, y: str) -> catalog.Baseline | None:
+    """The baseline fit behind an (<axis> top-1, <shift> top-1) pair of axes, if any: the
+    axis ImageNet val or the shift's class-subset val accuracy (``imagenet-a-clean``)."""
+    if not x.endswith(" top1") or not y.endswith(" top1"):
         return None
-    return catalog.fits().get(y.rsplit(" ", 1)[0])
+    return catalog.baselines().get((y.rsplit(" ", 1)[0], x.rsplit(" ", 1)[0]))

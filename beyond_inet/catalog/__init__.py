@@ -12,13 +12,16 @@ the libraries' own CSVs (``data/catalog/sources/``, unchanged, with their source
   interpolation, throughput.
 
 Effective robustness (Taori et al. 2020, as imagenet-testbed computes it) is pure functions
-on arrays here: a least-squares line of logit(OOD accuracy) on logit(ImageNet accuracy) over
-the baseline models, and each model's OOD accuracy minus the line at its ImageNet accuracy.
+on arrays here: a least-squares line of logit(OOD accuracy) on logit(x) over the baseline
+models — x the ImageNet val accuracy on the shift's own classes where the dataset has a class
+subset (ImageNet-A, -R), for ImageNet-A piecewise either side of ResNet-50's accuracy — and
+each model's OOD accuracy minus the line at its x.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,33 +51,74 @@ def expit(z: np.ndarray | float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Fit:
-    """logit(OOD) = slope * logit(ImageNet) + intercept over ``n`` baseline models;
-    ``resid_std``: the residuals' standard deviation in logit units (the band)."""
+    """One line, logit(OOD) = slope * logit(x) + intercept, over ``n`` baseline models whose
+    x lies in ``[x_low, x_high)``; ``resid_std``: the residuals' standard deviation in logit
+    units (the band)."""
 
     dataset: str
     slope: float
     intercept: float
     n: int
     resid_std: float
+    x_low: float = 0.0
+    x_high: float = 1.0
 
-    def predict(self, imagenet_acc: np.ndarray | float) -> np.ndarray:
-        """The OOD accuracy the line predicts at an ImageNet accuracy."""
-        return expit(self.slope * logit(imagenet_acc) + self.intercept)
+    def predict(self, x: np.ndarray | float) -> np.ndarray:
+        """The OOD accuracy the line predicts at an x-axis accuracy."""
+        return expit(self.slope * logit(x) + self.intercept)
 
-    def band(
-        self, imagenet_acc: np.ndarray | float, z: float = 1.96
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def band(self, x: np.ndarray | float, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
         """(low, high): the line +- ``z`` residual standard deviations, in accuracy units."""
-        centre = self.slope * logit(imagenet_acc) + self.intercept
+        centre = self.slope * logit(x) + self.intercept
         return expit(centre - z * self.resid_std), expit(centre + z * self.resid_std)
 
 
-def fit_baseline(dataset: str, imagenet_acc: np.ndarray, ood_acc: np.ndarray) -> Fit:
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline of one shift dataset on one x axis (``imagenet-val`` top-1, or the
+    class-subset val accuracy ``imagenet-{a,r}-clean``): one line, or, for ImageNet-A as
+    imagenet-testbed fits it, two lines either side of a pivot (ResNet-50's accuracy). Each
+    x is predicted by the piece whose ``[x_low, x_high)`` holds it."""
+
+    dataset: str
+    axis: str
+    pieces: tuple[Fit, ...]
+
+    @property
+    def n(self) -> int:
+        """Baseline models over all pieces."""
+        return sum(p.n for p in self.pieces)
+
+    def _each(
+        self, x: np.ndarray | float, value: Callable[[Fit, np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        """``value(piece, x)`` of the piece that applies at each x."""
+        xs = np.asarray(x, dtype=np.float64)
+        lows = np.array([p.x_low for p in self.pieces])
+        which = np.clip(np.searchsorted(lows, xs, side="right") - 1, 0, len(lows) - 1)
+        stacked = np.stack([np.broadcast_to(value(p, xs), xs.shape) for p in self.pieces])
+        return np.take_along_axis(stacked, np.asarray(which)[None, ...], axis=0)[0]
+
+    def predict(self, x: np.ndarray | float) -> np.ndarray:
+        """The OOD accuracy the baseline predicts at an x-axis accuracy."""
+        return self._each(x, Fit.predict)
+
+    def band(self, x: np.ndarray | float, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the piece that applies at each x (see :meth:`Fit.band`)."""
+        return (
+            self._each(x, lambda p, xs: p.band(xs, z)[0]),
+            self._each(x, lambda p, xs: p.band(xs, z)[1]),
+        )
+
+
+def fit_line(
+    dataset: str, x: np.ndarray, y: np.ndarray, x_low: float = 0.0, x_high: float = 1.0
+) -> Fit:
     """Least-squares line in logit space (scipy's ``linregress``) over the baseline models'
-    (ImageNet, OOD) accuracies; NaN pairs are dropped."""
+    (x, OOD) accuracies; NaN pairs are dropped."""
     from scipy.stats import linregress
 
-    x, y = np.asarray(imagenet_acc, float), np.asarray(ood_acc, float)
+    x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 3:
         raise ValueError(f"{dataset}: {keep.sum()} baseline models; a fit needs at least 3")
@@ -82,14 +126,44 @@ def fit_baseline(dataset: str, imagenet_acc: np.ndarray, ood_acc: np.ndarray) ->
     r = linregress(lx, ly)
     resid = ly - (r.slope * lx + r.intercept)
     return Fit(
-        dataset, float(r.slope), float(r.intercept), int(keep.sum()), float(np.std(resid, ddof=2))
+        dataset,
+        float(r.slope),
+        float(r.intercept),
+        int(keep.sum()),
+        float(np.std(resid, ddof=2)),
+        x_low,
+        x_high,
     )
 
 
-def effective_robustness(fit: Fit, imagenet_acc: np.ndarray, ood_acc: np.ndarray) -> np.ndarray:
-    """OOD accuracy minus the baseline line's prediction at the model's ImageNet accuracy
+def fit_baseline(
+    dataset: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: str = "imagenet-val",
+    pivot: float | None = None,
+) -> Baseline:
+    """The baseline of ``dataset`` on ``axis`` from the baseline models' (x, OOD) accuracies:
+    one logit-space line, or with ``pivot`` (imagenet-testbed's ImageNet-A fit) one line
+    over the models with x < pivot and one over those with x > pivot."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if pivot is None or not np.isfinite(pivot):
+        return Baseline(dataset, axis, (fit_line(dataset, x, y),))
+    below, above = x < pivot, x > pivot
+    return Baseline(
+        dataset,
+        axis,
+        (
+            fit_line(dataset, x[below], y[below], 0.0, pivot),
+            fit_line(dataset, x[above], y[above], pivot, 1.0),
+        ),
+    )
+
+
+def effective_robustness(fit: Baseline, x: np.ndarray, ood_acc: np.ndarray) -> np.ndarray:
+    """OOD accuracy minus the baseline's prediction at the model's x-axis accuracy
     (accuracy units; > 0 = more robust than ImageNet-trained models of equal accuracy)."""
-    return np.asarray(ood_acc, float) - fit.predict(imagenet_acc)
+    return np.asarray(ood_acc, float) - fit.predict(x)
 
 
 def pareto_front(
@@ -140,13 +214,31 @@ def model_names(directory: Path = CATALOG_DIR) -> tuple[str, ...]:
     return tuple(sorted(set(_read(str(directory), MODELS)["name"])))
 
 
-def fits(directory: Path = CATALOG_DIR) -> dict[str, Fit]:
-    """The shipped effective-robustness fits by dataset."""
+def baselines(directory: Path = CATALOG_DIR) -> dict[tuple[str, str], Baseline]:
+    """The shipped effective-robustness baselines by (dataset, x axis)."""
     df = _read(str(directory), FITS)
-    return {
-        r.dataset: Fit(r.dataset, float(r.slope), float(r.intercept), int(r.n), float(r.resid_std))
-        for r in df.itertuples()
-    }
+    out: dict[tuple[str, str], Baseline] = {}
+    for (dataset, axis), g in df.groupby(["dataset", "axis"], sort=False):
+        pieces = tuple(
+            Fit(
+                dataset,
+                float(r.slope),
+                float(r.intercept),
+                int(r.n),
+                float(r.resid_std),
+                float(r.x_low),
+                float(r.x_high),
+            )
+            for r in g.sort_values("x_low").itertuples()
+        )
+        out[(str(dataset), str(axis))] = Baseline(str(dataset), str(axis), pieces)
+    return out
+
+
+def fits(directory: Path = CATALOG_DIR) -> dict[str, Baseline]:
+    """The shipped baselines on the ImageNet val top-1 axis, by dataset (the finder's
+    default axes)."""
+    return {d: b for (d, axis), b in baselines(directory).items() if axis == REFERENCE[0]}
 
 
 def column(dataset: str, metric: str) -> str:

@@ -25,7 +25,6 @@ from beyond_inet.catalog import (
     CATALOG_DIR,
     FITS,
     MODELS,
-    REFERENCE,
     RESULTS,
     effective_robustness,
     fit_baseline,
@@ -246,37 +245,47 @@ def is_baseline(models: pd.DataFrame, rule: pd.DataFrame) -> pd.Series:
 
 
 def add_effective_robustness(
-    results: pd.DataFrame, models: pd.DataFrame, datasets: Sequence[str]
+    results: pd.DataFrame, models: pd.DataFrame, rules: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the ``effective_robustness`` rows, the fits) for each shift dataset."""
+    """(the ``effective_robustness`` rows, the fits) for each shift dataset of ``rules``
+    (``rules/effective_robustness.csv``): per dataset, its axes in order of preference; a
+    model gets its effective robustness on the first axis it has a number on. The baseline
+    models enter each fit once per weights (timm's second evaluation of a weight at another
+    size, ``model_id`` with ``@``, is left out) and only from ``min_x`` on."""
     key = ["library", "model_id"]
-    ref = results[(results["dataset"] == REFERENCE[0]) & (results["metric"] == REFERENCE[1])]
-    ref = ref.set_index(key)["value"]
-    base = models.set_index(key)["baseline"]
+    top1 = results[results["metric"] == "top1"].set_index([*key, "dataset"])["value"]
+    base = models.set_index(key)["baseline"] & ~models.set_index(key).index.get_level_values(
+        "model_id"
+    ).str.contains("@")
     rows, fits = [], []
-    for d in datasets:
-        ood = results[(results["dataset"] == d) & (results["metric"] == "top1")]
-        ood = ood.set_index(key)["value"]
-        both = pd.concat({"x": ref, "y": ood}, axis=1).dropna()
-        fit = fit_baseline(
-            d,
-            both["x"][base.reindex(both.index).fillna(False).astype(bool)],
-            both["y"][base.reindex(both.index).fillna(False).astype(bool)],
-        )
-        fits.append(fit.__dict__)
-        er = effective_robustness(fit, both["x"].to_numpy(), both["y"].to_numpy())
-        for (lib, mid), v in zip(both.index, er, strict=True):
-            rows.append(
-                {
-                    "library": lib,
-                    "model_id": mid,
-                    "dataset": d,
-                    "metric": "effective_robustness",
-                    "value": float(v),
-                    "source": f"derived: {d} top1 minus the baseline fit ({FITS})",
-                }
-            )
-    return pd.DataFrame(rows), pd.DataFrame(fits)
+    for dataset, axes in rules.groupby("dataset", sort=False):
+        ood = top1.xs(dataset, level="dataset")
+        done: set[tuple[str, str]] = set()
+        for r in axes.itertuples():
+            x = top1.xs(r.axis, level="dataset")
+            both = pd.concat({"x": x, "y": ood}, axis=1).dropna()
+            min_x = float(r.min_x) if r.min_x else 0.0
+            in_base = base.reindex(both.index).fillna(False).astype(bool) & (both["x"] >= min_x)
+            pivot = float(r.pivot) if r.pivot else None
+            fit = fit_baseline(dataset, both["x"][in_base], both["y"][in_base], r.axis, pivot)
+            fits += [{**p.__dict__, "axis": r.axis} for p in fit.pieces]
+            todo = both[[k not in done for k in both.index]]
+            er = effective_robustness(fit, todo["x"].to_numpy(), todo["y"].to_numpy())
+            for (lib, mid), v in zip(todo.index, er, strict=True):
+                rows.append(
+                    {
+                        "library": lib,
+                        "model_id": mid,
+                        "dataset": dataset,
+                        "metric": "effective_robustness",
+                        "value": float(v),
+                        "source": f"derived: {dataset} top1 minus the baseline fit on "
+                        f"{r.axis} top1 ({FITS})",
+                    }
+                )
+            done |= set(todo.index)
+    columns = ["dataset", "axis", "x_low", "x_high", "slope", "intercept", "n", "resid_std"]
+    return pd.DataFrame(rows), pd.DataFrame(fits)[columns]
 
 
 def build(sources: Path, rules: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -298,8 +307,8 @@ def build(sources: Path, rules: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
         aliases.get(n, "") if "@" not in m else ""
         for n, m in zip(models["name"], models["model_id"], strict=True)
     ]
-    er_sets = dmap.loc[dmap["effective_robustness"] == "yes", "dataset"].unique()
-    er_rows, fits = add_effective_robustness(results, models, list(er_sets))
+    er_rules = read_rules(rules, "effective_robustness.csv")
+    er_rows, fits = add_effective_robustness(results, models, er_rules)
     results = pd.concat([results, er_rows], ignore_index=True)
     results = results.sort_values(["library", "model_id", "dataset", "metric"], ignore_index=True)
     models = models[MODEL_COLUMNS].sort_values(["library", "model_id"], ignore_index=True)

@@ -77,7 +77,7 @@ for _spec in (
         "probability",
         False,
         "15 equal-width confidence bins",
-        "expected calibration error (torchmetrics l1)",
+        "expected calibration error (torchmetrics l1); plug-in, biased upwards, no interval",
     ),
     MetricSpec(
         "mce",
@@ -85,7 +85,16 @@ for _spec in (
         "probability",
         False,
         "15 equal-width confidence bins",
-        "max calibration error (torchmetrics max)",
+        "max calibration error (torchmetrics max): the worst bin, often a sparse one; no interval",
+    ),
+    MetricSpec(
+        "rmsce",
+        "RMS calibration error (debiased)",
+        "probability",
+        False,
+        "15 equal-width confidence bins",
+        "debiased root-mean-square calibration error (Kumar et al. 2019) with an interval "
+        "valid down to a perfectly calibrated model",
     ),
     MetricSpec(
         "nll",
@@ -113,6 +122,14 @@ for _spec in (
         False,
         "15 equal-width confidence bins",
         "MCE of softmax(logits / T)",
+    ),
+    MetricSpec(
+        "rmsce_ts",
+        "RMS calibration error after temperature scaling",
+        "probability",
+        False,
+        "15 equal-width confidence bins",
+        "debiased RMS calibration error of softmax(logits / T)",
     ),
     MetricSpec(
         "nll_ts",

@@ -3,9 +3,10 @@
 Each evaluation is registered by name with the output channels of the engine it needs;
 a dataset's protocol lists the ones that apply to it. Evaluations only compose the pure
 functions of :mod:`beyond_inet.scoring.metrics` — the functions the oracle tests check —
-and add 95% percentile bootstrap intervals. Every interval of a view comes from ONE resample
-matrix (:func:`~beyond_inet.scoring.metrics.resample_counts`, shared by every view and model
-of the same image count): each metric is a function of per-image column sums, so its
+and add 95% BCa bootstrap intervals (the debiased RMS calibration error has its own).
+Every interval of a view comes from ONE resample matrix
+(:func:`~beyond_inet.scoring.metrics.resample_counts`, shared by every view and model of the
+same image count): each metric is a function of per-image column sums, so its
 replicates are ``finish(counts @ design)`` — one matrix product, on the GPU when there is one.
 Point estimates are the metric functions' own values.
 """
@@ -86,12 +87,17 @@ Finish = Callable[[np.ndarray], np.ndarray]
 def _intervals(
     design: np.ndarray, finish: Finish, opts: ScoringOptions
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Percentile intervals of ``finish(column sums)`` [..., K] over the view's bootstrap
-    resamples of the rows of ``design`` [N, C]; ``None`` without resamples or images."""
+    """BCa intervals (:func:`~beyond_inet.scoring.metrics.bca_interval`) of
+    ``finish(column sums)`` [..., K] from the view's bootstrap resamples of the rows of
+    ``design`` [N, C] and its leave-one-out sums (the jackknife, for the acceleration);
+    ``None`` without resamples or images."""
     if opts.n_boot <= 0 or len(design) == 0:
         return None
     reps = finish(M.resample_sums(design, opts.n_boot, opts.seed, opts.device))
-    return M.percentile_interval(reps.reshape(opts.n_boot, -1))
+    total = np.asarray(design, dtype=np.float64).sum(axis=0)
+    estimate = finish(total[None, :]).reshape(-1)
+    jackknife = finish(total[None, :] - design).reshape(len(design), -1)
+    return M.bca_interval(reps.reshape(opts.n_boot, -1), estimate, jackknife)
 
 
 def _ratio(sums: np.ndarray) -> np.ndarray:
@@ -147,29 +153,29 @@ def _calibration_set(
     opts: ScoringOptions,
     suffix: str = "",
 ) -> list[MetricRow]:
-    """ECE, MCE (15 bins), NLL and Brier of labelled images' arrays, with intervals from one
-    product of the view's resamples with their per-image columns."""
-    nll = M.negative_log_likelihood(p_true)
-    values = [
-        M.expected_calibration_error(conf, corr, 15),
-        M.max_calibration_error(conf, corr, 15),
-        nll,
-        M.brier_score(brier),
+    """ECE and MCE (15 bins, plug-in, no interval: binned ECE is biased upwards and a
+    bootstrap of it does not cover the true value), the debiased RMS calibration error with
+    its interval, and NLL and Brier with BCa intervals, of labelled images' arrays."""
+    rows = [
+        MetricRow("ece" + suffix, float(M.expected_calibration_error(conf, corr, 15))),
+        MetricRow("mce" + suffix, float(M.max_calibration_error(conf, corr, 15))),
     ]
-    names = [n + suffix for n in ("ece", "mce", "nll", "brier")]
-    per_image = np.stack([-np.log(np.clip(p_true, 1e-12, None)), brier, np.ones(len(conf))], 1)
-    design = np.concatenate([M.calibration_design(conf, corr, 15), per_image], axis=1)
-
-    def finish(sums: np.ndarray) -> np.ndarray:
-        n = sums[:, -1]
-        ece, mce = M.calibration_errors_from_sums(sums[:, :-3], n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.stack([ece, mce, sums[:, -3] / n, sums[:, -2] / n], axis=1)
-
-    ci = _intervals(design, finish, opts)
-    if ci is None:
-        return [MetricRow(n, float(v)) for n, v in zip(names, values, strict=True)]
-    return [MetricRow(n, float(v), lo, hi) for n, v, lo, hi in zip(names, values, *ci, strict=True)]
+    rms = M.rms_calibration_error(conf, corr, 15, max(opts.n_boot, 0), opts.seed)
+    rows.append(MetricRow("rmsce" + suffix, rms.value, rms.low, rms.high))
+    nll_row, brier_row = _means(
+        ["nll" + suffix, "brier" + suffix],
+        [-np.log(np.clip(p_true, 1e-12, None)), brier],
+        np.ones(len(conf), bool),
+        opts,
+    )
+    nll = float(M.negative_log_likelihood(p_true))
+    return [
+        *rows,
+        MetricRow(nll_row.metric, nll, nll_row.ci_low, nll_row.ci_high),
+        MetricRow(
+            brier_row.metric, float(M.brier_score(brier)), brier_row.ci_low, brier_row.ci_high
+        ),
+    ]
 
 
 def calibration(p: ImageRecords, opts: ScoringOptions) -> list[MetricRow]:

@@ -235,6 +235,117 @@ def max_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: i
     return float(mce) if mce.ndim == 0 else mce
 
 
+def calibration_moments_design(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> np.ndarray:
+    """float64 [N, 3 (n_bins + 1)]: per image, its bin indicator (:func:`calibration_bins`'
+    binning), ``d = correct - confidence`` and ``d**2``, each in its bin's column of the
+    first, second and third block. Column sums (over the images, or any resample of them)
+    are each bin's count, sum of d and sum of d**2: the inputs of
+    :func:`squared_calibration_error_from_sums`."""
+    conf, corr = _calibration_inputs(confidence, correct, n_bins)
+    k, rows = n_bins + 1, np.arange(len(conf))
+    idx, d = _bin_index(conf, n_bins), corr - conf
+    design = np.zeros((len(conf), 3 * k))
+    design[rows, idx] = 1.0
+    design[rows, k + idx] = d
+    design[rows, 2 * k + idx] = d * d
+    return design
+
+
+def squared_calibration_error_from_sums(sums: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The debiased squared calibration error [...] (Kumar, Liang & Ma 2019, "Verified
+    uncertainty calibration") from :func:`calibration_moments_design` column sums [..., 3k]
+    and the image count ``n``: ``sum_k (n_k / n) (g_k**2 - s_k**2 / n_k)`` with ``g_k`` the
+    bin's mean gap ``accuracy - confidence`` and ``s_k**2`` the unbiased variance of its
+    per-image gaps — unbiased for ``sum_k P(bin k) gap_k**2`` (so it can be below 0 for a
+    calibrated model). Bins of fewer than two images add nothing; NaN without images."""
+    k = sums.shape[-1] // 3
+    count, total, squares = sums[..., :k], sums[..., k : 2 * k], sums[..., 2 * k :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        safe = np.where(count > 1.5, count, 2.0)
+        variance = (squares - total**2 / safe) / (safe - 1.0)
+        term = np.where(count > 1.5, total**2 / safe - variance, 0.0)
+        return term.sum(axis=-1) / n
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its ``1 - alpha`` interval (NaN bounds: none)."""
+
+    value: float
+    low: float = NAN
+    high: float = NAN
+
+
+def rms_calibration_error(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    n_bins: int = 15,
+    n_null: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Interval:
+    """Debiased RMS calibration error (15 bins, :func:`calibration_bins`' binning) with an
+    interval for the population value ``sqrt(sum_k P(bin k) gap_k**2)``.
+
+    The estimate is ``sqrt(max(S, 0))`` with ``S`` the unbiased squared error of
+    :func:`squared_calibration_error_from_sums`. The interval is built on ``S`` and mapped
+    by the same square root: ``S +- z sd`` with the jackknife standard error, except near 0,
+    where the parameter sits on its boundary. There, 0 is inside the interval exactly when a
+    one-sided level-``alpha`` test of perfect calibration does not reject: ``S`` is compared
+    with its distribution when every label is drawn as ``Bernoulli(confidence)``
+    (consistency resampling, Broecker & Smith 2007; ``n_null`` draws, seeded). When the test
+    rejects but ``S - z sd <= 0``, the low end is ``S`` minus that null quantile (> 0).
+    ``n_null = 0`` gives the estimate alone."""
+    conf, corr = _calibration_inputs(confidence, correct, n_bins)
+    n = len(conf)
+    if n == 0:
+        return Interval(NAN)
+    design = calibration_moments_design(conf, corr, n_bins)
+    s = float(squared_calibration_error_from_sums(design.sum(axis=0), n))
+    value = math.sqrt(max(s, 0.0))
+    if n_null <= 0 or n < 2:
+        return Interval(value)
+    from scipy.special import ndtri
+
+    z = float(ndtri(1.0 - alpha / 2.0))
+    jack = squared_calibration_error_from_sums(design.sum(axis=0) - design, n - 1.0)
+    sd = math.sqrt((n - 1) / n * float(np.sum((jack - jack.mean()) ** 2)))
+    null = float(np.quantile(_calibrated_null(conf, n_bins, n_null, seed), 1.0 - alpha))
+    if s <= null:
+        low = 0.0
+    elif s - z * sd > 0.0:
+        low = s - z * sd
+    else:
+        low = s - null
+    return Interval(value, math.sqrt(low), math.sqrt(max(s + z * sd, 0.0)))
+
+
+def _calibrated_null(conf: np.ndarray, n_bins: int, n_draws: int, seed: int) -> np.ndarray:
+    """float64 [n_draws]: :func:`squared_calibration_error_from_sums` with every label
+    redrawn as ``Bernoulli(confidence)`` (a perfectly calibrated model with these
+    confidences), seeded. ``(y - c)**2 = y (1 - 2c) + c**2``: each draw needs only each bin's
+    sums of y and of y (1 - 2c)."""
+    k, n = n_bins + 1, len(conf)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), _bin_index(conf, n_bins)] = 1.0
+    base = np.concatenate([onehot.sum(0), -(conf @ onehot), (conf**2) @ onehot])
+    weights = np.concatenate([onehot, onehot * (1.0 - 2.0 * conf)[:, None]], axis=1)
+    rng, out = np.random.default_rng(seed), np.empty(n_draws)
+    conf32, weights32 = conf.astype(np.float32), weights.astype(np.float32)
+    step = max(1, min(n_draws, 2**22 // max(n, 1)))
+    for start in range(0, n_draws, step):
+        rows = min(step, n_draws - start)
+        y = (rng.random((rows, n), dtype=np.float32) < conf32).astype(np.float32)
+        sy = (y @ weights32).astype(np.float64)
+        sums = np.tile(base, (rows, 1))
+        sums[:, k : 2 * k] += sy[:, :k]
+        sums[:, 2 * k :] += sy[:, k:]
+        out[start : start + rows] = squared_calibration_error_from_sums(sums, float(n))
+    return out
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 _BOOTSTRAP_CHUNK_BYTES = 64 * 2**20
@@ -334,6 +445,47 @@ def percentile_interval(
         col = reps[:, j][~np.isnan(reps[:, j])]
         if col.size:
             lo[j], hi[j] = np.percentile(col, [50.0 * alpha, 100.0 - 50.0 * alpha])
+    return lo, hi
+
+
+def bca_interval(
+    replicates: np.ndarray, estimate: np.ndarray, jackknife: np.ndarray, alpha: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected and accelerated (BCa, Efron 1987) interval ``(lo[K], hi[K])`` at level
+    ``1 - alpha``, per column, from bootstrap replicates [n_boot, K], the estimate [K] and
+    the leave-one-out (jackknife) values [N, K].
+
+    ``z0 = Phi^-1(share of replicates below the estimate, ties counted half)`` corrects for a
+    biased statistic (its replicates centred away from the estimate); the acceleration
+    ``a = sum(d**3) / (6 sum(d**2)**1.5)``, ``d = mean(jackknife) - jackknife``, for a
+    standard error that changes with the value. The quantiles taken are
+    ``Phi(z0 + (z0 + z) / (1 - a (z0 + z)))`` for ``z = Phi^-1(alpha / 2), Phi^-1(1 - alpha / 2)``.
+    With ``a = 0`` (and for any small ``a``) the interval holds the estimate whenever some
+    replicates lie on each side of it. NaN replicates and jackknife values are dropped per
+    column; NaN where the estimate or every replicate is NaN."""
+    from scipy.special import ndtr, ndtri
+
+    reps = np.asarray(replicates, dtype=np.float64)
+    reps = reps[:, None] if reps.ndim == 1 else reps
+    est = np.atleast_1d(np.asarray(estimate, dtype=np.float64))
+    jack = np.asarray(jackknife, dtype=np.float64)
+    jack = jack[:, None] if jack.ndim == 1 else jack
+    lo, hi = np.full(reps.shape[1], NAN), np.full(reps.shape[1], NAN)
+    for j in range(reps.shape[1]):
+        col = reps[:, j][~np.isnan(reps[:, j])]
+        if not col.size or np.isnan(est[j]):
+            continue
+        share = (np.sum(col < est[j]) + 0.5 * np.sum(col == est[j])) / col.size
+        z0 = float(ndtri(np.clip(share, 0.5 / col.size, 1.0 - 0.5 / col.size)))
+        jk = jack[:, j][~np.isnan(jack[:, j])]
+        d = jk.mean() - jk if jk.size else np.zeros(1)
+        denom = 6.0 * float(np.sum(d**2)) ** 1.5
+        a = float(np.sum(d**3)) / denom if denom > 0 else 0.0
+        levels = []
+        for z in (float(ndtri(alpha / 2.0)), float(ndtri(1.0 - alpha / 2.0))):
+            shrink = 1.0 - a * (z0 + z)
+            levels.append(float(ndtr(z0 + (z0 + z) / shrink)) if shrink > 0 else float(z > 0))
+        lo[j], hi[j] = np.quantile(col, levels)
     return lo, hi
 
 

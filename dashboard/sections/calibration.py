@@ -8,8 +8,8 @@ import streamlit as st
 from beyond_inet.scoring.catalogue import spec as metric_spec
 from dashboard import figures, frames, queries, state, ui
 
-METRICS = ("top1", "ece", "mce", "nll", "brier")
-SCALED = ("temperature", "ece_ts", "mce_ts", "nll_ts", "brier_ts")
+METRICS = ("top1", "ece", "mce", "rmsce", "nll", "brier")
+SCALED = ("temperature", "ece_ts", "mce_ts", "rmsce_ts", "nll_ts", "brier_ts")
 FOLDS = ("temperature_fold:0", "temperature_fold:1")
 
 
@@ -78,8 +78,14 @@ with ui.guard():
         ui.table(pd.DataFrame(out).fillna(""), f"calibration-{dataset}-{view}")
         st.caption(
             "Stored ECE / MCE use 15 equal-width bins on the max-softmax confidence "
-            "(torchmetrics' binning); the recomputed columns use the bins chosen above. "
-            "NLL and Brier are means over images."
+            "(torchmetrics' binning, the paper's numbers); the recomputed columns use the bins "
+            "chosen above. ECE and MCE are shown without an interval: binned ECE is biased "
+            "upwards (the more so, the fewer the images), so a bootstrap of it sits above the "
+            "true value, and MCE is the worst bin, often a sparse one. The debiased RMS "
+            "calibration error (Kumar et al. 2019) is their uncertainty-aware counterpart: its "
+            "95% interval holds the true value 95% of the time, for a perfectly calibrated "
+            "model too (its low end is 0 unless a test of perfect calibration rejects). NLL "
+            "and Brier are means over images, with 95% BCa bootstrap intervals."
         )
         scaled_rows = rows[rows["metric"].isin(SCALED) & (rows["source"] == "measured")]
         temps: dict[str, str] = {}

@@ -57,8 +57,10 @@ with ui.guard():
             ui.table(shown, "overview", styled=styled)
             st.caption(
                 " · ".join(f"**{p.title}**: {p.help}" for p in props)
-                + ". Values in % where the property is an accuracy; [95% bootstrap "
-                "interval] where measured. **≈**: measured value not significantly worse "
+                + ". Values in % where the property is an accuracy; [95% BCa bootstrap "
+                "interval] where measured (none for ECE: binned ECE is biased upwards, and "
+                "the Calibration page gives its debiased counterpart with an interval). "
+                "**≈**: measured value not significantly worse "
                 "than the column's best measured model on the same images, Holm-corrected "
                 "across the models shown: McNemar's exact test for ImageNet top-1, a paired "
                 "bootstrap (500 resamples) for ECE, ImageNet-X error ratio and shape bias; "
