@@ -16,6 +16,7 @@ from PIL import Image
 from beyond_inet.datasets import DatasetLayoutError
 from beyond_inet.datasets.transfer import (
     SPLIT_PROTOCOLS,
+    SPLITS,
     TASKS,
     SplitProtocol,
     expand_tasks,
@@ -119,6 +120,67 @@ def test_csv_layout_and_its_errors(tmp_path: Path) -> None:
     (task / "test.csv").write_text("path,label\nimages/missing.png,0\n")
     with pytest.raises(DatasetLayoutError, match=r"missing\.png does not exist"):
         load_task(TASKS.get("resisc45"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+
+
+def _write_lists(
+    task: Path, sizes: dict[str, int], rng: np.random.Generator
+) -> dict[str, list[str]]:
+    """A VTAB-1k list export: images in a shuffled (non-class-sorted) order, as TFDS has."""
+    out = {}
+    for split, n in sizes.items():
+        lines = []
+        for k in range(n):
+            c = int(rng.integers(0, 3))
+            rel = f"images/{split}_{k:04d}.png"
+            _png(task / rel, c, rng)
+            lines.append(f"{rel} {c}")
+        name = {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}[split]
+        (task / name).write_text("\n".join(lines) + "\n")
+        out[split] = [ln.split()[0] for ln in lines]
+    return out
+
+
+def test_vtab_1k_uses_the_fixed_splits_of_a_list_export(tmp_path: Path) -> None:
+    """VTAB-1k's train800 / val200 / test lists are used as given, in their order."""
+    task = tmp_path / "vtab" / "dmlab"
+    written = _write_lists(task, {"train": 12, "val": 4, "test": 5}, np.random.default_rng(3))
+    td = load_task(TASKS.get("dmlab"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+    assert td is not None and (td.source, td.split_rule) == ("lists", "fixed")
+    for split in SPLITS:
+        assert [s.sample_id for s in td.splits[split].samples] == written[split]
+    (task / "test.txt").write_text("images/test_0000.png\n")
+    with pytest.raises(DatasetLayoutError, match="expected '<path> <label index>'"):
+        load_task(TASKS.get("dmlab"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+
+
+def test_vtab_1k_takes_the_first_rows_of_a_csv_export_with_val(tmp_path: Path) -> None:
+    """train.csv[:800] and val.csv[:200]: VTAB's train[:800] / validation[:200] on the
+    export's order (here 3 / 2 of a smaller protocol), not a draw; without val.csv, and for
+    class-sorted folders, the seeded draw (and the run says so)."""
+    task = tmp_path / "vtab" / "resisc45"
+    rng = np.random.default_rng(1)
+    order: dict[str, list[str]] = {}
+    for split, n in (("train", 7), ("val", 4), ("test", 3)):
+        lines, ids = ["path,label"], []
+        for k in range(n):
+            c = (k * 2) % 3
+            rel = f"images/{split}_{k}.png"
+            _png(task / rel, c, rng)
+            lines.append(f"{rel},{c}")
+            ids.append(rel)
+        (task / f"{split}.csv").write_text("\n".join(lines) + "\n")
+        order[split] = ids
+    protocol = SplitProtocol("vtab-1k", train=3, val=2, fixed=True)
+    td = load_task(TASKS.get("resisc45"), tmp_path, protocol)
+    assert td is not None and td.split_rule == "fixed"
+    assert [s.sample_id for s in td.splits["train"].samples] == order["train"][:3]
+    assert [s.sample_id for s in td.splits["val"].samples] == order["val"][:2]
+    (task / "val.csv").unlink()
+    td = load_task(TASKS.get("resisc45"), tmp_path, protocol)
+    assert td is not None and td.split_rule == "seeded"
+    write_folder_task(tmp_path / "vtab" / "dtd", {"train": 6, "val": 2, "test": 3})
+    td = load_task(TASKS.get("dtd"), tmp_path, SPLIT_PROTOCOLS.get("vtab-1k"))
+    assert td is not None and (td.source, td.split_rule) == ("folders", "seeded")
 
 
 def test_absent_and_unusable_task_folders(tmp_path: Path) -> None:

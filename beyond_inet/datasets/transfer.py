@@ -1,17 +1,23 @@
 """Transfer tasks (the paper's VTAB-1k suite) and their split protocols, as data.
 
-Each :class:`TransferTask` lives in ``<data-root>/vtab/<task>/`` in one of three forms,
+Each :class:`TransferTask` lives in ``<data-root>/vtab/<task>/`` in one of four forms,
 tried in this order:
 
-1. **folders**: ``<task>/{train,val,test}/<class>/*.png`` (``val`` optional);
-2. **CSV**: ``<task>/{train,val,test}.csv`` with columns ``path,label`` (``path`` relative
+1. **VTAB-1k lists**: ``<task>/train800.txt``, ``val200.txt``, ``test.txt``, one
+   ``<path> <label index>`` per line (the VTAB-1k export most adaptation codebases share);
+2. **folders**: ``<task>/{train,val,test}/<class>/*.png`` (``val`` optional);
+3. **CSV**: ``<task>/{train,val,test}.csv`` with columns ``path,label`` (``path`` relative
    to ``<task>/``; ``label`` a class name or an integer);
-3. **torchvision**: the task's torchvision dataset class with ``root=<task>/`` (it keeps its
+4. **torchvision**: the task's torchvision dataset class with ``root=<task>/`` (it keeps its
    own layout below; ``--download`` fetches it with torchvision's verified download).
 
-Splits follow a :class:`SplitProtocol`: VTAB-1k (default) draws 800 train + 200 val images
-from the task's training pool (train, plus val where the task has one) with a fixed seed;
-``full`` uses the whole pool, holding out a seeded 10% for choosing the regularisation.
+Splits follow a :class:`SplitProtocol`. VTAB-1k (default) uses VTAB's **fixed** splits where
+the layout carries its order: the lists as given, or a CSV export with ``val.csv``, whose
+first 800 train rows and first 200 val rows are VTAB's ``train[:800]`` / ``validation[:200]``.
+Folders (sorted by class) and torchvision carry no such order: there 800 train + 200 val
+images are drawn from the training pool (train, plus val) with a fixed seed, and the run
+records ``split_rule = "seeded"``. ``full`` uses the whole pool, holding out a seeded 10%
+for choosing the regularisation.
 Test is always the task's own test split; a task without one (SUN397, EuroSAT, Caltech101
 in torchvision) holds out a seeded 20% of its images as test first. Labels are the task's
 class indices (sorted class names), not ImageNet's.
@@ -54,6 +60,8 @@ class SplitProtocol:
     ``train`` / ``val``: image counts (VTAB-1k: 800 / 200); ``train=None`` uses the whole
     pool minus ``val_fraction`` held out as val. ``holdout_test``: the test fraction held
     out (seeded) for a task without a test split. Everything is seeded by ``seed``.
+    ``fixed``: take the first ``train`` / ``val`` rows of a layout's own train and val
+    splits where it has an order (VTAB-1k lists, CSV), not a seeded draw.
     """
 
     name: str
@@ -62,6 +70,7 @@ class SplitProtocol:
     val_fraction: float = 0.1
     holdout_test: float = 0.2
     seed: int = 0
+    fixed: bool = False
 
     def split_pool(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(train positions, val positions) among a pool of ``n`` images: a seeded
@@ -92,11 +101,12 @@ class SplitProtocol:
             "val_fraction": self.val_fraction,
             "holdout_test": self.holdout_test,
             "seed": self.seed,
+            "fixed": self.fixed,
         }
 
 
 SPLIT_PROTOCOLS: Registry[SplitProtocol] = Registry("transfer protocol")
-SPLIT_PROTOCOLS.add("vtab-1k", SplitProtocol("vtab-1k"))
+SPLIT_PROTOCOLS.add("vtab-1k", SplitProtocol("vtab-1k", fixed=True))
 SPLIT_PROTOCOLS.add("full", SplitProtocol("full", train=None))
 
 
@@ -259,6 +269,31 @@ def read_csv_split(task_root: Path, split: str) -> Rows | None:
     return rows
 
 
+#: The VTAB-1k list files: split -> file name.
+LIST_FILES = {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}
+
+
+def read_list_split(task_root: Path, split: str) -> Rows | None:
+    """``<task>/train800.txt`` / ``val200.txt`` / ``test.txt`` (``<path> <label index>`` per
+    line, ``path`` relative to ``<task>/``) -> rows in the file's order; ``None`` without
+    the file. A malformed line or a listed file that does not exist is a layout error."""
+    f = task_root / LIST_FILES[split]
+    if not f.is_file():
+        return None
+    rows = []
+    for line, text in enumerate(f.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        parts = text.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DatasetLayoutError(f"{f}:{line}: expected '<path> <label index>', got {text!r}")
+        p = task_root / parts[0]
+        if not p.is_file():
+            raise DatasetLayoutError(f"{f}:{line}: {parts[0]} does not exist under {task_root}")
+        rows.append((relative_id(p, task_root), parts[1], p))
+    return rows
+
+
 def _class_index(names: Sequence[str]) -> dict[str, int]:
     """Sorted class names -> indices (integers sort numerically)."""
     uniq = set(names)
@@ -338,10 +373,11 @@ class TaskData:
 
     task: TransferTask
     root: Path
-    source: str  # 'folders', 'csv' or 'torchvision'
+    source: str  # 'lists', 'folders', 'csv' or 'torchvision'
     protocol: SplitProtocol
     classes: tuple[str, ...]
     splits: dict[str, FoundDataset]
+    split_rule: str = "seeded"  # 'fixed' (the layout's own first rows) or 'seeded'
 
     def fingerprint(self) -> str:
         """What was evaluated: the three splits' fingerprints."""
@@ -357,6 +393,7 @@ def layout_text(task: TransferTask) -> str:
     """The accepted layouts in words."""
     tv = f", or torchvision {task.torchvision.cls}'s own layout" if task.torchvision else ""
     return (
+        f"{SUBDIR}/{task.name}/{{train800,val200,test}}.txt (VTAB-1k lists: path label), or "
         f"{SUBDIR}/{task.name}/{{train,val,test}}/<class>/*.png, or "
         f"{SUBDIR}/{task.name}/{{train,val,test}}.csv (path,label){tv}"
     )
@@ -368,8 +405,10 @@ def _spec(task: TransferTask, split: str) -> DatasetSpec:
 
 
 def _raw(task: TransferTask, root: Path) -> tuple[str, dict[str, list[tuple[str, str]]], Any]:
-    """(source, split -> (sample id, class) rows with 'pool' and 'test', reader or None)."""
-    for source, read in (("folders", read_folder_split), ("csv", read_csv_split)):
+    """(source, split -> (sample id, class) rows with 'pool' and 'test' — and, for a layout
+    with its own order (lists, CSV), 'train' and 'val' as given —, reader or paths)."""
+    readers = (("lists", read_list_split), ("folders", read_folder_split), ("csv", read_csv_split))
+    for source, read in readers:
         found = {s: read(root, s) for s in SPLITS}
         if found["train"] is not None or found["test"] is not None:
             if found["train"] is None or found["test"] is None:
@@ -381,6 +420,9 @@ def _raw(task: TransferTask, root: Path) -> tuple[str, dict[str, list[tuple[str,
                 "pool": [(i, c) for i, c, _ in pool],
                 "test": [(i, c) for i, c, _ in found["test"]],
             }
+            if source != "folders" and found["val"]:
+                rows["train"] = [(i, c) for i, c, _ in found["train"]]
+                rows["val"] = [(i, c) for i, c, _ in found["val"]]
             paths = {i: p for r in found.values() if r for i, _, p in r}
             return source, rows, paths
     if task.torchvision is None:
@@ -414,12 +456,22 @@ def load_task(
     classes = _class_index([c for r in rows.values() for _, c in r])
     if len(rows["pool"]) < 2 or not rows["test"]:
         raise DatasetLayoutError(f"{task.name}: too few images in {root}")
-    train_pos, val_pos = protocol.split_pool(len(rows["pool"]))
-    chosen = {
-        "train": [rows["pool"][i] for i in train_pos],
-        "val": [rows["pool"][i] for i in val_pos],
-        "test": rows["test"][:limit] if limit else rows["test"],
-    }
+    test = rows["test"][:limit] if limit else rows["test"]
+    if protocol.fixed and "val" in rows and protocol.train is not None:
+        rule = "fixed"
+        chosen = {
+            "train": rows["train"][: protocol.train],
+            "val": rows["val"][: protocol.val],
+            "test": test,
+        }
+    else:
+        rule = "seeded"
+        train_pos, val_pos = protocol.split_pool(len(rows["pool"]))
+        chosen = {
+            "train": [rows["pool"][i] for i in train_pos],
+            "val": [rows["pool"][i] for i in val_pos],
+            "test": test,
+        }
     reader = reader_or_paths if isinstance(reader_or_paths, TorchvisionReader) else None
     splits = {}
     for split, items in chosen.items():
@@ -427,7 +479,7 @@ def load_task(
             Sample(root if reader else reader_or_paths[sid], sid, classes[c]) for sid, c in items
         ]
         splits[split] = FoundDataset(_spec(task, split), root, samples, reader)
-    return TaskData(task, root, source, protocol, tuple(classes), splits)
+    return TaskData(task, root, source, protocol, tuple(classes), splits, rule)
 
 
 def download_task(task: TransferTask, data_root: Path, log: Callable[[str], None] = print) -> Path:
@@ -479,7 +531,7 @@ def task_statuses(data_root: Path, overrides: dict[str, Path] | None = None) -> 
             out.append(TaskStatus(task, root, "missing", {}))
         else:
             sizes = {s: len(d.samples) for s, d in td.splits.items()}
-            out.append(TaskStatus(task, root, f"found ({td.source})", sizes))
+            out.append(TaskStatus(task, root, f"found ({td.source}, {td.split_rule})", sizes))
     return out
 
 
@@ -491,7 +543,11 @@ def format_task_list(statuses: Sequence[TaskStatus]) -> str:
         status = "bad layout" if s.status.startswith("bad") else s.status
         rows.append((s.task.name, s.task.group, status, sizes, str(s.root)))
     lines = aligned_rows(rows)
-    lines += ["", "transfer tasks (--transfer; splits: VTAB-1k, 800 train + 200 val, seed 0):"]
+    lines += [
+        "",
+        "transfer tasks (--transfer; splits: VTAB-1k, 800 train + 200 val: fixed = the "
+        "layout's own first rows (lists, CSV with val.csv), seeded = drawn with seed 0):",
+    ]
     for s in statuses:
         lines.append(f"{s.task.name} ({s.task.label}, {s.task.group})")
         lines.append(f"  layout: {layout_text(s.task)}")

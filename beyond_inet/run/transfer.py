@@ -137,6 +137,7 @@ def _run_one(
             "source": td.source,
             "classes": len(td.classes),
             "protocol": td.protocol.to_dict(),
+            "split_rule": td.split_rule,
             "probe": cfg.probe.to_dict(),
             "chosen_c": result.c,
             "val_top1": {f"{c:g}": v for c, v in result.val_top1.items()},
