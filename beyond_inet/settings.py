@@ -25,6 +25,14 @@ RANDOM_SEED = 0
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_GPU_BATCH_SIZE = 256
 DEFAULT_BOOTSTRAP = 1000
+#: How stored numbers are scored, recorded with every run (``settings.scoring``): bumped when
+#: a change adds metrics or changes intervals, so that a skipped older run says what it
+#: lacks. Version -> what it added (runs without the field predate version 2).
+SCORING_VERSION = 2
+SCORING_CHANGES: dict[int, str] = {
+    1: "temperature-scaled calibration (*_ts) if it was stored before schema 4",
+    2: "the debiased RMS calibration error (rmsce) and BCa intervals; ECE / MCE without one",
+}
 #: Images of a CKA estimate (``--cka-images``), drawn with a fixed seed.
 DEFAULT_CKA_IMAGES = 2000
 DEFAULT_DATA_ROOT = Path("data") / "datasets"

@@ -302,6 +302,22 @@ class Store:
         )
         return None if df.empty else str(df["run_id"].iloc[0])
 
+    def run_settings(self, run_key: str) -> dict[str, Any]:
+        """The settings (parsed JSON) of the latest finished run with this key; ``{}`` when
+        there is none or they do not parse."""
+        df = self.query(
+            "SELECT settings FROM runs WHERE run_key = ? AND status = 'finished' "
+            "ORDER BY finished_at DESC LIMIT 1",
+            [run_key],
+        )
+        if df.empty:
+            return {}
+        try:
+            parsed = json.loads(str(df["settings"].iloc[0]))
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+
     # ---- writer --------------------------------------------------------------------
     def check_writable(self) -> None:
         """Fail now, before any work, when results could not be written here.

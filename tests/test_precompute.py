@@ -215,7 +215,21 @@ def test_rerun_is_a_no_op_and_force_replaces(
     assert _cli(data_root, store.path, *args) == 0
     out = capsys.readouterr()
     assert "skipped" in out.out and "already in" in out.err
+    assert "older beyond-inet" not in out.err
     assert store.query("SELECT run_id FROM runs ORDER BY run_id")["run_id"].tolist() == first
+    # a run an older beyond-inet scored (a migrated v3 store has no scoring version): skipped,
+    # with a note of what it lacks
+    import duckdb
+
+    with duckdb.connect(str(store.path)) as con:
+        settings = json.loads(con.execute("SELECT settings FROM runs").fetchone()[0])
+        assert settings["scoring"] == 2
+        del settings["scoring"]
+        con.execute("UPDATE runs SET settings = ?", [json.dumps(settings)])
+    assert _cli(data_root, store.path, *args) == 0
+    err = capsys.readouterr().err
+    assert "scored by an older beyond-inet and lacks" in err and "rmsce" in err
+    assert "--force recomputes it" in err
     assert _cli(data_root, store.path, *args, "--force") == 0
     runs = store.query("SELECT run_id FROM runs")["run_id"].tolist()
     assert len(runs) == 2 and not set(runs) & set(first)

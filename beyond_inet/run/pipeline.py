@@ -68,6 +68,7 @@ from beyond_inet.run.shards import (
 from beyond_inet.scoring import temperature as ts
 from beyond_inet.scoring.evaluations import ScoringOptions, channels_for, score_run, score_view
 from beyond_inet.scoring.paired import compare
+from beyond_inet.settings import SCORING_CHANGES, SCORING_VERSION
 from beyond_inet.store import Store
 from beyond_inet.transforms.views import View
 
@@ -309,6 +310,7 @@ def run_record(
     temperature-scaled, if it was)."""
     settings = dict(model.settings)
     settings["run"] = cfg.run.identity()  # device name, batch size, compile, TF32, decoder
+    settings["scoring"] = SCORING_VERSION
     if cfg.limit:
         settings["limit"] = {"images": cfg.limit, "sampling": LIMIT_SAMPLING, "seed": LIMIT_SEED}
     if temperature_scaling:
@@ -451,6 +453,14 @@ def commit_staged_runs(store: Store, log: Log) -> None:
         )
 
 
+def older_scoring(settings: dict[str, Any]) -> str:
+    """What a stored run's scoring lacks (its ``settings.scoring`` against
+    :data:`SCORING_VERSION`), in words; empty when current."""
+    version = settings.get("scoring", 0)
+    version = version if isinstance(version, int) else 0
+    return "; ".join(SCORING_CHANGES[v] for v in sorted(SCORING_CHANGES) if v > version)
+
+
 def _todo(
     cfg: PrecomputeConfig, store: Store, plan: DatasetPlan, log: Log, summaries: list[RunSummary]
 ) -> list[LoadedModel]:
@@ -458,6 +468,12 @@ def _todo(
     for m in plan.models:
         if not cfg.force and store.finished_run(plan.keys[m.name]):
             log(f"skip {m.name} on {plan.found.spec.name}: already in {cfg.store} (--force redoes)")
+            older = older_scoring(store.run_settings(plan.keys[m.name]))
+            if older:
+                log(
+                    f"note: that run of {m.name} on {plan.found.spec.name} was scored by an "
+                    f"older beyond-inet and lacks {older}; --force recomputes it"
+                )
             summaries.append(RunSummary(m.name, plan.found.spec.name, "skipped"))
         else:
             todo.append(m)
