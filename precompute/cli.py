@@ -616,10 +616,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             summaries = run_precompute(cfg, log=log)
     except KeyboardInterrupt:
-        print(f"\n{_interrupted(args.store)}", file=sys.stderr)
+        if _main_rank():  # under torchrun every rank is interrupted; rank 0 says it once
+            print(f"\n{_interrupted(args.store)}", file=sys.stderr)
         return 130
     except (*USER_ERRORS, PrecomputeError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        if _main_rank():  # every rank refuses the same input; rank 0 says it once
+            print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

@@ -239,6 +239,103 @@ def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
     assert not list(Store(store).staging_dir.glob("pass-*"))  # nothing left behind
 
 
+def test_an_option_refused_under_torchrun_is_said_once_with_exit_2(tmp_path: Path) -> None:
+    """Every rank refuses ``--transfer`` under torchrun (before any model loads); rank 0 says
+    it in one line, each worker exits 2. torchrun itself then exits 1 with its own failure
+    summary: the launcher's behaviour, which names the workers' exit code."""
+    r = subprocess.run(
+        _torchrun(*_args(tmp_path, tmp_path / "s.duckdb"), "--transfer", "dtd"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0
+    ours = [ln for ln in r.stderr.splitlines() if ln.startswith("error: under torchrun")]
+    assert len(ours) == 1, r.stderr[-3000:]
+    assert "exitcode  : 2" in r.stderr or "exitcode: 2" in r.stderr, r.stderr[-3000:]
+
+
+def test_a_killed_agent_stops_its_workers(tmp_path: Path) -> None:
+    """torchrun's agent is SIGKILLed while its workers run: they notice they are orphaned,
+    stop (the Ctrl-C path: rank 0 says why) and store nothing, instead of running on."""
+    import threading
+
+    write_flat_val(tmp_path / "data" / "imagenet" / "val", 40)
+    store = tmp_path / "orphan.duckdb"
+    args = _args(tmp_path / "data", store, models=TINY_TIMM)
+    proc = subprocess.Popen(
+        _torchrun(*args, "--dataset", "imagenet-val"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    workers = []
+    for line in proc.stderr:
+        if line.startswith("loading "):  # both ranks are in the job by now
+            workers = [_rank_pid(proc.pid, r) for r in ("0", "1")]
+            break
+    assert all(workers), workers
+    os.kill(proc.pid, signal.SIGKILL)
+    rest: list[str] = []
+    reader = threading.Thread(target=lambda: rest.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    reader.join(timeout=120)  # the pipe closes when the last worker has exited
+    assert not reader.is_alive(), "the workers outlived their agent"
+    # rank 0 says why, unless the job's c10d store (the agent's) failed its collective first
+    assert "torchrun agent" in rest[0] or "Connection closed" in rest[0], rest[0][-2000:]
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid)
+    assert (not store.exists()) or Store(store).query("SELECT * FROM runs").empty
+
+
+def test_the_agent_watch_stops_an_orphaned_rank(tmp_path: Path) -> None:
+    """The watch itself, deterministically: a process whose parent is SIGKILLed stops by the
+    Ctrl-C path (KeyboardInterrupt) within seconds and says why, instead of running on."""
+    import time
+
+    status, err = tmp_path / "status", tmp_path / "err.txt"
+    child = (
+        "import os, sys, time\n"
+        "from beyond_inet.run.distributed import watch_agent\n"
+        "watch_agent(os.getppid(), True)\n"
+        "print(os.getpid(), flush=True)\n"
+        "try:\n"
+        "    time.sleep(120)\n"
+        f"    open({str(status)!r}, 'w').write('ran on')\n"
+        "except KeyboardInterrupt:\n"
+        f"    open({str(status)!r}, 'w').write('interrupted')\n"
+    )
+    parent = (
+        "import subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}], "
+        f"stderr=open({str(err)!r}, 'w'))\n"
+        "p.wait()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", parent], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    int(proc.stdout.readline())  # the child is running, its watch started
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while not status.exists():  # polled: the orphan is no longer our child
+        assert time.monotonic() < deadline, "the orphaned rank ran on"
+        time.sleep(0.05)
+    assert status.read_text() == "interrupted"
+    assert "torchrun agent" in err.read_text() and "is gone" in err.read_text()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def _pass(index: list[int]) -> PassResult:
     n = len(index)
     out = LogitOutputs(

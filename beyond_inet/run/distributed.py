@@ -11,6 +11,11 @@ go through the staging area on the (shared) filesystem (:mod:`beyond_inet.run.sh
 from __future__ import annotations
 
 import datetime
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -100,6 +105,38 @@ class Dist:
                 dist.destroy_process_group()
 
 
+#: How often a rank checks that its torchrun agent is alive, and how long it then waits for
+#: its main thread to stop by itself before it terminates.
+AGENT_POLL_SECONDS = 0.5
+AGENT_GRACE_SECONDS = 10.0
+
+
+def watch_agent(agent: int, speak: bool) -> threading.Thread:
+    """Stop this rank when its torchrun agent (parent process ``agent``) dies — a SIGKILLed
+    agent cannot stop its workers, which would otherwise run on and commit. A daemon thread
+    polls the parent pid; once the rank is orphaned it sends the process SIGINT (the CLI's
+    Ctrl-C path: nothing partial is stored, exit 130) and, if that has not ended the process
+    within :data:`AGENT_GRACE_SECONDS` (blocked in a collective), terminates it."""
+
+    def watch() -> None:
+        while os.getppid() == agent:
+            time.sleep(AGENT_POLL_SECONDS)
+        if speak:
+            print(
+                f"error: the torchrun agent (pid {agent}) is gone; stopping this job "
+                "(nothing partial is stored).",
+                file=sys.stderr,
+                flush=True,
+            )
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: wakes a blocking call
+        time.sleep(AGENT_GRACE_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="torchrun-agent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def init(cuda: bool) -> Dist:
     """Join the torchrun job when there is one (NCCL on CUDA, gloo otherwise)."""
     env = dist_env()
@@ -109,6 +146,7 @@ def init(cuda: bool) -> Dist:
     import torch.distributed as dist
 
     rank, world, local = env
+    watch_agent(os.getppid(), rank == 0)
     if cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
