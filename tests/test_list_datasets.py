@@ -81,7 +81,7 @@ def test_list_shows_every_transfer_task(tmp_path: Path, capsys: pytest.CaptureFi
     table = out.split("task  ")[1].split("\n\n")[0].splitlines()
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert set(rows) == set(TASKS)
-    assert rows["dtd"][1:5] == ["natural", "found", "(folders)", "10/2/6"]
+    assert rows["dtd"][1:6] == ["natural", "found", "(folders,", "seeded)", "10/2/6"]
     assert rows["dmlab"][2:4] == ["bad", "layout"]
     assert rows["cifar100"][2] == "missing"
     assert "--download cifar100" in out and "export the TFDS / VTAB splits" in out
