@@ -190,3 +190,22 @@ def test_demo_store_intervals_hold_their_estimates(tmp_path) -> None:
     assert {"rmsce", "rmsce_ts", "top1", "nll"} <= set(has["metric"])
     bad = has[(has["ci_low"] > has["value"] + 1e-12) | (has["ci_high"] < has["value"] - 1e-12)]
     assert bad.empty, bad
+
+
+def test_the_calibrated_null_matches_label_by_label_draws() -> None:
+    """Large bins draw their null sums from a bivariate normal law; its quantiles match
+    drawing every label as Bernoulli(confidence) (the definition), within Monte-Carlo error."""
+    rng = np.random.default_rng(4)
+    conf = rng.beta(6, 1.2, 3000) * 0.999
+    fast = M._calibrated_null(conf, 15, 4000, seed=1)
+    idx, k = M._bin_index(conf, 15), 16
+    exact = []
+    for _ in range(4000):
+        d = (rng.random(len(conf)) < conf) - conf
+        sums = np.concatenate(
+            [np.bincount(idx, minlength=k), np.bincount(idx, d, k), np.bincount(idx, d * d, k)]
+        ).astype(np.float64)
+        exact.append(M.squared_calibration_error_from_sums(sums, float(len(conf))))
+    for q in (0.5, 0.9, 0.95):
+        a, b = np.quantile(fast, q), np.quantile(exact, q)
+        assert abs(a - b) <= 0.1 * np.quantile(exact, 0.99), (q, a, b)

@@ -322,26 +322,58 @@ def rms_calibration_error(
     return Interval(value, math.sqrt(low), math.sqrt(max(s + z * sd, 0.0)))
 
 
+#: Bins with at least this many images draw their null sums from the normal law of a sum of
+#: independent Bernoullis (exact mean and covariance); smaller bins draw every label.
+NULL_NORMAL_MIN = 100
+
+
 def _calibrated_null(conf: np.ndarray, n_bins: int, n_draws: int, seed: int) -> np.ndarray:
     """float64 [n_draws]: :func:`squared_calibration_error_from_sums` with every label
     redrawn as ``Bernoulli(confidence)`` (a perfectly calibrated model with these
     confidences), seeded. ``(y - c)**2 = y (1 - 2c) + c**2``: each draw needs only each bin's
-    sums of y and of y (1 - 2c)."""
+    sums of y and of y (1 - 2c) — drawn label by label in bins of fewer than
+    :data:`NULL_NORMAL_MIN` images, and from their bivariate normal law (exact mean and
+    covariance; the sum of that many independent terms) in larger ones."""
     k, n = n_bins + 1, len(conf)
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), _bin_index(conf, n_bins)] = 1.0
-    base = np.concatenate([onehot.sum(0), -(conf @ onehot), (conf**2) @ onehot])
-    weights = np.concatenate([onehot, onehot * (1.0 - 2.0 * conf)[:, None]], axis=1)
+    idx = _bin_index(conf, n_bins)
+    count = np.bincount(idx, minlength=k).astype(np.float64)
+    u = 1.0 - 2.0 * conf
+    base = np.concatenate([count, -np.bincount(idx, conf, k), np.bincount(idx, conf**2, k)])
     rng, out = np.random.default_rng(seed), np.empty(n_draws)
-    conf32, weights32 = conf.astype(np.float32), weights.astype(np.float32)
-    step = max(1, min(n_draws, 2**22 // max(n, 1)))
+    big = count >= NULL_NORMAL_MIN
+    var = conf * (1.0 - conf)
+    mean = np.stack([np.bincount(idx, conf, k), np.bincount(idx, conf * u, k)], 1)[big]
+    cov = np.stack(
+        [
+            np.bincount(idx, var, k),
+            np.bincount(idx, var * u, k),
+            np.bincount(idx, var * u * u, k),
+        ],
+        1,
+    )[big]
+    small = ~big[idx]
+    sc, si = conf[small].astype(np.float32), idx[small]
+    onehot = np.zeros((len(sc), k), np.float32)
+    onehot[np.arange(len(sc)), si] = 1.0
+    weights = np.concatenate([onehot, onehot * u[small, None].astype(np.float32)], axis=1)
+    step = max(1, min(n_draws, 2**22 // max(len(sc), 1)))
     for start in range(0, n_draws, step):
         rows = min(step, n_draws - start)
-        y = (rng.random((rows, n), dtype=np.float32) < conf32).astype(np.float32)
-        sy = (y @ weights32).astype(np.float64)
         sums = np.tile(base, (rows, 1))
-        sums[:, k : 2 * k] += sy[:, :k]
-        sums[:, 2 * k :] += sy[:, k:]
+        if len(sc):
+            y = (rng.random((rows, len(sc)), dtype=np.float32) < sc).astype(np.float32)
+            sy = (y @ weights).astype(np.float64)
+            sums[:, k : 2 * k] += sy[:, :k]
+            sums[:, 2 * k :] += sy[:, k:]
+        if big.any():
+            z = rng.standard_normal((rows, int(big.sum()), 2))
+            a = np.sqrt(np.maximum(cov[:, 0], 0.0))
+            b = np.where(a > 0, cov[:, 1] / np.where(a > 0, a, 1.0), 0.0)
+            c = np.sqrt(np.maximum(cov[:, 2] - b**2, 0.0))
+            draw_y = mean[:, 0] + a * z[..., 0]
+            draw_yu = mean[:, 1] + b * z[..., 0] + c * z[..., 1]
+            sums[:, k : 2 * k][:, big] += draw_y
+            sums[:, 2 * k :][:, big] += draw_yu
         out[start : start + rows] = squared_calibration_error_from_sums(sums, float(n))
     return out
 
