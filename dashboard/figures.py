@@ -443,19 +443,90 @@ def measured_vs_published(df: pd.DataFrame) -> go.Figure:
 
 #: Tick positions of logit-scaled accuracy axes (in %).
 LOGIT_TICKS = (1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99)
-#: Where the paper's model labels go (alternating, so close stars do not share a label).
-PAPER_LABEL_POSITIONS = ("top left", "bottom right", "top right", "bottom left")
+
+
+#: Candidate ticks of a logit accuracy axis (in %), from which those in view are thinned.
+LOGIT_CANDIDATES = (
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    *range(20, 91, 5),
+    92,
+    94,
+    95,
+    96,
+    97,
+    98,
+    98.5,
+    99,
+    99.5,
+    99.8,
+    99.9,
+)
+
+
+def label_positions(
+    px_: np.ndarray, py: np.ndarray, all_x: np.ndarray, all_y: np.ndarray
+) -> list[str]:
+    """Text positions for labelled points that keep each label inside the plot: towards the
+    middle from whichever edge the point is nearer, alternating up and down for neighbours."""
+
+    def frac(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        lo, hi = float(np.nanmin(ref)), float(np.nanmax(ref))
+        return (v - lo) / (hi - lo) if hi > lo else np.full(len(v), 0.5)
+
+    fx, fy = frac(px_, all_x), frac(py, all_y)
+    order = np.argsort(px_)
+    out = [""] * len(px_)
+    for rank, i in enumerate(order):
+        vertical = (
+            "bottom" if fy[i] > 0.85 else "top" if fy[i] < 0.15 else ("top", "bottom")[rank % 2]
+        )
+        out[i] = f"{vertical} {'right' if fx[i] < 0.5 else 'left'}"
+    return out
+
+
+def logit_ticks(values: np.ndarray, most: int = 9) -> list[float]:
+    """Tick positions (in %) for a logit axis over ``values`` (0-1): the candidates inside
+    the data's range (a little beyond), at least three, thinned evenly to at most ``most``
+    so that labels never crowd."""
+    v = values[np.isfinite(values)] * 100
+    if not v.size:
+        return list(LOGIT_TICKS)
+    lo, hi = float(v.min()), float(v.max())
+    inside = [t for t in LOGIT_CANDIDATES if lo - 1e-9 <= t <= hi + 1e-9]
+    if len(inside) < 3:  # a narrow range: the nearest candidates on each side, and integers
+        dense = sorted({*LOGIT_CANDIDATES, *range(1, 100)})
+        below = [t for t in dense if t < lo][-1:]
+        above = [t for t in dense if t > hi][:1]
+        inside = below + [t for t in dense if lo <= t <= hi] + above
+    if len(inside) > most:
+        keep = np.unique(np.linspace(0, len(inside) - 1, most).round().astype(int))
+        inside = [inside[i] for i in keep]
+    return inside
+
+
+def _tick_text(t: float) -> str:
+    return f"{t:g}"
 
 
 def _finder_axis(values: pd.Series, col: str, scale: str) -> tuple[np.ndarray, dict[str, object]]:
-    """Plot coordinates and axis settings: accuracies in %, logit-spaced when asked."""
+    """Plot coordinates and axis settings: accuracies in %, logit-spaced when asked (ticks
+    chosen for the data's range)."""
     v = values.to_numpy(float)
     if is_accuracy(col) and scale == "logit":
-        ticks = list(LOGIT_TICKS)
+        ticks = logit_ticks(v)
         return logit(v), {
             "title": f"{label(col)} (%, logit scale)",
             "tickvals": list(logit(np.array(ticks) / 100)),
-            "ticktext": [str(t) for t in ticks],
+            "ticktext": [_tick_text(t) for t in ticks],
         }
     if is_accuracy(col):
         return v * 100, {"title": f"{label(col)} (%)"}
@@ -475,8 +546,9 @@ def finder_scatter(
 ) -> go.Figure:
     """Every model of ``df`` on two properties: the Pareto front joined and ringed, the
     paper's models as labelled stars, the baseline fit (effective robustness) with its band
-    when the axes have one. Each point's ``customdata[0]`` is its row position in ``df``
-    (what a selection maps back to); the hover shows every property."""
+    when the axes have one. Each point's ``customdata`` is ``[name, x, y]``: a selection
+    maps back to model names (:func:`dashboard.finder.selected_names`); the hover shows
+    every property."""
     ok = np.isfinite(df[x].to_numpy(float)) & np.isfinite(df[y].to_numpy(float))
     d = df[ok]
     if d.empty:
@@ -485,9 +557,13 @@ def finder_scatter(
     xs, xaxis = _finder_axis(d[x], x, scale)
     ys, yaxis = _finder_axis(d[y], y, scale)
     text = (d["hover"] if "hover" in d else hover_text(d)).to_numpy(dtype=str)
-    custom = np.column_stack(
-        [np.flatnonzero(ok).astype(float), d[x].to_numpy(float), d[y].to_numpy(float)]
-    )
+    # plain lists (not a numpy array, which Plotly would ship as a typed array): each
+    # point's [name, x, y], so a selection hands back model names
+    custom = np.empty(len(d), dtype=object)
+    custom[:] = [
+        [str(n), float(a), float(b)]
+        for n, a, b in zip(d["name"], d[x].to_numpy(float), d[y].to_numpy(float), strict=True)
+    ]
     template = (
         f"%{{text}}<br>{x}: %{{customdata[1]:.4f}}<br>{y}: %{{customdata[2]:.4f}}<extra></extra>"
     )
@@ -496,7 +572,7 @@ def finder_scatter(
         return go.Scatter(
             x=xs[mask],
             y=ys[mask],
-            customdata=custom[mask],
+            customdata=custom[mask].tolist(),
             text=text[mask],
             hovertemplate=template,
             **kw,
@@ -520,7 +596,7 @@ def finder_scatter(
             go.Scatter(
                 x=xs[order],
                 y=ys[order],
-                customdata=custom[order],
+                customdata=custom[order].tolist(),
                 text=text[order],
                 hovertemplate=template,
                 mode="lines+markers",
@@ -541,7 +617,8 @@ def finder_scatter(
                 mode="markers+text",
                 name="the paper's models",
                 texttemplate=[str(v) for v in d.loc[paper, "paper_model"]],
-                textposition=[PAPER_LABEL_POSITIONS[i % 4] for i in range(int(paper.sum()))],
+                textposition=label_positions(xs[paper], ys[paper], xs, ys),
+                cliponaxis=False,
                 marker={
                     "symbol": "star",
                     "size": 15,

@@ -4,8 +4,9 @@ beside the published ones, and the commands that measure a shortlist (no Streaml
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,10 @@ from dashboard.published import CATALOG_TO_STORE
 
 #: Attribute columns shown first in the table, in order.
 ATTRIBUTES = [
+    "model",
     "name",
     "library",
+    "license",
     "family",
     "training_data",
     "zero_shot",
@@ -65,9 +68,17 @@ def _hover_value(v: object) -> str:
     return str(v)
 
 
+def shown_name(df: pd.DataFrame) -> pd.Series:
+    """Each row's name with the size it was evaluated at (``timm:convnext_base.fb_in22k_ft_in1k
+    @288``): timm publishes some weights at two sizes, which are otherwise one name."""
+    size = pd.to_numeric(df["eval_size"], errors="coerce")
+    at = size.map(lambda v: f" @{int(v)}" if np.isfinite(v) else "")
+    return df["name"].astype(str) + at
+
+
 def hover_text(df: pd.DataFrame) -> pd.Series:
     """One hover string per model: its name in bold, then every :data:`HOVER` property."""
-    text = "<b>" + df["name"].astype(str) + "</b>"
+    text = "<b>" + shown_name(df) + "</b>"
     for c in HOVER:
         text = text + f"<br>{label(c)}: " + df[c].map(_hover_value).astype(str)
     return text
@@ -76,6 +87,7 @@ def hover_text(df: pd.DataFrame) -> pd.Series:
 @functools.lru_cache(maxsize=1)
 def _table() -> pd.DataFrame:
     wide = catalog.wide()
+    wide = wide.assign(model=shown_name(wide))
     order = [*ATTRIBUTES, *[c for c in wide.columns if c not in ATTRIBUTES]]
     return wide[order].assign(hover=hover_text(wide))
 
@@ -145,10 +157,55 @@ class Filters:
     throughput: tuple[float, float] | None = None
     input_sizes: tuple[int, ...] = ()
     text: str = ""
+    keep_unknown: bool = True  # a model without the number a range filter reads stays
+
+
+def unknown_counts(df: pd.DataFrame, f: Filters) -> dict[str, int]:
+    """For each range filter in use, how many of ``df``'s models have no number for it
+    (kept as unknown, or left out, as ``f.keep_unknown`` says)."""
+    out = {}
+    for column, bounds in (("params_m", f.params), ("throughput_gpu", f.throughput)):
+        if bounds is not None:
+            out[column] = int(df[column].isna().sum())
+    return out
+
+
+#: Log-spaced stops of the params and GPU-speed sliders.
+PARAM_STOPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+SPEED_STOPS = (
+    0,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1000,
+    2000,
+    5000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+)
+
+
+def coverage(df: pd.DataFrame, column: str) -> str:
+    """``label (n of N models)``: how many of ``df``'s models have a number for it."""
+    n = int(df[column].notna().sum()) if column in df else 0
+    return f"{label(column)} ({n:,} of {len(df):,} models)"
+
+
+def sort_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``df`` sorted by ``column``, best first (lower first where lower is better), models
+    without a number last."""
+    return df.sort_values(column, ascending=column in LOWER_IS_BETTER, na_position="last")
 
 
 def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
-    """The rows that pass every filter (free text: every word in the name or family)."""
+    """The rows that pass every filter (free text: every word in the name or family). A
+    range filter keeps the models without its number when ``f.keep_unknown``."""
     keep = pd.Series(True, index=df.index)
     for column, values in (
         ("library", f.libraries),
@@ -159,10 +216,10 @@ def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
             keep &= df[column].isin(list(values))
     if f.kind != "all":
         keep &= df["zero_shot"] == (f.kind == "zero-shot")
-    if f.params is not None:
-        keep &= df["params_m"].between(*f.params)
-    if f.throughput is not None:
-        keep &= df["throughput_gpu"].between(*f.throughput)
+    for column, bounds in (("params_m", f.params), ("throughput_gpu", f.throughput)):
+        if bounds is not None:
+            inside = df[column].between(*bounds)
+            keep &= inside | (df[column].isna() & f.keep_unknown)
     if f.input_sizes:
         keep &= df["input_size"].isin(list(f.input_sizes))
     hay = (df["name"] + " " + df["family"] + " " + df["training_data"]).str.lower()
@@ -227,3 +284,17 @@ def fit_for(x: str, y: str) -> catalog.Baseline | None:
     if not x.endswith(" top1") or not y.endswith(" top1"):
         return None
     return catalog.baselines().get((y.rsplit(" ", 1)[0], x.rsplit(" ", 1)[0]))
+
+
+def selected_names(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The model names of a chart selection's points (each point's ``customdata[0]``, as
+    :func:`dashboard.figures.finder_scatter` sets it), in order, each once. Points without
+    a name (the fit line, the band) are ignored."""
+    names = []
+    for p in points:
+        cd = p.get("customdata")
+        if isinstance(cd, Mapping):  # an array-like that came back as {"0": ..., "1": ...}
+            cd = [cd[k] for k in sorted(cd, key=lambda k: int(k))]
+        if isinstance(cd, list | tuple) and cd and isinstance(cd[0], str):
+            names.append(cd[0])
+    return list(dict.fromkeys(names))

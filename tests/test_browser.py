@@ -361,6 +361,38 @@ def test_model_finder_filter_select_compare(tab: Any, server: str, tmp_path: Pat
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
+def test_model_finder_box_selection_shortlists_model_names(tab: Any, server: str) -> None:
+    """A box drawn over the scatter's points puts those models, by name, on the shortlist
+    (it crashed with KeyError: 0, and held row numbers)."""
+    page = tab
+    page.goto(f"{server}/?source=published")
+    page.get_by_role("heading", name="Model finder", exact=True).first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
+    page.locator(".st-key-mf-text input").fill("convnext_base fb_in22k_ft_in1k")
+    page.locator(".st-key-mf-text input").press("Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('p')].some(p => /^\\d+ of /.test(p.textContent) "
+        "&& parseInt(p.textContent) < 10)"
+    )
+    page.wait_for_function(SCRIPT_DONE)
+    n = _match_count(page)
+    drag = page.locator(".st-key-mf-scatter .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=5)
+    page.mouse.up()
+    page.get_by_text("Shortlist:").first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
+    names = page.locator("p", has_text="Shortlist:").first.locator("code").all_inner_texts()
+    assert 0 < len(names) <= n, names
+    assert all(x.startswith(("timm:", "open_clip:")) and "convnext_base" in x for x in names)
+    page.screenshot(path=str(ARTIFACTS / "finder-box-select.png"))
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_compare_opens_the_disagreeing_images_in_the_explorer(tab: Any, server: str) -> None:
     """From Compare two models, one click shows the images where A is right and B wrong in
     the Explorer, its filters set (a user's path: the sidebar link, then the button)."""

@@ -867,6 +867,50 @@ def test_finder_works_offline_and_its_filters_narrow_the_table(
     assert not at.exception and any("No model matches" in i.value for i in at.info)
 
 
+def test_finder_selection_names_sizes_licences_and_unknowns() -> None:
+    """What a selection hands back (names from customdata, in the two forms a Plotly event
+    can carry them), names with their evaluation size, the licence column, range filters
+    that keep (or say they drop) models without the number, sorting by the axis."""
+    from dashboard import finder
+
+    df = finder.table()
+    fig = figures.finder_scatter(
+        df.head(50), "imagenet-val top1", "imagenet-r top1", "logit", np.zeros(50, bool)
+    )
+    points = [{"customdata": cd} for tr in fig.data for cd in (tr.customdata or ())]
+    names = finder.selected_names(points)
+    assert names and set(names) <= set(df["name"])  # names, not row numbers
+    as_dict = [{"customdata": {"0": "timm:a", "1": 0.5}}, {"customdata": ["timm:a"]}, {}]
+    assert finder.selected_names(as_dict) == ["timm:a"]
+    two = df[df["name"] == "timm:convnext_base.fb_in22k_ft_in1k"]
+    assert sorted(two["model"]) == [
+        "timm:convnext_base.fb_in22k_ft_in1k @224",
+        "timm:convnext_base.fb_in22k_ft_in1k @288",
+    ]
+    assert set(df.loc[df["library"] == "open_clip", "license"]) == {"unknown"}
+    assert (df.loc[df["name"] == "timm:resnet50.tv_in1k", "license"] == "bsd-3-clause").all()
+    fast = finder.Filters(throughput=(1000.0, float("inf")))
+    kept = finder.apply_filters(df, fast)
+    dropped = finder.apply_filters(df, dataclasses.replace(fast, keep_unknown=False))
+    clip = (df["library"] == "open_clip").sum()
+    assert (kept["library"] == "open_clip").sum() == clip  # no benchmark: kept as unknown
+    assert (dropped["library"] == "open_clip").sum() == 0
+    assert finder.unknown_counts(kept, fast)["throughput_gpu"] >= clip
+    ordered = finder.sort_by(df, "imagenet-r top1")["imagenet-r top1"]
+    assert ordered.dropna().is_monotonic_decreasing
+    assert ordered.tail(int(ordered.isna().sum())).isna().all()  # unknown last
+    assert finder.sort_by(df, "params_m")["params_m"].dropna().is_monotonic_increasing
+    assert finder.coverage(df, "objectnet top1").startswith("objectnet top1 (")
+
+
+def test_finder_logit_ticks_fit_the_data_range() -> None:
+    wide = figures.logit_ticks(np.array([0.02, 0.5, 0.97]))
+    assert 3 <= len(wide) <= 9 and wide[0] <= 2 and wide[-1] >= 96
+    narrow = figures.logit_ticks(np.array([0.81, 0.835, 0.86]))
+    assert len(narrow) >= 3 and narrow[0] <= 81 and narrow[-1] >= 86
+    assert all(80 <= t <= 87 for t in narrow)
+
+
 def test_finder_shortlist_joins_the_sidebar_and_shows_the_commands(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ MODEL_COLUMNS = [
     "arch",
     "tag",
     "eval_size",
+    "license",
     "family",
     "training_data",
     "pretrain",
@@ -92,6 +93,15 @@ def _timm_default_size(weight: str) -> int:
     if cfg is None:
         raise ValueError(f"timm has no pretrained config for {weight!r}: upgrade timm")
     return int(cfg.to_dict()["input_size"][-1])
+
+
+def timm_license(weight: str) -> str:
+    """The licence timm's pretrained config records for a weight, else ``unknown``."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(weight)
+    value = getattr(cfg, "license", None) if cfg is not None else None
+    return str(value) if value else "unknown"
 
 
 def timm_model_id(weight: str, size: int, default: int) -> str:
@@ -142,6 +152,7 @@ def timm_tables(src: Path, dmap: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
                 "arch": arch,
                 "tag": tag,
                 "eval_size": a.size,
+                "license": timm_license(a.model),
                 "pretrain": pretrain.get(arch, ""),
                 "zero_shot": False,
                 "params_m": _number(a.param_count),
@@ -207,6 +218,7 @@ def open_clip_tables(src: Path, dmap: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
                     "arch": arch,
                     "tag": tag,
                     "eval_size": _number(p.get("image_size", "")),
+                    "license": "unknown",  # open_clip's pretrained configs record none
                     "pretrain": "",
                     "zero_shot": True,
                     "params_m": _number(p.get("image_mparams", r["params (M)"])),

@@ -1,7 +1,6 @@
 """Model finder: ~1,700 published models (timm and open_clip's own numbers) to shortlist from,
 then measure the shortlist in depth."""
 
-import numpy as np
 import streamlit as st
 
 from beyond_inet import catalog
@@ -55,37 +54,49 @@ with ui.guard():
             "with a text head (open_clip)",
         )
         c5, c6, c7, c8 = st.columns([2, 2, 1, 2])
-        top = float(np.nanmax(full["params_m"]))
-        params = c5.slider(
-            "Params (M)", 0.0, float(np.ceil(top)), (0.0, float(np.ceil(top))), key="mf-params"
+        stops = finder.PARAM_STOPS
+        params = c5.select_slider(
+            "Params (M, log scale)", stops, (stops[0], stops[-1]), key="mf-params"
         )
-        fastest = float(np.nanmax(full["throughput_gpu"]))
-        min_speed = c6.slider(
-            "At least img/s on the GPU benchmark",
+        min_speed = c6.select_slider(
+            "At least img/s on the GPU benchmark (log scale)",
+            finder.SPEED_STOPS,
             0,
-            int(fastest),
-            0,
-            step=100,
             key="mf-speed",
-            help="timm's RTX 4090 AMP benchmark (by architecture); 0 keeps "
-            "models without a benchmark row",
+            help="timm's RTX 4090 AMP benchmark (by architecture); open_clip publishes none",
         )
         sizes = c7.multiselect(
             "Input size", sorted(full["input_size"].dropna().astype(int).unique()), key="mf-size"
         )
         text = c8.text_input("Search", key="mf-text", placeholder="e.g. convnext in22k")
+        keep_unknown = st.toggle(
+            "Keep models without a number for the params / speed filter (shown as unknown)",
+            value=True,
+            key="mf-unknown",
+        )
     filters = finder.Filters(
         libraries=tuple(libraries),
         families=tuple(families),
         training=tuple(training),
         kind=kind,
-        params=None if params == (0.0, float(np.ceil(top))) else params,
+        params=None if params == (stops[0], stops[-1]) else (float(params[0]), float(params[1])),
         throughput=None if min_speed == 0 else (float(min_speed), float("inf")),
         input_sizes=tuple(int(s) for s in sizes),
         text=text,
+        keep_unknown=keep_unknown,
     )
     df = finder.apply_filters(full, filters)
-    st.caption(f"**{len(df):,}** of {len(full):,} models match.")
+    unknown = finder.unknown_counts(df if keep_unknown else full, filters)
+    notes = [
+        f"{n:,} without {finder.label(c)}: "
+        + ("kept, shown as unknown" if keep_unknown else "left out")
+        for c, n in unknown.items()
+        if n
+    ]
+    st.caption(
+        f"**{len(df):,}** of {len(full):,} models match."
+        + (f" ({'; '.join(notes)})" if notes else "")
+    )
     if df.empty:
         ui.empty("No model matches these filters.", hint=False)
         st.stop()
@@ -93,10 +104,18 @@ with ui.guard():
     axes = finder.axis_columns(df)
     a1, a2, a3 = st.columns([2, 2, 1])
     x = a1.selectbox(
-        "x axis", axes, index=axes.index(finder.DEFAULT_X), key="mf-x", format_func=finder.label
+        "x axis",
+        axes,
+        index=axes.index(finder.DEFAULT_X),
+        key="mf-x",
+        format_func=lambda c: finder.coverage(df, c),
     )
     y = a2.selectbox(
-        "y axis", axes, index=axes.index(finder.DEFAULT_Y), key="mf-y", format_func=finder.label
+        "y axis",
+        axes,
+        index=axes.index(finder.DEFAULT_Y),
+        key="mf-y",
+        format_func=lambda c: finder.coverage(df, c),
     )
     scale = a3.radio("Accuracy axes", ("logit", "linear"), key="mf-scale", horizontal=True)
     event = st.plotly_chart(
@@ -115,7 +134,9 @@ with ui.guard():
     st.subheader("Accuracy against cost")
     b1, b2 = st.columns(2)
     acc_cols = [c for c in axes if finder.is_accuracy(c)]
-    acc = b1.selectbox("Accuracy", acc_cols, key="mf-acc", format_func=finder.label)
+    acc = b1.selectbox(
+        "Accuracy", acc_cols, key="mf-acc", format_func=lambda c: finder.coverage(df, c)
+    )
     cost = b2.radio(
         "Cost",
         ("throughput_gpu", "throughput_cpu", "params_m", "gmacs"),
@@ -139,7 +160,8 @@ with ui.guard():
     )
 
     st.subheader("Models")
-    shown = df.reset_index(drop=True)
+    st.caption(f"Sorted by the chart's y axis, {finder.label(y)}; click a header to re-sort.")
+    shown = finder.sort_by(df, y).drop(columns=["hover"], errors="ignore").reset_index(drop=True)
     table_event = st.dataframe(
         shown,
         hide_index=True,
@@ -147,7 +169,11 @@ with ui.guard():
         selection_mode="multi-row",
         key="mf-table",
         column_config={
-            c: st.column_config.NumberColumn(format="%.4f") for c in finder.accuracy_columns(shown)
+            "model": st.column_config.TextColumn("model @ eval size", pinned=True),
+            **{
+                c: st.column_config.NumberColumn(format="%.4f")
+                for c in finder.accuracy_columns(shown)
+            },
         },
     )
     st.download_button(
@@ -158,12 +184,9 @@ with ui.guard():
         key="csv-model-finder",
     )
 
-    picked = [
-        p["customdata"][0]
-        for ev in (event, cost_event)
-        for p in (ev.selection.points if ev else [])
-        if p.get("customdata")
-    ]
+    picked = finder.selected_names(
+        [p for ev in (event, cost_event) for p in (ev.selection.points if ev else [])]
+    )
     picked += shown.loc[list(table_event.selection.rows), "name"].tolist() if table_event else []
     more = st.multiselect("Or pick by name", catalog.model_names(), key="mf-pick")
     shortlist = list(dict.fromkeys([*picked, *more]))
