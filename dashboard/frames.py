@@ -39,7 +39,13 @@ COMBINED_COLUMNS = [
     "random_weights",
     "display",
     "detail",
+    "origin",
 ]
+#: Where a row's number comes from, as the Overview names it.
+MEASURED_ORIGIN = "measured here"
+PAPER_ORIGIN = "paper"
+#: Published provenances that name a library (the model catalogue's rows).
+LIBRARY_ORIGINS = ("timm", "open_clip", "imagenet-testbed")
 INVARIANCE_FAMILIES = ("scale", "shift", "resolution")
 _FAMILY_VIEW = re.compile(r"^(?P<family>[A-Za-z_]+):(?P<value>.+)$")
 
@@ -131,6 +137,11 @@ def _prepared(df: pd.DataFrame, source: str) -> pd.DataFrame:
     out["display"] = [
         display_name(m, r) for m, r in zip(out["model"], out["random_weights"], strict=True)
     ]
+    if source == "measured":
+        out["origin"] = MEASURED_ORIGIN
+    else:
+        prov = out["provenance"] if "provenance" in out else pd.Series("", index=out.index)
+        out["origin"] = [p if p in LIBRARY_ORIGINS else PAPER_ORIGIN for p in prov.fillna("")]
     return out.reindex(columns=COMBINED_COLUMNS)
 
 
@@ -197,8 +208,10 @@ def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ``random_weights`` columns); ``text`` the formatted values with 95% intervals; both
     indexed by the row label.
     """
-    both = combined["source"].nunique() > 1
-    keys = combined[["model", "display", "source", "random_weights"]].drop_duplicates(
+    origin = combined["origin"] if "origin" in combined else combined["source"]
+    combined = combined.assign(origin=origin.fillna(combined["source"]))
+    both = combined["origin"].nunique() > 1
+    keys = combined[["model", "display", "source", "random_weights", "origin"]].drop_duplicates(
         ["model", "display", "source"]
     )
     keys = keys.sort_values(["model", "source"]).reset_index(drop=True)
@@ -206,12 +219,14 @@ def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     std = combined[combined["view"] == "standard"]
     std = std[[(d, m) in wanted for d, m in zip(std["dataset"], std["metric"], strict=True)]]
     found: dict[tuple[str, str, str, str, str], tuple[float, float, float]] = {}
+    partial: dict[tuple[str, str, str, str, str], str] = {}
     for r in std.itertuples(index=False):
-        found.setdefault(
-            (r.model, r.source, r.display, r.dataset, r.metric),
-            (float(r.value), float(r.ci_low), float(r.ci_high)),
-        )
-    labels = [row_label(d, s, both) for d, s in zip(keys["display"], keys["source"], strict=True)]
+        key = (r.model, r.source, r.display, r.dataset, r.metric)
+        found.setdefault(key, (float(r.value), float(r.ci_low), float(r.ci_high)))
+        m = _PARTIAL.match(str(r.detail or ""))
+        if m and m.group(1) != m.group(2):
+            partial.setdefault(key, f" ({m.group(1)}/{m.group(2)})")
+    labels = [row_label(d, o, both) for d, o in zip(keys["display"], keys["origin"], strict=True)]
     num = keys.copy()
     num.index = labels
     text = pd.DataFrame(index=labels)
@@ -223,8 +238,19 @@ def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         if all(c is None for c in cells):
             continue
         num[p.title] = [math.nan if c is None else c[0] for c in cells]
-        text[p.title] = ["" if c is None else format_value(*c, p.percent) for c in cells]
+        text[p.title] = [
+            "" if c is None else format_value(*c, p.percent) + partial.get(k, "")
+            for c, k in zip(
+                cells,
+                [(k.model, k.source, k.display, p.dataset, p.metric) for k in keys.itertuples()],
+                strict=True,
+            )
+        ]
     return num, text
+
+
+#: A derived average's detail, ``mean of k of n ...``: shown as ``(k/n)`` beside it.
+_PARTIAL = re.compile(r"^mean of (\d+) of (\d+)")
 
 
 def best_mask(numeric: pd.DataFrame) -> pd.DataFrame:
@@ -259,15 +285,39 @@ def normalised(numeric: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_weights(numeric: pd.DataFrame) -> dict[str, int]:
-    """Starting weights: 1 for each property every real (not random / synthetic) row has,
-    0 for the others, so the first ranking compares like with like. With only random rows,
-    the properties they all have."""
+    """Starting weights: 1 for each property some real (not random / synthetic) row has —
+    a property is never dropped because some models lack it (they are then listed as not
+    ranked, with what they miss). With only random rows, the properties they have."""
     real = numeric
     if "random_weights" in numeric and (~numeric["random_weights"].astype(bool)).any():
         real = numeric[~numeric["random_weights"].astype(bool)]
     return {
-        p.title: int(bool(real[p.title].notna().all())) for p in PROPERTIES if p.title in numeric
+        p.title: int(bool(real[p.title].notna().any())) for p in PROPERTIES if p.title in numeric
     }
+
+
+def coverage(numeric: pd.DataFrame) -> dict[str, str]:
+    """Per property shown: ``n of N`` rows that have a number for it."""
+    return {
+        p.title: f"{int(numeric[p.title].notna().sum())} of {len(numeric)}"
+        for p in PROPERTIES
+        if p.title in numeric
+    }
+
+
+def same_weights(models: Sequence[str]) -> list[tuple[str, str]]:
+    """(paper name, catalogue name) pairs of ``models`` that are the same weights (the
+    paper's four under their short names and their timm / open_clip names)."""
+    from beyond_inet import catalog
+
+    mods = catalog.models()
+    alias = mods[mods["paper_model"] != ""].drop_duplicates("name")
+    chosen = set(models)
+    return [
+        (p, n)
+        for p, n in zip(alias["paper_model"], alias["name"], strict=True)
+        if p in chosen and n in chosen
+    ]
 
 
 def ranking(
@@ -290,7 +340,7 @@ def ranking(
         if random.loc[label] and not include_random:
             reasons[label] = "random weights / synthetic numbers (tick the box to include)"
         elif missing:
-            reasons[label] = f"not measured: {', '.join(missing)}"
+            reasons[label] = f"missing: {', '.join(missing)}"
     left = pd.DataFrame({"reason": pd.Series(reasons, dtype=object)})
     keep = [i for i in numeric.index if i not in reasons]
     if w.empty:

@@ -273,7 +273,7 @@ def _catalog_keyed() -> pd.DataFrame:
         right_on=["cat_dataset", "cat_metric"],
         suffixes=("_cat", ""),
     )
-    return out[["name", "dataset", "view", "metric", "value", "source"]].rename(
+    return out[["name", "library", "dataset", "view", "metric", "value", "source"]].rename(
         columns={"name": "model", "source": "reference"}
     )
 
@@ -284,7 +284,31 @@ def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
     own input size, as the libraries publish it)."""
     df = _catalog_keyed()
     df = df[df["model"].isin(list(models))]
-    return long_format(
-        df["model"], df["dataset"], df["view"], df["metric"], df["value"], "catalogue",
+    out = long_format(
+        df["model"], df["dataset"], df["view"], df["metric"], df["value"], df["library"],
         df["reference"],
     )  # fmt: skip
+    return pd.concat([out, catalog_robustness_average(out)], ignore_index=True)
+
+
+def catalog_robustness_average(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the mean top-1 over the paper's robustness benchmarks its published rows
+    have (the libraries publish V2, ReaL, Sketch, R and A; never C or Hard), as the derived
+    ``robustness/top1_average`` with a ``detail`` that says over which — the same rule as
+    the measured average."""
+    keys = {(d, m): label for label, d, m in ROBUSTNESS_BENCHMARKS}
+    mask = [(d, m) in keys for d, m in zip(rows["dataset"], rows["metric"], strict=True)]
+    picked = rows[pd.Series(mask, index=rows.index, dtype=bool)]
+    out = []
+    for (model, origin), g in picked.groupby(["model", "provenance"], sort=False):
+        names = [keys[(d, m)] for d, m in zip(g["dataset"], g["metric"], strict=True)]
+        missing = [label for label, *_ in ROBUSTNESS_BENCHMARKS if label not in names]
+        detail = f"mean of {len(names)} of {len(ROBUSTNESS_BENCHMARKS)}" + (
+            f" (no {', '.join(missing)})" if missing else ""
+        )
+        avg = long_format(
+            [model], ROBUSTNESS_AVERAGE[0], "standard", ROBUSTNESS_AVERAGE[1],
+            float(g["value"].mean()), origin, "derived: " + detail,
+        )  # fmt: skip
+        out.append(avg.assign(detail=detail))
+    return pd.concat(out, ignore_index=True) if out else rows.iloc[:0].assign(detail=None)

@@ -216,8 +216,8 @@ def test_overview_marks_random_models_and_highlights(
     at = _app(monkeypatch, precompute_store, "overview", source="both")
     table = at.dataframe[0].value
     rows = table["model"].tolist()
-    assert f"{TINY_TIMM}{frames.RANDOM_MARK} (measured)" in rows
-    assert "deit3_21k (published)" in rows
+    assert f"{TINY_TIMM}{frames.RANDOM_MARK} (measured here)" in rows
+    assert "deit3_21k (paper)" in rows
     assert "ImageNet top-1" in table.columns and "Shape bias" in table.columns
 
 
@@ -571,6 +571,31 @@ def test_imagenet_c_mean_and_invariance_summaries(tmp_path: Path) -> None:
     assert comb["display"].str.endswith(frames.RANDOM_MARK).all()
 
 
+def test_overview_with_catalogue_models_keeps_every_property_and_names_sources(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The issue's case: catalogue models join the paper's. No weight resets to 0; the
+    models without a property are listed as missing it, with each property's coverage;
+    each row names its source; the catalogue's robustness average is there, marked as over
+    5 of the 7 benchmarks; the same weights under two names are said to be one."""
+    extra = "timm:convnext_base.fb_in22k_ft_in1k,open_clip:ViT-B-32:laion2b_s34b_b79k"
+    models = f"deit3_21k,convnext_base_21k,vit_clip,convnext_clip,{extra}"
+    at = _app(monkeypatch, tmp_path / "absent.duckdb", "overview", models=models)
+    rows = at.dataframe[0].value["model"].tolist()
+    assert "convnext_base_21k (paper)" in rows
+    assert "timm:convnext_base.fb_in22k_ft_in1k (timm)" in rows
+    assert "open_clip:ViT-B-32:laion2b_s34b_b79k (open_clip)" in rows
+    table = at.dataframe[0].value.set_index("model")
+    assert table.loc["timm:convnext_base.fb_in22k_ft_in1k (timm)", "Robustness avg"].endswith(
+        "(5/7)"
+    )
+    assert all(at.slider(key=f"w-{t}").value == 1 for t in ("ECE", "Shape bias"))
+    captions = " ".join(c.value for c in at.caption)
+    assert "ECE: 4 of 6" in captions and "Same weights under two names" in captions
+    missing = " ".join(c.value for c in at.caption if c.value.startswith("Not ranked"))
+    assert "missing: ECE" in missing and "timm:convnext_base.fb_in22k_ft_in1k" in missing
+
+
 def test_overview_best_and_ranking() -> None:
     rows = [
         ("a", "imagenet-val", "top1", 0.8),
@@ -584,7 +609,7 @@ def test_overview_best_and_ranking() -> None:
     )
     comb = frames.combine(df, pd.DataFrame(), "measured")
     num, text = frames.overview(comb)
-    assert list(num.columns[4:]) == ["ImageNet top-1", "ECE"]
+    assert list(num.columns[5:]) == ["ImageNet top-1", "ECE"]
     mask = frames.best_mask(num[["ImageNet top-1", "ECE"]])
     assert mask.loc["a", "ImageNet top-1"] and mask.loc["b", "ECE"] and not mask.loc["a", "ECE"]
     assert text.loc["a", "ImageNet top-1"] == "80.0" and text.loc["c", "ECE"] == ""
@@ -597,7 +622,7 @@ def test_overview_best_and_ranking() -> None:
     # ECE on 0 .. the largest shown (0.10), lower is better: a 0.0, b 0.8
     assert r.loc["b", "score"] == pytest.approx((0.7 + 3 * 0.8) / 4)
     assert r.loc["a", "score"] == pytest.approx((0.8 + 3 * 0.0) / 4)
-    assert "c" not in r.index and "not measured: ECE" in left.loc["c", "reason"]
+    assert "c" not in r.index and "missing: ECE" in left.loc["c", "reason"]
     assert frames.ranking(props, {"ECE": 0})[0]["score"].isna().all()
     assert frames.format_value(0.8531, 0.85, 0.857, True) == "85.3 [85.0, 85.7]"
 
@@ -631,7 +656,7 @@ def test_ranking_never_lets_a_random_or_partial_model_win() -> None:
     )
     assert (
         random_row not in rank.index
-        and "not measured: ImageNet top-1" in left.loc[random_row, "reason"]
+        and "missing: ImageNet top-1" in left.loc[random_row, "reason"]
     )
     rank, _ = frames.ranking(num[cols], {"Shape bias": 1}, include_random=True)
     assert rank.index[0] == random_row  # only when asked for, and measured on what counts

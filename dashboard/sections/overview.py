@@ -66,16 +66,21 @@ with ui.guard():
                 "bootstrap (500 resamples) for ECE, ImageNet-X error ratio and shape bias; "
                 "the averages over several datasets are not tested."
             )
-            notes = comb[
-                (comb["dataset"] == "robustness")
-                & (comb["source"] == "measured")
-                & comb["detail"].notna()
-            ]
+            notes = comb[(comb["dataset"] == "robustness") & comb["detail"].notna()]
             notes = notes[~notes["detail"].str.startswith("mean of 7 ")]
             if len(notes):
                 st.caption(
-                    "Measured robustness average over the benchmarks present: "
-                    + "; ".join(f"{r.display}: {r.detail}" for r in notes.itertuples())
+                    "Robustness average over the benchmarks present, marked (k/7) — not "
+                    "comparable with a mean of all 7 (ImageNet-C and -Hard lower it): "
+                    + "; ".join(f"{r.display} ({r.origin}): {r.detail}" for r in notes.itertuples())
+                )
+            twins = frames.same_weights(tuple(num["model"]))
+            if twins:
+                st.caption(
+                    "Same weights under two names: "
+                    + "; ".join(
+                        f"**{a}** (the paper's numbers) = **{b}** (its library's)" for a, b in twins
+                    )
                 )
             norm = frames.normalised(num[[p.title for p in props]])
             st.subheader("Profiles")
@@ -85,7 +90,12 @@ with ui.guard():
                 "Weight each property (0 = ignore). The score is the weighted mean of the "
                 "properties on their own scale (accuracies and shape bias 0-1; ECE and "
                 "error ratio from 0 to the largest shown, lower is better). Only models "
-                "measured on every weighted property are ranked."
+                "with a number for every weighted property are ranked; the others are "
+                "listed below with what they miss."
+            )
+            cover = frames.coverage(num)
+            st.caption(
+                "Coverage of the models shown: " + " · ".join(f"{t}: {c}" for t, c in cover.items())
             )
             cols = st.columns(len(props))
             start = frames.default_weights(num[[p.title for p in props] + ["random_weights"]])
