@@ -655,8 +655,7 @@ def test_ranking_never_lets_a_random_or_partial_model_win() -> None:
         num[cols], {"Shape bias": 1, "ImageNet top-1": 1}, include_random=True
     )
     assert (
-        random_row not in rank.index
-        and "missing: ImageNet top-1" in left.loc[random_row, "reason"]
+        random_row not in rank.index and "missing: ImageNet top-1" in left.loc[random_row, "reason"]
     )
     rank, _ = frames.ranking(num[cols], {"Shape bias": 1}, include_random=True)
     assert rank.index[0] == random_row  # only when asked for, and measured on what counts
