@@ -312,6 +312,47 @@ def _write_images(root: Path, vp: ImageRecords, limit: int) -> None:
         synthetic_image(int(lab), i).save(path)
 
 
+def _smooth_image(label: int, seed: int, size: int) -> Image.Image:
+    """A small smooth picture (compresses well): a hue per class, stripes per sample."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colorsys.hsv_to_rgb((label % 1000) / 1000, 0.6, 0.9)) * 255
+    y, x = np.mgrid[0:size, 0:size]
+    stripes = 0.75 + 0.25 * np.sin(x * rng.uniform(0.05, 0.3) + y * rng.uniform(0.05, 0.3))
+    return Image.fromarray(np.clip(base * stripes[..., None], 0, 255).astype(np.uint8))
+
+
+#: The bundled sample (``data/sample``): how many val images, stimuli per category.
+SAMPLE_VAL, SAMPLE_PER_CATEGORY = 64, 2
+
+
+def write_sample(root: Path | str) -> int:
+    """The small generated sample shipped in ``data/sample`` (CC0; numbers on it mean
+    nothing): ``imagenet/val/`` with the first :data:`SAMPLE_VAL` official val file names
+    (so their labels are the real ones) and ``cue-conflict/`` with
+    :data:`SAMPLE_PER_CATEGORY` stimuli per category, each named ``<shape>i-<texture>j.png``.
+    Deterministic; returns the number of files written."""
+    from beyond_inet.reference import CUE_CONFLICT_CATEGORIES, imagenet_val_labels
+
+    root = Path(root)
+    labels = imagenet_val_labels()
+    val = root / "imagenet" / "val"
+    val.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for i in range(1, SAMPLE_VAL + 1):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        _smooth_image(int(labels[name]), i, 96).save(val / name, format="JPEG", quality=80)
+        n += 1
+    cats = list(CUE_CONFLICT_CATEGORIES)
+    for c, shape in enumerate(cats):
+        (root / "cue-conflict" / shape).mkdir(parents=True, exist_ok=True)
+        for j in range(SAMPLE_PER_CATEGORY):
+            texture = cats[(c + 1 + j) % len(cats)]
+            img = _smooth_image(c * 60 + j, 1000 + c * 10 + j, 112)
+            img.save(root / "cue-conflict" / shape / f"{shape}{j + 1}-{texture}{j + 1}.png")
+            n += 1
+    return n
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -480,7 +521,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Fill a synthetic results store for the dashboard "
         "(numbers meaningless; marked so everywhere)."
     )
-    p.add_argument("--store", required=True, type=Path)
+    p.add_argument("--store", type=Path, help="the store to fill (required unless --sample)")
+    p.add_argument(
+        "--sample",
+        type=Path,
+        metavar="DIR",
+        help="instead, write the small generated image sample (data/sample) into DIR",
+    )
     p.add_argument(
         "--scale",
         type=float,
@@ -495,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-images", action="store_true", help="write no pictures")
     args = p.parse_args(argv)
+    if args.sample is not None:
+        print(f"wrote {write_sample(args.sample)} generated images to {args.sample}")
+        return 0
+    if args.store is None:
+        p.error("--store is required (or --sample DIR)")
     root = args.data_root or args.store.with_name(f"{args.store.stem}-datasets")
     n = fill_store(
         args.store,

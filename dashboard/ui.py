@@ -15,10 +15,19 @@ from beyond_inet.store import StoreError, StoreLockedError
 from dashboard import queries
 from dashboard.state import Selection
 
+#: The first commands every empty page suggests (each works on a fresh clone; a test runs
+#: them there).
+SAMPLE_COMMAND = (
+    "python -m precompute --model timm:test_vit --random-weights --data-root data/sample"
+)
+DEMO_COMMAND = "python -m dashboard.synthetic --store data/demo.duckdb"
 PRECOMPUTE_HINT = (
     "Measured results come from `python -m precompute --model all --data-root DIR` "
-    "(or `python -m precompute --model timm:test_vit --random-weights --limit 50` for a smoke "
-    "test); they appear here after a refresh."
+    "(`python -m precompute --list-datasets --data-root DIR` shows the layout each dataset "
+    f"needs); they appear here after a refresh. A first try without ImageNet: `{SAMPLE_COMMAND}` "
+    "(the bundled generated sample: the numbers mean nothing). Every page filled with demo "
+    f"numbers: `{DEMO_COMMAND}`, then "
+    "`streamlit run dashboard/app.py -- --store data/demo.duckdb --data-root data/demo-datasets`."
 )
 
 

@@ -50,6 +50,10 @@ def _epilog() -> str:
         + "\n  open_clip:<arch>:<tag>  any open_clip model as a zero-shot classifier\n\n"
         + "datasets (--dataset; default: every one found under --data-root):\n"
         + datasets
+        + "\n\n--list-datasets (with --data-root DIR) shows each dataset's layout, where it is "
+        "expected and whether it is found,\nthe VTAB transfer tasks included. Without "
+        "ImageNet, try the bundled generated sample (numbers meaningless):\n"
+        "  python -m precompute --model timm:test_vit --random-weights --data-root data/sample"
     )
 
 

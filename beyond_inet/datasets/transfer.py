@@ -101,8 +101,7 @@ class SplitProtocol:
             "val_fraction": self.val_fraction,
             "holdout_test": self.holdout_test,
             "seed": self.seed,
-            "fixed": self.fixed,
-        }
+        }  # ``fixed`` stays out: the splits' content is in the run key, the rule in settings
 
 
 SPLIT_PROTOCOLS: Registry[SplitProtocol] = Registry("transfer protocol")

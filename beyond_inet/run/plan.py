@@ -94,8 +94,9 @@ def find_datasets(cfg: PrecomputeConfig, log: Log) -> list[FoundDataset]:
         found.append(ds)
     if not found:
         raise PrecomputeError(
-            f"No dataset found under {cfg.data_root}. See `python -m precompute --help` for the "
-            "layouts, or give a folder with --dataset-path NAME=DIR."
+            f"No dataset found under {cfg.data_root}: `python -m precompute --list-datasets "
+            f"--data-root {cfg.data_root}` shows the layout each needs; give a folder with "
+            "--dataset-path NAME=DIR, or try the bundled sample with --data-root data/sample."
         )
     return found
 

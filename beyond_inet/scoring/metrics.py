@@ -269,6 +269,10 @@ def squared_calibration_error_from_sums(sums: np.ndarray, n: np.ndarray) -> np.n
         return term.sum(axis=-1) / n
 
 
+#: The fewest images the debiased RMS calibration error gives an interval for.
+MIN_INTERVAL_IMAGES = 30
+
+
 @dataclass(frozen=True)
 class Interval:
     """A point estimate with its ``1 - alpha`` interval (NaN bounds: none)."""
@@ -291,13 +295,15 @@ def rms_calibration_error(
 
     The estimate is ``sqrt(max(S, 0))`` with ``S`` the unbiased squared error of
     :func:`squared_calibration_error_from_sums`. The interval is built on ``S`` and mapped
-    by the same square root: ``S +- z sd`` with the jackknife standard error, except near 0,
-    where the parameter sits on its boundary. There, 0 is inside the interval exactly when a
-    one-sided level-``alpha`` test of perfect calibration does not reject: ``S`` is compared
-    with its distribution when every label is drawn as ``Bernoulli(confidence)``
-    (consistency resampling, Broecker & Smith 2007; ``n_null`` draws, seeded). When the test
-    rejects but ``S - z sd <= 0``, the low end is ``S`` minus that null quantile (> 0).
-    ``n_null = 0`` gives the estimate alone."""
+    by the same square root: ``S +- z se``, ``se`` the jackknife standard error and the
+    spread of ``S`` under perfect calibration added in quadrature (the jackknife alone misses
+    the spread near 0, where the estimator is degenerate). ``S`` under perfect calibration is
+    drawn with every label redrawn as ``Bernoulli(confidence)`` (consistency resampling,
+    Broecker & Smith 2007; ``n_null`` draws, seeded). 0 is inside the interval exactly when
+    a one-sided level-``alpha`` test of perfect calibration (``S`` against that null) does
+    not reject; when it rejects, the low end is ``S - z se`` but above 0.
+    ``n_null = 0``, or fewer than :data:`MIN_INTERVAL_IMAGES` images, gives the estimate
+    alone (a jackknife over a handful of images says nothing)."""
     conf, corr = _calibration_inputs(confidence, correct, n_bins)
     n = len(conf)
     if n == 0:
@@ -305,21 +311,24 @@ def rms_calibration_error(
     design = calibration_moments_design(conf, corr, n_bins)
     s = float(squared_calibration_error_from_sums(design.sum(axis=0), n))
     value = math.sqrt(max(s, 0.0))
-    if n_null <= 0 or n < 2:
+    if n_null <= 0 or n < MIN_INTERVAL_IMAGES:
         return Interval(value)
     from scipy.special import ndtri
 
     z = float(ndtri(1.0 - alpha / 2.0))
     jack = squared_calibration_error_from_sums(design.sum(axis=0) - design, n - 1.0)
-    sd = math.sqrt((n - 1) / n * float(np.sum((jack - jack.mean()) ** 2)))
-    null = float(np.quantile(_calibrated_null(conf, n_bins, n_null, seed), 1.0 - alpha))
-    if s <= null:
-        low = 0.0
-    elif s - z * sd > 0.0:
-        low = s - z * sd
-    else:
-        low = s - null
-    return Interval(value, math.sqrt(low), math.sqrt(max(s + z * sd, 0.0)))
+    null = _calibrated_null(conf, n_bins, n_null, seed)
+    # the jackknife misses the estimator's spread near 0 (where it is degenerate); the
+    # null's spread is that part, so both add up
+    se = math.hypot(math.sqrt((n - 1) / n * float(np.sum((jack - jack.mean()) ** 2))), null.std())
+    rejected = s > float(np.quantile(null, 1.0 - alpha))  # the test of perfect calibration
+    low = max(s - z * se, _REJECTED_LOW) if rejected else 0.0
+    return Interval(value, math.sqrt(low), math.sqrt(max(s + z * se, 0.0)))
+
+
+#: The low end (squared) when perfect calibration is rejected but ``S - z se`` is not > 0:
+#: just above 0, so that the interval excludes 0 exactly when the test rejects.
+_REJECTED_LOW = 1e-12
 
 
 #: Bins with at least this many images draw their null sums from the normal law of a sum of
