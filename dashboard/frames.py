@@ -41,6 +41,8 @@ COMBINED_COLUMNS = [
     "detail",
     "origin",
 ]
+#: How a missing value is shown in tables.
+MISSING = "—"
 #: Where a row's number comes from, as the Overview names it.
 MEASURED_ORIGIN = "measured here"
 PAPER_ORIGIN = "paper"
@@ -192,9 +194,9 @@ def row_label(display: str, source: str, both: bool) -> str:
 
 
 def format_value(value: float, lo: float, hi: float, percent: bool) -> str:
-    """``85.3 [84.9, 85.7]`` (percent) or ``0.041 [0.038, 0.044]``; '' when NaN."""
+    """``85.3 [84.9, 85.7]`` (percent) or ``0.041 [0.038, 0.044]``; ``—`` when missing."""
     if value is None or not np.isfinite(value):
-        return ""
+        return MISSING
     f = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.3f}")
     if np.isfinite(lo) and np.isfinite(hi):
         return f"{f(value)} [{f(lo)}, {f(hi)}]"
@@ -239,7 +241,7 @@ def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         num[p.title] = [math.nan if c is None else c[0] for c in cells]
         text[p.title] = [
-            "" if c is None else format_value(*c, p.percent) + partial.get(k, "")
+            MISSING if c is None else format_value(*c, p.percent) + partial.get(k, "")
             for c, k in zip(
                 cells,
                 [(k.model, k.source, k.display, p.dataset, p.metric) for k in keys.itertuples()],

@@ -36,9 +36,16 @@ def _slug(text: str) -> str:
 
 
 def table(df: pd.DataFrame, name: str, styled: object | None = None, **kwargs: object) -> None:
-    """Show ``df`` (or its Styler) and a button that downloads it as CSV."""
+    """Show ``df`` (or its Styler) and a button that downloads it as CSV; missing text
+    cells show as ``—`` (never ``None``)."""
+    shown = df
+    if styled is None:
+        text = [c for c in df.columns if df[c].dtype == object or str(df[c].dtype) == "str"]
+        shown = df.assign(**{c: df[c].fillna("—") for c in text}) if text else df
     st.dataframe(
-        styled if styled is not None else df, hide_index=kwargs.pop("hide_index", True), **kwargs
+        styled if styled is not None else shown,
+        hide_index=kwargs.pop("hide_index", True),
+        **kwargs,
     )
     st.download_button(
         "Download CSV",

@@ -612,7 +612,7 @@ def test_overview_best_and_ranking() -> None:
     assert list(num.columns[5:]) == ["ImageNet top-1", "ECE"]
     mask = frames.best_mask(num[["ImageNet top-1", "ECE"]])
     assert mask.loc["a", "ImageNet top-1"] and mask.loc["b", "ECE"] and not mask.loc["a", "ECE"]
-    assert text.loc["a", "ImageNet top-1"] == "80.0" and text.loc["c", "ECE"] == ""
+    assert text.loc["a", "ImageNet top-1"] == "80.0" and text.loc["c", "ECE"] == "—"
     props = num[["ImageNet top-1", "ECE", "random_weights"]]
     r, left = frames.ranking(props, {"ImageNet top-1": 1, "ECE": 0})
     # accuracy on its own 0-1 scale, not min-max of the rows shown

@@ -17,7 +17,7 @@ def cell(r: pd.DataFrame, metric: str) -> str:
     """One model's formatted value of ``metric`` (its rows ``r``), or blank."""
     x = r[r["metric"] == metric]
     if not len(x):
-        return ""
+        return frames.MISSING
     m = metric_spec(metric)
     if metric.startswith("temperature"):
         return f"{float(x['value'].iloc[0]):.3f}"
@@ -75,7 +75,7 @@ with ui.guard():
                 rec[f"MCE ({n_bins} bins)"] = f"{recomputed.loc[k.model, 'mce']:.3f}"
             out.append(rec)
         st.subheader("Calibration metrics")
-        ui.table(pd.DataFrame(out).fillna(""), f"calibration-{dataset}-{view}")
+        ui.table(pd.DataFrame(out).fillna(frames.MISSING), f"calibration-{dataset}-{view}")
         st.caption(
             "Stored ECE / MCE use 15 equal-width bins on the max-softmax confidence "
             "(torchmetrics' binning, the paper's numbers); the recomputed columns use the bins "
@@ -113,7 +113,9 @@ with ui.guard():
                 if all(folds):
                     rec["fold temperatures (0 / 1)"] = " / ".join(folds)
                 scaled_table.append(rec)
-            ui.table(pd.DataFrame(scaled_table).fillna(""), f"temperature-{dataset}-{view}")
+            ui.table(
+                pd.DataFrame(scaled_table).fillna(frames.MISSING), f"temperature-{dataset}-{view}"
+            )
             st.caption(
                 "One temperature T per model divides the logits: fitted to minimise NLL on "
                 "ImageNet val (each val half scored by the T of the other half), then applied "

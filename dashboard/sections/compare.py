@@ -31,6 +31,7 @@ with ui.guard():
         if a == b or not shared:
             ui.empty("Pick two different models that were run on a common dataset.", hint=False)
         else:
+            shared = sorted(shared, key=lambda d: (d != "imagenet-val", d))  # val first
             dataset = c3.selectbox("Dataset", shared, key="cmp-dataset")
             views, _ = queries.explorer_options(sel.path, sel.version, dataset)
             view = c4.selectbox("View", views, key="cmp-view")
