@@ -347,8 +347,8 @@ def test_model_finder_filter_select_compare(tab: Any, server: str, tmp_path: Pat
     header = csv_text.splitlines()[0].split(",")
     row = next(
         r.split(",")
-        for r in csv_text.splitlines()
-        if r.startswith("timm:deit3_base_patch16_224.fb_in22k_ft_in1k,")
+        for r in csv_text.splitlines()[1:]
+        if r.split(",")[header.index("name")] == "timm:deit3_base_patch16_224.fb_in22k_ft_in1k"
     )
     measured = row[header.index("measured imagenet-val top1")]
     assert measured and float(measured) > 0  # deit3_21k's run, on the catalogue's row

@@ -103,14 +103,15 @@ with ui.guard():
                 if r[r["metric"] == "temperature"].empty:
                     continue
                 folds = [cell(r, f) for f in FOLDS]
+                both_folds = all(f not in ("", frames.MISSING) for f in folds)
                 temps[k.model] = (
                     f"T = {folds[0]} / {folds[1]}"
-                    if all(folds)
+                    if both_folds
                     else f"T = {cell(r, 'temperature')}"
                 )
                 rec = {"model": k.display}
                 rec.update({metric_spec(m.removesuffix("_ts")).title: cell(r, m) for m in SCALED})
-                if all(folds):
+                if both_folds:
                     rec["fold temperatures (0 / 1)"] = " / ".join(folds)
                 scaled_table.append(rec)
             ui.table(
