@@ -239,7 +239,13 @@ def overview(combined: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         ]
         if all(c is None for c in cells):
             continue
-        num[p.title] = [math.nan if c is None else c[0] for c in cells]
+        keyed = [(k.model, k.source, k.display, p.dataset, p.metric) for k in keys.itertuples()]
+        # an average over fewer benchmarks is shown, marked, but neither highlighted nor
+        # ranked against full ones: it is not the same quantity
+        num[p.title] = [
+            math.nan if c is None or k in partial else c[0]
+            for c, k in zip(cells, keyed, strict=True)
+        ]
         text[p.title] = [
             MISSING if c is None else format_value(*c, p.percent) + partial.get(k, "")
             for c, k in zip(

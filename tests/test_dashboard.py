@@ -594,6 +594,7 @@ def test_overview_with_catalogue_models_keeps_every_property_and_names_sources(
     assert "ECE: 4 of 6" in captions and "Same weights under two names" in captions
     missing = " ".join(c.value for c in at.caption if c.value.startswith("Not ranked"))
     assert "missing: ECE" in missing and "timm:convnext_base.fb_in22k_ft_in1k" in missing
+    assert "Robustness avg" in missing  # a 5-of-7 average is not ranked against full ones
 
 
 def test_overview_best_and_ranking() -> None:

@@ -70,8 +70,9 @@ with ui.guard():
             notes = notes[~notes["detail"].str.startswith("mean of 7 ")]
             if len(notes):
                 st.caption(
-                    "Robustness average over the benchmarks present, marked (k/7) — not "
-                    "comparable with a mean of all 7 (ImageNet-C and -Hard lower it): "
+                    "Robustness average over the benchmarks present, marked (k/7): shown but not "
+                    "highlighted or ranked, as it is not comparable with a mean of all 7 "
+                    "(ImageNet-C and -Hard lower it): "
                     + "; ".join(f"{r.display} ({r.origin}): {r.detail}" for r in notes.itertuples())
                 )
             twins = frames.same_weights(tuple(num["model"]))
