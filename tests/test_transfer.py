@@ -175,6 +175,12 @@ def test_vtab_1k_takes_the_first_rows_of_a_csv_export_with_val(tmp_path: Path) -
     assert td is not None and td.split_rule == "fixed"
     assert [s.sample_id for s in td.splits["train"].samples] == order["train"][:3]
     assert [s.sample_id for s in td.splits["val"].samples] == order["val"][:2]
+    # written class by class, the first rows are one class: not VTAB's order, so drawn
+    rows = (task / "train.csv").read_text().splitlines()
+    by_class = [rows[0], *sorted(rows[1:], key=lambda r: r.split(",")[1])]
+    (task / "train.csv").write_text("\n".join(by_class) + "\n")
+    td = load_task(TASKS.get("resisc45"), tmp_path, protocol)
+    assert td is not None and td.split_rule == "seeded"
     (task / "val.csv").unlink()
     td = load_task(TASKS.get("resisc45"), tmp_path, protocol)
     assert td is not None and td.split_rule == "seeded"

@@ -432,6 +432,16 @@ def _raw(task: TransferTask, root: Path) -> tuple[str, dict[str, list[tuple[str,
     return "torchvision", rows, reader
 
 
+def _in_vtab_order(
+    first: Sequence[tuple[str, str]], rows: dict[str, list[tuple[str, str]]]
+) -> bool:
+    """True when a layout's first train rows look like VTAB's record order (a shuffle):
+    they cover at least half of the pool's classes. A class-sorted export does not, and is
+    split by the seeded draw instead."""
+    pool = {c for _, c in rows["pool"]}
+    return len({c for _, c in first}) * 2 >= len(pool)
+
+
 def load_task(
     task: TransferTask,
     data_root: Path,
@@ -456,7 +466,10 @@ def load_task(
     if len(rows["pool"]) < 2 or not rows["test"]:
         raise DatasetLayoutError(f"{task.name}: too few images in {root}")
     test = rows["test"][:limit] if limit else rows["test"]
-    if protocol.fixed and "val" in rows and protocol.train is not None:
+    ordered = "val" in rows and protocol.train is not None
+    if ordered and protocol.fixed and not _in_vtab_order(rows["train"][: protocol.train], rows):
+        ordered = False  # e.g. a CSV written class by class: its first rows are not a sample
+    if protocol.fixed and ordered and protocol.train is not None:
         rule = "fixed"
         chosen = {
             "train": rows["train"][: protocol.train],

@@ -502,8 +502,9 @@ def bca_interval(
     standard error that changes with the value. The quantiles taken are
     ``Phi(z0 + (z0 + z) / (1 - a (z0 + z)))`` for ``z = Phi^-1(alpha / 2), Phi^-1(1 - alpha / 2)``.
     With ``a = 0`` (and for any small ``a``) the interval holds the estimate whenever some
-    replicates lie on each side of it. NaN replicates and jackknife values are dropped per
-    column; NaN where the estimate or every replicate is NaN."""
+    replicates lie on each side of it (at least ``alpha / 2`` of them below it). Non-finite
+    replicates and jackknife values are dropped per column; NaN where the estimate or every
+    replicate is not finite."""
     from scipy.special import ndtr, ndtri
 
     reps = np.asarray(replicates, dtype=np.float64)
@@ -513,12 +514,12 @@ def bca_interval(
     jack = jack[:, None] if jack.ndim == 1 else jack
     lo, hi = np.full(reps.shape[1], NAN), np.full(reps.shape[1], NAN)
     for j in range(reps.shape[1]):
-        col = reps[:, j][~np.isnan(reps[:, j])]
-        if not col.size or np.isnan(est[j]):
+        col = reps[:, j][np.isfinite(reps[:, j])]
+        if not col.size or not np.isfinite(est[j]):
             continue
         share = (np.sum(col < est[j]) + 0.5 * np.sum(col == est[j])) / col.size
         z0 = float(ndtri(np.clip(share, 0.5 / col.size, 1.0 - 0.5 / col.size)))
-        jk = jack[:, j][~np.isnan(jack[:, j])]
+        jk = jack[:, j][np.isfinite(jack[:, j])]
         d = jk.mean() - jk if jk.size else np.zeros(1)
         denom = 6.0 * float(np.sum(d**2)) ** 1.5
         a = float(np.sum(d**3)) / denom if denom > 0 else 0.0
