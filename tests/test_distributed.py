@@ -284,8 +284,8 @@ def test_a_killed_agent_stops_its_workers(tmp_path: Path) -> None:
     reader.start()
     reader.join(timeout=120)  # the pipe closes when the last worker has exited
     assert not reader.is_alive(), "the workers outlived their agent"
-    # rank 0 says why, unless the job's c10d store (the agent's) failed its collective first
-    assert "torchrun agent" in rest[0] or "Connection closed" in rest[0], rest[0][-2000:]
+    # rank 0 says why, unless a collective failed first (gloo: "Connection closed / reset")
+    assert "torchrun agent" in rest[0] or "Connection" in rest[0], rest[0][-2000:]
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid)
     assert (not store.exists()) or Store(store).query("SELECT * FROM runs").empty
