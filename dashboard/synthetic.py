@@ -291,15 +291,19 @@ def _with_factor_values(
 # --------------------------------------------------------------------------- images
 
 
-def synthetic_image(label: int, seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
-    """A small picture for a synthetic sample: a hue per class, stripes per sample."""
+def synthetic_image(
+    label: int, seed: int, size: tuple[int, int] = (96, 72), noise: float = 8.0
+) -> Image.Image:
+    """A small picture for a synthetic sample: a hue per class, stripes per sample, pixel
+    noise of SD ``noise`` (0: smooth, compresses well)."""
     rng = np.random.default_rng(seed)
     hue = (label % 1000) / 1000 if label >= 0 else rng.random()
     base = np.array(colorsys.hsv_to_rgb(hue, 0.6, 0.9)) * 255
     w, h = size
     y, x = np.mgrid[0:h, 0:w]
     stripes = 0.8 + 0.2 * np.sin(x * rng.uniform(0.1, 0.4) + y * rng.uniform(0.1, 0.4))
-    arr = np.clip(base[None, None, :] * stripes[..., None] + rng.normal(0, 8, (h, w, 3)), 0, 255)
+    grain = rng.normal(0, noise, (h, w, 3)) if noise > 0 else 0.0
+    arr = np.clip(base[None, None, :] * stripes[..., None] + grain, 0, 255)
     return Image.fromarray(arr.astype(np.uint8))
 
 
@@ -310,15 +314,6 @@ def _write_images(root: Path, vp: ImageRecords, limit: int) -> None:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         synthetic_image(int(lab), i).save(path)
-
-
-def _smooth_image(label: int, seed: int, size: int) -> Image.Image:
-    """A small smooth picture (compresses well): a hue per class, stripes per sample."""
-    rng = np.random.default_rng(seed)
-    base = np.array(colorsys.hsv_to_rgb((label % 1000) / 1000, 0.6, 0.9)) * 255
-    y, x = np.mgrid[0:size, 0:size]
-    stripes = 0.75 + 0.25 * np.sin(x * rng.uniform(0.05, 0.3) + y * rng.uniform(0.05, 0.3))
-    return Image.fromarray(np.clip(base * stripes[..., None], 0, 255).astype(np.uint8))
 
 
 #: The bundled sample (``data/sample``): how many val images, stimuli per category.
@@ -340,14 +335,15 @@ def write_sample(root: Path | str) -> int:
     n = 0
     for i in range(1, SAMPLE_VAL + 1):
         name = f"ILSVRC2012_val_{i:08d}.JPEG"
-        _smooth_image(int(labels[name]), i, 96).save(val / name, format="JPEG", quality=80)
+        img = synthetic_image(int(labels[name]), i, (96, 96), noise=0.0)
+        img.save(val / name, format="JPEG", quality=80)
         n += 1
     cats = list(CUE_CONFLICT_CATEGORIES)
     for c, shape in enumerate(cats):
         (root / "cue-conflict" / shape).mkdir(parents=True, exist_ok=True)
         for j in range(SAMPLE_PER_CATEGORY):
             texture = cats[(c + 1 + j) % len(cats)]
-            img = _smooth_image(c * 60 + j, 1000 + c * 10 + j, 112)
+            img = synthetic_image(c * 60 + j, 1000 + c * 10 + j, (112, 112), noise=0.0)
             img.save(root / "cue-conflict" / shape / f"{shape}{j + 1}-{texture}{j + 1}.png")
             n += 1
     return n
@@ -543,7 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-images", action="store_true", help="write no pictures")
     args = p.parse_args(argv)
     if args.sample is not None:
-        print(f"wrote {write_sample(args.sample)} generated images to {args.sample}")
+        if args.sample.exists() and not args.sample.is_dir():
+            p.error(f"--sample {args.sample} is a file; give a folder")
+        try:
+            print(f"wrote {write_sample(args.sample)} generated images to {args.sample}")
+        except OSError as e:
+            p.error(f"--sample {args.sample}: {e.strerror or e}")
         return 0
     if args.store is None:
         p.error("--store is required (or --sample DIR)")

@@ -197,13 +197,10 @@ def _rank_pid(parent: int, rank: str) -> int | None:
     return None
 
 
-def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
-    tmp_path: Path,
-) -> None:
-    """Rank 1 is SIGKILLed mid-run: in the process group, waiting for rank 0 to load the
-    models (a deterministic point: it cannot have staged anything)."""
+def _start_val_job(tmp_path: Path, store: Path) -> tuple[list[str], subprocess.Popen[str]]:
+    """(its arguments, a running 2-process torchrun job): the tiny timm model on 40
+    generated val images, its stdout / stderr piped."""
     write_flat_val(tmp_path / "data" / "imagenet" / "val", 40)
-    store = tmp_path / "killed.duckdb"
     args = _args(tmp_path / "data", store, models=TINY_TIMM)
     proc = subprocess.Popen(
         _torchrun(*args, "--dataset", "imagenet-val"),
@@ -213,6 +210,16 @@ def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
         text=True,
     )
     assert proc.stderr is not None
+    return args, proc
+
+
+def test_a_killed_rank_leaves_the_store_unchanged_and_the_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    """Rank 1 is SIGKILLed mid-run: in the process group, waiting for rank 0 to load the
+    models (a deterministic point: it cannot have staged anything)."""
+    store = tmp_path / "killed.duckdb"
+    args, proc = _start_val_job(tmp_path, store)
     victim = None
     for line in proc.stderr:
         if line.startswith("loading "):  # rank 0 loads first; rank 1 waits for it
@@ -261,17 +268,8 @@ def test_a_killed_agent_stops_its_workers(tmp_path: Path) -> None:
     stop (the Ctrl-C path: rank 0 says why) and store nothing, instead of running on."""
     import threading
 
-    write_flat_val(tmp_path / "data" / "imagenet" / "val", 40)
     store = tmp_path / "orphan.duckdb"
-    args = _args(tmp_path / "data", store, models=TINY_TIMM)
-    proc = subprocess.Popen(
-        _torchrun(*args, "--dataset", "imagenet-val"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
+    _, proc = _start_val_job(tmp_path, store)
     workers = []
     for line in proc.stderr:
         if line.startswith("loading "):  # both ranks are in the job by now

@@ -42,26 +42,19 @@ def test_the_hint_names_the_sample_and_demo_commands() -> None:
     assert any("--list-datasets" in c for c in cmds)
 
 
+def _run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A suggested ``python ...`` command, run with this interpreter in ``cwd``."""
+    argv = [sys.executable, *command.split()[1:]]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
 def test_the_suggested_first_commands_work_on_a_fresh_clone(clone: Path) -> None:
     """The sample run stores ImageNet val and cue-conflict runs; the demo store fills."""
-    env_python = sys.executable
-    r = subprocess.run(
-        [env_python, *ui.SAMPLE_COMMAND.split()[1:]],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = _run(ui.SAMPLE_COMMAND, clone)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = Store(clone / "data" / "results.duckdb").query("SELECT dataset FROM runs")
     assert set(runs["dataset"]) == {"imagenet-val", "cue-conflict"}
-    r = subprocess.run(
-        [env_python, *ui.DEMO_COMMAND.split()[1:]],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = _run(ui.DEMO_COMMAND, clone)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(Store(clone / "data" / "demo.duckdb").query("SELECT run_id FROM runs")) > 10
 

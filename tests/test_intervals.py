@@ -31,24 +31,18 @@ def test_bca_matches_scipy_on_a_biased_ratio_statistic() -> None:
     design = np.stack([a, b], axis=1)
     opts = E.ScoringOptions(n_boot=20_000, seed=1)
     lo, hi = E._intervals(design, lambda s: s[:, :1] / s[:, 1:], opts)
-    ref = stats.bootstrap(
-        (a, b),
-        _ratio_of_means,
-        paired=True,
-        vectorized=True,
-        n_resamples=20_000,
-        method="BCa",
-        random_state=np.random.default_rng(7),
-    ).confidence_interval
-    pct = stats.bootstrap(
-        (a, b),
-        _ratio_of_means,
-        paired=True,
-        vectorized=True,
-        n_resamples=20_000,
-        method="percentile",
-        random_state=np.random.default_rng(7),
-    ).confidence_interval
+    ref, pct = (
+        stats.bootstrap(
+            (a, b),
+            _ratio_of_means,
+            paired=True,
+            vectorized=True,
+            n_resamples=20_000,
+            method=method,
+            random_state=np.random.default_rng(7),
+        ).confidence_interval
+        for method in ("BCa", "percentile")
+    )
     width = ref.high - ref.low
     assert abs(lo[0] - ref.low) < 0.03 * width and abs(hi[0] - ref.high) < 0.03 * width
     # closer to scipy's BCa than to the percentile interval, which differs here by more
