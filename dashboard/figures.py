@@ -535,6 +535,10 @@ def _finder_axis(values: pd.Series, col: str, scale: str) -> tuple[np.ndarray, d
     return v, {"title": label(col)}
 
 
+#: The finder's point colour per catalogue library (Paul Tol's bright scheme).
+LIBRARY_COLOURS = {"timm": "#4477AA", "open_clip": "#EE6677", "imagenet-testbed": "#228833"}
+
+
 def finder_scatter(
     df: pd.DataFrame,
     x: str,
@@ -579,7 +583,7 @@ def finder_scatter(
         )
 
     fig = go.Figure()
-    for lib, colour_ in (("timm", "#4477AA"), ("open_clip", "#EE6677")):
+    for lib, colour_ in LIBRARY_COLOURS.items():
         m = (d["library"] == lib).to_numpy()
         if m.any():
             fig.add_trace(

@@ -23,6 +23,7 @@ ATTRIBUTES = [
     "family",
     "training_data",
     "zero_shot",
+    "model_type",
     "params_m",
     "gmacs",
     "input_size",
@@ -39,9 +40,13 @@ LABELS = {
     "throughput_gpu": "img/s, GPU (RTX 4090, AMP)",
     "throughput_cpu": "img/s, CPU (i7-12700H, fp32)",
     "crop_pct": "crop_pct",
+    "model_type": "testbed model type",
 }
-#: Axes where lower is better (for the Pareto front).
+#: Axes where lower is better (for the Pareto front and sorting); also every corruption
+#: error column (``... ce``, ``... mean_ce``), see :func:`lower_is_better`.
 LOWER_IS_BETTER = frozenset({"params_m", "gmacs"})
+#: Result columns that are errors relative to a baseline, not accuracies (ImageNet-C's CE).
+ERROR_SUFFIXES = (" mean_ce", " ce")
 #: Axes shown on a log scale.
 LOG_AXES = frozenset({"params_m", "gmacs", "throughput_gpu", "throughput_cpu"})
 DEFAULT_X, DEFAULT_Y = "imagenet-val top1", "imagenet-r top1"
@@ -53,6 +58,7 @@ HOVER = (
     "library",
     "family",
     "training_data",
+    "model_type",
     "zero_shot",
     "params_m",
     "gmacs",
@@ -142,7 +148,16 @@ def label(col: str) -> str:
 
 def is_accuracy(col: str) -> bool:
     """True for columns holding accuracies in 0-1 (logit axes apply)."""
-    return " " in col and not col.startswith("effective_robustness:")
+    return (
+        " " in col
+        and not col.startswith("effective_robustness:")
+        and not col.endswith(ERROR_SUFFIXES)
+    )
+
+
+def lower_is_better(col: str) -> bool:
+    """True for properties where less is better (size, compute, corruption error)."""
+    return col in LOWER_IS_BETTER or col.endswith(ERROR_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,7 @@ class Filters:
     libraries: tuple[str, ...] = ()
     families: tuple[str, ...] = ()
     training: tuple[str, ...] = ()
+    model_types: tuple[str, ...] = ()  # imagenet-testbed's grouping (Standard training, ...)
     kind: str = "all"
     params: tuple[float, float] | None = None
     throughput: tuple[float, float] | None = None
@@ -200,7 +216,7 @@ def coverage(df: pd.DataFrame, column: str) -> str:
 def sort_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
     """``df`` sorted by ``column``, best first (lower first where lower is better), models
     without a number last."""
-    return df.sort_values(column, ascending=column in LOWER_IS_BETTER, na_position="last")
+    return df.sort_values(column, ascending=lower_is_better(column), na_position="last")
 
 
 def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
@@ -211,6 +227,7 @@ def apply_filters(df: pd.DataFrame, f: Filters) -> pd.DataFrame:
         ("library", f.libraries),
         ("family", f.families),
         ("training_data", f.training),
+        ("model_type", f.model_types),
     ):
         if values:
             keep &= df[column].isin(list(values))
@@ -259,9 +276,18 @@ def with_measured(df: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
     return out[attrs + sorted(wide.columns) + results]
 
 
-def commands(names: Sequence[str]) -> tuple[str, str]:
-    """(fetch the weights, measure in full) for a shortlist of catalogue names."""
-    joined = ",".join(names)
+def runnable(name: str) -> bool:
+    """True for a name ``precompute`` can load (timm / open_clip), False for a model known
+    only by its published results (``imagenet-testbed:...``)."""
+    return name.partition(":")[0] != catalog.PUBLISHED_ONLY
+
+
+def commands(names: Sequence[str]) -> tuple[str, str] | None:
+    """(fetch the weights, measure in full) for the loadable names of a shortlist (None when
+    there are none)."""
+    joined = ",".join(n for n in names if runnable(n))
+    if not joined:
+        return None
     return (
         f"python -m precompute --fetch-weights --model {joined}",
         f"python -m precompute --model {joined} --preprocessing weights --data-root DIR",
@@ -273,8 +299,8 @@ def pareto(df: pd.DataFrame, x: str, y: str) -> np.ndarray:
     return catalog.pareto_front(
         df[x].to_numpy(float),
         df[y].to_numpy(float),
-        x not in LOWER_IS_BETTER,
-        y not in LOWER_IS_BETTER,
+        not lower_is_better(x),
+        not lower_is_better(y),
     )
 
 

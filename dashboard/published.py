@@ -253,6 +253,8 @@ CATALOG_TO_STORE: dict[tuple[str, str], tuple[str, str, str]] = {
     ("imagenet-sketch", "top1"): ("imagenet-sketch", "standard", "top1"),
     ("imagenet-a", "top1"): ("imagenet-a", "standard", "top1"),
     ("imagenet-r", "top1"): ("imagenet-r", "standard", "top1"),
+    ("imagenet-c", "top1"): ("imagenet-c", "standard", "top1"),
+    ("imagenet-c", "mean_ce"): ("imagenet-c", "standard", "mean_ce"),
 }
 
 
@@ -293,9 +295,9 @@ def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
 
 def catalog_robustness_average(rows: pd.DataFrame) -> pd.DataFrame:
     """Per model, the mean top-1 over the paper's robustness benchmarks its published rows
-    have (the libraries publish V2, ReaL, Sketch, R and A; never C or Hard), as the derived
-    ``robustness/top1_average`` with a ``detail`` that says over which — the same rule as
-    the measured average."""
+    have (timm publishes V2, ReaL, Sketch, R and A; imagenet-testbed also C; none Hard), as
+    the derived ``robustness/top1_average`` with a ``detail`` that says over which — the
+    same rule as the measured average."""
     keys = {(d, m): label for label, d, m in ROBUSTNESS_BENCHMARKS}
     mask = [(d, m) in keys for d, m in zip(rows["dataset"], rows["metric"], strict=True)]
     picked = rows[pd.Series(mask, index=rows.index, dtype=bool)]

@@ -13,6 +13,7 @@ import pytest
 from beyond_inet import catalog
 from beyond_inet.catalog import build
 from beyond_inet.models import resolve_spec
+from beyond_inet.registry import UnknownNameError
 
 SOURCES = catalog.CATALOG_DIR / "sources"
 RULES = catalog.CATALOG_DIR / "rules"
@@ -33,14 +34,73 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+#: imagenet-testbed's settings and the names they get here (written out independently of
+#: rules/imagenet_testbed_settings.csv), besides ImageNet-C on disk and PGD.
+TESTBED_SETTINGS = {
+    "val": "imagenet-val",
+    "imagenetv2-matched-frequency-format-val": "imagenet-v2",
+    "imagenetv2-threshold-0.7-format-val": "imagenet-v2-threshold-0.7",
+    "imagenetv2-top-images-format-val": "imagenet-v2-top-images",
+    "imagenet-sketch": "imagenet-sketch",
+    "imagenet-a": "imagenet-a",
+    "imagenet-r": "imagenet-r",
+    "val-on-imagenet-a-classes": "imagenet-a-clean",
+    "val-on-imagenet-r-classes": "imagenet-r-clean",
+    "objectnet-1.0-beta": "objectnet",
+    "val-on-objectnet-classes": "objectnet-clean",
+    "greyscale": "imagenet-greyscale",
+    "stylized_imagenet": "stylized-imagenet",
+    "imagenet-vid-robust_pm0": "imagenet-vid-robust-pm0",
+    "imagenet-vid-robust_pm10": "imagenet-vid-robust-pm10",
+    "val-on-vid-robust-classes": "imagenet-vid-robust-clean",
+    "ytbb-robust_pm0": "ytbb-robust-pm0",
+    "ytbb-robust_pm10": "ytbb-robust-pm10",
+    "val-on-ytbb-robust-classes": "ytbb-robust-clean",
+}
+
+
+def _testbed_dataset(column: str) -> str | None:
+    """This project's dataset name of a testbed column, None for the ones not shipped."""
+    if column in TESTBED_SETTINGS:
+        return TESTBED_SETTINGS[column]
+    if column.startswith("imagenet-c.") and column.endswith("_on-disk"):
+        _, corruption, rest = column.split(".")
+        return f"imagenet-c:{corruption}:{rest[0]}"
+    if column.startswith("pgd."):
+        _, norm, eps = column.split(".", 2)
+        return f"pgd-{norm}-{eps}"
+    return None
+
+
+def _testbed_expected(mods: pd.DataFrame) -> dict[tuple[str, str, str, str], float]:
+    """Every shipped testbed number, keyed where it should be: the mapped catalogue model's
+    row (``testbed_model``) or the testbed's own."""
+    where = {
+        m: (lib, mid)
+        for lib, mid, m in zip(
+            mods["library"], mods["model_id"], mods["testbed_model"], strict=True
+        )
+        if isinstance(m, str) and m
+    }
+    out = {}
+    for r in _csv_rows(TESTBED / "results.csv"):
+        lib, mid = where.get(r["model"], ("imagenet-testbed", r["model"]))
+        for column, text in r.items():
+            dataset = _testbed_dataset(column)
+            if dataset is not None and text != "":
+                out[(lib, mid, dataset, "top1")] = float(text) / 100
+    return out
+
+
 def test_every_source_number_is_in_the_table_once(res: pd.DataFrame, mods: pd.DataFrame) -> None:
     """Each (file, row, mapped column) of the source CSVs, read with the csv module, is one
-    row of the long table with the same value (timm % -> 0-1); nothing else is there."""
+    row of the long table with the same value (timm's and the testbed's % -> 0-1); a testbed
+    number of a mapped model only where the model's own library has none; nothing else is
+    there but derived rows."""
     dmap = build.read_rules(RULES, "datasets.csv")
     size = dict(zip(mods["model_id"], mods["eval_size"], strict=True))
-    got = res[res["metric"] != "effective_robustness"].set_index(
-        ["library", "model_id", "dataset", "metric"]
-    )["value"]
+    published = res[~res["source"].str.startswith("derived:")]
+    got = published.set_index(["library", "model_id", "dataset", "metric"])["value"]
     assert got.index.is_unique
     expected = {}
     for m in dmap.itertuples():
@@ -55,6 +115,8 @@ def test_every_source_number_is_in_the_table_once(res: pd.DataFrame, mods: pd.Da
                     continue
                 value = float(r[m.column])
             expected[(m.library, mid, m.dataset, m.metric)] = value
+    for k, v in _testbed_expected(mods).items():
+        expected.setdefault(k, v)
     assert set(expected) == set(got.index)
     np.testing.assert_allclose(
         got.loc[list(expected)].to_numpy(), np.array(list(expected.values())), rtol=0, atol=1e-12
@@ -108,9 +170,18 @@ def test_spot_checks_and_counts(res: pd.DataFrame, mods: pd.DataFrame) -> None:
 
 
 def test_every_name_round_trips_through_precompute(mods: pd.DataFrame) -> None:
+    """Every timm / open_clip name is one precompute loads; an imagenet-testbed name (results
+    only) is refused with a message saying so."""
     for m in mods.drop_duplicates("name").itertuples():
+        if m.library == catalog.PUBLISHED_ONLY:
+            with pytest.raises(UnknownNameError, match="published imagenet-testbed result"):
+                resolve_spec(m.name)
+            continue
         spec = resolve_spec(m.name)
         assert (spec.family, spec.arch, spec.tag or "") == (m.library, m.arch, m.tag), m.name
+
+
+TESTBED = SOURCES / "imagenet_testbed"
 
 
 def _logit(p: pd.Series | np.ndarray | float) -> np.ndarray:
@@ -126,12 +197,15 @@ def test_effective_robustness_equals_an_independent_polyfit(
     effective robustness is its OOD top-1 minus that line at its x, on the first axis it has."""
     key = ["library", "model_id"]
     base = mods[mods["baseline"] & ~mods["model_id"].str.contains("@")].set_index(key).index
-    assert len(base) > 900 and set(mods.loc[mods["baseline"], "library"]) == {"timm"}
+    assert len(base) > 900
+    assert set(mods.loc[mods["baseline"], "library"]) == {"timm", "imagenet-testbed"}
     value = res.set_index([*key, "dataset", "metric"])["value"]
     baselines = catalog.baselines()
     rules = build.read_rules(RULES, "effective_robustness.csv")
     assert set(baselines) == set(zip(rules["dataset"], rules["axis"], strict=True))
-    assert set(catalog.fits()) == {"imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"}
+    assert {"imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r", "objectnet"} <= set(
+        catalog.fits()
+    )
     assert [
         len(baselines[("imagenet-a", a)].pieces) for a in ("imagenet-a-clean", "imagenet-val")
     ] == [2, 2]
@@ -167,7 +241,62 @@ def test_effective_robustness_equals_an_independent_polyfit(
     assert abs(er[("timm", "convnext_base.fb_in22k_ft_in1k", "imagenet-a")]) < 0.1
 
 
-TESTBED = SOURCES / "imagenet_testbed"
+def test_testbed_models_map_only_to_the_same_weights(res: pd.DataFrame, mods: pd.DataFrame) -> None:
+    """Every testbed model is in the catalogue once: mapped onto a timm / open_clip model that
+    the rules name as its weights (torchvision's ``tv_in1k`` or a listed checkpoint) and
+    whose val top-1 agrees within 0.5 pp, or as its own ``imagenet-testbed`` row. A shared
+    name with other weights (``resnext101_64x4d``: 83.0 in timm vs 79.0) is not mapped."""
+    testbed = pd.read_csv(TESTBED / "results.csv").set_index("model")
+    named = {
+        (r["testbed_model"], r["library"], r["model_id"])
+        for r in _csv_rows(RULES / "imagenet_testbed_models.csv")
+        if not r["testbed_model"].startswith("#")
+    }
+    mapped = mods[mods["testbed_model"].fillna("") != ""]
+    own = mods[mods["library"] == "imagenet-testbed"]
+    assert sorted([*mapped["testbed_model"], *own["model_id"]]) == sorted(testbed.index)
+    assert len(mapped) >= 60 and len(own) >= 200
+    val = res[(res["dataset"] == "imagenet-val") & (res["metric"] == "top1")]
+    val = val.set_index(["library", "model_id"])["value"]
+    for r in mapped.itertuples():
+        assert (r.testbed_model, r.library, r.model_id) in named or (
+            r.library == "timm" and r.model_id == f"{r.testbed_model}.tv_in1k"
+        ), r.model_id
+        assert abs(val[(r.library, r.model_id)] * 100 - testbed.loc[r.testbed_model, "val"]) <= 0.5
+    assert "resnext101_64x4d" in set(own["model_id"])
+    by_id = mods.set_index("model_id")
+    assert by_id.loc["resnet50.tv_in1k", "testbed_model"] == "resnet50"
+    assert by_id.loc["ViT-B-32:openai", "testbed_model"] == "vit_b_32_clip_zeroshot"
+    assert by_id.loc["resnet50.tv_in1k", "model_type"] == "Standard training"
+    assert by_id.loc["resnet50_augmix", "name"] == "imagenet-testbed:resnet50_augmix"
+    value = res.set_index(["model_id", "dataset", "metric"])["value"]
+    assert value[("resnet50.tv_in1k", "objectnet", "top1")] == pytest.approx(
+        testbed.loc["resnet50", "objectnet-1.0-beta"] / 100
+    )
+
+
+def test_testbed_imagenet_c_is_scored_as_imagenet_c_here(res: pd.DataFrame) -> None:
+    """ImageNet-C top-1 and mCE of a testbed model, from its 15 x 5 on-disk numbers by hand:
+    top-1 the mean of the 75; mCE the mean over corruptions of sum_s err / sum_s AlexNet err
+    (Hendrycks & Dietterich's table, read here with the csv module)."""
+    alexnet: dict[str, dict[int, float]] = {}
+    path = Path(__file__).parents[1] / "beyond_inet" / "resources" / "imagenet_c_alexnet_errors.csv"
+    for r in _csv_rows(path):
+        alexnet.setdefault(r["corruption"], {})[int(r["severity"])] = float(r["alexnet_top1_error"])
+    assert len(alexnet) == 15
+    row = next(r for r in _csv_rows(TESTBED / "results.csv") if r["model"] == "resnet50_augmix")
+    acc = {
+        c: {s: float(row[f"imagenet-c.{c}.{s}_on-disk"]) / 100 for s in range(1, 6)}
+        for c in alexnet
+    }
+    top1 = np.mean([a for by in acc.values() for a in by.values()])
+    mce = np.mean([sum(1 - acc[c][s] for s in acc[c]) / sum(alexnet[c].values()) for c in alexnet])
+    value = res.set_index(["model_id", "dataset", "metric"])["value"]
+    assert value[("resnet50_augmix", "imagenet-c", "top1")] == pytest.approx(top1, abs=1e-12)
+    assert value[("resnet50_augmix", "imagenet-c", "mean_ce")] == pytest.approx(mce, abs=1e-12)
+    assert value[("resnet50_augmix", "imagenet-c:fog", "top1")] == pytest.approx(
+        float(row["fog_on-disk"]) / 100, abs=1e-9
+    )  # the testbed's own per-corruption mean agrees
 
 
 def _same_weights(wide: pd.DataFrame, testbed: pd.DataFrame) -> list[tuple[str, str]]:

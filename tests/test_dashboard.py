@@ -959,6 +959,38 @@ def test_finder_shortlist_joins_the_sidebar_and_shows_the_commands(
     assert imagenet[col].iloc[0] == pytest.approx(80.1, abs=1.5)  # timm's published top-1
 
 
+def test_testbed_models_join_the_finder_the_shortlist_and_the_overview(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """imagenet-testbed's own rows are in the finder (its library, its model types, its
+    properties with their coverage); a testbed-only model on the shortlist gets no
+    precompute command (it says why) but its published numbers reach the Overview, named
+    by their source, with the robustness average over the benchmarks it has (C too; the
+    testbed has no ReaL, which the mapped torchvision weights get from timm)."""
+    at = _app(monkeypatch, tmp_path / "absent.duckdb", "finder")
+    at.multiselect(key="mf-lib").set_value(["imagenet-testbed"]).run()
+    assert _finder_count(at) == 250
+    at.multiselect(key="mf-type").set_value(["Standard training"]).run()
+    assert 0 < _finder_count(at) < 100
+    assert "imagenet-c mean_ce" in at.selectbox(key="mf-y").options or any(
+        "imagenet-c mean_ce" in o for o in at.selectbox(key="mf-y").options
+    )
+    at.multiselect(key="mf-type").set_value([]).run()
+    at.multiselect(key="mf-lib").set_value([]).run()
+    pick = ["imagenet-testbed:resnet50_augmix", "timm:resnet50.tv_in1k"]
+    at.multiselect(key="mf-pick").set_value(pick).run()
+    code = at.code[0].value
+    assert "timm:resnet50.tv_in1k" in code and "resnet50_augmix" not in code
+    assert any("resnet50_augmix" in c.value and "published" in c.value for c in at.caption)
+    at.button(key="mf-compare").click().run()
+    at.switch_page("sections/overview.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("model")
+    augmix = table.loc["imagenet-testbed:resnet50_augmix (imagenet-testbed)"]
+    assert augmix["Robustness avg"].endswith("(5/7)")
+    assert table.loc["timm:resnet50.tv_in1k (timm)", "Robustness avg"].endswith("(6/7)")
+
+
 def test_a_measured_catalogue_weight_sits_beside_its_published_numbers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -34,6 +34,9 @@ MODELS = "models.parquet"
 FITS = "effective_robustness_fits.csv"
 #: The x axis of every effective-robustness fit.
 REFERENCE = ("imagenet-val", "top1")
+#: The library (and name prefix) of models known only by their published results
+#: (imagenet-testbed's own rows): ``precompute`` cannot load them.
+PUBLISHED_ONLY = "imagenet-testbed"
 #: logit() of accuracies is taken on values clipped to [EPS, 1 - EPS].
 EPS = 1e-4
 

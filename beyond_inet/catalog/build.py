@@ -25,15 +25,24 @@ from beyond_inet.catalog import (
     CATALOG_DIR,
     FITS,
     MODELS,
+    PUBLISHED_ONLY,
     RESULTS,
     effective_robustness,
     fit_baseline,
 )
 
+#: The library name of imagenet-testbed's own rows (its source folder: imagenet_testbed/).
+TESTBED = PUBLISHED_ONLY
+TESTBED_FILES = ("results.csv", "results_metadata.csv", "model_types.csv")
+#: A testbed model and a catalogue model named as the same weights must agree this closely
+#: on ImageNet val top-1 (in 0-1) to be mapped (rules/imagenet_testbed_models.csv).
+SAME_WEIGHTS_VAL_GAP = 0.005
+
 #: Source commits of the copied files (see data/catalog/README.md).
 SOURCE_COMMITS = {
     "timm": "huggingface/pytorch-image-models@aa4b5850c154 results/",
     "open_clip": "mlfoundations/open_clip@89fb801f1e60 docs/",
+    TESTBED: "modestyachts/imagenet-testbed-website@b9bf537 ",
 }
 GPU_BENCH = "benchmark-infer-amp-nchw-pt291-cu128-4090.csv"
 CPU_BENCH = "benchmark-infer-fp32-nchw-pt240-cpu-i7_12700h-dynamo.csv"
@@ -61,6 +70,8 @@ MODEL_COLUMNS = [
     "interpolation",
     "throughput_gpu",
     "throughput_cpu",
+    "model_type",
+    "testbed_model",
 ]
 
 
@@ -234,6 +245,172 @@ def open_clip_tables(src: Path, dmap: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     return pd.DataFrame(rows), pd.DataFrame(models).drop_duplicates("model_id")
 
 
+# --------------------------------------------------------------------------- imagenet-testbed
+
+
+def testbed_results(src: Path, settings: pd.DataFrame) -> pd.DataFrame:
+    """imagenet-testbed's published top-1s (``results.csv``, %) as long rows (0-1) under this
+    project's names (``rules/imagenet_testbed_settings.csv``), plus ImageNet-C's summaries
+    derived from the per-corruption, per-severity numbers as this project scores ImageNet-C
+    (:func:`beyond_inet.scoring.evaluations.imagenet_c_summary`: per corruption ``top1`` and
+    ``ce``; ``imagenet-c`` ``top1`` and ``mean_ce`` when all 15 benchmark corruptions are
+    there)."""
+    from beyond_inet.reference import alexnet_imagenet_c_errors
+    from beyond_inet.scoring.evaluations import imagenet_c_summary
+
+    df = pd.read_csv(src / "results.csv").set_index("model")
+    source = f"{SOURCE_COMMITS[TESTBED]}results.csv"
+    parts = []
+    for col in df.columns:
+        for pattern, dataset, metric in settings[["pattern", "dataset", "metric"]].itertuples(
+            index=False
+        ):
+            m = re.fullmatch(pattern, col)
+            if m:
+                v = df[col].dropna() / 100.0
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "model_id": v.index,
+                            "dataset": m.expand(dataset),
+                            "metric": metric,
+                            "value": v.to_numpy(),
+                            "source": f"{source} column {col}",
+                        }
+                    )
+                )
+                break
+    rows = pd.concat(parts, ignore_index=True)
+    per_severity = rows["dataset"].str.fullmatch(r"imagenet-c:[a-z_]+:[1-5]")
+    benchmark = len(alexnet_imagenet_c_errors())
+    derived = []
+    for model, g in rows[per_severity].groupby("model_id", sort=False):
+        acc: dict[str, dict[int, float]] = {}
+        for name, value in zip(g["dataset"], g["value"], strict=True):
+            _, corruption, severity = name.split(":")
+            acc.setdefault(corruption, {})[int(severity)] = float(value)
+        summary = imagenet_c_summary(acc)
+        complete = any(
+            v == "standard" and r.metric == "corruptions" and r.value == benchmark
+            for v, r in summary
+        )
+        for view, r in summary:
+            if view == "standard" and not (complete and r.metric in ("top1", "mean_ce")):
+                continue
+            derived.append(
+                {
+                    "model_id": model,
+                    "dataset": "imagenet-c" if view == "standard" else f"imagenet-c:{view}",
+                    "metric": r.metric,
+                    "value": float(r.value),
+                    "source": f"derived: {source} ImageNet-C on-disk columns, scored as "
+                    "this project scores ImageNet-C",
+                }
+            )
+    out = pd.concat([rows, pd.DataFrame(derived)], ignore_index=True)
+    return out.assign(library=TESTBED)
+
+
+def testbed_models(src: Path, types: pd.DataFrame, data_rules: pd.DataFrame) -> pd.DataFrame:
+    """One model row per imagenet-testbed model (``library`` imagenet-testbed, ``name``
+    ``imagenet-testbed:<model>``, not a name ``precompute`` can load): its architecture
+    (``results_metadata.csv``), the testbed's model type (``model_types.csv``), training
+    data from its name (``rules/training_data.csv``), else from its type
+    (``rules/imagenet_testbed_types.csv``), zero-shot for its CLIP zero-shot models."""
+    names = pd.read_csv(src / "results.csv", usecols=["model"])["model"]
+    meta = pd.read_csv(src / "results_metadata.csv", usecols=["model", "arch"])
+    arch = dict(zip(meta["model"], meta["arch"].fillna(""), strict=True))
+    kinds = pd.read_csv(src / "model_types.csv", dtype=str)
+    label = dict(zip(kinds["model"], kinds["model_type_label"], strict=True))
+    kind = dict(zip(kinds["model"], kinds["model_type"], strict=True))
+    by_type = dict(zip(types["model_type"], types["training_data"], strict=True))
+    rows = []
+    for m in names:
+        data = first_match(m, data_rules, "training_data", "")
+        rows.append(
+            {
+                "library": TESTBED,
+                "model_id": m,
+                "name": f"{TESTBED}:{m}",
+                "arch": arch.get(m) or m,
+                "tag": "",
+                "eval_size": np.nan,
+                "license": "unknown",
+                "pretrain": "",
+                "zero_shot": "zeroshot" in m,
+                "params_m": np.nan,
+                "params_total_m": np.nan,
+                "gmacs": np.nan,
+                "input_size": np.nan,
+                "crop_pct": np.nan,
+                "interpolation": "",
+                "throughput_gpu": np.nan,
+                "throughput_cpu": np.nan,
+                "model_type": label.get(m, ""),
+                "testbed_type": kind.get(m, ""),
+                "training_data": data or by_type.get(kind.get(m, ""), "unknown"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def same_weights(
+    testbed: pd.DataFrame, results: pd.DataFrame, candidates: pd.DataFrame
+) -> dict[str, tuple[str, str]]:
+    """testbed model -> (library, model_id) of the catalogue model with the same weights:
+    named by a row of ``rules/imagenet_testbed_models.csv`` (``*`` rows for every model,
+    ``{model}`` its name) and within :data:`SAME_WEIGHTS_VAL_GAP` on ImageNet val top-1.
+    Each catalogue model takes at most one testbed model (the first named)."""
+    val = results[(results["dataset"] == "imagenet-val") & (results["metric"] == "top1")]
+    val = val.set_index(["library", "model_id"])["value"]
+    tb_val = testbed[(testbed["dataset"] == "imagenet-val") & (testbed["metric"] == "top1")]
+    tb_val = tb_val.set_index("model_id")["value"]
+    out: dict[str, tuple[str, str]] = {}
+    taken: set[tuple[str, str]] = set()
+    for r in candidates.itertuples(index=False):
+        models = tb_val.index if r.testbed_model == "*" else [r.testbed_model]
+        for m in models:
+            key = (r.library, r.model_id.format(model=m))
+            if m in out or key in taken or m not in tb_val.index or key not in val.index:
+                continue
+            if abs(float(val[key]) - float(tb_val[m])) <= SAME_WEIGHTS_VAL_GAP:
+                out[m] = key
+                taken.add(key)
+    return out
+
+
+def add_testbed(
+    results: pd.DataFrame, models: pd.DataFrame, src: Path, rules: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, models) with imagenet-testbed joined: a testbed model that is the same
+    weights as a catalogue model (:func:`same_weights`) adds its numbers to that model's row
+    for the (dataset, metric)s its own library does not publish, and its model type; every
+    other testbed model is a row of its own."""
+    tb_res = testbed_results(src, read_rules(rules, "imagenet_testbed_settings.csv"))
+    tb_mod = testbed_models(
+        src,
+        read_rules(rules, "imagenet_testbed_types.csv"),
+        read_rules(rules, "training_data.csv"),
+    )
+    mapping = same_weights(tb_res, results, read_rules(rules, "imagenet_testbed_models.csv"))
+    mapped = tb_res["model_id"].isin(list(mapping))
+    moved = tb_res[mapped].copy()
+    moved[["library", "model_id"]] = [mapping[m] for m in moved["model_id"]]
+    key = ["library", "model_id", "dataset", "metric"]
+    have = set(results[key].itertuples(index=False, name=None))
+    fresh = [k not in have for k in moved[key].itertuples(index=False, name=None)]
+    results = pd.concat([results, moved[fresh], tb_res[~mapped]], ignore_index=True)
+    label = dict(zip(tb_mod["model_id"], tb_mod["model_type"], strict=True))
+    kind = dict(zip(tb_mod["model_id"], tb_mod["testbed_type"], strict=True))
+    models = models.assign(model_type="", testbed_type="")
+    for m, key in mapping.items():
+        row = (models["library"] == key[0]) & (models["model_id"] == key[1])
+        models.loc[row, ["model_type", "testbed_type"]] = [label[m], kind[m]]
+        models.loc[row, "testbed_model"] = m
+    own = tb_mod[~tb_mod["model_id"].isin(list(mapping))]
+    return results, pd.concat([models, own], ignore_index=True)
+
+
 # --------------------------------------------------------------------------- assembly
 
 
@@ -249,11 +426,15 @@ def paper_aliases() -> dict[str, str]:
 
 
 def is_baseline(models: pd.DataFrame, rule: pd.DataFrame) -> pd.Series:
-    """Each model's membership of the baseline set (every listed field allowed)."""
-    keep = pd.Series(True, index=models.index)
-    for field, allowed in rule.groupby("field")["allowed"]:
-        keep &= models[field].astype(str).isin(set(allowed))
-    return keep
+    """Each model's membership of the baseline set: some ``set`` of the rule whose every
+    listed field allows the model's value."""
+    out = pd.Series(False, index=models.index)
+    for _, one in rule.groupby("set", sort=False):
+        keep = pd.Series(True, index=models.index)
+        for field, allowed in one.groupby("field")["allowed"]:
+            keep &= models[field].fillna("").astype(str).isin(set(allowed))
+        out |= keep
+    return out
 
 
 def add_effective_robustness(
@@ -307,12 +488,13 @@ def build(sources: Path, rules: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     o_res, o_mod = open_clip_tables(sources / "open_clip", dmap[dmap["library"] == "open_clip"])
     results = pd.concat([t_res, o_res], ignore_index=True)
     models = pd.concat([t_mod, o_mod], ignore_index=True)
-    families = read_rules(rules, "families.csv")
     data_rules = read_rules(rules, "training_data.csv")
-    models["family"] = [first_match(a, families, "family", "Other") for a in models["arch"]]
     models["training_data"] = [
         first_match(t, data_rules, "training_data", "unknown") for t in models["tag"]
     ]
+    results, models = add_testbed(results, models, sources / "imagenet_testbed", rules)
+    families = read_rules(rules, "families.csv")
+    models["family"] = [first_match(a, families, "family", "Other") for a in models["arch"]]
     models["baseline"] = is_baseline(models, read_rules(rules, "baseline.csv"))
     aliases = paper_aliases()
     models["paper_model"] = [

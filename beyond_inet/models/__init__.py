@@ -15,6 +15,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from beyond_inet import catalog
 from beyond_inet.models.base import (
     PAPER_SPECS,
     PAPER_SUPERVISED_PREPROCESSING,
@@ -94,6 +95,12 @@ def resolve_spec(name: str) -> ModelSpec:
     prefix, sep, rest = name.partition(":")
     if sep and prefix in FAMILIES:
         return family(prefix).parse(name, rest)
+    if sep and prefix == catalog.PUBLISHED_ONLY:
+        raise UnknownNameError(
+            f"{name!r} is a published imagenet-testbed result, not weights precompute can "
+            "load; the model finder shows its numbers. Measure a timm or open_clip model "
+            "('timm:<name>', 'open_clip:<arch>:<tag>') instead."
+        )
     if name not in MODELS:
         raise UnknownNameError(
             MODELS.unknown_message(name)

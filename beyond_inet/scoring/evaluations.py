@@ -361,27 +361,18 @@ def agreement(views: dict[str, ImageRecords], opts: ScoringOptions) -> list[tupl
     return rows
 
 
-def imagenet_c(views: dict[str, ImageRecords], opts: ScoringOptions) -> list[tuple[str, MetricRow]]:
-    """ImageNet-C summaries from the ``<corruption>:<severity>`` views: per corruption view
-    ``<corruption>`` its ``top1`` (mean over severities) and, for the 15 benchmark
-    corruptions (those with an AlexNet baseline), ``ce`` (AlexNet-normalised corruption
-    error). View ``standard``: ``top1`` (mean over the benchmark corruptions' views only),
-    ``mean_ce`` (their mean CE, the mCE), ``corruptions`` (how many benchmark corruptions were
-    present) and, when any of the 4 extra corruptions is present, ``top1_extra`` (mean over
-    their views) and ``extra_corruptions``."""
-    from beyond_inet.datasets.imagenet_c import (
-        corruption_errors,
-        mean_corruption_error,
-        parse_imagenet_c_view,
-    )
+def imagenet_c_summary(acc: dict[str, dict[int, float]]) -> list[tuple[str, MetricRow]]:
+    """ImageNet-C summaries from top-1 accuracies by corruption and severity (``{corruption:
+    {severity: top1}}``): per corruption view ``<corruption>`` its ``top1`` (mean over
+    severities) and, for the 15 benchmark corruptions (those with an AlexNet baseline),
+    ``ce`` (AlexNet-normalised corruption error). View ``standard``: ``top1`` (mean over the
+    benchmark corruptions' accuracies only), ``mean_ce`` (their mean CE, the mCE),
+    ``corruptions`` (how many benchmark corruptions were present) and, when any of the 4
+    extra corruptions is present, ``top1_extra`` (mean over them) and ``extra_corruptions``.
+    The model catalogue derives published models' ImageNet-C numbers with this too."""
+    from beyond_inet.datasets.imagenet_c import corruption_errors, mean_corruption_error
     from beyond_inet.reference import alexnet_imagenet_c_errors
 
-    acc: dict[str, dict[int, float]] = {}
-    for name, vp in views.items():
-        parsed = parse_imagenet_c_view(name)
-        m = _labelled(vp)
-        if parsed is not None and m.any():
-            acc.setdefault(parsed[0], {})[parsed[1]] = M.mean(vp.correct[m])
     if not acc:
         return []
     rows = [(c, MetricRow("top1", float(np.mean(list(by.values()))))) for c, by in acc.items()]
@@ -399,6 +390,20 @@ def imagenet_c(views: dict[str, ImageRecords], opts: ScoringOptions) -> list[tup
         n_extra = len([c for c in acc if c not in benchmark])
         rows.append(("standard", MetricRow("extra_corruptions", float(n_extra))))
     return rows
+
+
+def imagenet_c(views: dict[str, ImageRecords], opts: ScoringOptions) -> list[tuple[str, MetricRow]]:
+    """ImageNet-C summaries (:func:`imagenet_c_summary`) of the ``<corruption>:<severity>``
+    views' top-1 accuracies."""
+    from beyond_inet.datasets.imagenet_c import parse_imagenet_c_view
+
+    acc: dict[str, dict[int, float]] = {}
+    for name, vp in views.items():
+        parsed = parse_imagenet_c_view(name)
+        m = _labelled(vp)
+        if parsed is not None and m.any():
+            acc.setdefault(parsed[0], {})[parsed[1]] = M.mean(vp.correct[m])
+    return imagenet_c_summary(acc)
 
 
 RUN_EVALUATIONS.add("agreement", RunEvaluation(agreement))

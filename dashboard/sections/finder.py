@@ -1,5 +1,5 @@
-"""Model finder: ~1,700 published models (timm and open_clip's own numbers) to shortlist from,
-then measure the shortlist in depth."""
+"""Model finder: ~1,900 published models (timm's, open_clip's and imagenet-testbed's own
+numbers) to shortlist from, then measure the shortlist in depth."""
 
 import streamlit as st
 
@@ -9,13 +9,15 @@ from dashboard import figures, finder, queries, state, ui
 sel = state.current()
 st.title("Model finder")
 st.write(
-    "Start from every model timm and open_clip publish results for: filter, compare two "
+    "Start from every model timm, open_clip and imagenet-testbed publish results for "
+    "(ObjectNet, ImageNet-C by corruption and severity, stylized ImageNet, video and "
+    "adversarial robustness for the testbed's 330): filter, compare two "
     "properties at a time, see which models no other beats on both (the Pareto front) "
     "and how robust each is for its ImageNet accuracy (effective robustness), then send a "
     "shortlist to the other pages and measure it in depth."
 )
 st.caption(
-    "Published numbers, as the libraries report them (each weight with its own "
+    "Published numbers, as their sources report them (each weight with its own "
     "preprocessing; data/catalog, sources and commits in its README); numbers measured "
     "in your store appear beside them (`measured ...` columns). Effective robustness: "
     "top-1 on the shift minus what ImageNet-1k-trained models of the same ImageNet "
@@ -53,6 +55,13 @@ with ui.guard():
             help="supervised = a trained classifier (timm); zero-shot = CLIP "
             "with a text head (open_clip)",
         )
+        model_types = st.multiselect(
+            "imagenet-testbed model type",
+            sorted(t for t in full["model_type"].dropna().unique() if t),
+            key="mf-type",
+            help="The testbed's grouping of its 330 models (standard training, robustness "
+            "interventions, more data, ...); models it does not cover have none.",
+        )
         c5, c6, c7, c8 = st.columns([2, 2, 1, 2])
         stops = finder.PARAM_STOPS
         params = c5.select_slider(
@@ -78,6 +87,7 @@ with ui.guard():
         libraries=tuple(libraries),
         families=tuple(families),
         training=tuple(training),
+        model_types=tuple(model_types),
         kind=kind,
         params=None if params == (stops[0], stops[-1]) else (float(params[0]), float(params[1])),
         throughput=None if min_speed == 0 else (float(min_speed), float("inf")),
@@ -206,10 +216,17 @@ with ui.guard():
         ):
             state.add_models(shortlist)
             st.rerun()
-        fetch, run = finder.commands(shortlist)
-        st.caption(
-            "Measure them in full (once per machine with internet for the weights; "
-            "`--preprocessing weights` uses each weight's own recipe, as the "
-            "published numbers do):"
-        )
-        st.code(f"{fetch}\n{run}", language="bash")
+        cmds = finder.commands(shortlist)
+        if cmds is not None:
+            st.caption(
+                "Measure them in full (once per machine with internet for the weights; "
+                "`--preprocessing weights` uses each weight's own recipe, as the "
+                "published numbers do):"
+            )
+            st.code("\n".join(cmds), language="bash")
+        published = [n for n in shortlist if not finder.runnable(n)]
+        if published:
+            st.caption(
+                f"Known only by their published imagenet-testbed results (no weights "
+                f"`precompute` can load): {', '.join(published)}."
+            )
