@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from beyond_inet.catalog import logit
-from dashboard.finder import LOG_AXES, hover_text, is_accuracy, label
+from dashboard.finder import hover_text, is_accuracy, is_log_axis, label
 
 PATTERN = {"measured": "", "published": "/"}
 SYMBOL = {"measured": "circle", "published": "circle-open"}
@@ -530,7 +530,7 @@ def _finder_axis(values: pd.Series, col: str, scale: str) -> tuple[np.ndarray, d
         }
     if is_accuracy(col):
         return v * 100, {"title": f"{label(col)} (%)"}
-    if col in LOG_AXES:
+    if is_log_axis(col):
         return v, {"title": label(col), "type": "log"}
     return v, {"title": label(col)}
 

@@ -49,6 +49,13 @@ LOWER_IS_BETTER = frozenset({"params_m", "gmacs"})
 ERROR_SUFFIXES = (" mean_ce", " ce")
 #: Axes shown on a log scale.
 LOG_AXES = frozenset({"params_m", "gmacs", "throughput_gpu", "throughput_cpu"})
+
+
+def is_log_axis(col: str) -> bool:
+    """Axes shown on a log scale: :data:`LOG_AXES` and the measured costs."""
+    return col in LOG_AXES or col.startswith(MEASURED_COST)
+
+
 DEFAULT_X, DEFAULT_Y = "imagenet-val top1", "imagenet-r top1"
 KINDS = ("all", "supervised", "zero-shot")
 
@@ -111,7 +118,11 @@ MEASURED_METRICS = tuple(sorted({m for _, _, m in CATALOG_TO_STORE.values()}))
 
 def accuracy_columns(df: pd.DataFrame) -> list[str]:
     """The result columns (accuracies 0-1 and effective robustness), ImageNet first."""
-    cols = [c for c in df.columns if " " in c or c.startswith("effective_robustness:")]
+    cols = [
+        c
+        for c in df.columns
+        if (" " in c and not c.startswith(MEASURED_COST)) or c.startswith("effective_robustness:")
+    ]
     first = [
         c
         for c in (
@@ -129,14 +140,25 @@ def accuracy_columns(df: pd.DataFrame) -> list[str]:
     return first + sorted(c for c in cols if c not in first)
 
 
+#: Prefix of the store's ``--profile`` columns in the finder's table.
+MEASURED_COST = "measured cost: "
+
+
 def axis_columns(df: pd.DataFrame) -> list[str]:
-    """Every numeric property an axis can show."""
+    """Every numeric property an axis can show (measured costs too, where the store has
+    ``--profile`` runs)."""
+    measured_cost = [
+        c
+        for c in df.columns
+        if c.startswith(MEASURED_COST) and pd.api.types.is_numeric_dtype(df[c])
+    ]
     return [
         *accuracy_columns(df),
         "params_m",
         "gmacs",
         "throughput_gpu",
         "throughput_cpu",
+        *measured_cost,
         "input_size",
     ]
 
@@ -150,14 +172,20 @@ def is_accuracy(col: str) -> bool:
     """True for columns holding accuracies in 0-1 (logit axes apply)."""
     return (
         " " in col
+        and not col.startswith(MEASURED_COST)
         and not col.startswith("effective_robustness:")
         and not col.endswith(ERROR_SUFFIXES)
     )
 
 
 def lower_is_better(col: str) -> bool:
-    """True for properties where less is better (size, compute, corruption error)."""
-    return col in LOWER_IS_BETTER or col.endswith(ERROR_SUFFIXES)
+    """True for properties where less is better (size, compute, corruption error, measured
+    latency and memory)."""
+    return (
+        col in LOWER_IS_BETTER
+        or col.endswith(ERROR_SUFFIXES)
+        or (col.startswith(MEASURED_COST) and ("latency" in col or "memory" in col))
+    )
 
 
 @dataclass(frozen=True)
@@ -280,6 +308,24 @@ def runnable(name: str) -> bool:
     """True for a name ``precompute`` can load (timm / open_clip), False for a model known
     only by its published results (``imagenet-testbed:...``)."""
     return name.partition(":")[0] != catalog.PUBLISHED_ONLY
+
+
+def with_profiles(df: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus ``measured cost: ...`` columns (:func:`dashboard.frames.profile_table`:
+    img/s at batch 1 and the best batch, latency, peak memory, and the device they were
+    measured on) beside timm's published throughput, for the catalogue weights this store
+    has ``--profile`` runs of (by name, or the paper's alias)."""
+    if profiles.empty:
+        return df
+    wide = profiles.set_index("model")
+    wide.columns = [f"{MEASURED_COST}{c}" for c in wide.columns]
+    run_name = [paper_name(n, p) for n, p in zip(df["name"], df["paper_model"], strict=True)]
+    joined = wide.reindex(run_name)
+    joined.index = df.index
+    out = pd.concat([df, joined], axis=1)
+    cols = list(df.columns)
+    at = cols.index("throughput_cpu") + 1
+    return out[[*cols[:at], *wide.columns, *cols[at:]]]
 
 
 def commands(names: Sequence[str]) -> tuple[str, str] | None:

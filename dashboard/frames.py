@@ -759,3 +759,58 @@ def explorer_filters(
     }
     state.update({f"ex-o-{m}": outcomes.get(m, "any") for m in models})
     return state
+
+
+#: ``--profile`` measurements as table columns: (view, metric) -> column label.
+PROFILE_LABELS = {
+    ("batch1", "throughput"): "img/s, batch 1",
+    ("best", "throughput"): "img/s, best batch",
+    ("best", "batch_size"): "best batch",
+    ("batch1", "latency_p50_ms"): "latency p50 (ms)",
+    ("batch1", "latency_p95_ms"): "latency p95 (ms)",
+    ("best", "peak_memory_mib"): "peak memory (MiB)",
+}
+
+
+def profile_table(long: pd.DataFrame) -> pd.DataFrame:
+    """The store's latest profiles (:func:`dashboard.queries.profiles`) one row per model:
+    ``measured on`` (device, precision) and one column per :data:`PROFILE_LABELS` entry."""
+    cols = ["model", "measured on", *PROFILE_LABELS.values()]
+    if long.empty:
+        return pd.DataFrame(columns=cols)
+    keyed = long.assign(
+        col=[PROFILE_LABELS.get((v, m)) for v, m in zip(long["view"], long["metric"], strict=True)]
+    )
+    wide = keyed.dropna(subset=["col"]).pivot_table(
+        index="model", columns="col", values="value", aggfunc="first"
+    )
+    where = long.drop_duplicates("model").set_index("model")
+    on = where["device"].astype(str) + ", " + where["precision"].astype(str)
+    on = on.where(~where["random_weights"].astype(bool), on + RANDOM_MARK)
+    out = wide.reindex(columns=list(PROFILE_LABELS.values())).assign(**{"measured on": on})
+    return out.reset_index()[cols]
+
+
+def cost_table(
+    profiles: pd.DataFrame, models: Sequence[str], published: Mapping[str, tuple[float, float]]
+) -> pd.DataFrame:
+    """What ``models`` cost: their measured profile (:func:`profile_table`, "—" where not
+    profiled) beside timm's published GPU / CPU throughput."""
+    rows = []
+    by_model = profiles.set_index("model") if len(profiles) else None
+    for m in models:
+        row: dict[str, object] = {"model": m}
+        if by_model is not None and m in by_model.index:
+            row.update(by_model.loc[m].to_dict())
+        gpu, cpu = published.get(m, (float("nan"), float("nan")))
+        row["timm img/s, GPU (RTX 4090, AMP)"] = gpu
+        row["timm img/s, CPU (i7-12700H, fp32)"] = cpu
+        rows.append(row)
+    cols = [
+        "model",
+        "measured on",
+        *PROFILE_LABELS.values(),
+        "timm img/s, GPU (RTX 4090, AMP)",
+        "timm img/s, CPU (i7-12700H, fp32)",
+    ]
+    return pd.DataFrame(rows).reindex(columns=cols)

@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from beyond_inet import settings
+from beyond_inet.run.records import PROFILE_DATASET
 from beyond_inet.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,12 +100,31 @@ def _marks(n: int) -> str:
 
 @cached
 def latest_runs(path: str, version: str) -> pd.DataFrame:
-    """The latest finished run per (model, dataset) with its provenance."""
+    """The latest finished run per (model, dataset) with its provenance (the evaluations
+    with per-image results; ``--profile`` runs are read by :func:`profiles`)."""
     return _q(
         path,
-        f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_RUNS}) ORDER BY model, dataset",
-        [],
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_RUNS}) WHERE dataset <> ? "
+        "ORDER BY model, dataset",
+        [PROFILE_DATASET],
         RUN_COLUMNS,
+    )
+
+
+PROFILE_COLUMNS = ["model", "device", "precision", "random_weights", "view", "metric", "value"]
+
+
+@cached
+def profiles(path: str, version: str) -> pd.DataFrame:
+    """The latest ``--profile`` run of each model, long: its device and precision, and each
+    (view, metric, value)."""
+    return _q(
+        path,
+        f"SELECT l.model, l.device, l.precision, l.random_weights, m.view, m.metric, m.value "
+        f"FROM metrics m JOIN ({LATEST_RUNS}) l USING (run_id) WHERE l.dataset = ? "
+        "ORDER BY l.model, m.view, m.metric",
+        [PROFILE_DATASET],
+        PROFILE_COLUMNS,
     )
 
 

@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model(s) to evaluate; repeatable; 'all' = the paper's four (default)",
     )
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="measure what each --model costs on --device at --precision (throughput at "
+        "batch 1 and at the best batch up to --batch-size, latency p50/p95, peak memory) "
+        "and store it; needs no dataset",
+    )
+    p.add_argument(
         "--fetch-weights",
         action="store_true",
         help="download (or verify in the local cache) the weights and CLIP "
@@ -542,6 +549,33 @@ def _fetch_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_command(args: argparse.Namespace) -> int:
+    """``--profile``: what each --model costs on this device and precision (no dataset)."""
+    from beyond_inet.catalog import published_throughput
+    from beyond_inet.run.profile import ProfileOptions, format_profiles, run_profiles
+
+    if args.transfer or args.cka or args.shard or args.merge:
+        raise UsageError("--profile measures models only; drop --transfer / --cka / --shard.")
+    if settings.dist_env() is not None:
+        raise UsageError("--profile runs as one process (python -m precompute), not torchrun.")
+    cfg = config_from_args(args)
+    opts = ProfileOptions(max_batch=cfg.run.batch_size)
+
+    def log(m: str) -> None:
+        print(m, file=sys.stderr, flush=True)
+
+    done, skipped = run_profiles(cfg, opts, log)
+    if done:
+        print(format_profiles(done, published_throughput()))
+        print(f"stored in {cfg.store} (dataset 'profile'); the finder and Compare show them.")
+    if skipped:
+        print(
+            f"{len(skipped)} model(s) already profiled with these settings: "
+            f"{', '.join(skipped)} (--force measures again)."
+        )
+    return 0
+
+
 def _datasets_command(args: argparse.Namespace) -> int:
     """``--download`` then ``--list-datasets`` (both honour --data-root / --dataset-path);
     returns the exit status. Without ``--model`` that is all the invocation does."""
@@ -600,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.fetch_weights:
             return _fetch_command(args)
+        if args.profile:
+            return _profile_command(args)
         if args.list_datasets or args.download:
             status = _datasets_command(args)
             if status or args.model is None:  # with --model, go on to evaluate

@@ -274,3 +274,19 @@ def _wide(directory: str) -> pd.DataFrame:
 def wide(directory: Path = CATALOG_DIR) -> pd.DataFrame:
     """One row per model: its attributes and one column per (dataset, metric) (a copy)."""
     return _wide(str(directory)).copy()
+
+
+def published_throughput(directory: Path = CATALOG_DIR) -> dict[str, tuple[float, float]]:
+    """Model name (and the paper's alias) -> timm's published (GPU, CPU) img/s (RTX 4090
+    with AMP; i7-12700H fp32; NaN where none), each weight at its own size."""
+    mods = _read(str(directory), MODELS)
+    mods = mods[~mods["model_id"].str.contains("@", regex=False)]
+    out: dict[str, tuple[float, float]] = {}
+    for name, alias, gpu, cpu in zip(
+        mods["name"], mods["paper_model"], mods["throughput_gpu"], mods["throughput_cpu"],
+        strict=True,
+    ):  # fmt: skip
+        out[name] = (float(gpu), float(cpu))
+        if isinstance(alias, str) and alias:
+            out[alias] = out[name]
+    return out

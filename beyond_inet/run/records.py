@@ -175,6 +175,11 @@ class MetricRow:
     ci_high: float = math.nan
 
 
+#: The dataset name of ``--profile`` runs (metrics only, no per-image rows) and their views:
+#: the batch-1 measurement and the fastest batch size's.
+PROFILE_DATASET = "profile"
+PROFILE_VIEWS = ("batch1", "best")
+
 METRIC_COLUMNS: tuple[str, ...] = (
     "run_id",
     "model",

@@ -42,7 +42,7 @@ class MetricSpec:
         return f"{self.label} (%)" if self.percent else self.label
 
 
-UNITS = ("percent", "probability", "ratio", "nats", "score", "count")
+UNITS = ("percent", "probability", "ratio", "nats", "score", "count", "img/s", "ms", "MiB")
 
 METRICS: Registry[MetricSpec] = Registry("metric")
 for _spec in (
@@ -280,6 +280,46 @@ for _spec in (
     ),
     MetricSpec(
         "corruptions", "corruptions", "count", None, "ImageNet-C", "benchmark corruptions present"
+    ),
+    MetricSpec(
+        "throughput",
+        "throughput",
+        "img/s",
+        True,
+        "timed forwards of random inputs",
+        "images per second through the model (--profile; view batch1 or best)",
+    ),
+    MetricSpec(
+        "latency_p50_ms",
+        "latency p50",
+        "ms",
+        False,
+        "timed batch-1 forwards",
+        "median time of one batch-1 forward (--profile)",
+    ),
+    MetricSpec(
+        "latency_p95_ms",
+        "latency p95",
+        "ms",
+        False,
+        "timed batch-1 forwards",
+        "95th percentile time of one batch-1 forward (--profile)",
+    ),
+    MetricSpec(
+        "peak_memory_mib",
+        "peak memory",
+        "MiB",
+        False,
+        "the batch size's forwards",
+        "CUDA: torch's peak allocation; CPU: the process's peak resident set (--profile)",
+    ),
+    MetricSpec(
+        "batch_size",
+        "best batch size",
+        "count",
+        None,
+        "the sweep",
+        "the batch size with the highest throughput (--profile)",
     ),
     MetricSpec(
         "top1_extra",

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from beyond_inet import catalog
 from dashboard import figures, frames, queries, state, ui
 
 sel = state.current()
@@ -90,3 +91,19 @@ with ui.guard():
                     ),
                     "compare-disagree",
                 )
+
+st.subheader("What they cost on your hardware")
+with ui.guard():
+    measured = frames.profile_table(queries.profiles(sel.path, sel.version))
+    shown = list(dict.fromkeys([*sel.models, *measured["model"]]))[:12]
+    costs = frames.cost_table(measured, shown, catalog.published_throughput())
+    st.caption(
+        "Measured by `python -m precompute --profile --model NAME[,NAME]` on the device and "
+        "precision it ran with (throughput of the forward precompute runs, at batch 1 and at "
+        "the best batch; latency per batch-1 forward; peak memory: CUDA allocation, or the "
+        "process's peak RSS on a CPU), beside timm's published throughput (RTX 4090 with "
+        "AMP, i7-12700H fp32; by architecture). — where there is no number."
+    )
+    if measured.empty:
+        st.caption("No model in this store has been profiled yet.")
+    ui.table(costs, "compare-cost")

@@ -4,7 +4,7 @@ numbers) to shortlist from, then measure the shortlist in depth."""
 import streamlit as st
 
 from beyond_inet import catalog
-from dashboard import figures, finder, queries, state, ui
+from dashboard import figures, finder, frames, queries, state, ui
 
 sel = state.current()
 st.title("Model finder")
@@ -33,6 +33,10 @@ with ui.guard():
         if sel.has_measured and sel.source != "published"
         else None
     )
+    if sel.version:
+        full = finder.with_profiles(
+            full, frames.profile_table(queries.profiles(sel.path, sel.version))
+        )
     if measured is not None and len(measured):
         full = finder.with_measured(full, measured)
         names = {
