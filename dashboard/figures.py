@@ -29,7 +29,7 @@ FIXED = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
 def colour(name: str) -> str:
     """A model's colour, the same in every chart: the paper's models have fixed colours,
     others one picked by a stable hash of the name (random-weights marks ignored)."""
-    base = name.split(" ⚠")[0].split(" (")[0]
+    base = _base(name)
     if base in FIXED:
         return PALETTE[FIXED.index(base)]
     h = int(hashlib.md5(base.encode()).hexdigest(), 16)
@@ -37,7 +37,28 @@ def colour(name: str) -> str:
 
 
 def _colours(names: list[str]) -> dict[str, str]:
-    return {n: colour(n) for n in set(names)}
+    """Each name's :func:`colour`; a name whose colour another name in the same chart
+    already has takes the next free palette colour (in name order, so the same selection
+    gets the same colours in every chart)."""
+    by_base: dict[str, str] = {}
+    used: set[str] = set()
+    for base in sorted({_base(n) for n in names}, key=lambda b: (b not in FIXED, b)):
+        c = colour(base)
+        if c in used and len(used) < len(PALETTE):
+            start = PALETTE.index(c)
+            c = next(
+                PALETTE[(start + k) % len(PALETTE)]
+                for k in range(1, len(PALETTE))
+                if PALETTE[(start + k) % len(PALETTE)] not in used
+            )
+        by_base[base] = c
+        used.add(c)
+    return {n: by_base[_base(n)] for n in set(names)}
+
+
+def _base(name: str) -> str:
+    """A display name without its marks (`` ⚠ random weights``, `` (paper)``)."""
+    return name.split(" ⚠")[0].split(" (")[0]
 
 
 def _errors(df: pd.DataFrame) -> dict[str, object]:
@@ -78,6 +99,67 @@ def _scaled(df: pd.DataFrame, percent: bool) -> pd.DataFrame:
     return d
 
 
+#: Above this many series (model x source) :func:`grouped_bars` draws horizontal bars.
+MANY_SERIES = 6
+
+
+def _horizontal_bars(
+    d: pd.DataFrame,
+    x: str,
+    title: str,
+    value_title: str,
+    reference: float | None,
+    percent: bool,
+    category_order: list[str] | None,
+    n_series: int,
+) -> go.Figure:
+    """:func:`grouped_bars` for many series: categories down the y axis (first on top),
+    values along x, the legend above the plot."""
+    order = category_order or list(dict.fromkeys(d[x]))
+    errors = _errors(d)
+    fig = px.bar(
+        d,
+        y=x,
+        x="value",
+        orientation="h",
+        color="display",
+        pattern_shape="source",
+        pattern_shape_map=PATTERN,
+        barmode="group",
+        color_discrete_map=_colours(d["display"].tolist()),
+        category_orders={x: order},
+        hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
+        **(
+            {"error_x": errors["error_y"], "error_x_minus": errors["error_y_minus"]}
+            if errors
+            else {}
+        ),
+    )
+    if reference is not None:
+        fig.add_vline(
+            x=reference * (100.0 if percent else 1.0), line_dash="dash", line_color="grey"
+        )
+    n_cat = d[x].nunique()
+    top = 80 + 20 * math.ceil(n_series / 3)  # the title, then the legend (~3 per row)
+    height = top + 60 + n_cat * (11 * n_series + 18)
+    fig.update_xaxes(title=value_title)
+    fig.update_yaxes(title=None)
+    fig = _layout(fig, title, int(height))
+    fig.update_layout(
+        title={"text": title, "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
+        legend={
+            "title": None,
+            "orientation": "h",
+            "yanchor": "bottom",
+            "y": 1.0,
+            "x": 0,
+        },
+        margin={"l": 40, "r": 20, "t": top, "b": 40},
+        bargap=0.25,
+    )
+    return fig
+
+
 def grouped_bars(
     df: pd.DataFrame,
     x: str,
@@ -88,11 +170,16 @@ def grouped_bars(
     category_order: list[str] | None = None,
 ) -> go.Figure:
     """Bars of ``value`` per ``x``, one colour per ``display``, hatched when published, with
-    95% intervals; an optional horizontal reference line."""
+    95% intervals; an optional reference line. With more than :data:`MANY_SERIES` series
+    (model x source) the bars run horizontally, one row per ``x`` with room for each bar
+    and the legend above the plot, so 8 models stay readable."""
     if df.empty:
         return empty_figure("no data")
     d = _scaled(df, percent)
     d["series"] = d["display"] + np.where(d["source"] == "published", " (published)", "")
+    n_series = d[["display", "source"]].drop_duplicates().shape[0]
+    if n_series > MANY_SERIES:
+        return _horizontal_bars(d, x, title, y_title, reference, percent, category_order, n_series)
     fig = px.bar(
         d,
         x=x,
@@ -735,8 +822,17 @@ def cka_heatmap(cells: pd.DataFrame, model_a: str, model_b: str) -> go.Figure:
             ),
         )
     )
-    fig.update_xaxes(title=f"{model_b} layer", type="category")
-    fig.update_yaxes(title=f"{model_a} layer", type="category", scaleanchor="x")
+    # square cells whatever the shape (a 6 x 2 matrix stays 6 x 2, not a stretched strip),
+    # the axes only as long as the matrix (no grid lines across the empty width)
+    fig.update_xaxes(title=f"{model_b} layer", type="category", constrain="domain", showgrid=False)
+    fig.update_yaxes(
+        title=f"{model_a} layer",
+        type="category",
+        scaleanchor="x",
+        scaleratio=1,
+        constrain="domain",
+        showgrid=False,
+    )
     side = max(420, min(900, 160 + 30 * len(rows)))
     return _layout(fig, f"Linear CKA: {model_a} x {model_b}", side)
 

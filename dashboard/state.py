@@ -22,12 +22,18 @@ from dashboard.queries import latest_runs, store_path, store_version
 
 SOURCE_LABELS = {"both": "measured + published", "measured": "measured", "published": "published"}
 #: The sidebar's model box grows with the selection instead of scrolling inside a fixed
-#: height (where the 5th model and beyond were hidden).
+#: height (where the 5th model and beyond were hidden), and its chips show whole names,
+#: wrapped (cut to a fixed width, long names all read as the same prefix).
 SIDEBAR_CSS = (
     "<style>[data-testid='stSidebar'] [data-testid='stMultiSelect'] div[role='group']"
     "{max-height:none !important}"
     "[data-testid='stSidebar'] [data-testid='stMultiSelectTagsContainer']"
-    "{max-height:none !important}</style>"
+    "{max-height:none !important}"
+    "[data-testid='stSidebar'] [data-testid='stMultiSelect'] [data-tag]"
+    "{max-width:100% !important;height:auto !important}"
+    "[data-testid='stSidebar'] [data-testid='stMultiSelect'] [data-tag] > span[title]"
+    "{max-width:none !important;white-space:normal !important;overflow-wrap:anywhere;"
+    "text-overflow:clip !important}</style>"
 )
 _MODELS, _SOURCE = "sel_models", "sel_source"  # persistent across pages
 _W_MODELS, _W_SOURCE = "_w_models", "_w_source"  # the widgets (page-specific)

@@ -597,6 +597,26 @@ def test_overview_with_catalogue_models_keeps_every_property_and_names_sources(
     assert "Robustness avg" in missing  # a 5-of-7 average is not ranked against full ones
 
 
+def test_many_models_get_horizontal_bars_with_distinct_colours() -> None:
+    """With 8 models (12 series) the Robustness chart turns horizontal, its height grows
+    with the bars, the legend sits above the plot, and every model has its own colour (the
+    measured and published bars of one model share it)."""
+    names = [f"model-{i}" for i in range(8)]
+    rows = [
+        {"benchmark": b, "display": n, "source": src, "value": 0.5, "ci_low": None, "ci_high": None}
+        for b in ("ImageNet val", "ImageNet-A")
+        for n in names
+        for src in (("measured", "published") if n < "model-4" else ("published",))
+    ]
+    fig = figures.grouped_bars(pd.DataFrame(rows), "benchmark", "t", "top-1 (%)", percent=True)
+    assert all(t.orientation == "h" for t in fig.data)
+    assert fig.layout.height > 500 and fig.layout.legend.orientation == "h"
+    colours = {t.name.split(",")[0]: t.marker.color for t in fig.data}
+    assert len(set(colours.values())) == 8
+    few = figures.grouped_bars(pd.DataFrame(rows[:4]), "benchmark", "t", "top-1 (%)")
+    assert all(t.orientation in (None, "v") for t in few.data)
+
+
 def test_overview_best_and_ranking() -> None:
     rows = [
         ("a", "imagenet-val", "top1", 0.8),
@@ -1074,6 +1094,11 @@ def test_cka_queries_and_figures(synthetic_store: Path) -> None:
     assert list(fig.data[0].y) == [f"blocks.{i}" for i in range(6)]
     prof = figures.cka_diagonal(cells, "deit3_21k", "deit3_21k").data[0]
     np.testing.assert_allclose(prof.y, 1.0, atol=1e-6)
+    # a 6 x 2 matrix keeps square cells: y is scaled to x, the axes shrink to the matrix
+    strip = cells[cells["col"] < 2]
+    lay = figures.cka_heatmap(strip, "a", "b").layout
+    assert (lay.yaxis.scaleanchor, lay.yaxis.scaleratio) == ("x", 1)
+    assert lay.xaxis.constrain == lay.yaxis.constrain == "domain"
     assert queries.cka_runs.uncached(str(synthetic_store.parent / "none.duckdb"), "").empty
 
 
