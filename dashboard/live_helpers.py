@@ -7,9 +7,10 @@ else is a plain function so the page stays a thin layout. The per-image logic li
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple
 from pathlib import Path
 
@@ -130,25 +131,78 @@ def file_tensor(path: Path) -> torch.Tensor:
     return image_to_tensor(load_rgb(path))
 
 
-@st.cache_resource(show_spinner="Running the models...", max_entries=32)
-def cached_predict(
+#: ``progress(done, total, step)``: told before each step of a long live action.
+Progress = Callable[[int, int, str], None]
+
+
+@contextlib.contextmanager
+def progress_bar(what: str) -> Iterator[Progress]:
+    """A progress bar for a long live action, shown while it runs and removed after; yields
+    the ``progress(done, total, step)`` callback. Steps whose result is cached run in no
+    time, so a repeat shows (at most) a flash."""
+    bar = st.empty()
+
+    def update(done: int, total: int, step: str) -> None:
+        bar.progress(done / max(total, 1), text=f"{what}: {step} ({done + 1} of {total})")
+
+    try:
+        yield update
+    finally:
+        bar.empty()
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _cached_predict_one(
     image_key: str,
-    models_key: tuple,
+    model_key_: tuple,
     settings_key: tuple,
     _img: torch.Tensor,
-    _models: Sequence[LoadedModel],
+    _model: LoadedModel,
     _settings: Playground,
+) -> ModelResult:
+    return predict([_model], _img, _settings)[0]
+
+
+def cached_predict(
+    image_key: str,
+    settings_key: tuple,
+    img: torch.Tensor,
+    models: Sequence[LoadedModel],
+    settings: Playground,
+    progress: Progress | None = None,
 ) -> list[ModelResult]:
-    """:func:`beyond_inet.live.predict`, cached on (image, models, settings) keys."""
-    return predict(_models, _img, _settings)
+    """:func:`beyond_inet.live.predict`, one model at a time (``progress`` hears of each),
+    each cached on (image, model, settings) keys: adding a model runs only that one."""
+    out = []
+    for i, m in enumerate(models):
+        if progress is not None:
+            progress(i, len(models), m.spec.display)
+        out.append(_cached_predict_one(image_key, model_key([m]), settings_key, img, m, settings))
+    return out
 
 
-@st.cache_resource(show_spinner="Encoding your labels...", max_entries=32)
-def cached_label_head(
-    models_key: tuple, labels: tuple[str, ...], templates: str, _model: LoadedModel
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _cached_label_column(
+    model_key_: tuple, label: str, templates: str, _model: LoadedModel
 ) -> torch.Tensor:
-    """:func:`beyond_inet.live.label_head`, cached per (model, labels, templates)."""
-    return label_head(_model, labels, templates)
+    return label_head(_model, [label], templates)
+
+
+def cached_label_head(
+    model: LoadedModel,
+    labels: Sequence[str],
+    templates: str,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """:func:`beyond_inet.live.label_head`, one label at a time (a label's column depends on
+    that label only; ``progress`` hears of each), each cached per (model, label,
+    templates): editing one label encodes only that one."""
+    columns = []
+    for i, label in enumerate(labels):
+        if progress is not None:
+            progress(i, len(labels), label)
+        columns.append(_cached_label_column(model_key([model]), label, templates, model))
+    return torch.cat(columns, dim=1)
 
 
 @st.cache_resource(show_spinner="Sweeping...", max_entries=32)

@@ -262,3 +262,32 @@ def test_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert H.current_value(s, "contrast") == 2 and H.current_value(s, "pixelate") == 0
     assert H.describe_settings(s) == "view scale:1.5, rotated 30°, contrast severity 2"
     assert H.describe_settings(Playground()) == "none"
+
+
+def test_long_actions_report_progress_and_match_the_one_shot_results() -> None:
+    """Running the models and encoding labels go one step at a time with a progress call
+    before each; the step-wise results are the one-shot ones (a label's head column
+    depends on that label only)."""
+    import torch
+
+    from beyond_inet.live import Playground, label_head, predict
+    from beyond_inet.models import LoadOptions, WeightsSource, load_model
+    from dashboard import live_helpers as H
+
+    random = LoadOptions(weights=WeightsSource("random"))
+    models = [load_model(n, random) for n in (TINY_TIMM, TINY_CLIP)]
+    img = torch.from_numpy(np.asarray(noise_image(np.random.default_rng(1), 64, 80))).permute(
+        2, 0, 1
+    )
+    calls: list[tuple[int, int, str]] = []
+    got = H.cached_predict(
+        "img-1", H.settings_key(Playground()), img, models, Playground(), lambda *a: calls.append(a)
+    )
+    assert [c[:2] for c in calls] == [(0, 2), (1, 2)]
+    want = predict(models, img, Playground())
+    assert [[s.index for s in r.topk] for r in got] == [[s.index for s in r.topk] for r in want]
+    labels = ["cat", "dog", "rocket"]
+    calls.clear()
+    head = H.cached_label_head(models[1], labels, "openai-80", lambda *a: calls.append(a))
+    assert [c[2] for c in calls] == labels
+    torch.testing.assert_close(head, label_head(models[1], labels), atol=1e-5, rtol=0)

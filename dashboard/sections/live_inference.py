@@ -147,12 +147,15 @@ settings = Playground(
     severity=0 if corruption == "none" else int(severity),
 )
 mkey = H.model_key(models)
-results = H.cached_predict(image_key, mkey, H.settings_key(settings), img, models, settings)
-clean = (
-    results
-    if settings == Playground()
-    else H.cached_predict(image_key, mkey, H.settings_key(Playground()), img, models, Playground())
-)
+with H.progress_bar("Running the models") as progress:
+    results = H.cached_predict(image_key, H.settings_key(settings), img, models, settings, progress)
+    clean = (
+        results
+        if settings == Playground()
+        else H.cached_predict(
+            image_key, H.settings_key(Playground()), img, models, Playground(), progress
+        )
+    )
 
 st.caption(
     about + ("" if settings == Playground() else f" · perturbed: {H.describe_settings(settings)}")
@@ -199,7 +202,8 @@ if clip_results:
         else:
             lcols = st.columns(len(clip_results))
             for col, (m, r) in zip(lcols, clip_results, strict=True):
-                head = H.cached_label_head(H.model_key([m]), tuple(labels), templates, m)
+                with H.progress_bar(f"Encoding your labels for {r.label}") as progress:
+                    head = H.cached_label_head(m, labels, templates, progress)
                 with col:
                     st.markdown(f"**{r.label}**")
                     H.score_table(rank_labels(m, r.features, head, labels))
