@@ -408,3 +408,30 @@ def test_compare_opens_the_disagreeing_images_in_the_explorer(tab: Any, server: 
     page.get_by_text(f"{n} images match.").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "compare-to-explorer.png"))
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_overview_ranking_shows_coverage_when_catalogue_models_join(tab: Any, server: str) -> None:
+    """The issue's case in a browser: catalogue models (timm, imagenet-testbed) join the
+    paper's four. The weights stay on (ECE's slider is not reset to 0), each property's
+    coverage is written out, and the models missing a weighted property are named as such
+    instead of being ranked on ImageNet top-1 alone."""
+    page = tab
+    extra = "timm:convnext_base.fb_in22k_ft_in1k,imagenet-testbed:resnet50_augmix"
+    page.goto(
+        f"{server}/overview?source=published&models=deit3_21k,convnext_base_21k,vit_clip,"
+        f"convnext_clip,{extra}"
+    )
+    page.get_by_role("heading", name="Overview", exact=True).first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
+    cover = page.locator("p", has_text="Coverage of the models shown:").first
+    cover.wait_for()
+    text = cover.inner_text()
+    assert "ECE: 4 of 6" in text and "Shape bias: 4 of 6" in text, text
+    ece = page.locator('input[type="range"][aria-label="ECE"]').first
+    assert int(ece.get_attribute("value")) >= 1  # not silently 0
+    missing = page.locator("p", has_text="Not ranked").first.inner_text()
+    assert "missing: ECE" in missing
+    assert "timm:convnext_base.fb_in22k_ft_in1k" in missing
+    assert "imagenet-testbed:resnet50_augmix" in missing
+    page.screenshot(path=str(ARTIFACTS / "overview-catalogue-coverage.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
