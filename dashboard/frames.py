@@ -806,11 +806,22 @@ def cost_table(
         row["timm img/s, GPU (RTX 4090, AMP)"] = gpu
         row["timm img/s, CPU (i7-12700H, fp32)"] = cpu
         rows.append(row)
-    cols = [
-        "model",
-        "measured on",
-        *PROFILE_LABELS.values(),
-        "timm img/s, GPU (RTX 4090, AMP)",
-        "timm img/s, CPU (i7-12700H, fp32)",
-    ]
-    return pd.DataFrame(rows).reindex(columns=cols)
+    labels = list(PROFILE_LABELS.values())
+    published_cols = ["timm img/s, GPU (RTX 4090, AMP)", "timm img/s, CPU (i7-12700H, fp32)"]
+    cols = ["model", "measured on", *labels[:2], *published_cols, *labels[2:]]
+    out = pd.DataFrame(rows).reindex(columns=cols)
+    numeric = [*labels, *published_cols]
+    out[numeric] = out[numeric].apply(pd.to_numeric, errors="coerce")
+    return out
+
+
+def shown_numbers(df: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
+    """``df`` for display: numeric columns as text with ``decimals`` (thousands separated),
+    missing values as :data:`MISSING` (Streamlit would show ``None``)."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]):
+            out[c] = [MISSING if pd.isna(v) else f"{v:,.{decimals}f}" for v in out[c]]
+        else:
+            out[c] = out[c].astype(object).where(out[c].notna(), MISSING)
+    return out

@@ -6,6 +6,8 @@ random inputs of the weights' own crop size:
 
 * **batch 1**: throughput (img/s), latency p50 / p95 (ms, per forward, device-synchronised)
   and peak memory;
+* throughput at a batch size is the batch size over the median time of a forward (robust
+  to the odd slow call on a shared machine; at batch 1 it is 1000 / p50);
 * **best batch**: batch sizes 1, 2, 4, ... up to ``--batch-size`` (stopping at the first out
   of memory, or when two doublings in a row gain < 5%); the throughput and peak memory of the
   fastest.
@@ -206,7 +208,7 @@ def profile_model(
                 break
             finally:
                 del x
-            prof.throughput[b] = b * len(times) / sum(times)
+            prof.throughput[b] = b / float(np.median(times))
             prof.peak_memory[b] = (
                 torch.cuda.max_memory_allocated(device) / 2**20 if cuda else _peak_rss_mib()
             )

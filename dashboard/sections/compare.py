@@ -106,4 +106,4 @@ with ui.guard():
     )
     if measured.empty:
         st.caption("No model in this store has been profiled yet.")
-    ui.table(costs, "compare-cost")
+    ui.table(costs, "compare-cost", styled=frames.shown_numbers(costs))
