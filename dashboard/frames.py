@@ -815,13 +815,19 @@ def cost_table(
     return out
 
 
-def shown_numbers(df: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
-    """``df`` for display: numeric columns as text with ``decimals`` (thousands separated),
-    missing values as :data:`MISSING` (Streamlit would show ``None``)."""
+#: Decimals of the cost table's columns (others: 1).
+COST_DECIMALS = {"best batch": 0, "latency p50 (ms)": 2, "latency p95 (ms)": 2}
+
+
+def shown_numbers(df: pd.DataFrame, decimals: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """``df`` for display: numeric columns as text, thousands separated, with
+    ``decimals[column]`` decimals (default 1), missing values as :data:`MISSING` (Streamlit
+    would show ``None``)."""
     out = df.copy()
     for c in out.columns:
         if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]):
-            out[c] = [MISSING if pd.isna(v) else f"{v:,.{decimals}f}" for v in out[c]]
+            k = (decimals or {}).get(c, 1)
+            out[c] = [MISSING if pd.isna(v) else f"{v:,.{k}f}" for v in out[c]]
         else:
             out[c] = out[c].astype(object).where(out[c].notna(), MISSING)
     return out

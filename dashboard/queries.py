@@ -28,6 +28,9 @@ LATEST_RUNS = (
     "SELECT * FROM runs WHERE status = 'finished' QUALIFY row_number() OVER "
     "(PARTITION BY model, dataset ORDER BY finished_at DESC, run_id) = 1"
 )
+#: The latest evaluation runs (per-image results): every page but the cost tables reads
+#: these; ``--profile`` runs (metrics only) are read by :func:`profiles`.
+LATEST_EVAL_RUNS = f"SELECT * FROM ({LATEST_RUNS}) WHERE dataset <> '{PROFILE_DATASET}'"
 RUN_COLUMNS = [
     "run_id",
     "model",
@@ -104,23 +107,32 @@ def latest_runs(path: str, version: str) -> pd.DataFrame:
     with per-image results; ``--profile`` runs are read by :func:`profiles`)."""
     return _q(
         path,
-        f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_RUNS}) WHERE dataset <> ? "
-        "ORDER BY model, dataset",
-        [PROFILE_DATASET],
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM ({LATEST_EVAL_RUNS}) ORDER BY model, dataset",
+        [],
         RUN_COLUMNS,
     )
 
 
-PROFILE_COLUMNS = ["model", "device", "precision", "random_weights", "view", "metric", "value"]
+PROFILE_COLUMNS = [
+    "run_id",
+    "model",
+    "device",
+    "precision",
+    "random_weights",
+    "view",
+    "metric",
+    "value",
+]
 
 
 @cached
 def profiles(path: str, version: str) -> pd.DataFrame:
-    """The latest ``--profile`` run of each model, long: its device and precision, and each
-    (view, metric, value)."""
+    """The latest ``--profile`` run of each model, long: its run id, device and precision,
+    and each (view, metric, value)."""
     return _q(
         path,
-        f"SELECT l.model, l.device, l.precision, l.random_weights, m.view, m.metric, m.value "
+        f"SELECT l.run_id, l.model, l.device, l.precision, l.random_weights, m.view, m.metric, "
+        "m.value "
         f"FROM metrics m JOIN ({LATEST_RUNS}) l USING (run_id) WHERE l.dataset = ? "
         "ORDER BY l.model, m.view, m.metric",
         [PROFILE_DATASET],
@@ -227,7 +239,7 @@ def metrics(
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     derived = derived and datasets is None and names is None
     base = (
-        f"WITH latest AS ({LATEST_RUNS}), m AS (SELECT m.model, m.dataset, m.view, "
+        f"WITH latest AS ({LATEST_EVAL_RUNS}), m AS (SELECT m.model, m.dataset, m.view, "
         "m.metric, m.value, m.ci_low, m.ci_high, l.random_weights, m.run_id, "
         f"NULL::VARCHAR AS detail FROM metrics m JOIN latest l USING (run_id) {where})"
     )

@@ -560,6 +560,14 @@ def _profile_command(args: argparse.Namespace) -> int:
         raise UsageError("--profile runs as one process (python -m precompute), not torchrun.")
     cfg = config_from_args(args)
     opts = ProfileOptions(max_batch=cfg.run.batch_size)
+    ignored = [
+        flag for flag, value in (("--dataset", args.dataset), ("--limit", args.limit)) if value
+    ]
+    if ignored:
+        print(
+            f"note: --profile needs no images; {' and '.join(ignored)} ignored.",
+            file=sys.stderr,
+        )
 
     def log(m: str) -> None:
         print(m, file=sys.stderr, flush=True)

@@ -989,7 +989,7 @@ def test_testbed_models_join_the_finder_the_shortlist_and_the_overview(
     testbed has no ReaL, which the mapped torchvision weights get from timm)."""
     at = _app(monkeypatch, tmp_path / "absent.duckdb", "finder")
     at.multiselect(key="mf-lib").set_value(["imagenet-testbed"]).run()
-    assert _finder_count(at) == 250
+    assert _finder_count(at) == 241
     at.multiselect(key="mf-type").set_value(["Standard training"]).run()
     assert 0 < _finder_count(at) < 100
     assert "imagenet-c mean_ce" in at.selectbox(key="mf-y").options or any(

@@ -66,7 +66,9 @@ def test_profile_is_stored_with_its_device_and_shown_by_finder_and_compare(
     out = capsys.readouterr().out
     assert NAME in out and "752" in out  # timm's published CPU img/s beside ours
     runs = Store(store).query("SELECT * FROM runs")
-    assert list(runs["dataset"]) == ["profile"] and runs["device"].iloc[0] == "cpu"
+    assert list(runs["dataset"]) == ["profile"]
+    assert runs["device"].iloc[0].startswith("cpu: ") and "threads" in runs["device"].iloc[0]
+    assert runs["started_at"].iloc[0] < runs["finished_at"].iloc[0]
     m = Store(store).query("SELECT view, metric, value FROM metrics").set_index(["view", "metric"])
     v = m["value"]
     assert v[("best", "throughput")] >= v[("batch1", "throughput")] > 0
@@ -90,7 +92,8 @@ def test_profile_is_stored_with_its_device_and_shown_by_finder_and_compare(
     at = _app(monkeypatch, store, "finder")
     at.text_input(key="mf-text").set_value("test_vit.r160").run()
     row = at.dataframe[0].value.set_index("name").loc[NAME]
-    assert row["measured cost: measured on"].startswith("cpu, fp32")
+    assert row["measured cost: measured on"].startswith("cpu: ")
+    assert "fp32" in row["measured cost: measured on"]
     assert row["measured cost: img/s, best batch"] == pytest.approx(v[("best", "throughput")])
     assert row["throughput_cpu"] == pytest.approx(752.11)  # timm's, same row
     at.switch_page("sections/compare.py").run()
@@ -102,6 +105,7 @@ def test_profile_is_stored_with_its_device_and_shown_by_finder_and_compare(
     shown = float(mine["img/s, batch 1"].replace(",", ""))
     assert shown == pytest.approx(v[("batch1", "throughput")], abs=0.051)
     assert mine["timm img/s, CPU (i7-12700H, fp32)"] == "752.1"
+    assert "." not in mine["best batch"]  # a count, shown as one
     assert cost.set_index("model").loc["deit3_21k", "img/s, batch 1"] == "—"  # not profiled
 
 
@@ -114,3 +118,28 @@ def test_a_testbed_name_or_a_bad_option_is_a_one_line_error(
     assert err.count("\n") == 1 and "published imagenet-testbed result" in err
     assert main(["--profile", "--model", NAME, "--transfer", "dtd", "--store", store]) == 2
     assert "--profile measures models only" in capsys.readouterr().err
+
+
+def test_two_models_are_stored_and_stay_off_the_evaluation_pages(tmp_path: Path) -> None:
+    """Two models in one call (each measured in a spawned process of its own) are both
+    stored with their device; a profile never shows up among the evaluation runs and
+    metrics the other pages read (Overview, Robustness, the sidebar)."""
+    from dashboard import queries
+
+    store = tmp_path / "s.duckdb"
+    two = f"{NAME},timm:test_convnext.r160_in1k"
+    assert main(["--profile", "--model", two, "--random-weights", "--batch-size", "2",
+                 "--store", str(store), "--device", "cpu"]) == 0  # fmt: skip
+    s = Store(store)
+    mem = s.query(
+        "SELECT model, value FROM metrics WHERE metric = 'peak_memory_mib' AND view = 'batch1'"
+    ).set_index("model")["value"]
+    assert len(mem) == 2 and (mem > 0).all()  # a fresh interpreter with torch and one tiny model
+    assert len({s.query("SELECT DISTINCT device FROM runs")["device"].iloc[0]}) == 1
+    path, version = str(store), queries.store_version(store)
+    assert queries.latest_runs.uncached(path, version).empty
+    assert queries.metrics.uncached(path, version).empty
+    assert set(queries.profiles.uncached(path, version)["model"]) == {
+        NAME,
+        "timm:test_convnext.r160_in1k",
+    }

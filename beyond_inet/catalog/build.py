@@ -34,9 +34,12 @@ from beyond_inet.catalog import (
 #: The library name of imagenet-testbed's own rows (its source folder: imagenet_testbed/).
 TESTBED = PUBLISHED_ONLY
 TESTBED_FILES = ("results.csv", "results_metadata.csv", "model_types.csv")
-#: A testbed model and a catalogue model named as the same weights must agree this closely
-#: on ImageNet val top-1 (in 0-1) to be mapped (rules/imagenet_testbed_models.csv).
+#: A testbed model and a catalogue model must agree this closely on ImageNet val top-1 (in
+#: 0-1) to be mapped by the ``*`` rule (a shared name only: torchvision's ``tv_in1k``), and
+#: at most :data:`NAMED_VAL_GAP` when a rule names the pair as the same checkpoint (ports
+#: evaluated with other preprocessing differ by up to ~0.8 pp) (rules/imagenet_testbed_models.csv).
 SAME_WEIGHTS_VAL_GAP = 0.005
+NAMED_VAL_GAP = 0.01
 
 #: Source commits of the copied files (see data/catalog/README.md).
 SOURCE_COMMITS = {
@@ -71,6 +74,7 @@ MODEL_COLUMNS = [
     "throughput_gpu",
     "throughput_cpu",
     "model_type",
+    "testbed_type",
     "testbed_model",
 ]
 
@@ -358,9 +362,10 @@ def same_weights(
     testbed: pd.DataFrame, results: pd.DataFrame, candidates: pd.DataFrame
 ) -> dict[str, tuple[str, str]]:
     """testbed model -> (library, model_id) of the catalogue model with the same weights:
-    named by a row of ``rules/imagenet_testbed_models.csv`` (``*`` rows for every model,
-    ``{model}`` its name) and within :data:`SAME_WEIGHTS_VAL_GAP` on ImageNet val top-1.
-    Each catalogue model takes at most one testbed model (the first named)."""
+    named by a row of ``rules/imagenet_testbed_models.csv`` and within :data:`NAMED_VAL_GAP`
+    on ImageNet val top-1, or by a ``*`` row (every model, ``{model}`` its name) and within
+    :data:`SAME_WEIGHTS_VAL_GAP`. Each catalogue model takes at most one testbed model (the
+    first named)."""
     val = results[(results["dataset"] == "imagenet-val") & (results["metric"] == "top1")]
     val = val.set_index(["library", "model_id"])["value"]
     tb_val = testbed[(testbed["dataset"] == "imagenet-val") & (testbed["metric"] == "top1")]
@@ -373,7 +378,8 @@ def same_weights(
             key = (r.library, r.model_id.format(model=m))
             if m in out or key in taken or m not in tb_val.index or key not in val.index:
                 continue
-            if abs(float(val[key]) - float(tb_val[m])) <= SAME_WEIGHTS_VAL_GAP:
+            gap = SAME_WEIGHTS_VAL_GAP if r.testbed_model == "*" else NAMED_VAL_GAP
+            if abs(float(val[key]) - float(tb_val[m])) <= gap:
                 out[m] = key
                 taken.add(key)
     return out
@@ -427,12 +433,17 @@ def paper_aliases() -> dict[str, str]:
 
 def is_baseline(models: pd.DataFrame, rule: pd.DataFrame) -> pd.Series:
     """Each model's membership of the baseline set: some ``set`` of the rule whose every
-    listed field allows the model's value."""
+    listed field allows the model's value (``<field>!~`` rows: patterns it must not
+    match)."""
     out = pd.Series(False, index=models.index)
     for _, one in rule.groupby("set", sort=False):
         keep = pd.Series(True, index=models.index)
         for field, allowed in one.groupby("field")["allowed"]:
-            keep &= models[field].fillna("").astype(str).isin(set(allowed))
+            if field.endswith("!~"):  # a regular expression the value must not match
+                values = models[field[:-2]].fillna("").astype(str)
+                keep &= ~values.str.contains("|".join(allowed), regex=True)
+            else:
+                keep &= models[field].fillna("").astype(str).isin(set(allowed))
         out |= keep
     return out
 

@@ -12,8 +12,10 @@ random inputs of the weights' own crop size:
   of memory, or when two doublings in a row gain < 5%); the throughput and peak memory of the
   fastest.
 
-Peak memory is what torch allocated on a CUDA device (``max_memory_allocated``), on the CPU
-the process's peak resident set (``ru_maxrss``: Python, libraries and the model included).
+Each model is measured in a fresh process of its own (spawned), so its peak memory is its
+own: what torch allocated on a CUDA device (``max_memory_allocated``), on the CPU the
+process's peak resident set (``ru_maxrss``: Python, torch and that one model). The device is
+stored with the numbers: the GPU's name, or the CPU's model and the threads torch used.
 The numbers are stored as a run of dataset ``profile`` (no per-image rows), keyed like every
 run by the model, weights and how it ran (device name, precision, TF32, compile, library
 versions), so the finder and Compare show them beside timm's published throughput.
@@ -27,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +153,19 @@ def latency_percentiles(seconds: Sequence[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------- measuring
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """True for an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's
+    RuntimeError ("can't allocate memory")."""
+    import torch
+
+    text = str(e).lower()
+    return (
+        isinstance(e, torch.OutOfMemoryError)
+        or "can't allocate" in text
+        or ("out of memory" in text)
+    )
+
+
 def _peak_rss_mib() -> float:
     """The process's peak resident set so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -200,11 +216,12 @@ def profile_model(
                     logits_of(module, x, settings.precision, trunk)
                 sync()
                 times = timed(x, opts.latency_calls if b == 1 else opts.min_calls)
-            except torch.OutOfMemoryError:
-                if b == 1:
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not _out_of_memory(e) or b == 1:
                     raise
                 prof.out_of_memory_at = b
-                log(f"  batch {b}: out of memory; the sweep stops at {b // 2}")
+                last = max(prof.throughput)
+                log(f"  batch {b}: out of memory; the sweep stops at batch {last}")
                 break
             finally:
                 del x
@@ -251,7 +268,7 @@ def format_profiles(profiles: Sequence[Profile], published: dict[str, tuple[floa
     """A plain-text table of the profiles beside timm's published throughput (``published``:
     :func:`beyond_inet.catalog.published_throughput`)."""
     head = (
-        f"{'model':<36} {'device':<22} {'prec':<5} {'b1 img/s':>9} {'p50 ms':>8} "
+        f"{'model':<36} {'device':<30} {'prec':<5} {'b1 img/s':>9} {'p50 ms':>8} "
         f"{'p95 ms':>8} {'best img/s':>10} {'@batch':>6} {'peak MiB':>9} "
         f"{'timm GPU':>9} {'timm CPU':>9}"
     )
@@ -260,7 +277,7 @@ def format_profiles(profiles: Sequence[Profile], published: dict[str, tuple[floa
         b = p.best_batch
         gpu, cpu = published.get(p.model, (None, None))
         lines.append(
-            f"{p.model[:36]:<36} {p.device[:22]:<22} {p.precision:<5} "
+            f"{p.model[:36]:<36} {p.device[:30]:<30} {p.precision:<5} "
             f"{_num(p.throughput[1], 9, ',.1f')} {_num(p.latency_p50_ms, 8, '.2f')} "
             f"{_num(p.latency_p95_ms, 8, '.2f')} {_num(p.throughput[b], 10, ',.1f')} {b:>6} "
             f"{_num(p.peak_memory[b], 9)} {_num(gpu, 9)} {_num(cpu, 9)}"
@@ -273,11 +290,14 @@ def format_profiles(profiles: Sequence[Profile], published: dict[str, tuple[floa
 
 
 def profile_record(
-    prof: Profile, key: str, run_id: str, settings_json: str, **provenance: Any
+    prof: Profile,
+    key: str,
+    run_id: str,
+    settings_json: str,
+    started: datetime,
+    **provenance: Any,
 ) -> RunRecord:
-    """The stored run row of a profile."""
-    from datetime import UTC, datetime
-
+    """The stored run row of a profile (started at ``started``, finished now, UTC)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return RunRecord(
         run_id=run_id,
@@ -291,49 +311,131 @@ def profile_record(
         n_samples=0,
         n_failed=0,
         failed="[]",
-        started_at=now,
+        started_at=started,
         finished_at=now,
         seconds=prof.seconds,
         **provenance,
     )
 
 
-def run_profiles(
-    cfg: PrecomputeConfig, opts: ProfileOptions, log: Log = print
-) -> tuple[list[Profile], list[str]]:
-    """Profile every model of ``cfg`` and store each as a ``profile`` run (an existing run
-    with the same key is kept unless ``cfg.force``). Returns (the profiles measured, the
-    models skipped because the store has their profile)."""
+def host_description(device: str) -> str:
+    """The device a profile ran on, as stored and shown: the GPU's name, or on a CPU its
+    model name and the threads torch uses (``cpu: AMD EPYC 7B13, 2 threads``)."""
+    import platform
+
+    import torch
+
+    name = device_name(device)
+    if name != "cpu":
+        return name
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    return f"cpu: {model}, {torch.get_num_threads()} threads"
+
+
+@dataclass
+class _ChildResult:
+    """What a profiling child process sends back."""
+
+    name: str
+    skipped: bool = False
+    key: str = ""
+    settings_json: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    profile: Profile | None = None
+    error: BaseException | None = None
+
+
+def _profile_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions, queue: Any) -> None:
+    """In a fresh process: load one model, skip it when the store has its profile, else
+    measure it; the result (or the error) goes back through ``queue``."""
+    import sys
+    from dataclasses import replace
+
     from beyond_inet.run.pipeline import model_provenance
     from beyond_inet.run.plan import load_models, run_environment, run_key
     from beyond_inet.store import Store
 
-    store = Store(cfg.store)
-    store.check_writable()
-    done, skipped = [], []
-    for model in load_models(cfg, log):
+    def log(m: str) -> None:
+        print(m, file=sys.stderr, flush=True)
+
+    try:
+        (model,) = load_models(replace(cfg, models=(name,)), log)
+        host = host_description(cfg.run.device)
         key = run_key(
             model,
             PROFILE_DATASET,
             (),
             None,
             run_environment(cfg.run, model),
-            content=json.dumps(opts.identity(), sort_keys=True),
+            content=json.dumps({**opts.identity(), "host": host}, sort_keys=True),
         )
-        if not cfg.force and store.finished_run(key):
-            log(f"{model.name}: profiled before on this device and settings (--force redoes it)")
-            skipped.append(model.name)
-            continue
-        log(f"profiling {model.name} on {device_name(cfg.run.device)} ({cfg.run.precision}) ...")
+        if not cfg.force and Store(cfg.store).finished_run(key):
+            queue.put(_ChildResult(name, skipped=True))
+            return
+        log(f"profiling {model.name} on {host} ({cfg.run.precision}) ...")
         prof = profile_model(model, cfg.run, opts, log)
+        prof.device = host
+        provenance = {**model_provenance(cfg, model), "device": host}
+        settings_json = profile_settings(model, cfg.run, opts)
+        queue.put(_ChildResult(model.name, False, key, settings_json, provenance, prof))
+    except BaseException as e:
+        queue.put(_ChildResult(name, error=e))
+
+
+def run_profiles(
+    cfg: PrecomputeConfig, opts: ProfileOptions, log: Log = print
+) -> tuple[list[Profile], list[str]]:
+    """Profile every model of ``cfg``, each in a fresh process of its own (so its peak
+    memory is its own: no other model's weights, no earlier model's peak), and store each
+    as a ``profile`` run (an existing run with the same key is kept unless ``cfg.force``).
+    Returns (the profiles measured, the models skipped because the store has them)."""
+    import multiprocessing as mp
+    from datetime import UTC, datetime
+
+    from beyond_inet.models import expand_model_names, resolve_spec
+    from beyond_inet.store import Store
+
+    names = expand_model_names(list(cfg.models))
+    for n in names:
+        resolve_spec(n)  # typos fail before any loading
+    store = Store(cfg.store)
+    store.check_writable()
+    ctx = mp.get_context("spawn")
+    done, skipped = [], []
+    for name in names:
+        queue = ctx.Queue()
+        started = datetime.now(UTC).replace(tzinfo=None)
+        child = ctx.Process(target=_profile_child, args=(name, cfg, opts, queue), daemon=True)
+        child.start()
+        try:
+            result: _ChildResult = queue.get()
+        finally:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
+        if result.error is not None:
+            raise result.error
+        if result.skipped or result.profile is None:
+            skipped.append(name)
+            continue
         run_id = uuid.uuid4().hex
         record = profile_record(
-            prof,
-            key,
+            result.profile,
+            result.key,
             run_id,
-            profile_settings(model, cfg.run, opts),
-            **model_provenance(cfg, model),
+            result.settings_json,
+            started,
+            **result.provenance,
         )
-        store.commit_run(record, empty_predictions(), profile_metrics(run_id, prof), cfg.force)
-        done.append(prof)
+        store.commit_run(
+            record, empty_predictions(), profile_metrics(run_id, result.profile), cfg.force
+        )
+        done.append(result.profile)
     return done, skipped

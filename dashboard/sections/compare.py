@@ -95,7 +95,8 @@ with ui.guard():
 st.subheader("What they cost on your hardware")
 with ui.guard():
     measured = frames.profile_table(queries.profiles(sel.path, sel.version))
-    shown = list(dict.fromkeys([*sel.models, *measured["model"]]))[:12]
+    every = list(dict.fromkeys([*sel.models, *measured["model"]]))
+    shown = every[:12]
     costs = frames.cost_table(measured, shown, catalog.published_throughput())
     st.caption(
         "Measured by `python -m precompute --profile --model NAME[,NAME]` on the device and "
@@ -106,4 +107,8 @@ with ui.guard():
     )
     if measured.empty:
         st.caption("No model in this store has been profiled yet.")
-    ui.table(costs, "compare-cost", styled=frames.shown_numbers(costs))
+    if len(every) > len(shown):
+        st.caption(
+            f"The first {len(shown)} of {len(every)} models (the sidebar's, then the profiled)."
+        )
+    ui.table(costs, "compare-cost", styled=frames.shown_numbers(costs, frames.COST_DECIMALS))

@@ -33,7 +33,7 @@ with ui.guard():
         if sel.has_measured and sel.source != "published"
         else None
     )
-    if sel.version:
+    if sel.version and sel.source != "published":
         full = finder.with_profiles(
             full, frames.profile_table(queries.profiles(sel.path, sel.version))
         )

@@ -14,10 +14,11 @@ with ui.guard():
     else:
         if runs["random_weights"].any():
             st.warning(frames.MEANINGLESS_NOTE)
-        latest = set(sel.runs["run_id"])
+        latest = set(sel.runs["run_id"]) | set(queries.profiles(sel.path, sel.version)["run_id"])
         runs = runs.assign(shown=runs["run_id"].isin(latest))
         st.write(
             "The dashboard shows the latest finished run per (model, dataset) "
-            "(`shown`); older runs stay in the store."
+            "(`shown`; dataset `profile`: `--profile` costs, in the finder and Compare); "
+            "older runs stay in the store."
         )
         ui.table(runs, "runs")
