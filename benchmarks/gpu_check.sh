@@ -27,4 +27,11 @@ timeout 120 python3 -m pytest -q -rs tests/test_gpu_path.py tests/test_views.py 
 timeout 420 python3 benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | tail -40 >"$OUT/bench_gpu.txt"
 timeout 60 python3 benchmarks/bench_scoring.py --device cuda --json "$OUT/bench_scoring.json" \
   >/dev/null 2>&1
+# --profile on the GPU (random weights: the paper's two timm architectures), fp32 and bf16
+timeout 120 python3 -m precompute --profile --random-weights --device cuda --store "$OUT/profile.duckdb" \
+  --model timm:deit3_base_patch16_224.fb_in22k_ft_in1k,timm:convnext_base.fb_in22k_ft_in1k \
+  >"$OUT/profile.txt" 2>&1
+timeout 120 python3 -m precompute --profile --random-weights --device cuda --precision bf16 \
+  --store "$OUT/profile.duckdb" --model timm:deit3_base_patch16_224.fb_in22k_ft_in1k \
+  >>"$OUT/profile.txt" 2>&1
 ls -la "$OUT"

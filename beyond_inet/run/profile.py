@@ -389,6 +389,24 @@ def _profile_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions, queue
         queue.put(_ChildResult(name, error=e))
 
 
+def _wait_for(child: Any, queue: Any, name: str) -> _ChildResult:
+    """The child's result; an error (never a hang) when it dies without sending one."""
+    import queue as q
+
+    while True:
+        try:
+            return queue.get(timeout=1.0)
+        except q.Empty:
+            if not child.is_alive():
+                try:
+                    return queue.get(timeout=5.0)
+                except q.Empty:
+                    raise RuntimeError(
+                        f"profiling {name} stopped without a result (exit code "
+                        f"{child.exitcode}); run it alone to see its error."
+                    ) from None
+
+
 def run_profiles(
     cfg: PrecomputeConfig, opts: ProfileOptions, log: Log = print
 ) -> tuple[list[Profile], list[str]]:
@@ -415,7 +433,7 @@ def run_profiles(
         child = ctx.Process(target=_profile_child, args=(name, cfg, opts, queue), daemon=True)
         child.start()
         try:
-            result: _ChildResult = queue.get()
+            result = _wait_for(child, queue, name)
         finally:
             child.join(timeout=30)
             if child.is_alive():
