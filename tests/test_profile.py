@@ -121,7 +121,7 @@ def test_a_testbed_name_or_a_bad_option_is_a_one_line_error(
 
 
 def test_two_models_are_stored_and_stay_off_the_evaluation_pages(tmp_path: Path) -> None:
-    """Two models in one call (each measured in a spawned process of its own) are both
+    """Two models in one call (each measured in a fresh interpreter of its own) are both
     stored with their device; a profile never shows up among the evaluation runs and
     metrics the other pages read (Overview, Robustness, the sidebar)."""
     from dashboard import queries

@@ -12,7 +12,7 @@ random inputs of the weights' own crop size:
   of memory, or when two doublings in a row gain < 5%); the throughput and peak memory of the
   fastest.
 
-Each model is measured in a fresh process of its own (spawned), so its peak memory is its
+Each model is measured in a fresh interpreter of its own, so its peak memory is its
 own: what torch allocated on a CUDA device (``max_memory_allocated``), on the CPU the
 process's peak resident set (``ru_maxrss``: Python, torch and that one model). The device is
 stored with the numbers: the GPU's name, or the CPU's model and the threads torch used.
@@ -352,7 +352,43 @@ class _ChildResult:
     error: BaseException | None = None
 
 
-def _profile_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions, queue: Any) -> None:
+class _Reply:
+    """Where a child's result goes: a pickle file the parent reads."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def put(self, result: _ChildResult) -> None:
+        import pickle
+
+        with open(self.path, "wb") as f:
+            pickle.dump(result, f)
+
+
+def _run_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions) -> _ChildResult:
+    """Profile ``name`` in a fresh interpreter (``python -m beyond_inet.run.profile``; not
+    multiprocessing, whose spawn re-runs the parent's ``__main__``); its result, or an error
+    when it stops without one."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job, out = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
+        job.write_bytes(pickle.dumps((name, cfg, opts)))
+        proc = subprocess.run(
+            [sys.executable, "-m", "beyond_inet.run.profile", str(job), str(out)], check=False
+        )
+        if not out.is_file():
+            raise RuntimeError(
+                f"profiling {name} stopped without a result (exit code {proc.returncode})."
+            )
+        return pickle.loads(out.read_bytes())
+
+
+def _profile_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions, queue: _Reply) -> None:
     """In a fresh process: load one model, skip it when the store has its profile, else
     measure it; the result (or the error) goes back through ``queue``."""
     import sys
@@ -389,24 +425,6 @@ def _profile_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions, queue
         queue.put(_ChildResult(name, error=e))
 
 
-def _wait_for(child: Any, queue: Any, name: str) -> _ChildResult:
-    """The child's result; an error (never a hang) when it dies without sending one."""
-    import queue as q
-
-    while True:
-        try:
-            return queue.get(timeout=1.0)
-        except q.Empty:
-            if not child.is_alive():
-                try:
-                    return queue.get(timeout=5.0)
-                except q.Empty:
-                    raise RuntimeError(
-                        f"profiling {name} stopped without a result (exit code "
-                        f"{child.exitcode}); run it alone to see its error."
-                    ) from None
-
-
 def run_profiles(
     cfg: PrecomputeConfig, opts: ProfileOptions, log: Log = print
 ) -> tuple[list[Profile], list[str]]:
@@ -414,9 +432,6 @@ def run_profiles(
     memory is its own: no other model's weights, no earlier model's peak), and store each
     as a ``profile`` run (an existing run with the same key is kept unless ``cfg.force``).
     Returns (the profiles measured, the models skipped because the store has them)."""
-    import multiprocessing as mp
-    from datetime import UTC, datetime
-
     from beyond_inet.models import expand_model_names, resolve_spec
     from beyond_inet.store import Store
 
@@ -425,19 +440,10 @@ def run_profiles(
         resolve_spec(n)  # typos fail before any loading
     store = Store(cfg.store)
     store.check_writable()
-    ctx = mp.get_context("spawn")
     done, skipped = [], []
     for name in names:
-        queue = ctx.Queue()
         started = datetime.now(UTC).replace(tzinfo=None)
-        child = ctx.Process(target=_profile_child, args=(name, cfg, opts, queue), daemon=True)
-        child.start()
-        try:
-            result = _wait_for(child, queue, name)
-        finally:
-            child.join(timeout=30)
-            if child.is_alive():
-                child.terminate()
+        result = _run_child(name, cfg, opts)
         if result.error is not None:
             raise result.error
         if result.skipped or result.profile is None:
@@ -457,3 +463,14 @@ def run_profiles(
         )
         done.append(result.profile)
     return done, skipped
+
+
+if __name__ == "__main__":  # the child of _run_child: python -m beyond_inet.run.profile JOB OUT
+    import pickle
+    import sys
+
+    from beyond_inet.run import profile as _module  # the importable module's classes pickle
+
+    with open(sys.argv[1], "rb") as _f:
+        _name, _cfg, _opts = pickle.loads(_f.read())
+    _module._profile_child(_name, _cfg, _opts, _module._Reply(sys.argv[2]))
