@@ -103,57 +103,16 @@ def _scaled(df: pd.DataFrame, percent: bool) -> pd.DataFrame:
 MANY_SERIES = 6
 
 
-def _horizontal_bars(
-    d: pd.DataFrame,
-    x: str,
-    title: str,
-    value_title: str,
-    reference: float | None,
-    percent: bool,
-    category_order: list[str] | None,
-    n_series: int,
-) -> go.Figure:
-    """:func:`grouped_bars` for many series: categories down the y axis (first on top),
-    values along x, the legend above the plot."""
-    order = category_order or list(dict.fromkeys(d[x]))
-    errors = _errors(d)
-    fig = px.bar(
-        d,
-        y=x,
-        x="value",
-        orientation="h",
-        color="display",
-        pattern_shape="source",
-        pattern_shape_map=PATTERN,
-        barmode="group",
-        color_discrete_map=_colours(d["display"].tolist()),
-        category_orders={x: order},
-        hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
-        **(
-            {"error_x": errors["error_y"], "error_x_minus": errors["error_y_minus"]}
-            if errors
-            else {}
-        ),
-    )
-    if reference is not None:
-        fig.add_vline(
-            x=reference * (100.0 if percent else 1.0), line_dash="dash", line_color="grey"
-        )
-    n_cat = d[x].nunique()
+def _many_series_layout(fig: go.Figure, title: str, n_cat: int, n_series: int) -> go.Figure:
+    """:func:`grouped_bars`' layout for many series (horizontal bars): categories down the y
+    axis (first on top), the height growing with the bars, the legend above the plot."""
     top = 80 + 20 * math.ceil(n_series / 3)  # the title, then the legend (~3 per row)
     height = top + 60 + n_cat * (11 * n_series + 18)
-    fig.update_xaxes(title=value_title)
     fig.update_yaxes(title=None)
     fig = _layout(fig, title, int(height))
     fig.update_layout(
         title={"text": title, "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
-        legend={
-            "title": None,
-            "orientation": "h",
-            "yanchor": "bottom",
-            "y": 1.0,
-            "x": 0,
-        },
+        legend={"title": None, "orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         margin={"l": 40, "r": 20, "t": top, "b": 40},
         bargap=0.25,
     )
@@ -178,25 +137,31 @@ def grouped_bars(
     d = _scaled(df, percent)
     d["series"] = d["display"] + np.where(d["source"] == "published", " (published)", "")
     n_series = d[["display", "source"]].drop_duplicates().shape[0]
-    if n_series > MANY_SERIES:
-        return _horizontal_bars(d, x, title, y_title, reference, percent, category_order, n_series)
+    horizontal = n_series > MANY_SERIES
+    order = category_order or (list(dict.fromkeys(d[x])) if horizontal else None)
+    errors = _errors(d)
+    if horizontal:  # the value runs along x: its interval too
+        errors = {k.replace("error_y", "error_x"): v for k, v in errors.items()}
     fig = px.bar(
         d,
-        x=x,
-        y="value",
+        **({"y": x, "x": "value", "orientation": "h"} if horizontal else {"x": x, "y": "value"}),
         color="display",
         pattern_shape="source",
         pattern_shape_map=PATTERN,
         barmode="group",
         color_discrete_map=_colours(d["display"].tolist()),
-        category_orders={x: category_order} if category_order else None,
+        category_orders={x: order} if order else None,
         hover_data={"series": True, "ci_low": ":.3f", "ci_high": ":.3f"},
-        **_errors(d),
+        **errors,
     )
-    if reference is not None:
-        fig.add_hline(
-            y=reference * (100.0 if percent else 1.0), line_dash="dash", line_color="grey"
-        )
+    line = None if reference is None else reference * (100.0 if percent else 1.0)
+    if horizontal:
+        if line is not None:
+            fig.add_vline(x=line, line_dash="dash", line_color="grey")
+        fig.update_xaxes(title=y_title)
+        return _many_series_layout(fig, title, d[x].nunique(), n_series)
+    if line is not None:
+        fig.add_hline(y=line, line_dash="dash", line_color="grey")
     fig.update_yaxes(title=y_title)
     return _layout(fig, title)
 
