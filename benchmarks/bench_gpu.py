@@ -40,14 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from beyond_inet.datasets.decode import DecodeWorkers, decode_on_device, read_encoded
-from beyond_inet.models import LoadOptions, WeightsSource, load_model
+from beyond_inet.models import PAPER_MODELS, LoadOptions, WeightsSource, load_model
 from beyond_inet.models.contract import logits_of
 from beyond_inet.reference import alexnet_imagenet_c_errors, imagenet_wnids
 from beyond_inet.settings import default_workers
 from beyond_inet.transforms.views import VIEW_GRIDS, grid_views, parse_view
 from precompute.cli import main as precompute
 
-PAPER = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
+PAPER = PAPER_MODELS
 CORRUPTIONS = 15
 SEVERITIES = 5
 #: Images of the paper's suite besides ImageNet val (50,000 x 16 views) and ImageNet-C

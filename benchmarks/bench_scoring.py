@@ -33,8 +33,8 @@ import torch  # noqa: F401 - precompute has torch loaded: time the scoring, not 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from beyond_inet.records import ImageRecords
 from beyond_inet.reference import real_labels
-from beyond_inet.run.records import ImageRecords
 from beyond_inet.scoring import metrics as M
 from beyond_inet.scoring.evaluations import ScoringOptions, score_run, score_view
 

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beyond_inet.run.records import (
+from beyond_inet.log import Log
+from beyond_inet.records import (
     CKA_RUN_COLUMNS,
     CKA_SCHEMA,
     METRIC_COLUMNS,
@@ -105,7 +106,6 @@ MIGRATIONS: dict[int, list[str]] = {
 #: A writer's intent file older than this (not refreshed) is stale: readers ignore it.
 INTENT_STALE_SECONDS = 60.0
 _POLL = 0.02
-Log = Callable[[str], None]
 
 
 #: Read-only connections shared within one :func:`read_session` (path -> connection).

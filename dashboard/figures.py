@@ -16,14 +16,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from beyond_inet.catalog import logit
+from beyond_inet.models import PAPER_MODELS
 from dashboard.finder import hover_text, is_accuracy, is_log_axis, label
 
 PATTERN = {"measured": "", "published": "/"}
 SYMBOL = {"measured": "circle", "published": "circle-open"}
 PALETTE = px.colors.qualitative.Safe + px.colors.qualitative.Plotly
 
-
-FIXED = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
+#: The paper's models keep the first colours of the palette, in this order.
+FIXED = PAPER_MODELS
 
 
 def colour(name: str) -> str:

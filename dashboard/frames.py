@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from beyond_inet.scoring import metrics as M
-from beyond_inet.scoring.catalogue import spec as metric_spec
+from beyond_inet.scoring.metric_specs import spec as metric_spec
 from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
 SOURCES = ("both", "measured", "published")

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -279,11 +278,6 @@ def sweep_figure(df: pd.DataFrame, x_label: str, current: float | None) -> go.Fi
         legend={"orientation": "h", "y": -0.3},
     )
     return fig
-
-
-def as_display(img: torch.Tensor) -> np.ndarray:
-    """uint8 CHW -> HWC for st.image."""
-    return img.permute(1, 2, 0).numpy()
 
 
 def template_label(name: str) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from beyond_inet import settings
-from beyond_inet.run.records import PROFILE_DATASET
+from beyond_inet.records import PROFILE_DATASET
 from beyond_inet.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -675,26 +675,6 @@ def class_names() -> tuple[str, ...]:
     from beyond_inet.reference import imagenet_class_names
 
     return imagenet_class_names()
-
-
-def runs_overview(path: Path) -> pd.DataFrame:
-    """One row per finished run: model, dataset, images, weights, when (uncached)."""
-    return _q(
-        str(path),
-        "SELECT model, model_label, dataset, n_samples, n_failed, weights, random_weights, "
-        "finished_at FROM runs WHERE status = 'finished' ORDER BY model, dataset",
-        [],
-        [
-            "model",
-            "model_label",
-            "dataset",
-            "n_samples",
-            "n_failed",
-            "weights",
-            "random_weights",
-            "finished_at",
-        ],
-    )
 
 
 @cached

@@ -2,7 +2,7 @@
 
 :func:`fill_store` makes per-image predictions for every dataset and view the tool knows,
 then scores and stores them through the production code (the per-image record of
-:func:`beyond_inet.run.records.to_arrow`, the evaluations registered for each dataset,
+:func:`beyond_inet.records.to_arrow`, the evaluations registered for each dataset,
 :meth:`beyond_inet.store.Store.commit_run`), so every number obeys the README's definitions:
 a view identical to ``standard`` (``scale:1``, ``resolution:224``) agrees 100% with it, and
 agreement falls as a view moves away. Runs are recorded with ``weights='synthetic'`` and
@@ -34,6 +34,8 @@ from PIL import Image
 
 from beyond_inet.datasets import DATASETS
 from beyond_inet.datasets.cue_conflict import CATEGORIES
+from beyond_inet.models import PAPER_MODELS
+from beyond_inet.records import ImageRecords, MetricRow, RunRecord, metrics_frame
 from beyond_inet.reference import (
     alexnet_imagenet_c_errors,
     imagenet_a_indices,
@@ -41,12 +43,10 @@ from beyond_inet.reference import (
     imagenet_val_labels,
     imagenet_wnids,
 )
-from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame
 from beyond_inet.scoring.evaluations import ScoringOptions, score_run, score_view
 from beyond_inet.scoring.temperature import temperature_rows
 from beyond_inet.store import Store
 
-PAPER_MODELS = ("deit3_21k", "convnext_base_21k", "vit_clip", "convnext_clip")
 INVARIANCE_VIEWS = (
     [f"scale:{s}" for s in (1, 1.25, 1.5, 2, 3)]
     + [f"shift:{n}" for n in (0, 5, 30, 75, 100)]
@@ -402,8 +402,8 @@ def _run(
     write_images: bool = False,
     n_boot: int = 0,
 ) -> tuple[RunRecord, pa.Table, pd.DataFrame]:
+    from beyond_inet.records import to_arrow
     from beyond_inet.run.plan import evaluations_for
-    from beyond_inet.run.records import to_arrow
 
     spec = DATASETS.get(plan.name)
     rng = np.random.default_rng(seed)
@@ -587,8 +587,8 @@ def _transfer_run(
     import torch
 
     from beyond_inet.datasets.transfer import TASKS
+    from beyond_inet.records import to_arrow
     from beyond_inet.run.engine import score_logits
-    from beyond_inet.run.records import to_arrow
     from beyond_inet.run.transfer import transfer_evaluations
 
     task = TASKS.get(task_name)
@@ -655,7 +655,7 @@ def fill_cka(
     path: Path | str, pairs: Sequence[tuple[str, str]], layers: int = 12, n_images: int = 2000
 ) -> int:
     """One synthetic CKA run per model pair (``blocks.<i>`` taps); returns the runs."""
-    from beyond_inet.run.records import CkaRunRecord, cka_cells
+    from beyond_inet.records import CkaRunRecord, cka_cells
 
     store = Store(path)
     for k, (a, b) in enumerate(pairs):

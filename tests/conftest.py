@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from beyond_inet.models import LoadedModel, LoadOptions, WeightsSource, load_model
-from beyond_inet.run.records import RUN_COLUMNS, CkaRunRecord, RunRecord
+from beyond_inet.records import RUN_COLUMNS, CkaRunRecord, RunRecord
 from beyond_inet.scoring.metrics import load_imagenet_x_annotations
 
 REPO = Path(__file__).resolve().parents[1]

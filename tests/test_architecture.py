@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from beyond_inet.scoring import catalogue
+from beyond_inet.scoring import metric_specs
 from tests.conftest import REPO
 
 PACKAGE = REPO / "beyond_inet"
@@ -85,6 +85,29 @@ def test_no_import_cycles_in_the_library() -> None:
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
+def _subpackage_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between ``beyond_inet``'s subpackages and top-level modules
+    (``beyond_inet.run.engine`` -> ``beyond_inet.run``)."""
+
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        out.setdefault(unit(module), set()).update(
+            unit(d) for d in deps if unit(d) not in (unit(module), "beyond_inet")
+        )
+    return out
+
+
+def test_subpackages_import_one_way() -> None:
+    """No cycle between subpackages either: run -> scoring -> records, never back."""
+    graph = _subpackage_graph(_import_graph(PACKAGE))
+    assert "beyond_inet.records" in graph["beyond_inet.scoring"]  # the graph is real
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+    assert _cycle(_subpackage_graph({"p.a.x": {"p.b.y"}, "p.b.y": {"p.a.z"}})) is not None
+
+
 def test_reference_tables_are_a_leaf() -> None:
     graph = _import_graph(PACKAGE)
     assert not {d for d in graph["beyond_inet.reference"] if d.startswith("beyond_inet")}
@@ -125,13 +148,16 @@ def test_family_classes_stay_in_their_family_modules() -> None:
 
 
 def test_metric_catalogue_entries_are_complete() -> None:
-    for name, spec in catalogue.METRICS.items():
+    for name, spec in metric_specs.METRICS.items():
         assert spec.name == name and spec.label and spec.summary and spec.description
-        assert spec.unit in catalogue.UNITS
-    assert catalogue.spec("error_ratio:pose").name == "error_ratio:<factor>"
-    assert catalogue.spec("top1_at:90").percent and not catalogue.spec("ece").percent
+        assert spec.unit in metric_specs.UNITS
+    assert metric_specs.spec("error_ratio:pose").name == "error_ratio:<factor>"
+    assert metric_specs.spec("top1_at:90").percent and not metric_specs.spec("ece").percent
     with pytest.raises(Exception, match=r"(?i)did you mean"):
-        catalogue.spec("top_1")
+        metric_specs.spec("top_1")
+    with pytest.raises(Exception, match=r"'poze' is not one of .*Did you mean 'pose'"):
+        metric_specs.spec("error_ratio:poze")  # an argument is checked, not just the prefix
+    assert metric_specs.spec("top1_at:anything").name == "top1_at:<value>"  # open domain
 
 
 def test_readme_metric_table_lists_every_catalogue_entry() -> None:
@@ -139,7 +165,7 @@ def test_readme_metric_table_lists_every_catalogue_entry() -> None:
     section = readme.split("### Metrics\n", 1)[1].split("\n## ", 1)[0]
     first_cells = re.findall(r"^\| ([^|]+) \|", section, flags=re.M)
     listed = {name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
-    assert set(catalogue.METRICS) <= listed, set(catalogue.METRICS) - listed
+    assert set(metric_specs.METRICS) <= listed, set(metric_specs.METRICS) - listed
 
 
 def test_contributing_walks_through_the_three_extension_points() -> None:

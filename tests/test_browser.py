@@ -21,29 +21,37 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from dashboard import pages as dashboard_pages
 from dashboard import synthetic
+from dashboard.pages import url_path
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
-# url path -> (title, minimum number of Plotly charts on the synthetic store)
+#: page -> the minimum number of Plotly charts it shows on the synthetic store
+MIN_CHARTS = {
+    "finder": 2,
+    "overview": 2,
+    "calibration": 4,
+    "imagenet_x": 1,
+    "invariance": 3,
+    "shape_bias": 1,
+    "robustness": 3,
+    "pug": 2,
+    "transfer": 3,
+    "representations": 2,
+    "compare": 1,
+    "explorer": 0,
+    "reproduction": 1,
+    "store_overview": 0,
+}
+# url path -> (title, minimum number of charts); the live page has its own test
 PAGES = {
-    "": ("Model finder", 2),
-    "overview": ("Overview", 2),
-    "calibration": ("Calibration", 4),
-    "imagenet_x": ("ImageNet-X", 1),
-    "invariance": ("Invariance", 3),
-    "shape_bias": ("Shape bias", 1),
-    "robustness": ("Robustness", 3),
-    "pug": ("PUG-ImageNet", 2),
-    "transfer": ("Transfer", 3),
-    "representations": ("Representations", 2),
-    "compare": ("Compare two models", 1),
-    "explorer": ("Explorer", 0),
-    "reproduction": ("Reproduction", 1),
-    "store_overview": ("Runs", 0),
+    url_path(p): (p.title, MIN_CHARTS[p.stem])
+    for p in dashboard_pages.PAGES
+    if p.stem in MIN_CHARTS
 }
 CHIPS_VISIBLE = """() => {
   const box = document.querySelector(

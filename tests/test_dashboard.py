@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from beyond_inet import settings
-from beyond_inet.run.records import (
+from beyond_inet.records import (
     PREDICTION_SCHEMA,
     ImageRecords,
     MetricRow,
@@ -27,25 +27,12 @@ from beyond_inet.run.records import (
 from beyond_inet.scoring import metrics as M
 from beyond_inet.store import METRIC_COLUMNS, Store
 from dashboard import figures, frames, published, queries, synthetic
+from dashboard import pages as dashboard_pages
 from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, run_record
 
 APP = str(REPO / "dashboard" / "app.py")
-PAGES = {  # page file -> (title, needs-data-to-chart)
-    "finder": "Model finder",
-    "overview": "Overview",
-    "calibration": "Calibration",
-    "imagenet_x": "ImageNet-X",
-    "invariance": "Invariance",
-    "shape_bias": "Shape bias",
-    "robustness": "Robustness",
-    "pug": "PUG-ImageNet",
-    "transfer": "Transfer",
-    "representations": "Representations",
-    "compare": "Compare two models",
-    "explorer": "Explorer",
-    "reproduction": "Reproduction",
-    "store_overview": "Runs",
-}
+# page stem -> title (the live page has its own tests: it loads models)
+PAGES = {p.stem: p.title for p in dashboard_pages.PAGES if p.stem != "live_inference"}
 # pages with published numbers: they chart even without a store
 PUBLISHED_CHARTS = {
     "finder",
@@ -306,9 +293,10 @@ def test_an_unreadable_store_is_a_message_not_a_crash(
     assert "deit3_21k" in at.dataframe[0].value["model"].tolist()
 
 
-def test_the_live_inference_page_is_routed_when_present() -> None:
-    src = (REPO / "dashboard" / "app.py").read_text()
-    assert '"live_inference.py", "Live inference"' in src
+def test_the_page_list_is_every_section_file() -> None:
+    files = {p.name for p in (REPO / "dashboard" / "sections").glob("*.py")} - {"__init__.py"}
+    assert {p.file for p in dashboard_pages.PAGES} == files
+    assert "live_inference" in {p.stem for p in dashboard_pages.PAGES}
 
 
 # --------------------------------------------------------------------------- data access

@@ -42,23 +42,34 @@ def test_each_image_is_decoded_once_for_all_models(
 
 
 def test_outputs_match_a_direct_forward_pass(data_root: Path, tiny_timm: LoadedModel) -> None:
+    """The oracle shares no code with the engine: PIL decoding, timm's own PIL eval
+    transform for these weights, the timm model's forward, softmax in numpy."""
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
     found = discover(DATASETS.get("imagenet-val"), data_root / "imagenet" / "val", limit=6)
     assert found is not None
     out = run_pass(found, [tiny_timm], RunSettings(batch_size=4, workers=0, progress=False))
     arrays = out.outputs[(tiny_timm.name, "standard")]
     ok = [found.samples[i] for i in arrays.index]
-    x = torch.stack(
-        [standard_transform(pil_to_tensor(load_rgb(s.path)), tiny_timm.preprocessing) for s in ok]
-    )
+    net = tiny_timm.module.net
+    transform = create_transform(**resolve_data_config(model=net))
+    x = torch.stack([transform(Image.open(s.path).convert("RGB")) for s in ok])
     with torch.no_grad():
-        probs = torch.softmax(tiny_timm.module(x), -1).numpy()
+        logits = net(x).double().numpy()
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    probs = e / e.sum(1, keepdims=True)
     labels = np.array([s.label for s in ok])
-    np.testing.assert_array_equal(arrays.pred, probs.argmax(1))
-    np.testing.assert_allclose(arrays.confidence, probs.max(1), rtol=1e-5)
-    np.testing.assert_allclose(arrays.p_true, probs[np.arange(len(ok)), labels], rtol=1e-5)
+    # PIL resamples within one 8-bit level of ours (~1e-4 here; bilinear for bicubic: ~1e-2)
+    np.testing.assert_allclose(arrays.confidence, probs.max(1), rtol=1e-3)
+    np.testing.assert_allclose(arrays.p_true, probs[np.arange(len(ok)), labels], rtol=1e-3)
     expected_brier = ((probs - np.eye(1000)[labels]) ** 2).sum(1)
-    np.testing.assert_allclose(arrays.brier, expected_brier, rtol=1e-5)
-    np.testing.assert_array_equal(arrays.topk_idx, np.argsort(-probs, 1)[:, :5])
+    np.testing.assert_allclose(arrays.brier, expected_brier, rtol=1e-3)
+    top2 = np.sort(probs, 1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-3 * top2[:, 1]  # argmax not within resampling noise
+    assert clear.any()
+    np.testing.assert_array_equal(arrays.pred[clear], probs.argmax(1)[clear])
+    np.testing.assert_array_equal(arrays.topk_idx[clear, 0], np.argsort(-probs, 1)[clear, 0])
 
 
 def test_worker_processes_give_the_same_results(data_root: Path, tiny_timm: LoadedModel) -> None:

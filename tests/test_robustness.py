@@ -15,8 +15,8 @@ import torch
 from beyond_inet import reference as R
 from beyond_inet.datasets import DATASETS, DatasetLayoutError, discover
 from beyond_inet.datasets import imagenet_c as C
+from beyond_inet.records import ImageRecords
 from beyond_inet.reference import imagenet_wnids
-from beyond_inet.run.records import ImageRecords
 from beyond_inet.scoring.evaluations import EVALUATIONS, RUN_EVALUATIONS, ScoringOptions
 from beyond_inet.store import Store
 from precompute.cli import main
@@ -485,12 +485,3 @@ def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
     assert 0 < ours < 1  # a non-trivial accuracy, so the comparison can fail
     assert 100 * ours == pytest.approx(theirs, abs=1e-6)
     assert (vp.pred_full == 0).all()  # the 1000-way argmax is the non-R class
-
-
-def test_every_stored_metric_is_in_the_catalogue(robust_store: Store) -> None:
-    from beyond_inet.scoring.catalogue import spec
-
-    names = robust_store.query("SELECT DISTINCT metric FROM metrics")["metric"]
-    assert len(names) > 20
-    for name in names:
-        spec(name)  # raises for a metric the catalogue does not describe

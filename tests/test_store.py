@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from beyond_inet.run.records import ImageRecords, RunRecord, to_arrow
+from beyond_inet.records import ImageRecords, RunRecord, to_arrow
 from beyond_inet.store import Store, StoreLockedError
 from tests.conftest import run_record
 
@@ -73,7 +73,7 @@ def _v1_store(path: Path) -> None:
 
 
 def test_an_older_store_is_upgraded_on_the_next_write(tmp_path: Path) -> None:
-    from beyond_inet.run.records import SCHEMA_VERSION
+    from beyond_inet.records import SCHEMA_VERSION
 
     path = tmp_path / "v1.duckdb"
     _v1_store(path)
@@ -93,7 +93,7 @@ def test_a_v2_store_gets_the_cka_tables_on_the_next_write(tmp_path: Path) -> Non
     import duckdb
     import numpy as np
 
-    from beyond_inet.run.records import SCHEMA_VERSION, cka_cells
+    from beyond_inet.records import SCHEMA_VERSION, cka_cells
     from tests.conftest import cka_record
 
     path = tmp_path / "v2.duckdb"

@@ -23,10 +23,10 @@ from beyond_inet.models import (
 )
 from beyond_inet.models.contract import Classifier
 from beyond_inet.models.open_clip_family import register_bundled_configs
+from beyond_inet.records import ImageRecords
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.run.engine import RunSettings
 from beyond_inet.run.plan import evaluations_for, runnable_views
-from beyond_inet.run.records import ImageRecords
 from beyond_inet.scoring.evaluations import ScoringOptions, agreement
 from beyond_inet.transforms.preprocess import Preprocessing, standard_transform
 from beyond_inet.transforms.views import (

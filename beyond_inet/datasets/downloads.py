@@ -29,7 +29,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from beyond_inet.datasets import DATASETS, DatasetLayoutError, DatasetSpec, discover, locate
 from beyond_inet.datasets.base import aligned_rows
+from beyond_inet.log import Log
 
 TABLE_ENV = "BEYOND_INET_DOWNLOADS"
 DOWNLOADS_DIR = ".downloads"
 CHUNK = 1 << 20
-Log = Callable[[str], None]
 
 
 class DownloadError(RuntimeError):

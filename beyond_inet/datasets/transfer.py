@@ -26,7 +26,7 @@ class indices (sorted class names), not ImageNet's.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from beyond_inet.datasets.base import (
     relative_id,
     subdirs,
 )
+from beyond_inet.log import Log
 from beyond_inet.registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -494,7 +495,7 @@ def load_task(
     return TaskData(task, root, source, protocol, tuple(classes), splits, rule)
 
 
-def download_task(task: TransferTask, data_root: Path, log: Callable[[str], None] = print) -> Path:
+def download_task(task: TransferTask, data_root: Path, log: Log = print) -> Path:
     """Fetch ``task`` with torchvision's verified download into ``<data-root>/vtab/<task>``;
     a task torchvision does not have fails with how to get it."""
     if task.torchvision is None:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from beyond_inet.run.engine import Shard
 from beyond_inet.settings import DIST_TIMEOUT_SECONDS, dist_env
@@ -103,6 +103,17 @@ class Dist:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a torchrun worker with ``code`` once its work is done (stored, or refused),
+    skipping interpreter teardown: the C++ threads of gloo and the model libraries can abort
+    a finished worker there ("terminate called without an active exception", SIGABRT),
+    turning a complete job into torchrun's failure. Nothing is left to do at that point:
+    every commit is its own finished transaction and the output is flushed here."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 #: How often a rank checks that its torchrun agent is alive, and how long it then waits for

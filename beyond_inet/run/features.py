@@ -15,17 +15,15 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from beyond_inet.datasets import FoundDataset
+from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
 from beyond_inet.run.engine import FEATURES, RunSettings, run_pass
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

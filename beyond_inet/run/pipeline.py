@@ -24,7 +24,16 @@ import beyond_inet
 from beyond_inet.datasets import FoundDataset
 from beyond_inet.datasets.base import LIMIT_SAMPLING, LIMIT_SEED
 from beyond_inet.datasets.decode import DecodeWorkers
+from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
+from beyond_inet.records import (
+    ImageRecords,
+    MetricRow,
+    PairedRecord,
+    RunRecord,
+    metrics_frame,
+    to_arrow,
+)
 from beyond_inet.run.distributed import Dist
 from beyond_inet.run.distributed import init as init_dist
 from beyond_inet.run.engine import (
@@ -48,14 +57,6 @@ from beyond_inet.run.plan import (
     load_models,
     plan_dataset,
 )
-from beyond_inet.run.records import (
-    ImageRecords,
-    MetricRow,
-    PairedRecord,
-    RunRecord,
-    metrics_frame,
-    to_arrow,
-)
 from beyond_inet.run.shards import (
     ShardsIncompleteError,
     discard,
@@ -71,8 +72,6 @@ from beyond_inet.scoring.paired import compare
 from beyond_inet.settings import SCORING_CHANGES, SCORING_VERSION
 from beyond_inet.store import Store
 from beyond_inet.transforms.views import View
-
-Log = Callable[[str], None]
 
 
 @dataclass

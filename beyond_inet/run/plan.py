@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from beyond_inet.datasets import (
     discover,
     locate,
 )
+from beyond_inet.log import Log
 from beyond_inet.models import (
     LoadedModel,
     LoadOptions,
@@ -38,8 +39,6 @@ from beyond_inet.settings import (
 )
 from beyond_inet.store import Store
 from beyond_inet.transforms.views import STANDARD, View, parse_view
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

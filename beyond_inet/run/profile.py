@@ -27,7 +27,7 @@ import json
 import resource
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from beyond_inet.log import Log
 from beyond_inet.models.base import LoadedModel
-from beyond_inet.run.engine import RunSettings, apply_tf32_policy, device_name
-from beyond_inet.run.records import (
+from beyond_inet.records import (
     PREDICTION_SCHEMA,
     PROFILE_DATASET,
     PROFILE_VIEWS,
@@ -46,11 +46,11 @@ from beyond_inet.run.records import (
     RunRecord,
     metrics_frame,
 )
+from beyond_inet.run.engine import RunSettings, apply_tf32_policy, device_name
 
 if TYPE_CHECKING:
     from beyond_inet.run.plan import PrecomputeConfig
 
-Log = Callable[[str], None]
 
 BATCH1, BEST = PROFILE_VIEWS
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from beyond_inet.datasets import FoundDataset
+from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
+from beyond_inet.records import CkaRunRecord, cka_cells
 from beyond_inet.run.engine import TAPS, device_name, run_pass
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.run.pipeline import code_version
@@ -29,11 +31,9 @@ from beyond_inet.run.plan import (
     load_models,
     model_for_dataset,
 )
-from beyond_inet.run.records import CkaRunRecord, cka_cells
 from beyond_inet.scoring.cka import CKA_ESTIMATORS, MIN_BATCH, FullBatchCKA, MinibatchCKA
 from beyond_inet.store import Store
 
-Log = Callable[[str], None]
 DEFAULT_DATASET = "imagenet-val"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -22,19 +21,18 @@ from beyond_inet.datasets.transfer import (
     expand_tasks,
     load_task,
 )
+from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
+from beyond_inet.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
 from beyond_inet.run.engine import score_logits
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.run.features import SplitFeatures, split_features
 from beyond_inet.run.pipeline import RunSummary, commit_staged_runs, model_provenance
 from beyond_inet.run.plan import PrecomputeConfig, load_models
-from beyond_inet.run.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
 from beyond_inet.scoring.evaluations import score_view
 from beyond_inet.scoring.probe import ProbeResult, ProbeSettings, fit_probe
 from beyond_inet.settings import cache_dir
 from beyond_inet.store import Store
-
-Log = Callable[[str], None]
 
 
 def transfer_evaluations(task: TransferTask) -> tuple[str, ...]:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from beyond_inet.records import ImageRecords, MetricRow
 from beyond_inet.reference import IMAGENET_X_FACTORS, real_labels
 from beyond_inet.registry import Registry
-from beyond_inet.run.records import ImageRecords, MetricRow
 from beyond_inet.scoring import metrics as M
 from beyond_inet.scoring.probe import mean_per_class_accuracy
 from beyond_inet.settings import DEFAULT_BOOTSTRAP

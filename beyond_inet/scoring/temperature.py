@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from beyond_inet.run.records import MetricRow
+from beyond_inet.records import MetricRow
 
 #: Search interval of the temperature (the optimum of real models lies well inside).
 T_BOUNDS = (0.05, 20.0)

@@ -5,7 +5,7 @@ MCE / NLL / Brier table and the fitted temperatures."""
 import pandas as pd
 import streamlit as st
 
-from beyond_inet.scoring.catalogue import spec as metric_spec
+from beyond_inet.scoring.metric_specs import spec as metric_spec
 from dashboard import figures, frames, queries, state, ui
 
 METRICS = ("top1", "ece", "mce", "rmsce", "nll", "brier")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from beyond_inet.scoring.catalogue import spec as metric_spec
+from beyond_inet.scoring.metric_specs import spec as metric_spec
 from dashboard import figures, frames, state, ui
 
 METRICS = ("top1", "p_true_mean", "agreement")

@@ -1,4 +1,4 @@
-"""The metric catalogue: every stored metric's unit, direction and meaning, in one place.
+"""The metric specs: every stored metric's unit, direction and meaning, in one place.
 
 In the style of lm-evaluation-harness's metric specs: each entry has a short label, says how
 a metric reads (``unit``: ``percent`` — a 0-1 fraction shown in %; ``probability`` — a 0-1
@@ -11,8 +11,10 @@ describes the same entries (a test checks every entry is there).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
+from beyond_inet.reference import CUE_CONFLICT_CATEGORIES, IMAGENET_X_FACTORS
 from beyond_inet.registry import Registry, UnknownNameError
 
 
@@ -26,6 +28,9 @@ class MetricSpec:
     higher_is_better: bool | None
     summary: str
     description: str
+    #: For a name with an argument (``error_ratio:<factor>``): the arguments it may take;
+    #: ``None`` when open (e.g. a PUG factor's values, which are the dataset's own data).
+    arguments: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -162,6 +167,7 @@ for _spec in (
         None,
         "fitted on one half of ImageNet val",
         "the temperature fitted on fold <k> (0, 1), which scores the other fold's images",
+        ("0", "1"),
     ),
     MetricSpec(
         "factor_accuracy:<factor>",
@@ -170,6 +176,7 @@ for _spec in (
         True,
         "annotated val images",
         "ImageNet-X: accuracy on images whose top factor is <factor>",
+        IMAGENET_X_FACTORS,
     ),
     MetricSpec(
         "error_ratio:<factor>",
@@ -178,6 +185,7 @@ for _spec in (
         False,
         "annotated val images",
         "ImageNet-X: (1 - factor accuracy) / (1 - overall accuracy)",
+        IMAGENET_X_FACTORS,
     ),
     MetricSpec(
         "factor_count:<factor>",
@@ -186,6 +194,7 @@ for _spec in (
         None,
         "annotated val images",
         "ImageNet-X: images annotated with <factor>",
+        IMAGENET_X_FACTORS,
     ),
     MetricSpec(
         "error_ratio_mean",
@@ -218,6 +227,7 @@ for _spec in (
         None,
         "stimuli of that shape",
         "shape bias per shape category",
+        CUE_CONFLICT_CATEGORIES,
     ),
     MetricSpec(
         "shape_accuracy",
@@ -430,9 +440,16 @@ def spec(metric: str) -> MetricSpec:
     unknown names fail with suggestions."""
     if metric in METRICS:
         return METRICS.get(metric)
-    prefix, sep, _ = metric.partition(":")
+    prefix, sep, argument = metric.partition(":")
     if sep:
         for name, entry in METRICS.items():
             if name.startswith(f"{prefix}:<"):
+                if entry.arguments is not None and argument not in entry.arguments:
+                    close = difflib.get_close_matches(argument, entry.arguments, n=3)
+                    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                    raise UnknownNameError(
+                        f"{metric!r}: {argument!r} is not one of {name}'s arguments "
+                        f"({', '.join(entry.arguments)}).{hint}"
+                    )
                 return entry
     raise UnknownNameError(METRICS.unknown_message(metric))

@@ -124,44 +124,6 @@ def to_arrow(rec: ImageRecords, run_id: str, model: str, dataset: str, view: str
     return pa.table(cols, schema=PREDICTION_SCHEMA)
 
 
-def from_arrow(table: pa.Table) -> ImageRecords:
-    """A ``predictions`` table (one model, dataset and view) back as records."""
-    d = {c: table.column(c) for c in table.column_names}
-
-    def num(name: str, dtype: type, fill: float) -> np.ndarray:
-        return np.asarray(d[name].to_pandas().fillna(fill).to_numpy(), dtype=dtype)
-
-    def lists(name: str, dtype: type) -> np.ndarray:
-        return np.asarray(d[name].to_pylist(), dtype=dtype)
-
-    def optional(name: str, kind: str) -> np.ndarray | None:
-        if name not in d or d[name].null_count == len(table):
-            return None
-        if kind == "int":
-            return num(name, np.int64, -1)
-        if kind == "float":
-            return num(name, np.float64, math.nan)
-        return np.asarray(d[name].to_pylist(), dtype=object)
-
-    return ImageRecords(
-        sample_id=np.asarray(d["sample_id"].to_pylist(), dtype=object),
-        label=num("label", np.int64, -1),
-        pred=num("pred", np.int64, -1),
-        confidence=num("confidence", np.float64, math.nan),
-        p_true=num("p_true", np.float64, math.nan),
-        correct=np.asarray(d["correct"].to_pylist(), dtype=bool),
-        topk_idx=lists("topk_idx", np.int64),
-        topk_prob=lists("topk_prob", np.float64),
-        brier=num("brier", np.float64, math.nan),
-        decision=optional("decision", "str"),
-        pred_full=optional("pred_full", "int"),
-        factor_value=optional("factor_value", "str"),
-        confidence_ts=optional("confidence_ts", "float"),
-        p_true_ts=optional("p_true_ts", "float"),
-        brier_ts=optional("brier_ts", "float"),
-    )
-
-
 # --------------------------------------------------------------------------- metric rows
 
 
