@@ -93,44 +93,41 @@ def test_decision_uses_mean_not_sum_or_max() -> None:
     probs[1, [294, 295, 296, 297]] = 0.05  # bear mean 0.05 -> wins
     probs[1, 1] = 0.3
     expected = [cc.CATEGORIES.index("knife"), cc.CATEGORIES.index("bear")]
-    np.testing.assert_array_equal(cc.decision_from_probs(probs), expected)
-    np.testing.assert_array_equal(cc.decision_from_probs_torch(torch.from_numpy(probs)), expected)
-    np.testing.assert_allclose(
-        cc.category_probabilities(probs)[1, cc.CATEGORIES.index("bird")], 0.5 / 49
-    )
+    np.testing.assert_array_equal(cc.decision_from_probs(torch.from_numpy(probs)), expected)
+    np.testing.assert_array_equal(_mvh_decision(probs), expected)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_decision_matches_model_vs_human_mapping(seed: int) -> None:
     probs = _random_probs(seed)
-    got = cc.decision_from_probs(probs)
+    got = cc.decision_from_probs(torch.from_numpy(probs)).numpy()
     assert got.dtype == np.int64 and got.shape == (256,)
     np.testing.assert_array_equal(got, _mvh_decision(probs))
     assert len(set(got.tolist())) > 4  # non-degenerate test data
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_torch_and_numpy_decisions_agree(dtype: torch.dtype) -> None:
-    probs = torch.from_numpy(_random_probs(3)).to(dtype)
-    from_torch = cc.decision_from_probs_torch(probs)
-    assert from_torch.dtype == torch.int64 and from_torch.device == probs.device
-    np.testing.assert_array_equal(from_torch.numpy(), cc.decision_from_probs(probs))
+def test_decision_in_either_precision_matches_model_vs_human(dtype: torch.dtype) -> None:
+    probs = _random_probs(3)
+    got = cc.decision_from_probs(torch.from_numpy(probs).to(dtype))
+    assert got.dtype == torch.int64
+    np.testing.assert_array_equal(got.numpy(), _mvh_decision(probs))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_torch_decision_on_gpu() -> None:
-    probs = torch.from_numpy(_random_probs(4)).float()
-    on_gpu = cc.decision_from_probs_torch(probs.cuda())
+    probs = _random_probs(4)
+    on_gpu = cc.decision_from_probs(torch.from_numpy(probs).float().cuda())
     assert on_gpu.is_cuda
-    np.testing.assert_array_equal(on_gpu.cpu().numpy(), cc.decision_from_probs(probs))
+    np.testing.assert_array_equal(on_gpu.cpu().numpy(), _mvh_decision(probs))
 
 
 def test_decision_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
-        cc.decision_from_probs(np.zeros((3, 999)))
+        cc.decision_from_probs(torch.zeros(3, 999))
     with pytest.raises(ValueError):
-        cc.decision_from_probs(np.zeros(1000))
+        cc.decision_from_probs(torch.zeros(1000))
     with pytest.raises(ValueError):
-        cc.decision_from_probs_torch(torch.zeros(2, 16))
+        cc.decision_from_probs(torch.zeros(2, 16))
     with pytest.raises(ValueError):
-        cc.decision_from_probs_torch(torch.zeros(2, 1000, dtype=torch.int64))
+        cc.decision_from_probs(torch.zeros(2, 1000, dtype=torch.int64))

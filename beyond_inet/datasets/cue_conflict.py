@@ -84,26 +84,6 @@ def _check_probs_shape(shape: tuple[int, ...]) -> None:
         raise ValueError(f"expected ImageNet probabilities of shape [N, 1000], got {shape}")
 
 
-def category_probabilities(probs: np.ndarray | torch.Tensor) -> np.ndarray:
-    """[N, 1000] softmax probabilities -> float64 [N, 16] per-category mean probabilities."""
-    if not isinstance(probs, np.ndarray) and hasattr(probs, "detach"):  # a torch tensor
-        import torch
-
-        probs = probs.detach().to("cpu", torch.float64).numpy()
-    array = np.asarray(probs, dtype=np.float64)
-    _check_probs_shape(array.shape)
-    return array @ _averaging_matrix()
-
-
-def decision_from_probs(probs: np.ndarray | torch.Tensor) -> np.ndarray:
-    """[N, 1000] softmax probabilities -> int64 [N] index into CATEGORIES (argmax of the means).
-
-    Ties go to the first category in CATEGORIES (``np.argmax``); model-vs-human sorts with
-    ``np.argsort`` instead, which only matters for exactly equal category means.
-    """
-    return np.argmax(category_probabilities(probs), axis=1).astype(np.int64)
-
-
 @functools.lru_cache(maxsize=16)
 def _torch_averaging_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The [1000, 16] averaging matrix on ``device`` in ``dtype`` (cached per pair)."""
@@ -112,10 +92,13 @@ def _torch_averaging_matrix(device: torch.device, dtype: torch.dtype) -> torch.T
     return torch.from_numpy(_averaging_matrix().copy()).to(device=device, dtype=dtype)
 
 
-def decision_from_probs_torch(probs: torch.Tensor) -> torch.Tensor:
-    """Torch twin of :func:`decision_from_probs`: [N, 1000] -> int64 [N] on ``probs.device``.
+def decision_from_probs(probs: torch.Tensor) -> torch.Tensor:
+    """[N, 1000] softmax probabilities -> int64 [N] index into CATEGORIES: the argmax of each
+    category's mean probability (model-vs-human's 16-class mapping), on ``probs.device``.
 
-    The mean is computed in ``probs.dtype`` (floating point required) on its device.
+    The mean is computed in ``probs.dtype`` (floating point required) on its device. Ties go
+    to the first category (``argmax``); model-vs-human sorts with ``np.argsort`` instead,
+    which only matters for exactly equal category means.
     """
     _check_probs_shape(tuple(probs.shape))
     if not probs.is_floating_point():
@@ -141,7 +124,7 @@ def find_cue_conflict(root: Path) -> list[Sample]:
 
 
 #: The 16-category decision of model-vs-human; correct = the stimulus's shape.
-CUE_CONFLICT_16 = DecisionRule(tuple(CATEGORIES), decision_from_probs_torch, shape_of)
+CUE_CONFLICT_16 = DecisionRule(tuple(CATEGORIES), decision_from_probs, shape_of)
 
 CUE_CONFLICT = DatasetSpec(
     name="cue-conflict",

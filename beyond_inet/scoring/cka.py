@@ -12,7 +12,7 @@ functions are pure (numpy, float64); :class:`MinibatchCKA` accumulates the sums.
 
 Kornblith et al. (2019) compute CKA on all images at once with the biased HSIC, i.e.
 ``‖Yᶜᵀ Xᶜ‖²_F / (‖Xᶜᵀ Xᶜ‖_F ‖Yᶜᵀ Yᶜ‖_F)`` on column-centred activations
-(:func:`linear_cka`; :class:`FullBatchCKA` keeps every image's pooled taps). The two differ
+(:class:`FullBatchCKA`, which keeps every image's pooled taps). The two differ
 most where the true similarity is low: on unrelated layers the biased estimate stays well
 above 0 at a few thousand images, the unbiased one does not. ``--cka-estimator`` chooses;
 :data:`CKA_ESTIMATORS` names each, and the name is stored with the run and shown.
@@ -106,7 +106,7 @@ class MinibatchCKA:
 
 @dataclass
 class FullBatchCKA:
-    """The biased full-batch linear CKA (:func:`linear_cka`) of layers ``a`` x ``b``, fed
+    """The biased full-batch linear CKA (Kornblith et al. 2019) of layers ``a`` x ``b``, fed
     minibatch by minibatch like :class:`MinibatchCKA`: it keeps every image's pooled
     activations (``n x d`` per layer) and computes the matrix at the end."""
 
@@ -134,7 +134,8 @@ class FullBatchCKA:
         self.images += len(xs[0])
 
     def value(self) -> np.ndarray:
-        """The CKA matrix ``[A, B]`` of every image added: :func:`linear_cka` of each pair."""
+        """The CKA matrix ``[A, B]`` of every image added:
+        ``‖Yᶜᵀ Xᶜ‖²_F / (‖Xᶜᵀ Xᶜ‖_F ‖Yᶜᵀ Yᶜ‖_F)`` of each pair on column-centred activations."""
         if not self.batches:
             raise ValueError("no minibatch was added")
         ga = [_centred_gram(np.concatenate(x)) for x in self.xs]
@@ -162,12 +163,6 @@ CKA_ESTIMATORS: dict[str, tuple[type, str]] = {
     "minibatch": (MinibatchCKA, "linear CKA, minibatch unbiased HSIC (Nguyen et al. 2021)"),
     "full": (FullBatchCKA, "linear CKA, full-batch biased HSIC (Kornblith et al. 2019)"),
 }
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Full-batch linear CKA of ``x`` [n, d1] and ``y`` [n, d2] (Kornblith et al. 2019),
-    ``‖Yᵀ X‖²_F / (‖Xᵀ X‖_F ‖Yᵀ Y‖_F)`` on column-centred activations."""
-    return float(_gram_cka(_centred_gram(x)[None], _centred_gram(y)[None])[0, 0])
 
 
 def diagonal_profile(matrix: np.ndarray, points: int | None = None) -> np.ndarray:
