@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 #: Version of the store layout these records make (see ``beyond_inet.store``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _col(arrow: pa.DataType, doc: str, nullable: bool = False, default: Any = MISSING) -> Any:
@@ -46,6 +46,15 @@ class ImageRecords:
     )
     factor_value: np.ndarray | None = _col(
         pa.string(), "per-image factor level (PUG value, ImageNet-Hard origin)", True, None
+    )
+    max_logit: np.ndarray | None = _col(
+        pa.float32(), "the largest logit (the max-logit OOD score)", True, None
+    )
+    logsumexp: np.ndarray | None = _col(
+        pa.float32(),
+        "log-sum-exp of the logits: the negative energy (the energy OOD score)",
+        True,
+        None,
     )
     confidence_ts: np.ndarray | None = _col(
         pa.float32(), "max softmax probability after temperature scaling", True, None

@@ -101,6 +101,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS p_true_ts FLOAT",
         "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS brier_ts FLOAT",
     ],
+    4: [  # v4 -> v5: the logit scores OOD detection uses (NULL for older runs)
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS max_logit FLOAT",
+        "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS logsumexp FLOAT",
+    ],
 }
 
 #: A writer's intent file older than this (not refreshed) is stale: readers ignore it.
@@ -475,6 +479,29 @@ class Store:
             [dataset, model, weights, preprocessing, precision],
         )
         return None if df.empty else (float(df["value"].iloc[0]), str(df["run_id"].iloc[0]))
+
+    def in_distribution_scores(
+        self, dataset: str, model: str, weights: str, preprocessing: str, precision: str
+    ) -> tuple[str, pd.DataFrame] | None:
+        """(run_id, per-image OOD scores) of the latest finished run of ``model`` (these
+        weights, preprocessing JSON and precision) on ``dataset``, view ``standard``: the
+        columns ``confidence``, ``max_logit``, ``logsumexp`` (NULL in a run stored before
+        beyond-inet kept logit scores); ``None`` without such a run."""
+        runs = self.query(
+            "SELECT run_id FROM runs WHERE dataset = ? AND model = ? AND weights = ? "
+            "AND preprocessing = ? AND precision = ? AND status = 'finished' "
+            "ORDER BY finished_at DESC LIMIT 1",
+            [dataset, model, weights, preprocessing, precision],
+        )
+        if runs.empty:
+            return None
+        run_id = str(runs["run_id"].iloc[0])
+        scores = self.query(
+            "SELECT confidence, max_logit, logsumexp FROM predictions "
+            "WHERE run_id = ? AND view = 'standard' ORDER BY sample_id",
+            [run_id],
+        )
+        return run_id, scores
 
     def finished_cka(self, run_key: str) -> str | None:
         """The run_id of a finished CKA run with this key, if any."""

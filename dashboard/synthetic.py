@@ -442,9 +442,9 @@ def _run(
             flip = 1 - math.exp(-view_distance(view) * robustness)
             vp = _predictions(ids, labels, base_acc, vrng, classes, False, standard, flip)
         vp = _with_factor_values(vp, plan.name, view, vrng)
-        if spec.protocol.temperature and (view == "standard" or plan.grouped):
+        if spec.protocol.role("temperature") and (view == "standard" or plan.grouped):
             vp, t = _temperature_scaled(vp)
-            folds = (t * 0.97, t * 1.03) if spec.protocol.temperature == "fit" else ()
+            folds = (t * 0.97, t * 1.03) if spec.protocol.role("temperature") == "fit" else ()
             rows += [(view, r) for r in temperature_rows(t, folds)]
         stored[view] = vp
         tables.append(to_arrow(vp, run_id, model, plan.name, view))

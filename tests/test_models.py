@@ -22,8 +22,8 @@ from beyond_inet.models import (
     timm_family,
     weights,
 )
+from beyond_inet.models.timm_family import from_timm_config
 from beyond_inet.registry import UnknownNameError
-from beyond_inet.transforms.preprocess import from_timm_config
 
 
 def test_paper_models_are_registered_with_their_labels() -> None:

@@ -28,15 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from beyond_inet.models.base import PUBLISHED_ONLY as PUBLISHED_ONLY  # re-exported
+
 CATALOG_DIR = Path(__file__).resolve().parents[2] / "data" / "catalog"
 RESULTS = "results.parquet"
 MODELS = "models.parquet"
 FITS = "effective_robustness_fits.csv"
 #: The x axis of every effective-robustness fit.
 REFERENCE = ("imagenet-val", "top1")
-#: The library (and name prefix) of models known only by their published results
-#: (imagenet-testbed's own rows): ``precompute`` cannot load them.
-PUBLISHED_ONLY = "imagenet-testbed"
 #: logit() of accuracies is taken on values clipped to [EPS, 1 - EPS].
 EPS = 1e-4
 

@@ -9,7 +9,9 @@ with its finder and spec, one line below, and a test (see CONTRIBUTING.md).
 from __future__ import annotations
 
 from beyond_inet.datasets.base import (
+    CROSS_EVALUATIONS,
     INPUT_RECIPES,
+    CrossEvaluation,
     DatasetLayoutError,
     DatasetSpec,
     DecisionRule,
@@ -32,12 +34,15 @@ from beyond_inet.datasets.imagenet_variants import (
     IMAGENET_SKETCH,
     IMAGENET_V2,
 )
+from beyond_inet.datasets.ood import OOD_SETS
 from beyond_inet.datasets.pug import PUG_IMAGENET
 from beyond_inet.registry import Registry
 
 __all__ = [
+    "CROSS_EVALUATIONS",
     "DATASETS",
     "INPUT_RECIPES",
+    "CrossEvaluation",
     "DatasetLayoutError",
     "DatasetSpec",
     "DecisionRule",
@@ -48,7 +53,9 @@ __all__ = [
     "dataset_preprocessing",
     "discover",
     "locate",
+    "reference_dataset",
     "relative_id",
+    "role_datasets",
 ]
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -62,5 +69,17 @@ for _spec in (
     IMAGENET_C,
     IMAGENET_HARD,
     PUG_IMAGENET,
+    *OOD_SETS,
 ):
     DATASETS.add(_spec.name, _spec)
+
+
+def role_datasets(evaluation: str, role: str) -> list[str]:
+    """The datasets that play ``role`` in the cross-dataset ``evaluation``, in order."""
+    return [name for name, spec in DATASETS.items() if spec.protocol.role(evaluation) == role]
+
+
+def reference_dataset(evaluation: str) -> str:
+    """The one dataset in the reference role of ``evaluation`` (fitted on / in-distribution)."""
+    (name,) = role_datasets(evaluation, CROSS_EVALUATIONS.get(evaluation).reference)
+    return name

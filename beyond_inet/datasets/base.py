@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from beyond_inet.reference import imagenet_wnid_index
 from beyond_inet.registry import Registry
@@ -68,6 +68,45 @@ class DecisionRule:
 
 
 @dataclass(frozen=True)
+class CrossEvaluation:
+    """An evaluation that spans datasets: one dataset plays the ``reference`` role (fitted
+    on, or the in-distribution set) and the datasets in the ``target`` role are scored with
+    what the reference run of the same model (weights, preprocessing, precision) gives."""
+
+    name: str
+    reference: str
+    target: str
+    description: str
+
+
+#: The cross-dataset evaluations (data); a dataset declares its roles in its protocol.
+CROSS_EVALUATIONS: Registry[CrossEvaluation] = Registry("cross-dataset evaluation")
+CROSS_EVALUATIONS.add(
+    "temperature",
+    CrossEvaluation(
+        "temperature",
+        "fit",
+        "apply",
+        "temperature scaling: cross-fitted on ImageNet val, applied to the labelled shifts",
+    ),
+)
+CROSS_EVALUATIONS.add(
+    "ood",
+    CrossEvaluation(
+        "ood",
+        "in-distribution",
+        "out-of-distribution",
+        "OOD detection: each OOD set's images against ImageNet val's, by MSP, max-logit and "
+        "energy scores",
+    ),
+)
+
+
+#: The roles of a labelled ImageNet shift: scored also at ImageNet val's temperature.
+APPLY_TEMPERATURE: tuple[tuple[str, str], ...] = (("temperature", "apply"),)
+
+
+@dataclass(frozen=True)
 class Protocol:
     """How a dataset is scored.
 
@@ -81,9 +120,10 @@ class Protocol:
     * ``decision``: its own decision rule, if any;
     * ``input_recipe``: its own input recipe (a name in :data:`INPUT_RECIPES`; cue-conflict
       is fed at native size), ``None`` = each model's own preprocessing;
-    * ``temperature``: its part in temperature scaling: ``"fit"`` (ImageNet val: the
-      temperature is cross-fitted on it), ``"apply"`` (a labelled shift dataset: scored
-      also at the temperature fitted on ImageNet val), ``None`` (not scaled).
+    * ``roles``: its part in cross-dataset evaluations, ``(evaluation, role)`` pairs (see
+      :data:`CROSS_EVALUATIONS`): ``("temperature", "fit")`` (ImageNet val: the temperature
+      is cross-fitted on it), ``("temperature", "apply")`` (a labelled shift: scored also
+      at the temperature fitted on ImageNet val), ``("ood", "out-of-distribution")``.
     """
 
     evaluations: tuple[str, ...] = ()
@@ -93,7 +133,19 @@ class Protocol:
     class_subset: Callable[[], tuple[int, ...]] | None = field(default=None, compare=False)
     decision: DecisionRule | None = None
     input_recipe: str | None = None
-    temperature: Literal["fit", "apply"] | None = None
+    roles: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, role in self.roles:
+            cross = CROSS_EVALUATIONS.get(name)  # unknown names: "did you mean"
+            if role not in (cross.reference, cross.target):
+                raise ValueError(
+                    f"{name}: role {role!r} is neither {cross.reference!r} nor {cross.target!r}"
+                )
+
+    def role(self, evaluation: str) -> str | None:
+        """This dataset's role in a cross-dataset evaluation, or ``None``."""
+        return dict(self.roles).get(evaluation)
 
 
 @dataclass(frozen=True)

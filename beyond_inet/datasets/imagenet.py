@@ -61,6 +61,6 @@ IMAGENET_VAL = DatasetSpec(
         view_evaluations=("accuracy",),
         run_evaluations=("agreement",),
         transform_views=True,
-        temperature="fit",
+        roles=(("temperature", "fit"), ("ood", "in-distribution")),
     ),
 )

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from beyond_inet.datasets.base import (
+    APPLY_TEMPERATURE,
     DatasetSpec,
     Layout,
     Protocol,
@@ -71,6 +72,6 @@ IMAGENET_C = DatasetSpec(
     protocol=Protocol(
         evaluations=("accuracy", "calibration"),
         run_evaluations=("imagenet_c",),
-        temperature="apply",
+        roles=APPLY_TEMPERATURE,
     ),
 )

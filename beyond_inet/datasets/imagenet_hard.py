@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from beyond_inet.datasets.base import (
+    APPLY_TEMPERATURE,
     IMAGE_SUFFIXES,
     DatasetLayoutError,
     DatasetSpec,
@@ -79,6 +80,6 @@ IMAGENET_HARD = DatasetSpec(
     how_to_get="Manual: export the Hugging Face dataset taesiri/imagenet-hard (validation "
     "split) as image files plus metadata.jsonl with file_name, label and origin.",
     protocol=Protocol(
-        evaluations=("accuracy", "calibration", "factor_values"), temperature="apply"
+        evaluations=("accuracy", "calibration", "factor_values"), roles=APPLY_TEMPERATURE
     ),
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from beyond_inet.datasets.base import (
+    APPLY_TEMPERATURE,
     DatasetSpec,
     Layout,
     Protocol,
@@ -57,7 +58,7 @@ IMAGENET_V2 = DatasetSpec(
     how_to_get=download_hint("imagenet-v2") + "the MatchedFrequency tarball of "
     "github.com/modestyachts/ImageNetV2 (its folder imagenetv2-matched-frequency-format-val"
     " renamed).",
-    protocol=Protocol(evaluations=LABELLED, temperature="apply"),
+    protocol=Protocol(evaluations=LABELLED, roles=APPLY_TEMPERATURE),
 )
 
 IMAGENET_SKETCH = DatasetSpec(
@@ -70,7 +71,7 @@ IMAGENET_SKETCH = DatasetSpec(
     ),
     how_to_get=download_hint("imagenet-sketch") + "ImageNet-Sketch.zip from "
     "github.com/HaohanWang/ImageNet-Sketch (Hugging Face songweig/imagenet_sketch).",
-    protocol=Protocol(evaluations=LABELLED, temperature="apply"),
+    protocol=Protocol(evaluations=LABELLED, roles=APPLY_TEMPERATURE),
 )
 
 IMAGENET_R = DatasetSpec(
@@ -81,7 +82,7 @@ IMAGENET_R = DatasetSpec(
     protocol=Protocol(
         evaluations=(*LABELLED, "accuracy_1000way"),
         class_subset=imagenet_r_indices,
-        temperature="apply",
+        roles=APPLY_TEMPERATURE,
     ),
 )
 
@@ -93,6 +94,6 @@ IMAGENET_A = DatasetSpec(
     protocol=Protocol(
         evaluations=(*LABELLED, "accuracy_1000way"),
         class_subset=imagenet_a_indices,
-        temperature="apply",
+        roles=APPLY_TEMPERATURE,
     ),
 )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from beyond_inet.datasets.base import (
+    APPLY_TEMPERATURE,
     DatasetLayoutError,
     DatasetSpec,
     Layout,
@@ -100,6 +101,6 @@ PUG_IMAGENET = DatasetSpec(
     how_to_get=download_hint("pug-imagenet") + "PUG_IMAGENET.tar.gz from "
     "github.com/facebookresearch/PUG (CC-BY-NC).",
     protocol=Protocol(
-        evaluations=("accuracy", "calibration", "factor_values"), temperature="apply"
+        evaluations=("accuracy", "calibration", "factor_values"), roles=APPLY_TEMPERATURE
     ),
 )

@@ -1,7 +1,9 @@
 """Model zoo: names -> specs -> loaded models, one module per model family.
 
 Names: the built-in paper models (``deit3_21k``, ``convnext_base_21k``, ``vit_clip``,
-``convnext_clip``), ``timm:<timm model name>`` and ``open_clip:<arch>:<pretrained tag>``.
+``convnext_clip``) and ``<family>:<rest>`` for each registered family: ``timm:<timm model
+name>``, ``open_clip:<arch>:<pretrained tag>``, ``hf:<repo id>[@<revision>]`` (Hugging Face
+``transformers`` image classifiers).
 Every loaded model is a :class:`LoadedModel` whose module follows the
 :class:`~beyond_inet.models.contract.Classifier` contract.
 
@@ -11,20 +13,21 @@ prefix to the module that implements it, imported on first use.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from beyond_inet import catalog
 from beyond_inet.models.base import (
+    FAMILIES,
     PAPER_SPECS,
     PAPER_SUPERVISED_PREPROCESSING,
+    PUBLISHED_ONLY,
     CheckpointMismatchError,
+    FamilyRef,
     LoadedModel,
     LoadOptions,
     ModelFamily,
     ModelSpec,
     PreprocessingChoice,
+    UnsupportedModelError,
     WeightsSource,
     WeightsUnavailableError,
 )
@@ -38,35 +41,28 @@ __all__ = [
     "PAPER_MODELS",
     "PAPER_SUPERVISED_PREPROCESSING",
     "CheckpointMismatchError",
+    "FamilyRef",
     "LoadOptions",
     "LoadedModel",
     "ModelSpec",
     "PreprocessingChoice",
+    "UnsupportedModelError",
     "WeightsSource",
     "WeightsUnavailableError",
     "expand_model_names",
     "family",
+    "family_syntax",
     "fetch_weights",
     "load_model",
     "resolve_spec",
 ]
 
 
-@dataclass(frozen=True)
-class FamilyRef:
-    """A model family by module path; the module (and its library) is imported on first use.
-    The module exposes ``FAMILY``, an object of the :class:`ModelFamily` protocol."""
-
-    module: str
-
-    def get(self) -> ModelFamily:
-        """The family object (imports its module)."""
-        return importlib.import_module(self.module).FAMILY  # type: ignore[no-any-return]
-
-
-FAMILIES: Registry[FamilyRef] = Registry("model family")
-FAMILIES.add("timm", FamilyRef("beyond_inet.models.timm_family"))
-FAMILIES.add("open_clip", FamilyRef("beyond_inet.models.open_clip_family"))
+FAMILIES.add("timm", FamilyRef("beyond_inet.models.timm_family", "timm:<name>"))
+FAMILIES.add(
+    "open_clip", FamilyRef("beyond_inet.models.open_clip_family", "open_clip:<arch>:<tag>")
+)
+FAMILIES.add("hf", FamilyRef("beyond_inet.models.hf_family", "hf:<repo id>[@<revision>]"))
 
 MODELS: Registry[ModelSpec] = Registry("model")
 for _spec in PAPER_SPECS:
@@ -76,7 +72,7 @@ PAPER_MODELS: tuple[str, ...] = tuple(MODELS)
 
 
 def family(name: str) -> ModelFamily:
-    """The family object for a prefix (``timm`` / ``open_clip``)."""
+    """The family object for a prefix (``timm`` / ``open_clip`` / ``hf``)."""
     return FAMILIES.get(name).get()
 
 
@@ -90,22 +86,26 @@ def expand_model_names(names: list[str]) -> list[str]:
     return out
 
 
+def family_syntax() -> str:
+    """How each registered family's names are written: ``'timm:<name>', ...`` (imports no
+    model library)."""
+    return ", ".join(f"'{ref.syntax}'" for _, ref in FAMILIES.items())
+
+
 def resolve_spec(name: str) -> ModelSpec:
     """Name -> ModelSpec; unknown names raise :class:`UnknownNameError` with suggestions."""
     prefix, sep, rest = name.partition(":")
     if sep and prefix in FAMILIES:
         return family(prefix).parse(name, rest)
-    if sep and prefix == catalog.PUBLISHED_ONLY:
+    if sep and prefix == PUBLISHED_ONLY:
         raise UnknownNameError(
             f"{name!r} is a published imagenet-testbed result, not weights precompute can "
-            "load; the model finder shows its numbers. Measure a timm or open_clip model "
-            "('timm:<name>', 'open_clip:<arch>:<tag>') instead."
+            f"load; the model finder shows its numbers. Measure a model of a family "
+            f"({family_syntax()}) instead."
         )
     if name not in MODELS:
         raise UnknownNameError(
-            MODELS.unknown_message(name)
-            + " Any timm model as 'timm:<name>', any open_clip model as"
-            " 'open_clip:<arch>:<tag>'."
+            MODELS.unknown_message(name) + f" Or name a model of a family: {family_syntax()}."
         )
     return MODELS.get(name)
 

@@ -1,12 +1,15 @@
 """What a model is, independent of its library: specs, weights sources, load options, the
-loaded-model record and the family protocol. Cheap to import (no torch)."""
+loaded-model record, the family protocol and the registry of families. Cheap to import (no
+torch)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from beyond_inet.registry import Registry, UnknownNameError
 from beyond_inet.settings import DEFAULT_LOGIT_SCALE
 from beyond_inet.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -16,6 +19,9 @@ if TYPE_CHECKING:
     from beyond_inet.models.contract import Classifier
 
 PreprocessingChoice = Literal["paper", "weights"]
+#: The library (and name prefix) of the model catalogue's rows known only by their published
+#: results (imagenet-testbed's own models): ``precompute`` cannot load them.
+PUBLISHED_ONLY = "imagenet-testbed"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -26,10 +32,16 @@ class CheckpointMismatchError(RuntimeError):
     """A ``--checkpoint`` file does not fit the model architecture or cannot be read."""
 
 
+class UnsupportedModelError(UnknownNameError):
+    """A model that exists but cannot be evaluated here (e.g. its head is not the 1000
+    ImageNet-1k classes, or its preprocessing cannot be expressed); the message says why.
+    An :class:`UnknownNameError`, so callers refuse it as bad input."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to build: a family (``timm`` / ``open_clip``), an architecture and a weights tag,
-    with display metadata.
+    """What to build: a family (``timm`` / ``open_clip`` / ``hf``), an architecture and a
+    weights tag, with display metadata.
 
     ``paper_preprocessing`` is the paper's own evaluation recipe where it differs from the
     weights' config; ``None`` means the weights' config is what the paper used.
@@ -45,10 +57,9 @@ class ModelSpec:
 
     @property
     def hub_id(self) -> str:
-        """A human-readable weights id: ``timm/<arch>.<tag>`` or ``open_clip/<arch>/<tag>``."""
-        if self.family == "timm":
-            return f"timm/{self.arch}" + (f".{self.tag}" if self.tag else "")
-        return f"{self.family}/{self.arch}/{self.tag}"
+        """A human-readable weights id, as the family formats it (``ModelFamily.hub_id``;
+        imports the family's module)."""
+        return FAMILIES.get(self.family).get().hub_id(self)
 
     @property
     def display(self) -> str:
@@ -111,13 +122,17 @@ class LoadedModel:
 
 
 class ModelFamily(Protocol):
-    """One model library (timm, open_clip): how names parse, how weights are found, fetched
-    and loaded, and which library versions affect the numbers."""
+    """One model library (timm, open_clip, transformers): how names parse, how weights are
+    found, fetched and loaded, and which library versions affect the numbers."""
 
     prefix: str
 
     def parse(self, name: str, rest: str) -> ModelSpec:
         """``<prefix>:<rest>`` -> spec; unknown names raise UnknownNameError."""
+        ...
+
+    def hub_id(self, spec: ModelSpec) -> str:
+        """A human-readable id of the spec's weights (e.g. ``timm/<arch>.<tag>``)."""
         ...
 
     def load(self, spec: ModelSpec, opts: LoadOptions) -> LoadedModel:
@@ -131,6 +146,26 @@ class ModelFamily(Protocol):
     def versions(self) -> dict[str, str]:
         """Library name -> version, for the run record."""
         ...
+
+
+@dataclass(frozen=True)
+class FamilyRef:
+    """A model family by module path; the module (and its library) is imported on first use.
+    The module exposes ``FAMILY``, an object of the :class:`ModelFamily` protocol.
+
+    ``syntax`` is how its names are written (``timm:<name>``), for hints that must not import
+    the library."""
+
+    module: str
+    syntax: str
+
+    def get(self) -> ModelFamily:
+        """The family object (imports its module)."""
+        return importlib.import_module(self.module).FAMILY  # type: ignore[no-any-return]
+
+
+#: prefix -> family; the families register in ``beyond_inet/models/__init__.py``.
+FAMILIES: Registry[FamilyRef] = Registry("model family")
 
 
 PAPER_SUPERVISED_PREPROCESSING = Preprocessing(

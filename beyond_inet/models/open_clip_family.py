@@ -30,10 +30,27 @@ from beyond_inet.models.weights import hf_cached, hub_reachable, load_checkpoint
 from beyond_inet.reference import openai_templates
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.settings import RANDOM_SEED, cache_dir
-from beyond_inet.transforms.preprocess import from_open_clip_config
+from beyond_inet.transforms.preprocess import Preprocessing
 
 OPEN_CLIP_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 OPEN_CLIP_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def from_open_clip_config(cfg: dict[str, Any]) -> Preprocessing:
+    """Build from ``open_clip.get_model_preprocess_cfg`` output (resize_mode 'shortest')."""
+    mode = cfg.get("resize_mode", "shortest")
+    if mode != "shortest":
+        raise ValueError(f"open_clip resize_mode {mode!r} is not supported (only 'shortest')")
+    size = cfg["size"]
+    size = int(size if isinstance(size, int) else size[-1])
+    return Preprocessing(
+        resize_size=size,
+        crop_size=size,
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(float(x) for x in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(x) for x in cfg["std"]),  # type: ignore[arg-type]
+        source="open_clip preprocess config",
+    )
 
 
 def register_bundled_configs() -> None:
@@ -223,6 +240,10 @@ class OpenClipFamily:
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownNameError(f"Unknown open_clip arch {arch!r}.{hint}")
         return ModelSpec(name, "open_clip", arch, tag or None, description=f"open_clip {rest}")
+
+    def hub_id(self, spec: ModelSpec) -> str:
+        """``open_clip/<arch>/<tag>``."""
+        return f"open_clip/{spec.arch}/{spec.tag}"
 
     def cached_weights(self, spec: ModelSpec, must_exist: bool) -> str | None:
         """The cached weights file of a spec, or None (raises when it must exist but cannot

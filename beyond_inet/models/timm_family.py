@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,27 @@ from beyond_inet.models.weights import (
 )
 from beyond_inet.registry import UnknownNameError
 from beyond_inet.settings import RANDOM_SEED
-from beyond_inet.transforms.preprocess import from_timm_config
+from beyond_inet.transforms.preprocess import Preprocessing
+
+
+def from_timm_config(cfg: dict[str, Any]) -> Preprocessing:
+    """Build from a timm data config (``timm.data.resolve_data_config`` output).
+
+    Mirrors timm's eval transform: ``scale_size = floor(img_size / crop_pct)``, center crop.
+    """
+    crop_mode = cfg.get("crop_mode", "center")
+    if crop_mode != "center":
+        raise ValueError(f"timm crop_mode {crop_mode!r} is not supported (only 'center')")
+    crop = int(cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    return Preprocessing(
+        resize_size=math.floor(crop / crop_pct),
+        crop_size=crop,
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(float(x) for x in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(x) for x in cfg["std"]),  # type: ignore[arg-type]
+        source="timm pretrained_cfg (resolve_data_config)",
+    )
 
 
 class TimmClassifier(Classifier):
@@ -110,6 +131,10 @@ class TimmFamily:
         if not timm.is_model(arch):
             raise UnknownNameError(_suggest(arch, timm.list_models(), "timm model"))
         return ModelSpec(name, "timm", arch, tag or None, description=f"timm {rest}")
+
+    def hub_id(self, spec: ModelSpec) -> str:
+        """``timm/<arch>.<tag>``."""
+        return f"timm/{full_name(spec)}"
 
     def load(self, spec: ModelSpec, opts: LoadOptions) -> LoadedModel:
         from timm.data import resolve_data_config

@@ -35,12 +35,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def hf_cached(repo_id: str, filenames: tuple[str, ...]) -> str | None:
-    """The first of ``filenames`` in the local Hugging Face cache of ``repo_id``, or None."""
+def hf_cached(repo_id: str, filenames: tuple[str, ...], revision: str | None = None) -> str | None:
+    """The first of ``filenames`` in the local Hugging Face cache of ``repo_id`` (at
+    ``revision``, default ``main``), or None."""
     from huggingface_hub import try_to_load_from_cache
 
     for fn in filenames:
-        hit = try_to_load_from_cache(repo_id, fn)
+        hit = try_to_load_from_cache(repo_id, fn, revision=revision)
         if isinstance(hit, str):
             return hit
     return None

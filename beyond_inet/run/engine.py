@@ -189,6 +189,8 @@ class LogitOutputs:
     brier: np.ndarray
     decision: np.ndarray | None = None
     pred_full: np.ndarray | None = None
+    max_logit: np.ndarray | None = None
+    logsumexp: np.ndarray | None = None
     confidence_ts: np.ndarray | None = None
     p_true_ts: np.ndarray | None = None
     brier_ts: np.ndarray | None = None
@@ -205,6 +207,8 @@ class LogitOutputs:
             np.zeros((0, TOPK), np.int64),
             np.zeros((0, TOPK)),
             z,
+            max_logit=z,
+            logsumexp=z,
         )
 
 
@@ -299,6 +303,8 @@ def score_logits_on_device(
         topk_idx=top_i,
         topk_prob=top_p,
         brier=brier,
+        max_logit=logits.max(-1).values,  # the OOD scores of the softmax's logits
+        logsumexp=torch.logsumexp(logits, -1),
     )
     if rule is not None:
         out["decision"] = rule.decide(probs)

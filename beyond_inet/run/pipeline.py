@@ -10,7 +10,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,12 +49,16 @@ from beyond_inet.run.engine import (
 )
 from beyond_inet.run.plan import (
     DatasetPlan,
+    InDistribution,
     PrecomputeConfig,
+    References,
     evaluations_for,
     find_datasets,
     fitted_temperatures,
+    in_distribution_runs,
     library_versions,
     load_models,
+    model_key,
     plan_dataset,
 )
 from beyond_inet.run.shards import (
@@ -66,8 +70,15 @@ from beyond_inet.run.shards import (
     shard_folder,
     write_shard,
 )
+from beyond_inet.scoring import ood
 from beyond_inet.scoring import temperature as ts
-from beyond_inet.scoring.evaluations import ScoringOptions, channels_for, score_run, score_view
+from beyond_inet.scoring.evaluations import (
+    PER_IMAGE,
+    ScoringOptions,
+    channels_for,
+    score_run,
+    score_view,
+)
 from beyond_inet.scoring.paired import compare
 from beyond_inet.settings import SCORING_CHANGES, SCORING_VERSION
 from beyond_inet.store import Store
@@ -134,23 +145,17 @@ def image_records(
         decision = np.asarray(decision_labels, dtype=object)[out.decision]
     factors = [found.samples[i].factor_value for i in out.index]
     factor_value = np.array(factors, dtype=object) if any(f is not None for f in factors) else None
-    return ImageRecords(
-        sample_id=ids,
-        label=labels,
-        pred=out.pred,
-        confidence=out.confidence,
-        p_true=out.p_true,
-        correct=_correct(found, out, labels, decision),
-        topk_idx=out.topk_idx,
-        topk_prob=out.topk_prob,
-        brier=out.brier,
-        decision=decision,
-        pred_full=out.pred_full,
-        factor_value=factor_value,
-        confidence_ts=out.confidence_ts,
-        p_true_ts=out.p_true_ts,
-        brier_ts=out.brier_ts,
-    )
+    own = {
+        "sample_id": ids,
+        "label": labels,
+        "correct": _correct(found, out, labels, decision),
+        "decision": decision,
+        "factor_value": factor_value,
+    }
+    passed = (
+        {f.name for f in fields(ImageRecords)} & {f.name for f in fields(LogitOutputs)}
+    ) - set(own)
+    return ImageRecords(**own, **{name: getattr(out, name) for name in passed})
 
 
 def view_name(group: str, transform_view: str) -> str:
@@ -229,7 +234,7 @@ def scale_outputs(
     """Temperature scaling of one model's outputs (transform view -> outputs) by the
     dataset's protocol: cross-fitted on the fit dataset (from the pass's logits); the
     engine already scored an applying dataset at ``applied``."""
-    use = found.spec.protocol.temperature
+    use = found.spec.protocol.role("temperature")
     if use == "apply" and applied is not None:
         return outputs, Scaling(
             applied[0],
@@ -304,6 +309,7 @@ def run_record(
     key: str,
     run_id: str,
     temperature_scaling: dict[str, Any] | None = None,
+    in_distribution: InDistribution | None = None,
 ) -> RunRecord:
     """The run's provenance record (its settings: the model's, and how it was
     temperature-scaled, if it was)."""
@@ -314,6 +320,12 @@ def run_record(
         settings["limit"] = {"images": cfg.limit, "sampling": LIMIT_SAMPLING, "seed": LIMIT_SEED}
     if temperature_scaling:
         settings["temperature_scaling"] = temperature_scaling
+    if in_distribution is not None:
+        settings["ood"] = {
+            "in_distribution_run": in_distribution.run_id,
+            "in_distribution_images": in_distribution.n_images,
+            "scores": sorted(in_distribution.scores),
+        }
     return RunRecord(
         run_id=run_id,
         run_key=key,
@@ -359,6 +371,8 @@ class ModelRun:
     views: Sequence[View]
     records: dict[str, dict[str, ImageRecords]]
     scaling: Scaling | None
+    #: the in-distribution run an OOD set's run is scored against
+    in_distribution: InDistribution | None = None
 
 
 def prepare_model_run(
@@ -407,6 +421,10 @@ def commit_model_run(
         prepared.records,
     )
     scored = score_records(found, views, records, cfg.scoring)
+    reference, standard = prepared.in_distribution, records.get("standard", {}).get("standard")
+    if reference is not None and standard is not None:
+        rows = ood.ood_rows(reference.scores, reference.n_images, standard)
+        scored += [("standard", r) for r in rows]
     if prepared.scaling is not None:
         scored += prepared.scaling.rows(
             name for name, rec in records["standard"].items() if rec.confidence_ts is not None
@@ -418,7 +436,7 @@ def commit_model_run(
     ]
     metrics = metrics_frame(run_id, model.name, found.spec.name, scored)
     scaling = prepared.scaling and prepared.scaling.settings
-    run = run_record(cfg, found, model, views, result, started, key, run_id, scaling)
+    run = run_record(cfg, found, model, views, result, started, key, run_id, scaling, reference)
     stored = store.commit_persistently(run, pa.concat_tables(tables), metrics, cfg.force, log)
     return RunSummary(
         model.name,
@@ -523,7 +541,8 @@ def _evaluate(
             {m.name: plan.views[m.name] for m in todo},
             p.decision,
             channels_for(p.evaluations, p.run_evaluations)
-            | ({LOGITS} if p.temperature == "fit" else set()),
+            | ({PER_IMAGE} if p.roles else set())  # cross-dataset roles read the records
+            | ({LOGITS} if p.role("temperature") == "fit" else set()),
             shard=shard,
             temperatures={m: t for m, (t, _) in plan.temperatures.items()},
             decoder=decoder,
@@ -607,10 +626,6 @@ class _Background:
             raise error
 
 
-#: (model, weights, preprocessing, precision) -> (temperature, run id) fitted by this process
-Fitted = dict[tuple[str, str, str, str], tuple[float, str]]
-
-
 def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSummary]:
     log = log_all if dist.main else _quiet
     store = Store(cfg.store)
@@ -624,7 +639,7 @@ def _precompute(cfg: PrecomputeConfig, dist: Dist, log_all: Log) -> list[RunSumm
     found_all = dist.guarded(lambda: find_datasets(cfg, log))
     loaded = _load_models(cfg, dist, log) if dist.active else load_models(cfg, log)
     summaries: list[RunSummary] = []
-    run, background, fitted = cfg.run, _Background(), {}
+    run, background, fitted = cfg.run, _Background(), References()
     pending: Callable[[], None] | None = None
     try:
         with DecodeWorkers(run.workers, run.batch_size, run.cuda, run.decode) as decoder:
@@ -663,7 +678,7 @@ def _dataset(
     summaries: list[RunSummary],
     log: Log,
     log_all: Log,
-    fitted: Fitted,
+    fitted: References,
     background: _Background,
     previous: Callable[[], None] | None,
 ) -> Callable[[], None] | None:
@@ -681,7 +696,10 @@ def _dataset(
             )
         )
     )
-    plan = dist.guarded(lambda: plan_dataset(cfg, found, loaded, log, temps))
+    in_dist = dist.guarded(  # rank 0 alone scores and commits: only it needs them
+        lambda: in_distribution_runs(store, cfg, found, loaded, log, fitted) if dist.main else None
+    )
+    plan = dist.guarded(lambda: plan_dataset(cfg, found, loaded, log, temps, in_dist))
     plan.keys = dist.broadcast(plan.keys)  # rank 0's identity (device names could differ)
     names = dist.guarded(  # rank 0 decides (it alone reads the store); all learn of a failure
         lambda: [m.name for m in _todo(cfg, store, plan, log, summaries)] if dist.main else None
@@ -708,11 +726,12 @@ def _prepare_runs(
     plan: DatasetPlan,
     todo: list[LoadedModel],
     result: PassResult | None,
-    fitted: Fitted,
+    fitted: References,
     log: Log,
 ) -> list[ModelRun] | None:
     """Each model's run of a whole pass (where this process has it), temperature-scaled;
-    a temperature fitted here is remembered in ``fitted`` for the next datasets."""
+    a temperature fitted here, and in-distribution OOD scores, are remembered in ``fitted``
+    for the next datasets."""
     if result is None:
         return None
     out = []
@@ -720,10 +739,15 @@ def _prepare_runs(
         prepared = prepare_model_run(
             cfg, plan.found, m, plan.views[m.name], result, log, plan.temperatures.get(m.name)
         )
-        fits = plan.found.spec.protocol.temperature == "fit"
+        protocol, key = plan.found.spec.protocol, model_key(m, cfg.run.precision)
+        fits = protocol.role("temperature") == "fit"
         if prepared.scaling is not None and fits and cfg.limit is None:  # whole split only
-            key = (m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision)
-            fitted[key] = (prepared.scaling.temperature, prepared.run_id)
+            fitted.temperatures[key] = (prepared.scaling.temperature, prepared.run_id)
+        standard = prepared.records.get("standard", {}).get("standard")
+        if protocol.role("ood") == "in-distribution" and standard is not None:
+            scores = ood.record_scores(standard)
+            fitted.in_distribution[key] = InDistribution(prepared.run_id, len(standard), scores)
+        prepared.in_distribution = plan.in_distribution.get(m.name)
         out.append(prepared)
     return out
 
@@ -784,7 +808,7 @@ def paired_records(
         for b in runs[i + 1 :]:
             for view, ca in a.correct.items():
                 cb = b.correct.get(view)
-                if cb is None or len(cb) != len(ca):
+                if cb is None or len(cb) != len(ca) or not len(ca):  # (no scored image)
                     continue
                 c = compare(ca, cb, opts.n_boot, opts.seed, opts.device)
                 out.append(

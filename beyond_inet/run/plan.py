@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from beyond_inet.datasets import (
     DATASETS,
     DatasetSpec,
@@ -16,6 +18,7 @@ from beyond_inet.datasets import (
     dataset_preprocessing,
     discover,
     locate,
+    reference_dataset,
 )
 from beyond_inet.log import Log
 from beyond_inet.models import (
@@ -29,6 +32,7 @@ from beyond_inet.models import (
 )
 from beyond_inet.run.engine import RunSettings, Shard
 from beyond_inet.run.errors import PrecomputeError
+from beyond_inet.scoring import ood
 from beyond_inet.scoring.evaluations import ScoringOptions
 from beyond_inet.scoring.probe import ProbeSettings
 from beyond_inet.settings import (
@@ -150,11 +154,13 @@ def run_key(
     environment: dict[str, object],
     content: str = "",
     temperature: float | None = None,
+    in_distribution_run: str | None = None,
 ) -> str:
     """Identity of a run — everything that can change a stored number (README, "Run
     identity"): model, weights, dataset and its content (``content``: the
     :meth:`FoundDataset.fingerprint` of the evaluated files), views, preprocessing,
-    settings, limit, the temperature applied (when one is) and the ``environment``
+    settings, limit, the temperature applied (when one is), the in-distribution run an OOD
+    set is scored against (when there is one) and the ``environment``
     (:func:`run_environment`: device, precision, TF32, decoder, batch size, compile,
     library versions). A run is skipped only when a finished run has the same key."""
     payload = {
@@ -170,6 +176,8 @@ def run_key(
     }
     if temperature is not None:
         payload["temperature"] = repr(float(temperature))
+    if in_distribution_run is not None:
+        payload["in_distribution_run"] = in_distribution_run
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -233,11 +241,37 @@ class DatasetPlan:
     keys: dict[str, str]
     #: model -> (temperature, the run that fitted it) for a dataset that applies one
     temperatures: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: model -> its in-distribution run, for an OOD set (the committing process only)
+    in_distribution: dict[str, InDistribution] = field(default_factory=dict)
 
 
-def temperature_dataset() -> str:
-    """The dataset whose protocol fits the temperature (ImageNet val)."""
-    return next(name for name, s in DATASETS.items() if s.protocol.temperature == "fit")
+#: A model's identity across datasets: (model, weights, preprocessing JSON, precision).
+ModelKey = tuple[str, str, str, str]
+
+
+def model_key(model: LoadedModel, precision: str) -> ModelKey:
+    """What a reference result must share with the run that uses it."""
+    return (model.name, model.weights, model.preprocessing.to_json(), precision)
+
+
+@dataclass(frozen=True)
+class InDistribution:
+    """The in-distribution run an OOD set is scored against: its id, image count and
+    per-image OOD scores (:func:`beyond_inet.scoring.ood.scores_of`)."""
+
+    run_id: str
+    n_images: int
+    scores: dict[str, np.ndarray]
+
+
+@dataclass
+class References:
+    """Reference results of cross-dataset evaluations this process made (runs maybe not
+    committed yet): temperatures fitted (with the fitting run) and in-distribution OOD
+    scores, by :func:`model_key`."""
+
+    temperatures: dict[ModelKey, tuple[float, str]] = field(default_factory=dict)
+    in_distribution: dict[ModelKey, InDistribution] = field(default_factory=dict)
 
 
 def fitted_temperatures(
@@ -246,20 +280,20 @@ def fitted_temperatures(
     found: FoundDataset,
     loaded: Sequence[LoadedModel],
     log: Log,
-    fitted: dict[tuple[str, str, str, str], tuple[float, str]] | None = None,
+    session: References | None = None,
 ) -> dict[str, tuple[float, str]]:
-    """For a dataset that applies temperature scaling, each model's temperature fitted on
-    ImageNet val (same weights, preprocessing and precision): fitted by this process
-    (``fitted``, a run not committed yet), else from the store; a note for each model that
-    has none (its calibration after scaling is then left out)."""
-    if found.spec.protocol.temperature != "apply":
+    """For a dataset in the ``apply`` role of temperature scaling, each model's temperature
+    fitted on ImageNet val (same weights, preprocessing and precision): fitted by this
+    process (``session``, a run not committed yet), else from the store; a note for each
+    model that has none (its calibration after scaling is then left out)."""
+    if found.spec.protocol.role("temperature") != "apply":
         return {}
-    source = temperature_dataset()
+    source = reference_dataset("temperature")
     out = {}
     for m in loaded:
-        here = (m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision)
-        got = (fitted or {}).get(here) or store.fitted_temperature(
-            source, m.name, m.weights, m.preprocessing.to_json(), cfg.run.precision
+        key = model_key(m, cfg.run.precision)
+        got = (session or References()).temperatures.get(key) or store.fitted_temperature(
+            source, *key
         )
         if got is None:
             log(
@@ -272,16 +306,56 @@ def fitted_temperatures(
     return out
 
 
+def in_distribution_runs(
+    store: Store,
+    cfg: PrecomputeConfig,
+    found: FoundDataset,
+    loaded: Sequence[LoadedModel],
+    log: Log,
+    session: References | None = None,
+) -> dict[str, InDistribution]:
+    """For an OOD set (the ``out-of-distribution`` role of ``ood``), each model's
+    in-distribution run (same weights, preprocessing and precision): made by this process,
+    else the latest in the store; a note for each model without one (its OOD detection
+    metrics are then left out)."""
+    if found.spec.protocol.role("ood") != "out-of-distribution":
+        return {}
+    source = reference_dataset("ood")
+    out = {}
+    for m in loaded:
+        key = model_key(m, cfg.run.precision)
+        got = (session or References()).in_distribution.get(key)
+        if got is None:
+            stored = store.in_distribution_scores(source, *key)
+            if stored is not None:
+                run_id, frame = stored
+                scores = ood.scores_of({c: frame[c].to_numpy() for c in frame.columns})
+                got = InDistribution(run_id, len(frame), scores) if scores else None
+        if got is None:
+            log(
+                f"note: no {source} run of {m.name} with OOD scores in {cfg.store} (run "
+                f"{source} first, same weights and precision; a run stored before beyond-inet "
+                f"kept logit scores needs --force): {found.spec.name} is stored without OOD "
+                "detection metrics."
+            )
+        else:
+            out[m.name] = got
+    return out
+
+
 def plan_dataset(
     cfg: PrecomputeConfig,
     found: FoundDataset,
     loaded: Sequence[LoadedModel],
     log: Log,
     temperatures: dict[str, tuple[float, str]] | None = None,
+    in_distribution: dict[str, InDistribution] | None = None,
 ) -> DatasetPlan:
     """Views and run keys of every model on one found dataset (``temperatures``: from
-    :func:`fitted_temperatures`, part of the keys)."""
+    :func:`fitted_temperatures`; ``in_distribution``: from :func:`in_distribution_runs`;
+    both part of the keys)."""
     temperatures = temperatures or {}
+    in_distribution = in_distribution or {}
     models = [model_for_dataset(m, found.spec) for m in loaded]
     grid = [parse_view(v) for v in cfg.extra_views]
     views = [STANDARD, *grid] if found.spec.protocol.transform_views else [STANDARD]
@@ -296,7 +370,8 @@ def plan_dataset(
             run_environment(cfg.run, m),
             content,
             temperatures[m.name][0] if m.name in temperatures else None,
+            in_distribution[m.name].run_id if m.name in in_distribution else None,
         )
         for m in models
     }
-    return DatasetPlan(found, models, per_model, keys, temperatures)
+    return DatasetPlan(found, models, per_model, keys, temperatures, in_distribution)

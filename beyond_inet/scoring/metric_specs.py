@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from beyond_inet.reference import CUE_CONFLICT_CATEGORIES, IMAGENET_X_FACTORS
 from beyond_inet.registry import Registry, UnknownNameError
 
+#: The OOD detection scores (:mod:`beyond_inet.scoring.ood` reads each from its column).
+OOD_SCORES: tuple[str, ...] = ("msp", "max_logit", "energy")
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -354,6 +357,52 @@ for _spec in (
         True,
         "images with that factor value",
         "accuracy per factor value (PUG-ImageNet, ImageNet-Hard origin)",
+    ),
+    MetricSpec(
+        "auroc:<score>",
+        "OOD AUROC",
+        "probability",
+        True,
+        "the OOD set's images against ImageNet val's",
+        "OOD detection: P(an in-distribution image outscores an OOD image) by <score> "
+        "(msp, max_logit, energy)",
+        OOD_SCORES,
+    ),
+    MetricSpec(
+        "fpr95:<score>",
+        "OOD FPR@95%TPR",
+        "percent",
+        False,
+        "the OOD set's images",
+        "OOD detection: OOD images scored above the <score> threshold that keeps 95% of "
+        "ImageNet val",
+        OOD_SCORES,
+    ),
+    MetricSpec(
+        "aupr_in:<score>",
+        "OOD AUPR-in",
+        "probability",
+        True,
+        "the OOD set's images against ImageNet val's",
+        "OOD detection: area under precision-recall, in-distribution as positive",
+        OOD_SCORES,
+    ),
+    MetricSpec(
+        "aupr_out:<score>",
+        "OOD AUPR-out",
+        "probability",
+        True,
+        "the OOD set's images against ImageNet val's",
+        "OOD detection: area under precision-recall, OOD as positive",
+        OOD_SCORES,
+    ),
+    MetricSpec(
+        "ood_reference_images",
+        "in-distribution images",
+        "count",
+        None,
+        "the in-distribution run",
+        "OOD detection: ImageNet val images the OOD set was scored against",
     ),
     MetricSpec(
         "mean_per_class",

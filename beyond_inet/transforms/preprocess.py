@@ -1,16 +1,15 @@
 """Evaluation preprocessing as data: resize shorter side, center crop, normalise.
 
-A :class:`Preprocessing` travels with the weights (timm pretrained config, open_clip
-preprocess config) or with a model spec (the paper's own recipe) and is recorded as JSON
-with every run. It is applied on the device to decoded uint8 images, so one decode serves
-every model and view.
+A :class:`Preprocessing` travels with the weights (each model family builds it from its
+library's own config, in the family module) or with a model spec (the paper's own recipe)
+and is recorded as JSON with every run. It is applied on the device to decoded uint8 images,
+so one decode serves every model and view.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -93,43 +92,6 @@ class Preprocessing:
     def native(self, source: str) -> Preprocessing:
         """This recipe's normalisation with ``resize_mode='exact'`` at its input size."""
         return replace(self, resize_size=self.crop_size, resize_mode="exact", source=source)
-
-
-def from_timm_config(cfg: dict[str, Any]) -> Preprocessing:
-    """Build from a timm data config (``timm.data.resolve_data_config`` output).
-
-    Mirrors timm's eval transform: ``scale_size = floor(img_size / crop_pct)``, center crop.
-    """
-    crop_mode = cfg.get("crop_mode", "center")
-    if crop_mode != "center":
-        raise ValueError(f"timm crop_mode {crop_mode!r} is not supported (only 'center')")
-    crop = int(cfg["input_size"][-1])
-    crop_pct = float(cfg.get("crop_pct") or 0.875)
-    return Preprocessing(
-        resize_size=math.floor(crop / crop_pct),
-        crop_size=crop,
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        mean=tuple(float(x) for x in cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(x) for x in cfg["std"]),  # type: ignore[arg-type]
-        source="timm pretrained_cfg (resolve_data_config)",
-    )
-
-
-def from_open_clip_config(cfg: dict[str, Any]) -> Preprocessing:
-    """Build from ``open_clip.get_model_preprocess_cfg`` output (resize_mode 'shortest')."""
-    mode = cfg.get("resize_mode", "shortest")
-    if mode != "shortest":
-        raise ValueError(f"open_clip resize_mode {mode!r} is not supported (only 'shortest')")
-    size = cfg["size"]
-    size = int(size if isinstance(size, int) else size[-1])
-    return Preprocessing(
-        resize_size=size,
-        crop_size=size,
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        mean=tuple(float(x) for x in cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(x) for x in cfg["std"]),  # type: ignore[arg-type]
-        source="open_clip preprocess config",
-    )
 
 
 def _levels_resize(img: torch.Tensor, height: int, width: int, pp: Preprocessing) -> torch.Tensor:
