@@ -18,6 +18,7 @@ from beyond_inet import settings
 from beyond_inet.datasets import DATASETS, DatasetLayoutError
 from beyond_inet.datasets.transfer import SPLIT_PROTOCOLS, TASKS, expand_tasks
 from beyond_inet.models import (
+    FAMILIES,
     MODELS,
     CheckpointMismatchError,
     WeightsSource,
@@ -43,12 +44,12 @@ if TYPE_CHECKING:
 def _epilog() -> str:
     models = "\n".join(f"  {n:<18} {s.display:<14} {s.description}" for n, s in MODELS.items())
     datasets = "\n".join(f"  {n:<14} {s.layout.text}" for n, s in DATASETS.items())
+    families = "".join(f"\n  {f.syntax:<26} {f.about}" for _, f in FAMILIES.items())
     return (
         "models (--model; 'all' = the four below):\n"
         + models
-        + "\n  timm:<name>        any timm model, e.g. timm:resnet50.a1_in1k"
-        + "\n  open_clip:<arch>:<tag>  any open_clip model as a zero-shot classifier\n\n"
-        + "datasets (--dataset; default: every one found under --data-root):\n"
+        + families
+        + "\n\ndatasets (--dataset; default: every one found under --data-root):\n"
         + datasets
         + "\n\n--list-datasets (with --data-root DIR) shows each dataset's layout, where it is "
         "expected and whether it is found,\nthe VTAB transfer tasks included. Without "

@@ -65,6 +65,10 @@ def test_outputs_match_a_direct_forward_pass(data_root: Path, tiny_timm: LoadedM
     np.testing.assert_allclose(arrays.p_true, probs[np.arange(len(ok)), labels], rtol=1e-3)
     expected_brier = ((probs - np.eye(1000)[labels]) ** 2).sum(1)
     np.testing.assert_allclose(arrays.brier, expected_brier, rtol=1e-3)
+    # the OOD scores: the largest logit and log-sum-exp (the negative energy)
+    np.testing.assert_allclose(arrays.max_logit, logits.max(1), rtol=1e-3, atol=1e-3)
+    lse = logits.max(1) + np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))
+    np.testing.assert_allclose(arrays.logsumexp, lse, rtol=1e-3, atol=1e-3)
     top2 = np.sort(probs, 1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 1e-3 * top2[:, 1]  # argmax not within resampling noise
     assert clear.any()

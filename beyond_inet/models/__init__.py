@@ -58,11 +58,30 @@ __all__ = [
 ]
 
 
-FAMILIES.add("timm", FamilyRef("beyond_inet.models.timm_family", "timm:<name>"))
 FAMILIES.add(
-    "open_clip", FamilyRef("beyond_inet.models.open_clip_family", "open_clip:<arch>:<tag>")
+    "timm",
+    FamilyRef(
+        "beyond_inet.models.timm_family",
+        "timm:<name>",
+        "any timm model, e.g. timm:resnet50.a1_in1k",
+    ),
 )
-FAMILIES.add("hf", FamilyRef("beyond_inet.models.hf_family", "hf:<repo id>[@<revision>]"))
+FAMILIES.add(
+    "open_clip",
+    FamilyRef(
+        "beyond_inet.models.open_clip_family",
+        "open_clip:<arch>:<tag>",
+        "any open_clip model as a zero-shot classifier",
+    ),
+)
+FAMILIES.add(
+    "hf",
+    FamilyRef(
+        "beyond_inet.models.hf_family",
+        "hf:<repo id>[@<revision>]",
+        "a Hugging Face transformers ImageNet-1k classifier, e.g. hf:google/vit-base-patch16-224",
+    ),
+)
 
 MODELS: Registry[ModelSpec] = Registry("model")
 for _spec in PAPER_SPECS:

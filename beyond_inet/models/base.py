@@ -153,11 +153,12 @@ class FamilyRef:
     """A model family by module path; the module (and its library) is imported on first use.
     The module exposes ``FAMILY``, an object of the :class:`ModelFamily` protocol.
 
-    ``syntax`` is how its names are written (``timm:<name>``), for hints that must not import
-    the library."""
+    ``syntax`` is how its names are written (``timm:<name>``) and ``about`` what they name,
+    for hints and ``--help``, which must not import the library."""
 
     module: str
     syntax: str
+    about: str = ""
 
     def get(self) -> ModelFamily:
         """The family object (imports its module)."""
