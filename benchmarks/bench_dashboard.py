@@ -60,14 +60,17 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
         props = [c for c in num.columns if c in {x.title for x in frames.PROPERTIES}]
         return frames.ranking(num[[*props, "random_weights"]], dict.fromkeys(props, 1.0))
 
-    def calibration() -> object:
+    def calibration() -> object:  # the stored ECE / MCE and the 15 reliability bins
         combined_metrics(sel, None, ("top1", "ece", "mce", "nll", "brier"))
-        bins = queries.calibration_table(p, v, "imagenet-val", "standard", models, 15)
-        return queries.ece_from_bins(bins)
+        return queries.calibration_table(p, v, "imagenet-val", "standard", models, 15)
 
     def calibration_c() -> object:  # the largest dataset, one ImageNet-C view, 30 bins
-        bins = queries.calibration_table(p, v, "imagenet-c", "fog:3", models, 30)
-        return queries.ece_from_bins(bins)
+        queries.calibration_table(p, v, "imagenet-c", "fog:3", models, 30)
+        return queries.calibration_errors(p, v, "imagenet-c", "fog:3", models, 30)
+
+    def compare() -> object:  # the stored paired comparison and the images one got right
+        queries.stored_paired(p, v, a, b, "imagenet-val", "standard")
+        return queries.paired_outcomes(p, v, a, b, "imagenet-val", "standard")
 
     def imagenet_x() -> object:
         return combined_metrics(sel, ("imagenet-val",))
@@ -128,6 +131,7 @@ def page_functions(sel: Selection) -> dict[str, Callable[[], object]]:
         "overview": overview,
         "calibration": calibration,
         "calibration (imagenet-c view, 30 bins)": calibration_c,
+        "compare": compare,
         "imagenet-x": imagenet_x,
         "invariance": invariance,
         "shape bias": shape_bias,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from beyond_inet.datasets import DATASETS, discover
 from beyond_inet.models import LoadOptions, WeightsSource, load_model
 from beyond_inet.run.engine import RunSettings, resolve_device, run_pass
-from beyond_inet.run.pipeline import image_records
+from beyond_inet.run.outputs import image_records
 from beyond_inet.scoring import metrics as M
 from tests.trained import save_trained_checkpoint, write_class_folders
 

@@ -25,6 +25,13 @@ device in float64, in another order); intervals moved by Monte-Carlo noise only 
 one matrix for every metric: at the fixture's 8-20 images per view an end point moves by up
 to 2 nats of NLL; ``benchmarks/bench_scoring.py`` shows the agreement at 50,000 images);
 ``runs.settings`` gains ``run`` (device, precision, TF32, decoder, batch size, compile).
+
+Issue 20 (records a leaf, the pipeline split into outputs / scaling / provenance / commit /
+orchestration, cross-dataset roles, one identity function, OOD detection), d6313a2 -> after:
+``predictions``, ``metrics`` and ``runs`` identical; ``predictions`` gains ``max_logit`` and
+``logsumexp`` (the OOD scores). The fixture now also holds two OOD sets (Textures and
+ImageNet-O layouts), whose runs store OOD metrics against the val run, and masks the run ids
+a run's settings refer to (``fitted_by_run``, ``in_distribution_run``).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ def make_data(root: Path) -> Path:
     """Every dataset the tool knows, small, in its real layout; returns the checkpoint."""
     from beyond_inet.reference import imagenet_wnids
     from tests.conftest import CUE_PAIRS, write_corrupt_files, write_cue_conflict, write_flat_val
+    from tests.test_ood import write_ood_images
     from tests.test_robustness import (
         A_WNIDS,
         C_USED,
@@ -88,7 +96,19 @@ def make_data(root: Path) -> Path:
     write_imagenet_c(root / "imagenet-c", C_USED)
     write_imagenet_hard(root / "imagenet-hard")
     write_pug_imagenet(root / "pug-imagenet")
+    write_ood_images(root / "ood" / "textures" / "images" / "banded", 6, 4)
+    write_ood_images(root / "imagenet-o" / "n01443537", 5, 5)
     return save_trained_checkpoint(root.parent / "trained.safetensors")
+
+
+def _without_run_ids(settings: str) -> str:
+    """A run's settings with the ids of the runs it refers to (random per run) masked."""
+    d = json.loads(settings)
+    if "ood" in d:
+        d["ood"]["in_distribution_run"] = "<run id>"
+    if "temperature_scaling" in d and "fitted_by_run" in d["temperature_scaling"]:
+        d["temperature_scaling"]["fitted_by_run"] = "<run id>"
+    return json.dumps(d, sort_keys=True)
 
 
 def run(out: Path) -> None:
@@ -135,6 +155,7 @@ def run(out: Path) -> None:
             ",".join(sorted(f["sample_id"] for f in json.loads(x)))
             for x in tables["runs"]["failed"]
         ]
+        tables["runs"]["settings"] = [_without_run_ids(x) for x in tables["runs"]["settings"]]
         for name, df in tables.items():
             df.sort_values(KEYS[name]).reset_index(drop=True).to_parquet(out / f"{name}.parquet")
             print(f"{name}: {len(df)} rows -> {out / name}.parquet")

@@ -4,6 +4,8 @@ these definitions (no other module writes out their columns)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -16,6 +18,13 @@ import pyarrow as pa
 
 #: Version of the store layout these records make (see ``beyond_inet.store``).
 SCHEMA_VERSION = 5
+
+
+def identity_key(payload: dict[str, Any], length: int = 24) -> str:
+    """The identity of a run, pass or cache entry: a hash of everything that defines it
+    (``payload``, JSON with sorted keys). Every stored run key is made here."""
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _col(arrow: pa.DataType, doc: str, nullable: bool = False, default: Any = MISSING) -> Any:

@@ -841,9 +841,13 @@ def error_consistency_heatmap(ec: pd.DataFrame) -> go.Figure:
 
 
 def paired_difference(summary: dict[str, object], a: str, b: str) -> go.Figure:
-    """Each model's accuracy and the paired difference A - B with its 95% interval."""
+    """Each model's accuracy and the paired difference A - B with its 95% interval (none
+    when stored without resamples): ``summary`` as :func:`dashboard.frames.paired_summary`
+    gives it."""
     lo, hi = summary["ci"]  # type: ignore[misc]
     diff = float(summary["diff"])  # type: ignore[arg-type]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo = hi = diff
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.18)
     for name, acc in ((a, summary["accuracy_a"]), (b, summary["accuracy_b"])):
         fig.add_trace(

@@ -426,6 +426,39 @@ def reproduction(combined: pd.DataFrame, published_rows: pd.DataFrame) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------- calibration
+
+#: The reliability bins' columns (:func:`reliability_bins`).
+BIN_COLUMNS = ["model", "bin", "count", "n_correct", "accuracy", "mean_confidence"]
+
+
+def reliability_bins(per_image: pd.DataFrame, n_bins: int) -> pd.DataFrame:
+    """Per model (``per_image``: ``model, confidence, correct``) the non-empty bins of
+    :func:`beyond_inet.scoring.metrics.calibration_bins` — the bin assignment of the stored
+    ECE / MCE — with :data:`BIN_COLUMNS`."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    parts = []
+    for model, g in per_image.groupby("model", sort=True):
+        b = M.calibration_bins(g["confidence"].to_numpy(), g["correct"].to_numpy(), int(n_bins))
+        parts.append(b[b["count"] > 0].assign(model=model))
+    if not parts:
+        return pd.DataFrame(columns=BIN_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[BIN_COLUMNS]
+
+
+def binned_errors(per_image: pd.DataFrame, n_bins: int) -> pd.DataFrame:
+    """Per model (``per_image``: ``model, confidence, correct``) ``ece``, ``mce`` with
+    ``n_bins`` bins (:func:`beyond_inet.scoring.metrics.calibration_errors`, the function of
+    the stored numbers) and the image count ``n``."""
+    rows = []
+    for model, g in per_image.groupby("model", sort=True):
+        conf, corr = g["confidence"].to_numpy(np.float64), g["correct"].to_numpy(np.float64)
+        ece, mce = M.calibration_errors(conf, corr, int(n_bins))
+        rows.append((model, float(ece), float(mce), len(g)))
+    return pd.DataFrame(rows, columns=["model", "ece", "mce", "n"])
+
+
 # --------------------------------------------------------------------------- transfer
 
 #: The derived VTAB summaries (dataset ``vtab``): metric -> the group's label.
@@ -435,6 +468,66 @@ VTAB_SUMMARIES = {
     "top1_structured": "structured",
     "top1_vtab": "all tasks",
 }
+
+
+def vtab_summaries(rows: pd.DataFrame) -> pd.DataFrame:
+    """The VTAB means of per-task probe top-1 rows (``vtab-<task>`` / ``standard`` /
+    ``top1``; other rows are ignored), measured or published alike: per model (and
+    ``source``, where the rows have one) the mean over the tasks present of each group
+    (``vtab/top1_<group>``) and of every task (``vtab/top1_vtab``), with ``detail`` ``mean
+    of k of n tasks`` (n: the group's tasks, or all 19), no interval, ``random_weights`` when
+    any task's are, no ``run_id``."""
+    from beyond_inet.datasets.transfer import TASKS
+
+    group = {t.stored: t.group for _, t in TASKS.items()}
+    size = pd.Series(group).value_counts()
+    keys = ["model", "source"] if "source" in rows else ["model"]
+    cols = [*keys, "dataset", "view", "metric", "value", "ci_low", "ci_high", "random_weights",
+            "run_id", "detail"]  # fmt: skip
+    task = rows["dataset"].isin(list(group)) & (rows["metric"] == "top1")
+    d = rows[task & (rows["view"] == "standard")]
+    d = d.assign(
+        group=d["dataset"].map(group),
+        value=pd.to_numeric(d["value"], errors="coerce"),
+        random_weights=d.get("random_weights", pd.Series(False, index=d.index))
+        .fillna(False)
+        .astype(bool),
+    )
+    out = []
+    for key, g in d.groupby(keys, sort=True):
+        k = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        parts = [(f"top1_{name}", t, int(size[name])) for name, t in g.groupby("group")]
+        parts.append(("top1_vtab", g, len(group)))
+        for metric, t, n in parts:
+            out.append(
+                {
+                    **k,
+                    "dataset": "vtab",
+                    "view": "standard",
+                    "metric": metric,
+                    "value": float(t["value"].mean()),
+                    "ci_low": math.nan,
+                    "ci_high": math.nan,
+                    "random_weights": bool(t["random_weights"].any()),
+                    "run_id": None,
+                    "detail": f"mean of {len(t)} of {n} tasks",
+                }
+            )
+    return pd.DataFrame(out, columns=cols)
+
+
+def with_vtab_summaries(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with their :func:`vtab_summaries` appended, the one derivation of the VTAB
+    means for measured and published numbers; a summary ``rows`` already hold (the paper's
+    printed 19-task average) is kept, not derived again."""
+    derived = vtab_summaries(rows) if "dataset" in rows else pd.DataFrame()
+    if derived.empty:
+        return rows
+    keys = [c for c in ("model", "source", "dataset", "view", "metric") if c in rows]
+    have = set(map(tuple, rows[keys].astype(str).itertuples(index=False)))
+    new = [tuple(r) not in have for r in derived[keys].astype(str).itertuples(index=False)]
+    derived = derived[new]
+    return pd.concat([rows, derived], ignore_index=True) if len(derived) else rows
 
 
 def transfer_datasets() -> tuple[str, ...]:
@@ -461,8 +554,9 @@ def transfer_table(combined: pd.DataFrame) -> pd.DataFrame:
 
 
 def transfer_groups(combined: pd.DataFrame) -> pd.DataFrame:
-    """The VTAB group means and overall mean (measured: derived in SQL; published: the
-    paper's average and the means of its per-task numbers), labelled by group."""
+    """The VTAB group means and overall mean (:func:`with_vtab_summaries` of the measured
+    and of the published per-task numbers; published: the paper's printed average where it
+    gives one), labelled by group."""
     d = combined[
         (combined["dataset"] == "vtab") & combined["metric"].isin(list(VTAB_SUMMARIES))
     ].copy()
@@ -508,32 +602,37 @@ def transfer_gap(tasks: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- paired
 
 
-def paired_summary(outcomes: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
-    """The paired comparison of two models' per-image correctness (joined by image): the
-    2x2 table, McNemar's exact p-value, the accuracy difference with its paired bootstrap
-    interval, and Cohen's kappa of error consistency."""
-    from beyond_inet.scoring.paired import compare
-
-    c = compare(
-        outcomes["correct_a"].astype(bool).to_numpy(),
-        outcomes["correct_b"].astype(bool).to_numpy(),
-        n_boot,
-        seed,
-    )
-    t = c.test
+def paired_summary(stored: pd.DataFrame, model_a: str) -> dict[str, object] | None:
+    """The stored paired comparison (a row of the ``paired`` table,
+    :func:`dashboard.queries.stored_paired`) as model ``model_a`` (A) against the other
+    model (B): the 2x2 table, McNemar's exact p-value, each model's accuracy, the accuracy
+    difference A - B with its paired bootstrap interval, the error consistency and the
+    bootstrap resamples. A row stored the other way round is turned: A's and B's discordant
+    counts swap, the difference and its interval change sign; the p-value and kappa are
+    symmetric. None without a row."""
+    if stored.empty:
+        return None
+    r = stored.iloc[0]
+    flip = r["model_a"] != model_a
+    only_a, only_b = (r["only_b"], r["only_a"]) if flip else (r["only_a"], r["only_b"])
+    both_right, both_wrong, n = int(r["both_right"]), int(r["both_wrong"]), int(r["n_images"])
+    sign = -1.0 if flip else 1.0
+    lo, hi = float(r["ci_low"]), float(r["ci_high"])
+    nan = float("nan")
     return {
-        "n": c.n,
-        "accuracy_a": c.accuracy_a,
-        "accuracy_b": c.accuracy_b,
+        "n": n,
+        "accuracy_a": (both_right + int(only_a)) / n if n else nan,
+        "accuracy_b": (both_right + int(only_b)) / n if n else nan,
         "table": pd.DataFrame(
-            [[t.both_right, t.only_a], [t.only_b, t.both_wrong]],
+            [[both_right, int(only_a)], [int(only_b), both_wrong]],
             index=["A right", "A wrong"],
             columns=["B right", "B wrong"],
         ),
-        "p_value": t.p_value,
-        "diff": c.diff,
-        "ci": (c.ci_low, c.ci_high),
-        "kappa": c.kappa,
+        "p_value": float(r["p_value"]),
+        "diff": sign * float(r["accuracy_diff"]),
+        "ci": (-hi, -lo) if flip else (lo, hi),
+        "kappa": float(r["kappa"]),
+        "n_boot": int(r["n_boot"]),
     }
 
 

@@ -150,14 +150,15 @@ def published_rows(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
 
 def published_metrics(directory: Path = PUBLISHED_DIR) -> pd.DataFrame:
     """The preferred published value per (model, dataset, view, metric), in the measured
-    metrics' long format plus ``source='published'``, ``provenance`` and ``reference``."""
+    metrics' long format plus ``source='published'``, ``provenance`` and ``reference``: the
+    numbers as published (the VTAB group means are derived from the per-task numbers by
+    :func:`dashboard.frames.with_vtab_summaries`, as the measured ones)."""
     df = published_rows(directory)
     df = df[df["preferred"]]
-    out = long_format(
+    return long_format(
         df["model"], df["dataset"], df["view"], df["metric"], df["value"], df["provenance"],
         df["source"],
     )  # fmt: skip
-    return pd.concat([out, vtab_group_means(out)], ignore_index=True)
 
 
 def long_format(
@@ -186,28 +187,6 @@ def long_format(
             "reference": reference,
         }
     ).reset_index(drop=True)
-
-
-def vtab_group_means(published: pd.DataFrame) -> pd.DataFrame:
-    """Published VTAB group means (``vtab/top1_<group>``): the mean of the paper's per-task
-    numbers of each group, per model, where the paper gives every task of the group."""
-    from beyond_inet.datasets.transfer import TASKS
-
-    group = {t.stored: t.group for _, t in TASKS.items()}
-    size = pd.Series(group).value_counts()
-    d = published[published["dataset"].isin(list(group)) & (published["metric"] == "top1")]
-    d = d.assign(group=d["dataset"].map(group))
-    g = d.groupby(["model", "group"])["value"].agg(["mean", "count"]).reset_index()
-    g = g[g["count"] == g["group"].map(size)]
-    return long_format(
-        g["model"],
-        "vtab",
-        "standard",
-        "top1_" + g["group"],
-        g["mean"],
-        "derived: mean of the paper's per-task numbers",
-        "data/published/paper_published_results.csv",
-    )
 
 
 def paper_labels(directory: Path = PUBLISHED_DIR) -> dict[str, str]:

@@ -1,7 +1,10 @@
 """Read-only data access for the dashboard: every page's numbers come from here.
 
 All SQL runs through :class:`beyond_inet.store.Store` (short-lived read-only connections, ``?``
-parameters, retry on a writer's lock). Aggregation happens in SQL; results are cached with
+parameters, retry on a writer's lock). Aggregation happens in SQL, except what must match the
+published numbers' derivation (the VTAB means: :func:`dashboard.frames.with_vtab_summaries`)
+and what the library computes (reliability bins: :mod:`beyond_inet.scoring.metrics`); paired
+comparisons are read as ``precompute`` stored them. Results are cached with
 ``st.cache_data`` keyed on explicit arguments, including :func:`store_version` so a refresh
 after ``precompute`` finishes a run shows it. Each cached function keeps the plain function as
 ``.uncached`` (the benchmark times that). Only the latest finished run per (model, dataset) is
@@ -19,6 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from beyond_inet import settings
+from beyond_inet.records import PAIRED_COLUMNS as PAIRED_SQL_COLUMNS
 from beyond_inet.records import PROFILE_DATASET
 from beyond_inet.store import Store
 
@@ -56,7 +60,6 @@ METRIC_COLUMNS = [
     "random_weights",
     "run_id",
 ]
-BIN_COLUMNS = ["model", "bin", "count", "n_correct", "accuracy", "mean_confidence"]
 
 
 def cached(fn: F) -> F:
@@ -170,23 +173,17 @@ def _run_ids(path: str, version: str, dataset: str | None, models: Sequence[str]
 def _derived_sql() -> str:
     """SQL for the derived summaries: a dataset stored only per view (ImageNet-C) gets its
     mean as view ``standard``; the robustness average (``robustness/top1_average``, over the
-    benchmarks present), ``invariance/agreement_mean``, ``pug-imagenet/top1_mean`` and the
-    VTAB means (``vtab/top1_<group>`` and ``vtab/top1_vtab``, over the tasks present)."""
-    from beyond_inet.datasets.transfer import TASKS
+    benchmarks present), ``invariance/agreement_mean`` and ``pug-imagenet/top1_mean``. (The
+    VTAB means are derived by :func:`dashboard.frames.with_vtab_summaries`, for measured and
+    published numbers alike.)"""
     from dashboard.frames import INVARIANCE_FAMILIES
     from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
 
     bench = ", ".join(f"('{d}', '{m}')" for _, d, m in ROBUSTNESS_BENCHMARKS)
-    tasks = [t for _, t in TASKS.items()]
-    sizes = {g: sum(t.group == g for t in tasks) for g in {t.group for t in tasks}}
-    vtab = ", ".join(f"('{t.stored}', '{t.group}', {sizes[t.group]})" for t in tasks)
     fams = ", ".join(f"'{f}'" for f in INVARIANCE_FAMILIES)
     nan = "'nan'::DOUBLE"
     return (
         f"b AS (SELECT * FROM (VALUES {bench}) t(dataset, metric)), "
-        f"vt AS (SELECT * FROM (VALUES {vtab}) t(dataset, grp, n)), "
-        "vm AS (SELECT m.*, vt.grp, vt.n FROM m JOIN vt USING (dataset) "
-        "WHERE m.metric = 'top1' AND m.view = 'standard'), "
         "bm AS (SELECT m.model, m.dataset, m.metric, bool_or(m.view = 'standard') AS has_std, "
         "coalesce(first(m.value) FILTER (WHERE m.view = 'standard'), "
         "avg(m.value) FILTER (WHERE m.view <> 'standard')) AS value, "
@@ -207,13 +204,7 @@ def _derived_sql() -> str:
         f"UNION ALL SELECT model, 'pug-imagenet', 'standard', 'top1_mean', avg(value), {nan}, "
         f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' factors' FROM m "
         "WHERE dataset = 'pug-imagenet' AND metric = 'top1' AND view <> 'standard' "
-        "GROUP BY model "
-        f"UNION ALL SELECT model, 'vtab', 'standard', 'top1_' || grp, avg(value), {nan}, "
-        f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' of ' || "
-        "any_value(n) || ' tasks' FROM vm GROUP BY model, grp "
-        f"UNION ALL SELECT model, 'vtab', 'standard', 'top1_vtab', avg(value), {nan}, {nan}, "
-        f"bool_or(random_weights), NULL, 'mean of ' || count(*) || ' of {len(tasks)} tasks' "
-        "FROM vm GROUP BY model) "
+        "GROUP BY model) "
     )
 
 
@@ -227,7 +218,8 @@ def metrics(
 ) -> pd.DataFrame:
     """Long-format metrics of the latest runs (optionally of some datasets / metric names
     only), with the run's ``random_weights`` and a ``detail`` column. With ``derived`` (all
-    datasets and metrics only), also the summaries of :func:`_derived_sql`."""
+    datasets and metrics only), also the summaries of :func:`_derived_sql` and the VTAB
+    means of :func:`dashboard.frames.with_vtab_summaries`."""
     cols = [*METRIC_COLUMNS, "detail"]
     conds, params = [], []
     for column, values in (("dataset", datasets), ("metric", names)):
@@ -243,25 +235,27 @@ def metrics(
         "m.metric, m.value, m.ci_low, m.ci_high, l.random_weights, m.run_id, "
         f"NULL::VARCHAR AS detail FROM metrics m JOIN latest l USING (run_id) {where})"
     )
-    if derived:
-        sql = (
-            f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d "
-            "ORDER BY model, dataset, view, metric"
-        )
-    else:
+    if not derived:
         sql = f"{base} SELECT * FROM m ORDER BY model, dataset, view, metric"
-    return _q(path, sql, params, cols)
+        return _q(path, sql, params, cols)
+    from dashboard.frames import with_vtab_summaries
+
+    sql = f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d"
+    df = with_vtab_summaries(_q(path, sql, params, cols))
+    return df.sort_values(["model", "dataset", "view", "metric"], ignore_index=True, kind="stable")
 
 
 def published_for(models: tuple[str, ...]) -> pd.DataFrame:
     """Published numbers of ``models``: the paper's for its four, the libraries' (the model
-    catalogue) for any other catalogue weight."""
+    catalogue) for any other catalogue weight; with the VTAB means of their per-task
+    numbers (:func:`dashboard.frames.with_vtab_summaries`, as for measured ones)."""
+    from dashboard.frames import with_vtab_summaries
     from dashboard.published import catalog_metrics, published_metrics
 
     pub = published_metrics()
     others = tuple(m for m in models if m not in set(pub["model"]))
     extra = catalog_metrics(others) if others else pd.DataFrame()
-    return pd.concat([pub, extra], ignore_index=True) if len(extra) else pub
+    return with_vtab_summaries(pd.concat([pub, extra], ignore_index=True) if len(extra) else pub)
 
 
 @cached
@@ -309,11 +303,31 @@ def reproduction_table(
 # --------------------------------------------------------------------------- calibration
 
 
-def calibration_edges(n_bins: int) -> list[float]:
-    """The float32 bin edges :func:`beyond_inet.scoring.metrics.calibration_bins` uses."""
-    from beyond_inet.scoring.metrics import _bin_edges
-
-    return [float(x) for x in _bin_edges(n_bins)]
+@cached
+def calibration_inputs(
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    scaled: bool = False,
+) -> pd.DataFrame:
+    """Per labelled image of the latest runs of ``models`` on ``dataset`` / ``view``:
+    ``model, confidence, correct`` — the images the stored ECE counts (with ``scaled``: the
+    confidence after temperature scaling, where stored)."""
+    cols = ["model", "confidence", "correct"]
+    ids = _run_ids(path, version, dataset, models)
+    if not ids:
+        return pd.DataFrame(columns=cols)
+    conf = "confidence_ts" if scaled else "confidence"  # a column name, never user input
+    return _q(
+        path,
+        f"SELECT model, {conf} AS confidence, correct FROM predictions WHERE dataset = ? "
+        f"AND run_id IN ({_marks(len(ids))}) AND view = ? AND label IS NOT NULL "
+        f"AND {conf} IS NOT NULL ORDER BY model",
+        [dataset, *ids, view],
+        cols,
+    )
 
 
 @cached
@@ -326,50 +340,30 @@ def calibration_table(
     n_bins: int,
     scaled: bool = False,
 ) -> pd.DataFrame:
-    """Reliability bins per model computed in SQL from the per-image predictions (with
-    ``scaled``: from the confidences after temperature scaling, where stored).
+    """Reliability bins per model (:func:`dashboard.frames.reliability_bins`, i.e.
+    :func:`beyond_inet.scoring.metrics.calibration_bins`) of :func:`calibration_inputs`:
+    the non-empty bins (``model, bin, count, n_correct, accuracy, mean_confidence``)."""
+    from dashboard.frames import reliability_bins
 
-    Same bin assignment as :func:`beyond_inet.scoring.metrics.calibration_bins` (float32 edges from
-    ``torch.linspace``, an extra bin ``n_bins`` for confidence == 1.0); only non-empty bins
-    are returned (``model, bin, count, n_correct, accuracy, mean_confidence``).
-    """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    ids = _run_ids(path, version, dataset, models)
-    if not ids:
-        return pd.DataFrame(columns=BIN_COLUMNS)
-    conf = "confidence_ts" if scaled else "confidence"  # a column name, never user input
-    sql = (
-        f"WITH p AS (SELECT model, {conf} AS c, correct, "
-        f"least(floor({conf}::DOUBLE * ?)::BIGINT, ?) AS b FROM predictions "
-        f"WHERE dataset = ? AND run_id IN ({_marks(len(ids))}) AND view = ? "
-        f"AND label IS NOT NULL AND {conf} IS NOT NULL), "
-        "q AS (SELECT model, c, correct, CASE WHEN c < (?::FLOAT[])[b + 1] THEN b - 1 "
-        "WHEN b < ? AND c >= (?::FLOAT[])[b + 2] THEN b + 1 ELSE b END AS bin FROM p) "
-        "SELECT model, bin, count(*) AS count, sum(correct::BIGINT) AS n_correct, "
-        "avg(correct::DOUBLE) AS accuracy, avg(c::DOUBLE) AS mean_confidence "
-        "FROM q GROUP BY model, bin ORDER BY model, bin"
-    )
-    edges = calibration_edges(n_bins)
-    return _q(path, sql, [n_bins, n_bins, dataset, *ids, view, edges, n_bins, edges], BIN_COLUMNS)
+    per_image = calibration_inputs(path, version, dataset, view, models, scaled)
+    return reliability_bins(per_image, n_bins)
 
 
-def ece_from_bins(bins: pd.DataFrame) -> pd.DataFrame:
-    """Per model ECE (count-weighted mean |accuracy - confidence|) and MCE from SQL bins."""
-    if bins.empty:
-        return pd.DataFrame(columns=["model", "ece", "mce", "n"])
-    b = bins.assign(gap=(bins["accuracy"] - bins["mean_confidence"]).abs())
-    out = b.groupby("model").apply(
-        lambda g: pd.Series(
-            {
-                "ece": float((g["gap"] * g["count"]).sum() / g["count"].sum()),
-                "mce": float(g["gap"].max()),
-                "n": int(g["count"].sum()),
-            }
-        ),
-        include_groups=False,
-    )
-    return out.reset_index()
+@cached
+def calibration_errors(
+    path: str,
+    version: str,
+    dataset: str,
+    view: str,
+    models: tuple[str, ...],
+    n_bins: int,
+) -> pd.DataFrame:
+    """Per model ECE and MCE with ``n_bins`` bins (:func:`dashboard.frames.binned_errors`,
+    i.e. :func:`beyond_inet.scoring.metrics.calibration_errors`) of
+    :func:`calibration_inputs`: the stored ``ece`` / ``mce`` are these with 15 bins."""
+    from dashboard.frames import binned_errors
+
+    return binned_errors(calibration_inputs(path, version, dataset, view, models), n_bins)
 
 
 # --------------------------------------------------------------------------- cue-conflict
@@ -754,6 +748,34 @@ def cka_cells(path: str, version: str, run_id: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- paired
 
 
+#: The stored paired comparison's columns (``PairedRecord``).
+PAIRED_COLUMNS = [name for name, _ in PAIRED_SQL_COLUMNS]
+
+
+@cached
+def stored_paired(
+    path: str, version: str, model_a: str, model_b: str, dataset: str, view: str
+) -> pd.DataFrame:
+    """The paired comparison ``precompute`` stored (table ``paired``) of the latest runs of
+    ``model_a`` and ``model_b`` on ``dataset`` / ``view``, in either order (its
+    ``model_a`` may be ``model_b``: :func:`dashboard.frames.paired_summary` orients it);
+    no row when the store has none (runs stored by separate invocations before the
+    ``precompute`` that fills it, a store without the table)."""
+    runs = latest_runs(path, version)
+    runs = runs[runs["dataset"] == dataset]
+    ids = dict(zip(runs["model"], runs["run_id"], strict=True))
+    if model_a not in ids or model_b not in ids or not Store(path).has_table("paired"):
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    a, b = ids[model_a], ids[model_b]
+    return _q(
+        path,
+        f"SELECT {', '.join(PAIRED_COLUMNS)} FROM paired WHERE dataset = ? AND view = ? "
+        "AND ((run_a = ? AND run_b = ?) OR (run_a = ? AND run_b = ?)) LIMIT 1",
+        [dataset, view, a, b, b, a],
+        PAIRED_COLUMNS,
+    )
+
+
 @cached
 def paired_outcomes(
     path: str, version: str, model_a: str, model_b: str, dataset: str, view: str
@@ -805,17 +827,6 @@ def per_image_values(
         ["sample_id", "model", "v"],
     )
     return df.pivot_table(index="sample_id", columns="model", values="v", aggfunc="first")
-
-
-@cached
-def paired_summary(
-    path: str, version: str, model_a: str, model_b: str, dataset: str, view: str
-) -> dict[str, object]:
-    """:func:`dashboard.frames.paired_summary` of :func:`paired_outcomes` (cached: the
-    bootstrap runs once per store version and pair)."""
-    from dashboard.frames import paired_summary as summary
-
-    return summary(paired_outcomes(path, version, model_a, model_b, dataset, view))
 
 
 @cached

@@ -83,7 +83,7 @@ BASE_ACCURACY = {
 
 
 @dataclass(frozen=True)
-class DatasetPlan:
+class SyntheticDataset:
     """A synthetic dataset: name, full-size image count, views (``standard`` = the plain
     dataset; ImageNet-C and PUG-ImageNet views are sample groups, each its own images)."""
 
@@ -97,20 +97,20 @@ class DatasetPlan:
         return "standard" not in self.views
 
 
-def paper_suite() -> list[DatasetPlan]:
+def paper_suite() -> list[SyntheticDataset]:
     """The full paper suite: ~4.7 M prediction rows per model at scale 1."""
     return [
-        DatasetPlan("imagenet-val", 50_000, ("standard", *INVARIANCE_VIEWS)),
-        DatasetPlan(
+        SyntheticDataset("imagenet-val", 50_000, ("standard", *INVARIANCE_VIEWS)),
+        SyntheticDataset(
             "imagenet-c", 50_000, tuple(f"{c}:{s}" for c in CORRUPTIONS for s in range(1, 6))
         ),
-        DatasetPlan("imagenet-v2", 10_000),
-        DatasetPlan("imagenet-sketch", 50_889),
-        DatasetPlan("imagenet-r", 30_000),
-        DatasetPlan("imagenet-a", 7_500),
-        DatasetPlan("imagenet-hard", 10_980),
-        DatasetPlan("cue-conflict", 1_280),
-        DatasetPlan("pug-imagenet", 8_800, PUG_FACTORS),
+        SyntheticDataset("imagenet-v2", 10_000),
+        SyntheticDataset("imagenet-sketch", 50_889),
+        SyntheticDataset("imagenet-r", 30_000),
+        SyntheticDataset("imagenet-a", 7_500),
+        SyntheticDataset("imagenet-hard", 10_980),
+        SyntheticDataset("cue-conflict", 1_280),
+        SyntheticDataset("pug-imagenet", 8_800, PUG_FACTORS),
     ]
 
 
@@ -393,7 +393,7 @@ def synthetic_run_record(
 
 def _run(
     model: str,
-    plan: DatasetPlan,
+    plan: SyntheticDataset,
     scale: float,
     seed: int,
     meaningless: bool,
@@ -475,7 +475,7 @@ def fill_store(
     path: Path | str,
     scale: float = 1.0,
     models: Sequence[str] = PAPER_MODELS,
-    datasets: Sequence[DatasetPlan] | None = None,
+    datasets: Sequence[SyntheticDataset] | None = None,
     seed: int = 0,
     random_models: Sequence[str] = (),
     data_root: Path | str | None = None,

@@ -649,7 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _datasets_command(args)
             if status or args.model is None:  # with --model, go on to evaluate
                 return status
-        from beyond_inet.run.pipeline import format_summary, run_precompute
+        from beyond_inet.run.commit import format_summary
+        from beyond_inet.run.pipeline import run_precompute
 
         cfg = config_from_args(args)
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731

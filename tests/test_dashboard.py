@@ -25,7 +25,7 @@ from beyond_inet.records import (
     to_arrow,
 )
 from beyond_inet.scoring import metrics as M
-from beyond_inet.store import METRIC_COLUMNS, Store
+from beyond_inet.store import Store
 from dashboard import figures, frames, published, queries, synthetic
 from dashboard import pages as dashboard_pages
 from tests.conftest import REPO, TINY_CLIP, TINY_TIMM, run_record
@@ -95,7 +95,41 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     synthetic.fill_transfer(store, SYN_MODELS)
     synthetic.fill_cka(store, [("deit3_21k", "deit3_21k"), ("deit3_21k", "vit_clip")], layers=6)
+    _store_paired(store, n_boot=20)
     return store
+
+
+def _store_paired(path: Path, n_boot: int) -> int:
+    """What ``precompute`` stores for runs of one pass: the paired comparisons
+    (:func:`beyond_inet.run.commit.paired_records`) of every pair of the latest runs of a
+    dataset, on each view where both scored the same images. Returns the rows stored."""
+    from beyond_inet.run.commit import RunSummary, paired_records
+    from beyond_inet.scoring.evaluations import ScoringOptions
+
+    store = Store(path)
+    runs = queries.latest_runs.uncached(str(path), "")
+    preds = store.query(
+        "SELECT run_id, view, sample_id, correct FROM predictions "
+        "WHERE label IS NOT NULL OR decision IS NOT NULL ORDER BY run_id, view, sample_id"
+    )
+    by_run = {r: {v: x for v, x in g.groupby("view")} for r, g in preds.groupby("run_id")}
+    records = []
+    for dataset, g in runs.groupby("dataset"):
+        summaries = [
+            RunSummary(m, dataset, "done", run_id=r)
+            for m, r in zip(g["model"], g["run_id"], strict=True)
+        ]
+        first = by_run.get(summaries[0].run_id, {})
+        for s in summaries:
+            for view, p in by_run.get(s.run_id, {}).items():
+                same = (
+                    view in first and first[view]["sample_id"].tolist() == p["sample_id"].tolist()
+                )
+                if same:
+                    s.correct[view] = p["correct"].to_numpy(bool)
+        records += paired_records(dataset, summaries, ScoringOptions(n_boot=n_boot))
+    store.commit_paired(records, log=lambda *_: None)
+    return len(records)
 
 
 def _app(
@@ -227,19 +261,43 @@ def test_selection_is_kept_in_the_url(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert [c for c in wide.columns if c != "benchmark"] == ["convnext_clip (published)"]
 
 
-def test_calibration_bins_slider_recomputes(
+def test_calibration_shows_the_stored_ece_and_rebins_with_the_library(
     monkeypatch: pytest.MonkeyPatch, synthetic_store: Path
 ) -> None:
+    """The ECE / MCE shown are the stored metrics; with another number of bins, the extra
+    columns are the library's ECE / MCE of the stored predictions with those bins."""
     at = _app(monkeypatch, synthetic_store, "calibration", source="measured")
+    table = at.dataframe[0].value
+    assert not [c for c in table.columns if "bins)" in c]  # 15 bins: the stored numbers
+    store = Store(synthetic_store)
+    stored = store.query(
+        "SELECT r.model, m.metric, m.value FROM metrics m JOIN runs r USING (run_id) WHERE "
+        "m.dataset = 'imagenet-val' AND m.view = 'standard' AND m.metric IN ('ece', 'mce')"
+    )
+    preds = store.query(
+        "SELECT r.model, p.confidence, p.correct FROM predictions p JOIN runs r USING "
+        "(run_id) WHERE p.dataset = 'imagenet-val' AND p.view = 'standard' "
+        "AND p.label IS NOT NULL"
+    )
+    rows = {m: table[table["model"].str.startswith(m)].iloc[0] for m in set(stored["model"])}
+    assert len(rows) == len(SYN_MODELS) + len(SYN_RANDOM)
+    for r in stored.itertuples():
+        assert rows[r.model][r.metric.upper()] == f"{r.value:.3f}"
     at.slider(key="cal-bins").set_value(7).run()
     assert not at.exception
-    assert "ECE (7 bins)" in at.dataframe[0].value.columns
+    table = at.dataframe[0].value
+    assert "ECE (7 bins)" in table.columns and "MCE (7 bins)" in table.columns
+    for model, g in preds.groupby("model"):
+        conf, corr = g["confidence"].to_numpy(), g["correct"].to_numpy()
+        row = table[table["model"].str.startswith(model)].iloc[0]
+        assert row["ECE (7 bins)"] == f"{M.expected_calibration_error(conf, corr, 7):.3f}"
+        assert row["MCE (7 bins)"] == f"{M.max_calibration_error(conf, corr, 7):.3f}"
     assert at.dataframe[-1].value["bin"].max() <= 7
 
 
 def test_new_runs_appear_after_a_refresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     store = tmp_path / "grow.duckdb"
-    plan = [synthetic.DatasetPlan("cue-conflict", 40)]
+    plan = [synthetic.SyntheticDataset("cue-conflict", 40)]
     synthetic.fill_store(store, 1.0, models=("deit3_21k",), datasets=plan)
     at = _app(monkeypatch, store, "store_overview")
     assert at.dataframe[0].value["model"].tolist() == ["deit3_21k"]
@@ -253,7 +311,7 @@ def test_a_locked_store_is_a_message_not_a_crash(
 ) -> None:
     store = tmp_path / "locked.duckdb"
     synthetic.fill_store(
-        store, 1.0, models=("deit3_21k",), datasets=[synthetic.DatasetPlan("cue-conflict", 20)]
+        store, 1.0, models=("deit3_21k",), datasets=[synthetic.SyntheticDataset("cue-conflict", 20)]
     )
     holder = subprocess.Popen(
         [
@@ -305,6 +363,10 @@ def test_the_page_list_is_every_section_file() -> None:
 def _prediction_store(
     path: Path, conf: np.ndarray, correct: np.ndarray, conf_ts: np.ndarray | None = None
 ) -> None:
+    """One run of model ``m`` on imagenet-val with these per-image results and the
+    calibration metrics ``precompute`` stores for them (its evaluation function)."""
+    from beyond_inet.scoring.evaluations import ScoringOptions, calibration
+
     n = len(conf)
     rec = ImageRecords(
         sample_id=np.array([f"s{i}" for i in range(n)], dtype=object),
@@ -328,17 +390,21 @@ def _prediction_store(
         n_samples=n,
         finished_at=pd.Timestamp("2026-01-01").to_pydatetime(),
     )
+    scored = [("standard", r) for r in calibration(rec, ScoringOptions(n_boot=0))]
     Store(path).commit_run(
         run,
         to_arrow(rec, "r1", "m", "imagenet-val", "standard"),
-        pd.DataFrame(columns=list(METRIC_COLUMNS)),
+        metrics_frame("r1", "m", "imagenet-val", scored),
     )
 
 
 @pytest.mark.parametrize("n_bins", [1, 3, 10, 15, 33])
-def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int) -> None:
+def test_calibration_bins_and_errors_are_the_library_functions(tmp_path: Path, n_bins: int) -> None:
+    """The reliability bins the dashboard reads equal the library's (confidences on and
+    just below every edge, 1.0 in its extra bin), raw and temperature-scaled; its ECE / MCE
+    with any number of bins are the library's, and with 15 bins the stored metrics."""
     rng = np.random.default_rng(n_bins)
-    edges = np.array(queries.calibration_edges(n_bins), dtype=np.float32)
+    edges = M.bin_edges(n_bins)
     conf = np.concatenate(
         [
             rng.random(3000).astype(np.float32),
@@ -359,17 +425,59 @@ def test_sql_calibration_bins_equal_calibration_bins(tmp_path: Path, n_bins: int
     ref = ref[ref["count"] > 0].set_index("bin")
     assert got.index.tolist() == ref.index.tolist()
     np.testing.assert_array_equal(got["count"], ref["count"])
+    np.testing.assert_array_equal(got["n_correct"], ref["n_correct"])
     np.testing.assert_allclose(got["accuracy"], ref["accuracy"], rtol=1e-12)
-    np.testing.assert_allclose(got["mean_confidence"], ref["mean_confidence"], rtol=1e-6)
-    ece = queries.ece_from_bins(got.reset_index())["ece"].iloc[0]
-    assert ece == pytest.approx(M.expected_calibration_error(conf, correct, n_bins), rel=1e-6)
+    np.testing.assert_allclose(got["mean_confidence"], ref["mean_confidence"], rtol=1e-12)
+    errors = queries.calibration_errors.uncached(
+        path, "v", "imagenet-val", "standard", ("m",), n_bins
+    ).iloc[0]
+    assert errors["ece"] == M.expected_calibration_error(conf, correct, n_bins)
+    assert errors["mce"] == M.max_calibration_error(conf, correct, n_bins)
+    assert errors["n"] == len(conf)
+    # the reliability bins give the same ECE (count-weighted mean gap) as the metric
+    gap = (got["accuracy"] - got["mean_confidence"]).abs()
+    assert float((gap * got["count"]).sum() / got["count"].sum()) == pytest.approx(
+        errors["ece"], rel=1e-12
+    )
+    if n_bins == 15:  # the stored metrics are these numbers
+        stored = queries.metrics.uncached(path, "v", ("imagenet-val",)).set_index("metric")
+        assert errors["ece"] == stored.loc["ece", "value"]
+        assert errors["mce"] == stored.loc["mce", "value"]
     scaled = queries.calibration_table.uncached(
         path, "v", "imagenet-val", "standard", ("m",), n_bins, scaled=True
     ).set_index("bin")
     ref = M.calibration_bins(conf_ts, correct, n_bins)
     ref = ref[ref["count"] > 0].set_index("bin")
     np.testing.assert_array_equal(scaled["count"], ref["count"])
-    np.testing.assert_allclose(scaled["mean_confidence"], ref["mean_confidence"], rtol=1e-6)
+    np.testing.assert_allclose(scaled["mean_confidence"], ref["mean_confidence"], rtol=1e-12)
+
+
+def test_reliability_bins_hand_computed() -> None:
+    """Four bins (float32 edges 0, .25, .5, .75, 1 are exact): each confidence's bin, the
+    extra bin of 1.0, and ECE / MCE worked out by hand, per model."""
+    per_image = pd.DataFrame(
+        {
+            "model": ["a"] * 8 + ["b"] * 2,
+            "confidence": [0.1, 0.2, 0.25, 0.5, 0.74, 0.75, 0.99, 1.0, 0.3, 0.3],
+            "correct": [True, False, True, True, False, True, True, False, True, True],
+        }
+    )
+    bins = frames.reliability_bins(per_image, 4)
+    a = bins[bins["model"] == "a"]
+    assert a["bin"].tolist() == [0, 1, 2, 3, 4]  # 1.0: the extra bin 4
+    assert a["count"].tolist() == [2, 1, 2, 2, 1]
+    assert a["n_correct"].tolist() == [1, 1, 1, 2, 0]
+    np.testing.assert_allclose(a["accuracy"], [0.5, 1.0, 0.5, 1.0, 0.0])
+    np.testing.assert_allclose(a["mean_confidence"], [0.15, 0.25, 0.62, 0.87, 1.0], rtol=1e-7)
+    b = bins[bins["model"] == "b"]
+    assert b["bin"].tolist() == [1] and b["count"].tolist() == [2]
+    # ECE = (2 * .35 + 1 * .75 + 2 * .12 + 2 * .13 + 1 * 1.0) / 8; MCE = the 1.0 bin's gap
+    errors = frames.binned_errors(per_image, 4).set_index("model")
+    assert errors.loc["a", "ece"] == pytest.approx(2.95 / 8, rel=1e-6)
+    assert errors.loc["a", "mce"] == pytest.approx(1.0)
+    assert errors.loc["b", "ece"] == pytest.approx(0.7, rel=1e-6)
+    assert errors.loc["a", "n"] == 8 and errors.loc["b", "n"] == 2
+    assert frames.reliability_bins(per_image.iloc[:0], 4).columns.tolist() == frames.BIN_COLUMNS
 
 
 def _preds(store: Path, dataset: str = "imagenet-val") -> pd.DataFrame:
@@ -451,7 +559,7 @@ def test_crafted_cue_conflict_ids_are_left_out_not_a_crash() -> None:
 
 def test_metrics_query_reads_only_the_latest_run(tmp_path: Path) -> None:
     store = tmp_path / "twice.duckdb"
-    plan = [synthetic.DatasetPlan("cue-conflict", 30)]
+    plan = [synthetic.SyntheticDataset("cue-conflict", 30)]
     synthetic.fill_store(store, 1.0, models=("m",), datasets=plan, seed=1)
     first = queries.latest_runs.uncached(str(store), "")
     run, preds, mets = synthetic._run("m", plan[0], 1.0, 5, False, Path("/x"))
@@ -475,7 +583,8 @@ def test_published_numbers_map_to_store_keys() -> None:
         "FLOPs",
         "#params",
     }
-    pm = published.published_metrics().set_index(["model", "dataset", "metric"])
+    paper = tuple(rows["model"].unique())
+    pm = queries.published_for(paper).set_index(["model", "dataset", "metric"])
     assert pm.loc[("deit3_21k", "imagenet-val", "top1"), "value"] == pytest.approx(0.855)
     assert pm.loc[("vit_clip", "imagenet-val", "ece"), "value"] == pytest.approx(0.1331)
     assert pm.loc[("convnext_clip", "cue-conflict", "shape_bias"), "value"] == pytest.approx(0.4241)
@@ -498,14 +607,15 @@ def test_published_numbers_map_to_store_keys() -> None:
     assert pm.loc[("deit3_21k", "vtab", "top1_structured"), "value"] == pytest.approx(
         want["published_value"].mean() / 100
     )
-    assert pm.loc[("deit3_21k", "vtab", "top1_vtab"), "value"] == pytest.approx(0.678)
+    assert pm.loc[("deit3_21k", "vtab", "top1_structured"), "detail"] == "mean of 8 of 8 tasks"
+    assert pm.loc[("deit3_21k", "vtab", "top1_vtab"), "value"] == pytest.approx(0.678)  # printed
     assert not pm.index.duplicated().any()
     assert published.human_shape_bias()["shape_bias"].mean() == pytest.approx(0.95759)
 
 
 def _derived(tmp_path: Path, measured: pd.DataFrame) -> pd.DataFrame:
     """Store ``measured`` (long metric rows) as runs and read them back with the summaries
-    the dashboard derives in SQL."""
+    the dashboard derives."""
     store = Store(tmp_path / "m.duckdb")
     for i, ((model, dataset), g) in enumerate(measured.groupby(["model", "dataset"])):
         rows = [
@@ -727,11 +837,11 @@ def test_published_source_hides_measured_numbers(
 # --------------------------------------------------------------------------- one kind only
 
 SINGLE_KIND = {
-    "cue-conflict": synthetic.DatasetPlan("cue-conflict", 40),
-    "imagenet-c": synthetic.DatasetPlan(
+    "cue-conflict": synthetic.SyntheticDataset("cue-conflict", 40),
+    "imagenet-c": synthetic.SyntheticDataset(
         "imagenet-c", 32, tuple(f"{c}:{s}" for c in synthetic.CORRUPTIONS[:3] for s in range(1, 6))
     ),
-    "pug-imagenet": synthetic.DatasetPlan("pug-imagenet", 32, synthetic.PUG_FACTORS[:3]),
+    "pug-imagenet": synthetic.SyntheticDataset("pug-imagenet", 32, synthetic.PUG_FACTORS[:3]),
 }
 
 
@@ -1007,7 +1117,7 @@ def test_a_measured_catalogue_weight_sits_beside_its_published_numbers(
         store,
         1.0,
         models=("timm:test_vit.r160_in1k",),
-        datasets=[synthetic.DatasetPlan("imagenet-val", 40)],
+        datasets=[synthetic.SyntheticDataset("imagenet-val", 40)],
     )
     measured = (
         Store(store)
@@ -1025,7 +1135,7 @@ def test_a_measured_catalogue_weight_sits_beside_its_published_numbers(
 # --------------------------------------------------------------------------- transfer, CKA
 
 
-def test_vtab_summaries_derived_in_sql(tmp_path: Path) -> None:
+def test_vtab_summaries_of_measured_tasks(tmp_path: Path) -> None:
     """Group means over the tasks present and the overall mean, against a hand computation."""
     measured = pd.DataFrame(
         [
@@ -1045,6 +1155,39 @@ def test_vtab_summaries_derived_in_sql(tmp_path: Path) -> None:
     assert v.loc["top1_vtab", "value"] == pytest.approx((0.8 + 0.6 + 0.9 + 0.4) / 4)
     assert v.loc["top1_natural", "detail"] == "mean of 2 of 7 tasks"
     assert v.loc["top1_vtab", "detail"] == "mean of 4 of 19 tasks"
+
+
+def test_vtab_means_are_derived_the_same_way_from_either_source(tmp_path: Path) -> None:
+    """The paper's per-task numbers, stored as measured runs, give the same group means
+    (and details) as the published ones; the overall mean is the paper's printed average
+    (to its rounding) and, for a subset of tasks without a printed one, the same both ways."""
+    from beyond_inet.datasets.transfer import TASKS
+
+    pub = published.published_metrics()
+    tasks = pub[pub["dataset"].str.startswith("vtab-")].assign(random_weights=False)
+    assert len(tasks) == 4 * len(TASKS)
+    measured = _derived(tmp_path, tasks)
+    keys = ["model", "metric"]
+    got = measured[measured["dataset"] == "vtab"].set_index(keys).sort_index()
+    want = queries.published_for(tuple(tasks["model"].unique()))
+    want = want[want["dataset"] == "vtab"].set_index(keys).sort_index()
+    groups = [m for m in frames.VTAB_SUMMARIES if m != "top1_vtab"]
+    g, w = got[got.index.isin(groups, level=1)], want[want.index.isin(groups, level=1)]
+    assert g.index.equals(w.index) and len(g) == 4 * 3
+    np.testing.assert_allclose(g["value"], w["value"], rtol=1e-12)
+    assert g["detail"].tolist() == w["detail"].tolist()
+    printed = want.xs("top1_vtab", level=1)["value"]
+    derived = got.xs("top1_vtab", level=1)["value"]
+    np.testing.assert_allclose(derived, printed, atol=0.0006)  # the paper: one decimal in %
+    # a subset of tasks (no printed average): every summary equal, from either source
+    some = tasks[tasks["dataset"].isin(["vtab-dtd", "vtab-eurosat", "vtab-dmlab", "vtab-svhn"])]
+    from_store = _derived(tmp_path / "some", some)
+    a = from_store[from_store["dataset"] == "vtab"].set_index(keys).sort_index()
+    b = frames.vtab_summaries(some).set_index(keys).sort_index()
+    assert a.index.equals(b.index) and "top1_vtab" in a.index.get_level_values(1)
+    np.testing.assert_allclose(a["value"], b["value"], rtol=1e-12)
+    assert a["detail"].tolist() == b["detail"].tolist()
+    assert set(b.xs("top1_vtab", level=1)["detail"]) == {f"mean of 4 of {len(TASKS)} tasks"}
 
 
 def test_transfer_frames_and_gap() -> None:
@@ -1093,21 +1236,51 @@ def test_cka_queries_and_figures(synthetic_store: Path) -> None:
 # --------------------------------------------------------------------------- paired
 
 
-def test_paired_summary_and_error_consistency_matrix() -> None:
-    from beyond_inet.scoring.paired import error_consistency, mcnemar_exact
+def _stored_row(model_a: str, model_b: str, a: np.ndarray, b: np.ndarray) -> pd.DataFrame:
+    """The ``paired`` row ``precompute`` stores for two runs' correctness (its function)."""
+    from beyond_inet.run.commit import RunSummary, paired_records
+    from beyond_inet.scoring.evaluations import ScoringOptions
 
-    out = pd.DataFrame(
-        {
-            "sample_id": [f"i{k}" for k in range(8)],
-            "correct_a": [1, 1, 1, 1, 0, 0, 1, 0],
-            "correct_b": [1, 1, 0, 0, 0, 1, 1, 0],
-        }
-    )
-    s = frames.paired_summary(out, n_boot=200)
-    assert s["table"].to_numpy().tolist() == [[3, 2], [1, 2]]
-    a, b = out["correct_a"].astype(bool), out["correct_b"].astype(bool)
-    assert s["p_value"] == mcnemar_exact(a, b).p_value
-    assert s["diff"] == pytest.approx(1 / 8) and s["kappa"] == error_consistency(a, b)
+    runs = [
+        RunSummary(model_a, "d", "done", run_id="ra", correct={"standard": a}),
+        RunSummary(model_b, "d", "done", run_id="rb", correct={"standard": b}),
+    ]
+    (record,) = paired_records("d", runs, ScoringOptions(n_boot=200, seed=3))
+    return pd.DataFrame([record.row()])[queries.PAIRED_COLUMNS]
+
+
+def test_paired_summary_reads_the_stored_row_either_way_round() -> None:
+    """The Compare page's numbers are the stored row's; asked the other way round, they are
+    what ``precompute`` would have stored for (B, A): the library's own numbers."""
+    from beyond_inet.scoring.paired import compare
+
+    a = np.array([1, 1, 1, 1, 0, 0, 1, 0], bool)
+    b = np.array([1, 1, 0, 0, 0, 1, 1, 0], bool)
+    stored = _stored_row("x", "y", a, b)
+    s = frames.paired_summary(stored, "x")
+    assert s is not None
+    assert s["table"].to_numpy().tolist() == [[3, 2], [1, 2]]  # hand-counted
+    assert (s["n"], s["accuracy_a"], s["accuracy_b"]) == (8, 5 / 8, 4 / 8)
+    want = compare(a, b, 200, 3)
+    assert s["p_value"] == want.test.p_value and s["kappa"] == want.kappa
+    assert (s["diff"], *s["ci"]) == (want.diff, want.ci_low, want.ci_high)
+    assert s["diff"] == pytest.approx(1 / 8) and s["n_boot"] == 200
+    turned = frames.paired_summary(stored, "y")  # y as A
+    assert turned is not None
+    back = compare(b, a, 200, 3)
+    assert turned["table"].to_numpy().tolist() == [[3, 1], [2, 2]]
+    assert (turned["accuracy_a"], turned["accuracy_b"]) == (4 / 8, 5 / 8)
+    assert turned["p_value"] == pytest.approx(back.test.p_value)
+    assert turned["kappa"] == pytest.approx(back.kappa)
+    assert turned["diff"] == pytest.approx(back.diff)
+    assert turned["ci"] == pytest.approx((back.ci_low, back.ci_high))
+    assert frames.paired_summary(stored.iloc[:0], "x") is None
+    fig = figures.paired_difference(s, "x", "y")
+    assert fig.data[-1].x[0] == pytest.approx(12.5)
+
+
+def test_error_consistency_matrix() -> None:
+    from beyond_inet.scoring.paired import error_consistency
 
     # models x models and models x humans, humans matched by the stimulus file name
     correct = pd.DataFrame(
@@ -1268,8 +1441,22 @@ def test_invariance_relative_toggle_and_compare_page(
     assert not at.exception
     table = at.dataframe[0].value
     assert table.iloc[:, 1:].to_numpy().sum() == 100  # the 2x2 table covers every image
-    assert any("McNemar" in m.value for m in at.markdown)
     a, b = at.selectbox(key="cmp-a").value, at.selectbox(key="cmp-b").value
+    # the numbers shown are the stored row's (read, not recomputed)
+    path = str(synthetic_store)
+    row = queries.stored_paired.uncached(
+        path, queries.store_version(path), a, b, "imagenet-val", "standard"
+    ).iloc[0]
+    flip = row["model_a"] != a
+    only_a, only_b = (row["only_b"], row["only_a"]) if flip else (row["only_a"], row["only_b"])
+    assert table.iloc[:, 1:].to_numpy().tolist() == [
+        [row["both_right"], only_a],
+        [only_b, row["both_wrong"]],
+    ]
+    said = " ".join(m.value for m in at.markdown)
+    assert f"McNemar's exact test on {row['n_images']:,} images: p = {row['p_value']:.3g}" in said
+    diff = -row["accuracy_diff"] if flip else row["accuracy_diff"]
+    assert f"{100 * diff:+.2f} pp" in [m.value for m in at.metric]
     n_a = int(table.iloc[0, 2])  # A right, B wrong
     at.button(key="cmp-open-a").click().run()  # into the Explorer, filtered to those images
     assert not at.exception and [t.value for t in at.title] == ["Explorer"]
@@ -1277,6 +1464,52 @@ def test_invariance_relative_toggle_and_compare_page(
     assert at.selectbox(key=f"ex-o-{b}").value == "wrong"
     assert at.selectbox(key="ex-dataset").value == "imagenet-val"
     assert f"{n_a} images match." in [c.value for c in at.caption]
+
+
+def test_compare_without_a_stored_comparison_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Runs stored separately (no ``paired`` row): the page says so and names the command
+    that stores one, shows no statistic (nothing recomputed), still lists the images where
+    exactly one model is right; once the row is stored, the page shows it."""
+    store = tmp_path / "apart.duckdb"
+    plan = [synthetic.SyntheticDataset("imagenet-val", 60)]
+    for i, model in enumerate(SYN_MODELS):  # two invocations, as two precompute runs
+        synthetic.fill_store(store, 1.0, models=(model,), datasets=plan, seed=i)
+    at = _app(monkeypatch, store, "compare", source="measured", models=",".join(SYN_MODELS))
+    info = " ".join(i.value for i in at.info)
+    assert "No stored paired comparison" in info
+    assert f"python -m precompute --model {SYN_MODELS[0]},{SYN_MODELS[1]}" in info
+    assert not any("McNemar's exact test on" in m.value for m in at.markdown) and not at.metric
+    assert not at.get("plotly_chart")
+    assert any(s.value.startswith("Images where exactly one is right") for s in at.subheader)
+    assert _store_paired(store, n_boot=0) == 1  # what the next precompute of both stores
+    at = _app(monkeypatch, store, "compare", source="measured", models=",".join(SYN_MODELS))
+    assert not at.info and any("McNemar's exact test on" in m.value for m in at.markdown)
+    assert "no interval: stored with `--bootstrap 0`" in [c.value for c in at.caption]
+
+
+def test_compare_on_a_real_precompute_store_shows_the_stored_row(
+    monkeypatch: pytest.MonkeyPatch, precompute_store: Path, data_root: Path
+) -> None:
+    models = (TINY_TIMM, TINY_CLIP)
+    at = _app(
+        monkeypatch,
+        precompute_store,
+        "compare",
+        data_root=data_root,
+        source="measured",
+        models=",".join(models),
+    )
+    a, b = at.selectbox(key="cmp-a").value, at.selectbox(key="cmp-b").value
+    dataset, view = at.selectbox(key="cmp-dataset").value, at.selectbox(key="cmp-view").value
+    stored = Store(precompute_store).query(
+        "SELECT * FROM paired WHERE dataset = ? AND view = ?", [dataset, view]
+    )
+    assert len(stored) == 1 and {a, b} == {stored["model_a"][0], stored["model_b"][0]}
+    said = " ".join(m.value for m in at.markdown)
+    assert f"p = {stored['p_value'][0]:.3g}" in said
+    assert f"{stored['kappa'][0]:.3f}" in [m.value for m in at.metric]
 
 
 def test_calibration_page_shows_the_fitted_temperatures_and_scaled_diagrams(

@@ -107,7 +107,7 @@ def test_class_subset_softmax_and_indices() -> None:
 def test_sample_groups_become_views() -> None:
     from beyond_inet.datasets import DatasetSpec, FoundDataset, Layout, Sample
     from beyond_inet.run.engine import LogitOutputs
-    from beyond_inet.run.pipeline import split_views
+    from beyond_inet.run.outputs import split_views
 
     samples = [
         Sample(Path(f"{g}/{i}.png"), f"{g}/{i}.png", 1, group=g)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas.testing as pd_testing
 import pytest
 
-from beyond_inet.run.pipeline import commit_staged_runs
+from beyond_inet.run.commit import commit_staged_runs
 from beyond_inet.store import Store, StoreUnusableError
 from precompute.cli import main
 from tests.conftest import REPO, TINY_TIMM, write_cue_conflict

@@ -185,7 +185,7 @@ def test_demo_store_intervals_hold_their_estimates(tmp_path) -> None:
     from dashboard import synthetic
 
     plans = [p for p in synthetic.paper_suite() if p.name in ("imagenet-val", "imagenet-a")]
-    plans = [synthetic.DatasetPlan(p.name, p.n_images, ("standard",)) for p in plans]
+    plans = [synthetic.SyntheticDataset(p.name, p.n_images, ("standard",)) for p in plans]
     store = tmp_path / "demo.duckdb"
     synthetic.fill_store(store, 0.01, datasets=plans, n_boot=100)
     with Store(store).reader() as con:

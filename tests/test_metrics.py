@@ -138,6 +138,7 @@ def test_calibration_bins_confidence_one_gets_its_own_bin() -> None:
         "bin_lower",
         "bin_upper",
         "count",
+        "n_correct",
         "accuracy",
         "mean_confidence",
         "gap",
@@ -150,6 +151,26 @@ def test_calibration_bins_confidence_one_gets_its_own_bin() -> None:
     expected_ece = (1.0 + 0.03 + 0.4) / 3  # 1.0 not merged with 0.97 (that would give 0.4567)
     np.testing.assert_allclose(metrics.expected_calibration_error(conf, correct), expected_ece)
     np.testing.assert_allclose(metrics.max_calibration_error(conf, correct), 1.0)
+
+
+def test_bin_index_and_reliability_bins_hand_computed() -> None:
+    """Four bins, float32 edges 0, .25, .5, .75, 1 (exact): a confidence on an edge opens
+    the bin above it, 1.0 gets the extra bin; the reliability table and ECE / MCE by hand."""
+    np.testing.assert_array_equal(metrics.bin_edges(4), [0.0, 0.25, 0.5, 0.75, 1.0])
+    assert not metrics.bin_edges(4).flags.writeable
+    conf = np.array([0.1, 0.2, 0.25, 0.5, 0.74, 0.75, 0.99, 1.0])
+    correct = np.array([1, 0, 1, 1, 0, 1, 1, 0], bool)
+    assert metrics.bin_index(conf, 4).tolist() == [0, 0, 1, 2, 2, 3, 3, 4]
+    table = metrics.calibration_bins(conf, correct, 4)
+    assert table["count"].tolist() == [2, 1, 2, 2, 1]
+    assert table["n_correct"].tolist() == [1, 1, 1, 2, 0]
+    np.testing.assert_allclose(table["accuracy"], [0.5, 1.0, 0.5, 1.0, 0.0])
+    np.testing.assert_allclose(table["mean_confidence"], [0.15, 0.25, 0.62, 0.87, 1.0])
+    # ECE = (2 * .35 + 1 * .75 + 2 * .12 + 2 * .13 + 1 * 1.0) / 8, MCE = the 1.0 bin's gap
+    assert metrics.expected_calibration_error(conf, correct, 4) == pytest.approx(2.95 / 8)
+    assert metrics.max_calibration_error(conf, correct, 4) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        metrics.bin_edges(0)
 
 
 def test_calibration_bins_are_lower_inclusive() -> None:

@@ -103,7 +103,8 @@ def test_each_cross_dataset_evaluation_has_one_reference_dataset() -> None:
         Protocol(roles=(("odd", "in-distribution"),))
 
 
-def _images(folder: Path, n: int, seed: int) -> None:
+def write_ood_images(folder: Path, n: int, seed: int) -> None:
+    """``n`` noise JPEGs of several sizes in ``folder`` (an OOD set's images)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
@@ -111,21 +112,21 @@ def _images(folder: Path, n: int, seed: int) -> None:
 
 
 def test_layouts_take_the_part_of_the_archive_the_benchmark_uses(tmp_path: Path) -> None:
-    _images(tmp_path / "ninco" / "NINCO_OOD_classes" / "caracal", 2, 0)
-    _images(tmp_path / "ninco" / "NINCO_popular_datasets_subsamples" / "x", 3, 1)
+    write_ood_images(tmp_path / "ninco" / "NINCO_OOD_classes" / "caracal", 2, 0)
+    write_ood_images(tmp_path / "ninco" / "NINCO_popular_datasets_subsamples" / "x", 3, 1)
     found = discover(DATASETS.get("ood-ninco"), tmp_path / "ninco")
     assert found is not None
     assert [s.sample_id for s in found.samples] == [
         "NINCO_OOD_classes/caracal/img0.jpg",
         "NINCO_OOD_classes/caracal/img1.jpg",
     ]
-    _images(tmp_path / "textures" / "images" / "banded", 2, 2)
+    write_ood_images(tmp_path / "textures" / "images" / "banded", 2, 2)
     (tmp_path / "textures" / "labels").mkdir()
     (tmp_path / "textures" / "labels" / "labels_joint_anno.txt").write_text("banded\n")
     found = discover(DATASETS.get("ood-textures"), tmp_path / "textures")
     assert found is not None and len(found.samples) == 2
     assert all(s.label == -1 for s in found.samples)
-    _images(tmp_path / "o" / "n01443537", 2, 3)  # ImageNet-O: wnid folders, no labels used
+    write_ood_images(tmp_path / "o" / "n01443537", 2, 3)  # ImageNet-O: wnid folders, no labels used
     found = discover(DATASETS.get("imagenet-o"), tmp_path / "o")
     assert found is not None and {s.label for s in found.samples} == {-1}
 
@@ -137,8 +138,8 @@ def test_layouts_take_the_part_of_the_archive_the_benchmark_uses(tmp_path: Path)
 def ood_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ood-data")
     write_flat_val(root / "imagenet" / "val", 12)
-    _images(root / "ood" / "textures" / "images" / "banded", 5, 4)
-    _images(root / "imagenet-o" / "n01443537", 4, 5)
+    write_ood_images(root / "ood" / "textures" / "images" / "banded", 5, 4)
+    write_ood_images(root / "imagenet-o" / "n01443537", 4, 5)
     return root
 
 

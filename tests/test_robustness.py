@@ -456,7 +456,7 @@ def test_top1_matches_easyrobust_evaluate_imagenet_r(tmp_path: Path) -> None:
 
     from beyond_inet.models import LoadOptions, WeightsSource, load_model
     from beyond_inet.run.engine import RunSettings, run_pass
-    from beyond_inet.run.pipeline import image_records
+    from beyond_inet.run.outputs import image_records
     from beyond_inet.scoring.evaluations import accuracy
 
     # ImageFolder numbers the folders 0..k-1; with the FIRST k of the 200 (sorted) wnids

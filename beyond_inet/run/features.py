@@ -10,7 +10,6 @@ temporary name and renamed, so an interrupted extraction leaves nothing half-wri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import numpy as np
 from beyond_inet.datasets import FoundDataset
 from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
+from beyond_inet.records import identity_key
 from beyond_inet.run.engine import FEATURES, RunSettings, run_pass
 
 
@@ -50,7 +50,7 @@ def feature_key(model: LoadedModel, found: FoundDataset, precision: str) -> str:
         "dataset": found.spec.name,
         "content": found.fingerprint(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return identity_key(payload)
 
 
 class CacheUnusable(ValueError):

@@ -3,8 +3,6 @@ loaded, and per dataset each model's views, run identity and whether it is alrea
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +28,7 @@ from beyond_inet.models import (
     load_model,
     resolve_spec,
 )
+from beyond_inet.records import identity_key
 from beyond_inet.run.engine import RunSettings, Shard
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.scoring import ood
@@ -178,7 +177,7 @@ def run_key(
         payload["temperature"] = repr(float(temperature))
     if in_distribution_run is not None:
         payload["in_distribution_run"] = in_distribution_run
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return identity_key(payload)
 
 
 def model_for_dataset(model: LoadedModel, spec: DatasetSpec) -> LoadedModel:

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -298,7 +298,9 @@ def profile_record(
     **provenance: Any,
 ) -> RunRecord:
     """The stored run row of a profile (started at ``started``, finished now, UTC)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    from beyond_inet.run.provenance import utc_now
+
+    now = utc_now()
     return RunRecord(
         run_id=run_id,
         run_key=key,
@@ -394,8 +396,8 @@ def _profile_child(name: str, cfg: PrecomputeConfig, opts: ProfileOptions, queue
     import sys
     from dataclasses import replace
 
-    from beyond_inet.run.pipeline import model_provenance
     from beyond_inet.run.plan import load_models, run_environment, run_key
+    from beyond_inet.run.provenance import model_provenance
     from beyond_inet.store import Store
 
     def log(m: str) -> None:
@@ -441,8 +443,10 @@ def run_profiles(
     store = Store(cfg.store)
     store.check_writable()
     done, skipped = [], []
+    from beyond_inet.run.provenance import utc_now
+
     for name in names:
-        started = datetime.now(UTC).replace(tzinfo=None)
+        started = utc_now()
         result = _run_child(name, cfg, opts)
         if result.error is not None:
             raise result.error

@@ -17,7 +17,6 @@ configuration are never mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beyond_inet.records import identity_key
 from beyond_inet.run.engine import Features, LogitOutputs, PassResult, Shard
 from beyond_inet.run.errors import PrecomputeError
 
@@ -48,8 +48,7 @@ class ShardsIncompleteError(PrecomputeError):
 def pass_key(run_keys: Sequence[str], dataset: str, batch_size: int) -> str:
     """The staging identity of one dataset's pass: its runs' keys and the batch size (the
     shards are blocks of it)."""
-    payload = json.dumps({"runs": sorted(run_keys), "dataset": dataset, "batch": batch_size})
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+    return identity_key({"runs": sorted(run_keys), "dataset": dataset, "batch": batch_size}, 20)
 
 
 def pass_folder(staging: Path, key: str) -> Path:

@@ -6,13 +6,11 @@ layer x layer cells."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -20,10 +18,9 @@ import pyarrow as pa
 from beyond_inet.datasets import FoundDataset
 from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
-from beyond_inet.records import CkaRunRecord, cka_cells
+from beyond_inet.records import CkaRunRecord, cka_cells, identity_key
 from beyond_inet.run.engine import TAPS, device_name, run_pass
 from beyond_inet.run.errors import PrecomputeError
-from beyond_inet.run.pipeline import code_version
 from beyond_inet.run.plan import (
     PrecomputeConfig,
     find_datasets,
@@ -31,6 +28,7 @@ from beyond_inet.run.plan import (
     load_models,
     model_for_dataset,
 )
+from beyond_inet.run.provenance import code_version, utc_now
 from beyond_inet.scoring.cka import CKA_ESTIMATORS, MIN_BATCH, FullBatchCKA, MinibatchCKA
 from beyond_inet.store import Store
 
@@ -101,7 +99,7 @@ def cka_key(
     }
     if estimator != "minibatch":  # keys of minibatch runs stay as they were
         payload["estimator"] = estimator
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return identity_key(payload)
 
 
 def compute_cka(
@@ -176,7 +174,7 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
     )
     if not cfg.force and store.finished_cka(key):
         return f"skip CKA {a.name} x {b.name}: already in {cfg.store} (--force redoes)"
-    started = datetime.now(UTC).replace(tzinfo=None)
+    started = utc_now()
     matrix, la, lb, n, seconds = compute_cka(found, a, b, cfg, log)
     run_id = uuid.uuid4().hex[:16]
     run = CkaRunRecord(
@@ -198,7 +196,7 @@ def run_cka(cfg: PrecomputeConfig, log: Log = print) -> str:
         estimator=CKA_ESTIMATORS[cfg.cka_estimator][1],
         batch_size=cfg.run.batch_size,
         started_at=started,
-        finished_at=datetime.now(UTC).replace(tzinfo=None),
+        finished_at=utc_now(),
         seconds=seconds,
         device=device_name(cfg.run.device),
         precision=cfg.run.precision,

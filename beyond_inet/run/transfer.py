@@ -4,10 +4,8 @@ and one stored run with its per-image test predictions and metrics."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +21,20 @@ from beyond_inet.datasets.transfer import (
 )
 from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
-from beyond_inet.records import ImageRecords, MetricRow, RunRecord, metrics_frame, to_arrow
+from beyond_inet.records import (
+    ImageRecords,
+    MetricRow,
+    RunRecord,
+    identity_key,
+    metrics_frame,
+    to_arrow,
+)
+from beyond_inet.run.commit import RunSummary, commit_staged_runs
 from beyond_inet.run.engine import score_logits
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.run.features import SplitFeatures, split_features
-from beyond_inet.run.pipeline import RunSummary, commit_staged_runs, model_provenance
 from beyond_inet.run.plan import PrecomputeConfig, load_models
+from beyond_inet.run.provenance import model_provenance, utc_now
 from beyond_inet.scoring.evaluations import score_view
 from beyond_inet.scoring.probe import ProbeResult, ProbeSettings, fit_probe
 from beyond_inet.settings import cache_dir
@@ -56,7 +62,7 @@ def transfer_key(model: LoadedModel, td: TaskData, probe: ProbeSettings, precisi
         "protocol": td.protocol.to_dict(),
         "probe": probe.to_dict(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return identity_key(payload)
 
 
 def probe_records(td: TaskData, test: SplitFeatures, result: ProbeResult) -> ImageRecords:
@@ -88,14 +94,10 @@ def probe_rows(result: ProbeResult) -> list[MetricRow]:
     ]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def _run_one(
     cfg: PrecomputeConfig, store: Store, td: TaskData, model: LoadedModel, key: str, log: Log
 ) -> RunSummary:
-    started = _now()
+    started = utc_now()
     cache = cfg.cache_dir or cache_dir()
     feats = {s: split_features(td.splits[s], model, cfg.run, cache, log) for s in SPLITS}
     for s in SPLITS:
@@ -158,7 +160,7 @@ def _run_one(
         n_failed=len(failed),
         failed=json.dumps([{"sample_id": f"{s}/{i}", "error": e} for s, i, e in failed]),
         started_at=started,
-        finished_at=_now(),
+        finished_at=utc_now(),
         seconds=extract + result.seconds,
         **model_provenance(cfg, model),
     )

@@ -104,10 +104,13 @@ def brier_score(brier_values: np.ndarray) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _bin_edges(n_bins: int) -> np.ndarray:
-    """Read-only float32 edges built exactly as torchmetrics does (``torch.linspace``)."""
+def bin_edges(n_bins: int) -> np.ndarray:
+    """The ``n_bins + 1`` calibration bin edges, read-only float32, built exactly as
+    torchmetrics does (``torch.linspace(0, 1, n_bins + 1)``)."""
     import torch
 
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
     edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float32).numpy().copy()
     edges.setflags(write=False)
     return edges
@@ -128,33 +131,47 @@ def _calibration_inputs(
     return conf, corr
 
 
-def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
-    """``torch.bucketize(conf.float(), edges, right=True) - 1``: in 0..n_bins (1.0 -> n_bins)."""
-    return np.searchsorted(_bin_edges(n_bins), confidence.astype(np.float32), side="right") - 1
+def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """The calibration bin of each confidence in ``[0, 1]``, as torchmetrics assigns it
+    (``torch.bucketize(conf.float(), edges, right=True) - 1`` over :func:`bin_edges`): bin
+    ``k < n_bins`` holds ``edges[k] <= float32(conf) < edges[k + 1]``, a confidence of 1.0
+    (after the float32 cast) the extra bin ``n_bins``. The one bin assignment of every
+    calibration number: ECE / MCE, their bootstrap designs and the reliability table."""
+    conf = np.asarray(confidence)
+    return np.searchsorted(bin_edges(n_bins), conf.astype(np.float32), side="right") - 1
+
+
+#: The former private names of :func:`bin_edges` and :func:`bin_index`
+#: (``tests/test_intervals.py`` still reads them).
+_bin_edges, _bin_index = bin_edges, bin_index
 
 
 def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
-    """Per-bin reliability table with torchmetrics' bin assignment; ``n_bins + 1`` rows.
+    """Per-bin reliability table (the reliability diagram's bins) with the bin assignment of
+    ECE / MCE (:func:`bin_index`); ``n_bins + 1`` rows.
 
     Bin k < n_bins holds ``edges[k] <= float32(conf) < edges[k+1]`` with float32 edges from
     ``torch.linspace(0, 1, n_bins + 1)``. Like torchmetrics (``bucketize(right=True) - 1``),
     a confidence equal to 1.0 after the float32 cast falls into an EXTRA bin ``n_bins``
     (``bin_lower == bin_upper == 1.0``), which counts in ECE/MCE. Columns: bin, bin_lower,
-    bin_upper, count, accuracy, mean_confidence (NaN when empty), gap = accuracy - mean_conf.
+    bin_upper, count, n_correct, accuracy, mean_confidence (NaN when empty), gap = accuracy -
+    mean_conf. ECE is the count-weighted mean of ``|gap|``, MCE its max over non-empty bins.
     """
     conf, corr = _calibration_inputs(confidence, correct, n_bins)
-    idx, size = _bin_index(conf, n_bins), n_bins + 1
+    idx, size = bin_index(conf, n_bins), n_bins + 1
     count = np.bincount(idx, minlength=size)
+    hits = np.bincount(idx, weights=corr, minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.bincount(idx, weights=corr, minlength=size) / count
+        accuracy = hits / count
         mean_conf = np.bincount(idx, weights=conf, minlength=size) / count
-    edges = _bin_edges(n_bins).astype(np.float64)
+    edges = bin_edges(n_bins).astype(np.float64)
     return pd.DataFrame(
         {
             "bin": np.arange(size),
             "bin_lower": edges,
             "bin_upper": np.append(edges[1:], 1.0),
             "count": count.astype(np.int64),
+            "n_correct": np.rint(hits).astype(np.int64),
             "accuracy": accuracy,
             "mean_confidence": mean_conf,
             "gap": accuracy - mean_conf,
@@ -181,7 +198,7 @@ def calibration_errors(
     if not np.all((conf >= 0.0) & (conf <= 1.0)):
         raise ValueError("confidence must lie in [0, 1] (and not be NaN)")
     b = int(np.prod(lead)) if lead else 1
-    offsets = (_bin_index(conf.reshape(b, n), n_bins) + (np.arange(b) * k)[:, None]).ravel()
+    offsets = (bin_index(conf.reshape(b, n), n_bins) + (np.arange(b) * k)[:, None]).ravel()
     count = np.bincount(offsets, minlength=b * k).reshape(b, k)
     hits = np.bincount(offsets, weights=corr.ravel(), minlength=b * k).reshape(b, k)
     total_conf = np.bincount(offsets, weights=conf.ravel(), minlength=b * k).reshape(b, k)
@@ -201,7 +218,7 @@ def calibration_design(confidence: np.ndarray, correct: np.ndarray, n_bins: int 
     conf, corr = _calibration_inputs(confidence, correct, n_bins)
     k, rows = n_bins + 1, np.arange(len(conf))
     design = np.zeros((len(conf), 2 * k))
-    idx = _bin_index(conf, n_bins)
+    idx = bin_index(conf, n_bins)
     design[rows, idx] = 1.0
     design[rows, k + idx] = corr - conf
     return design
@@ -245,7 +262,7 @@ def calibration_moments_design(
     :func:`squared_calibration_error_from_sums`."""
     conf, corr = _calibration_inputs(confidence, correct, n_bins)
     k, rows = n_bins + 1, np.arange(len(conf))
-    idx, d = _bin_index(conf, n_bins), corr - conf
+    idx, d = bin_index(conf, n_bins), corr - conf
     design = np.zeros((len(conf), 3 * k))
     design[rows, idx] = 1.0
     design[rows, k + idx] = d
@@ -344,7 +361,7 @@ def _calibrated_null(conf: np.ndarray, n_bins: int, n_draws: int, seed: int) -> 
     :data:`NULL_NORMAL_MIN` images, and from their bivariate normal law (exact mean and
     covariance; the sum of that many independent terms) in larger ones."""
     k, n = n_bins + 1, len(conf)
-    idx = _bin_index(conf, n_bins)
+    idx = bin_index(conf, n_bins)
     count = np.bincount(idx, minlength=k).astype(np.float64)
     u = 1.0 - 2.0 * conf
     base = np.concatenate([count, -np.bincount(idx, conf, k), np.bincount(idx, conf**2, k)])

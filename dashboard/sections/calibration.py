@@ -1,6 +1,7 @@
-"""Calibration: reliability diagrams and confidence histograms recomputed from per-image
-predictions with an adjustable number of bins, raw and after temperature scaling, the ECE /
-MCE / NLL / Brier table and the fitted temperatures."""
+"""Calibration: the stored ECE / MCE / NLL / Brier table and fitted temperatures, and
+reliability diagrams and confidence histograms from per-image predictions with an adjustable
+number of bins (the library's binning, the one of the stored ECE), raw and after temperature
+scaling."""
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +12,8 @@ from dashboard import figures, frames, queries, state, ui
 METRICS = ("top1", "ece", "mce", "rmsce", "nll", "brier")
 SCALED = ("temperature", "ece_ts", "mce_ts", "rmsce_ts", "nll_ts", "brier_ts")
 FOLDS = ("temperature_fold:0", "temperature_fold:1")
+#: The bins of the stored ``ece`` / ``mce`` (``beyond_inet.scoring.evaluations``).
+STORED_BINS = 15
 
 
 def cell(r: pd.DataFrame, metric: str) -> str:
@@ -60,26 +63,33 @@ with ui.guard():
         )
         out = []
         measured_models = tuple(sorted(rows[rows["source"] == "measured"]["model"].unique()))
-        bins = pd.DataFrame(columns=queries.BIN_COLUMNS)
+        bins = pd.DataFrame(columns=frames.BIN_COLUMNS)
+        other_bins = pd.DataFrame(columns=["model", "ece", "mce", "n"])
         if measured_models:
             bins = queries.calibration_table(
                 sel.path, sel.version, dataset, view, measured_models, n_bins
             )
-        recomputed = queries.ece_from_bins(bins).set_index("model")
+            if n_bins != STORED_BINS:  # with 15 bins, the stored numbers are the ones
+                other_bins = queries.calibration_errors(
+                    sel.path, sel.version, dataset, view, measured_models, n_bins
+                )
+        other_bins = other_bins.set_index("model")
         for k in keys.itertuples(index=False):
             r = rows[(rows["model"] == k.model) & (rows["source"] == k.source)]
             rec = {"model": frames.row_label(k.display, k.source, both)}
             rec.update({metric_spec(metric).title: cell(r, metric) for metric in METRICS})
-            if k.source == "measured" and k.model in recomputed.index:
-                rec[f"ECE ({n_bins} bins)"] = f"{recomputed.loc[k.model, 'ece']:.3f}"
-                rec[f"MCE ({n_bins} bins)"] = f"{recomputed.loc[k.model, 'mce']:.3f}"
+            if k.source == "measured" and k.model in other_bins.index:
+                rec[f"ECE ({n_bins} bins)"] = f"{other_bins.loc[k.model, 'ece']:.3f}"
+                rec[f"MCE ({n_bins} bins)"] = f"{other_bins.loc[k.model, 'mce']:.3f}"
             out.append(rec)
         st.subheader("Calibration metrics")
         ui.table(pd.DataFrame(out).fillna(frames.MISSING), f"calibration-{dataset}-{view}")
         st.caption(
-            "Stored ECE / MCE use 15 equal-width bins on the max-softmax confidence "
-            "(torchmetrics' binning, the paper's numbers); the recomputed columns use the bins "
-            "chosen above. ECE and MCE are shown without an interval: binned ECE is biased "
+            "ECE / MCE are the stored numbers: 15 equal-width bins on the max-softmax "
+            "confidence (torchmetrics' binning, the paper's numbers). With another number of "
+            "bins chosen above, the columns ECE / MCE (n bins) are the same functions with "
+            "those bins, and the reliability diagram below uses them too. ECE and MCE are "
+            "shown without an interval: binned ECE is biased "
             "upwards (the more so, the fewer the images), so a bootstrap of it sits above the "
             "true value, and MCE is the worst bin, often a sparse one. The debiased RMS "
             "calibration error (Kumar et al. 2019) is their uncertainty-aware counterpart: its "

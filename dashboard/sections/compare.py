@@ -1,4 +1,5 @@
-"""Compare two models: is the difference real? A paired test on the same images."""
+"""Compare two models: is the difference real? The paired comparison on the same images that
+``precompute`` stored (table ``paired``), read, never recomputed here."""
 
 import streamlit as st
 
@@ -36,29 +37,51 @@ with ui.guard():
             dataset = c3.selectbox("Dataset", shared, key="cmp-dataset")
             views, _ = queries.explorer_options(sel.path, sel.version, dataset)
             view = c4.selectbox("View", views, key="cmp-view")
+            stored = queries.stored_paired(sel.path, sel.version, a, b, dataset, view)
+            s = frames.paired_summary(stored, a)
             out = queries.paired_outcomes(sel.path, sel.version, a, b, dataset, view)
-            if out.empty:
+            if s is None and out.empty:
                 ui.empty("The two runs share no image in this view.", hint=False)
+            elif s is None:
+                ui.empty(
+                    f"No stored paired comparison of **{a}** and **{b}** on {dataset} "
+                    f"({view}): `precompute` stores one for every pair of models it runs "
+                    "together on the same images (runs stored by separate invocations get "
+                    "theirs from the next run of both). To store it: `python -m precompute "
+                    f"--model {a},{b} --dataset {dataset} --data-root DIR` with the settings "
+                    "of these runs (their runs are reused, not repeated).",
+                    hint=False,
+                )
             else:
                 level = st.select_slider(
                     "Significance level", [0.001, 0.01, 0.05, 0.1], value=0.05, key="cmp-alpha"
                 )
-                s = queries.paired_summary(sel.path, sel.version, a, b, dataset, view)
                 lo, hi = s["ci"]
                 ui.random_banner(runs[runs["model"].isin([a, b]) & (runs["dataset"] == dataset)])
                 m1, m2, m3, m4 = st.columns(4)
                 m1.metric(f"A: {a}", f"{100 * s['accuracy_a']:.2f}%")
                 m2.metric(f"B: {b}", f"{100 * s['accuracy_b']:.2f}%")
                 m3.metric("A - B", f"{100 * s['diff']:+.2f} pp")
-                m3.caption(f"95% paired interval [{100 * lo:+.2f}, {100 * hi:+.2f}] pp")
+                if s["n_boot"]:
+                    m3.caption(
+                        f"95% paired interval [{100 * lo:+.2f}, {100 * hi:+.2f}] pp "
+                        f"({s['n_boot']:,} resamples)"
+                    )
+                else:
+                    m3.caption("no interval: stored with `--bootstrap 0`")
                 m4.metric("Error consistency (kappa)", f"{s['kappa']:.3f}")
                 verdict = "significant" if s["p_value"] < level else "not significant"
                 st.markdown(
                     f"McNemar's exact test on {s['n']:,} images: p = {s['p_value']:.3g} — "
                     f"the difference is **{verdict}** at {level}."
                 )
+                st.caption(
+                    "The paired comparison `precompute` stored with these two runs (table "
+                    "`paired`)."
+                )
                 ui.chart(figures.paired_difference(s, a, b), "compare-difference")
                 ui.table(s["table"].reset_index(names=""), "compare-2x2")
+            if not out.empty:  # the images themselves, read for the Explorer
                 dis = out[out["correct_a"] != out["correct_b"]]
                 st.subheader(f"Images where exactly one is right ({len(dis):,})")
                 n_a = int((out["correct_a"] & ~out["correct_b"]).sum())
