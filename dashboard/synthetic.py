@@ -509,7 +509,45 @@ def fill_store(
             total += preds.num_rows
             if log:
                 print(f"  {model} {plan.name}: {preds.num_rows:,} rows", flush=True)
+    fill_paired(path, n_boot, [*models, *random_models])  # as one precompute of them
     return total
+
+
+def fill_paired(path: Path | str, n_boot: int, models: Sequence[str] | None = None) -> int:
+    """What ``precompute`` stores for the runs of one pass: the paired comparisons
+    (:func:`beyond_inet.run.commit.paired_records`) of every pair of the latest runs of a
+    dataset (of ``models``; default all), on each view where both scored the same images.
+    Returns the rows stored."""
+    from beyond_inet.run.commit import RunSummary, paired_records
+
+    store = Store(path)
+    runs = store.query(
+        "SELECT model, dataset, arg_max(run_id, finished_at) AS run_id FROM runs "
+        "WHERE status = 'finished' AND dataset <> 'profile' GROUP BY model, dataset "
+        "ORDER BY dataset, model"
+    )
+    preds = store.query(
+        "SELECT run_id, view, sample_id, correct FROM predictions "
+        "WHERE label IS NOT NULL OR decision IS NOT NULL ORDER BY run_id, view, sample_id"
+    )
+    by_run = {r: {v: x for v, x in g.groupby("view")} for r, g in preds.groupby("run_id")}
+    if models is not None:
+        runs = runs[runs["model"].isin(list(models))]
+    records = []
+    for dataset, g in runs.groupby("dataset"):
+        summaries = [
+            RunSummary(m, dataset, "done", run_id=r)
+            for m, r in zip(g["model"], g["run_id"], strict=True)
+        ]
+        first = by_run.get(summaries[0].run_id, {})
+        for s in summaries:
+            for view, p in by_run.get(s.run_id, {}).items():
+                if view in first and first[view]["sample_id"].tolist() == p["sample_id"].tolist():
+                    s.correct[view] = p["correct"].to_numpy(bool)
+        records += paired_records(dataset, summaries, ScoringOptions(n_boot=n_boot))
+    if records:
+        store.commit_paired(records, log=lambda *_: None)
+    return len(records)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,41 +95,7 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     synthetic.fill_transfer(store, SYN_MODELS)
     synthetic.fill_cka(store, [("deit3_21k", "deit3_21k"), ("deit3_21k", "vit_clip")], layers=6)
-    _store_paired(store, n_boot=20)
     return store
-
-
-def _store_paired(path: Path, n_boot: int) -> int:
-    """What ``precompute`` stores for runs of one pass: the paired comparisons
-    (:func:`beyond_inet.run.commit.paired_records`) of every pair of the latest runs of a
-    dataset, on each view where both scored the same images. Returns the rows stored."""
-    from beyond_inet.run.commit import RunSummary, paired_records
-    from beyond_inet.scoring.evaluations import ScoringOptions
-
-    store = Store(path)
-    runs = queries.latest_runs.uncached(str(path), "")
-    preds = store.query(
-        "SELECT run_id, view, sample_id, correct FROM predictions "
-        "WHERE label IS NOT NULL OR decision IS NOT NULL ORDER BY run_id, view, sample_id"
-    )
-    by_run = {r: {v: x for v, x in g.groupby("view")} for r, g in preds.groupby("run_id")}
-    records = []
-    for dataset, g in runs.groupby("dataset"):
-        summaries = [
-            RunSummary(m, dataset, "done", run_id=r)
-            for m, r in zip(g["model"], g["run_id"], strict=True)
-        ]
-        first = by_run.get(summaries[0].run_id, {})
-        for s in summaries:
-            for view, p in by_run.get(s.run_id, {}).items():
-                same = (
-                    view in first and first[view]["sample_id"].tolist() == p["sample_id"].tolist()
-                )
-                if same:
-                    s.correct[view] = p["correct"].to_numpy(bool)
-        records += paired_records(dataset, summaries, ScoringOptions(n_boot=n_boot))
-    store.commit_paired(records, log=lambda *_: None)
-    return len(records)
 
 
 def _app(
@@ -1483,7 +1449,7 @@ def test_compare_without_a_stored_comparison_says_how_to_get_one(
     assert not any("McNemar's exact test on" in m.value for m in at.markdown) and not at.metric
     assert not at.get("plotly_chart")
     assert any(s.value.startswith("Images where exactly one is right") for s in at.subheader)
-    assert _store_paired(store, n_boot=0) == 1  # what the next precompute of both stores
+    assert synthetic.fill_paired(store, n_boot=0) == 1  # what the next precompute of both stores
     at = _app(monkeypatch, store, "compare", source="measured", models=",".join(SYN_MODELS))
     assert not at.info and any("McNemar's exact test on" in m.value for m in at.markdown)
     assert "no interval: stored with `--bootstrap 0`" in [c.value for c in at.caption]
