@@ -366,6 +366,31 @@ def confidence_histogram(bins: pd.DataFrame, n_bins: int, title: str) -> go.Figu
     return _layout(fig, title, 340)
 
 
+def ood_score_histograms(scores: pd.DataFrame, ood_label: str, score_label: str) -> go.Figure:
+    """Overlaid histograms (share of each side's images) of an OOD score on the
+    in-distribution images and on one OOD set (``in_distribution``, ``value``: the rows of
+    :func:`dashboard.queries.ood_scores`); the less they overlap, the better the detector."""
+    if scores.empty:
+        return empty_figure("no per-image scores stored for this run")
+    d = scores.assign(
+        images=np.where(scores["in_distribution"], "ImageNet val (in-distribution)", ood_label)
+    )
+    fig = px.histogram(
+        d,
+        x="value",
+        color="images",
+        barmode="overlay",
+        histnorm="probability",
+        opacity=0.6,
+        nbins=40,
+        category_orders={"images": ["ImageNet val (in-distribution)", ood_label]},
+        color_discrete_map={"ImageNet val (in-distribution)": "#4c78a8", ood_label: "#e45756"},
+    )
+    fig.update_xaxes(title=f"{score_label} (higher = more in-distribution)")
+    fig.update_yaxes(title="share of images")
+    return _layout(fig, f"{score_label}: in-distribution vs {ood_label}", 360)
+
+
 def curves(df: pd.DataFrame, y_title: str, title: str, percent: bool = True) -> go.Figure:
     """``value`` vs ``x`` per ``display`` (hollow markers for published), one panel per
     ``family``, 95% intervals as error bars."""

@@ -564,6 +564,102 @@ def transfer_groups(combined: pd.DataFrame) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
+#: The OOD scores (:data:`beyond_inet.scoring.ood.SCORES`), as the OOD page labels them.
+OOD_SCORE_LABELS: dict[str, str] = {
+    "msp": "MSP (max softmax probability)",
+    "max_logit": "max logit",
+    "energy": "energy (logsumexp of the logits)",
+}
+#: The OOD detection metrics, as the OOD page labels them (``fpr95``: lower is better).
+OOD_METRICS: dict[str, str] = {
+    "auroc": "AUROC",
+    "fpr95": "FPR@95%TPR",
+    "aupr_in": "AUPR-in",
+    "aupr_out": "AUPR-out",
+}
+
+
+def ood_table(combined: pd.DataFrame, score: str) -> pd.DataFrame:
+    """One row per (model, source, OOD set, metric) of one OOD ``score``
+    (``<metric>:<score>`` rows of the sets in :data:`~beyond_inet.datasets.OOD_REPORT`),
+    then OpenOOD's group means (``near-OOD mean``, ``far-OOD mean``: the mean over the
+    group's sets present, ``detail`` saying how many): ``display, source, model, dataset,
+    set, group, metric, value, ci_low, ci_high, detail``, in OpenOOD's order."""
+    from beyond_inet.datasets import OOD_REPORT
+
+    label = {s.dataset: s.label for s in OOD_REPORT}
+    group = {s.dataset: s.group for s in OOD_REPORT}
+    names = {f"{m}:{score}": m for m in OOD_METRICS}
+    d = combined[
+        combined["dataset"].isin(list(label))
+        & combined["metric"].isin(list(names))
+        & (combined["view"] == "standard")
+    ].copy()
+    if d.empty:
+        return pd.DataFrame(columns=[*COMBINED_COLUMNS, "set", "group"])
+    d["metric"] = d["metric"].map(names)
+    d["set"] = d["dataset"].map(label)
+    d["group"] = d["dataset"].map(group)
+    means = []
+    for g in dict.fromkeys(group.values()):
+        of = [s.dataset for s in OOD_REPORT if s.group == g]
+        if len(of) < 2:
+            continue
+        part = d[d["group"] == g]
+        for _, rows in part.groupby(["model", "source", "metric"]):
+            first = rows.iloc[0]
+            means.append(
+                {
+                    **first.to_dict(),
+                    "dataset": "",
+                    "set": f"{g} mean",
+                    "value": rows["value"].mean(),
+                    "ci_low": math.nan,
+                    "ci_high": math.nan,
+                    "detail": f"mean of {len(rows)} of {len(of)} sets",
+                }
+            )
+    out = pd.concat([d, pd.DataFrame(means)], ignore_index=True) if means else d
+    order = [s.label for s in OOD_REPORT]
+    order += [f"{g} mean" for g in dict.fromkeys(group.values()) if f"{g} mean" in set(out["set"])]
+    out["order"] = out["set"].map({s: i for i, s in enumerate(order)})
+    out = out.sort_values(["order", "model", "source"]).drop(columns="order")
+    return out.reset_index(drop=True)
+
+
+def ood_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """OOD set x metric rows, one column per model (and source), in % (:func:`ood_table`)."""
+    both = table["source"].nunique() > 1
+    d = table.assign(
+        series=[
+            row_label(a, s, both) for a, s in zip(table["display"], table["source"], strict=True)
+        ],
+        value=table["value"] * 100,
+        metric=table["metric"].map(OOD_METRICS),
+    )
+    d["metric_order"] = d["metric"].map({m: i for i, m in enumerate(OOD_METRICS.values())})
+    d = d.sort_values("metric_order", kind="stable")  # the sets keep their order
+    d["set_order"] = d["set"].map({s: i for i, s in enumerate(dict.fromkeys(table["set"]))})
+    wide = d.pivot_table(
+        index=["set_order", "set", "metric_order", "metric"],
+        columns="series",
+        values="value",
+        aggfunc="first",
+    )
+    return wide.round(1).reset_index().drop(columns=["set_order", "metric_order"])
+
+
+def partial_means(table: pd.DataFrame) -> list[str]:
+    """``"<model> <group> mean: mean of k of n sets"`` for each group mean of
+    :func:`ood_table` over fewer than all of its group's sets (once per model)."""
+    notes = []
+    for r in table[table["detail"].notna()].itertuples():
+        m = _PARTIAL.match(str(r.detail))
+        if m and m.group(1) != m.group(2):
+            notes.append(f"{r.display} {r.set}: {r.detail}")
+    return list(dict.fromkeys(notes))
+
+
 def transfer_wide(tasks: pd.DataFrame) -> pd.DataFrame:
     """Task x model (and source) top-1 in %, ordered by group."""
     both = tasks["source"].nunique() > 1

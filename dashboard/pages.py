@@ -29,6 +29,7 @@ PAGES: tuple[Page, ...] = (
     Page("shape_bias", "Shape bias", ":material/pets:"),
     Page("robustness", "Robustness", ":material/shield:"),
     Page("pug", "PUG-ImageNet", ":material/view_in_ar:"),
+    Page("ood", "OOD detection", ":material/help_center:"),
     Page("transfer", "Transfer", ":material/move_up:"),
     Page("representations", "Representations", ":material/grid_on:"),
     Page("compare", "Compare two models", ":material/compare_arrows:"),

@@ -802,6 +802,34 @@ def paired_outcomes(
     )
 
 
+# --------------------------------------------------------------------------- OOD detection
+
+
+@cached
+def ood_scores(path: str, version: str, model: str, dataset: str, score: str) -> pd.DataFrame:
+    """The per-image OOD ``score`` (:data:`beyond_inet.scoring.ood.SCORES`: higher = more
+    in-distribution) of the latest run of ``model`` on the OOD set ``dataset`` and of the
+    in-distribution run it was scored against (recorded in its settings):
+    ``in_distribution`` (bool), ``value``; empty without such runs."""
+    from beyond_inet.scoring.ood import SCORES
+
+    cols = ["in_distribution", "value"]
+    column = SCORES[score]  # a column name from the mapping, never user input
+    ids = _run_ids(path, version, dataset, (model,))
+    if not ids:
+        return pd.DataFrame(columns=cols)
+    return _q(
+        path,
+        f"WITH ref AS (SELECT json_extract_string(settings, '$.ood.in_distribution_run') AS id "
+        f"FROM runs WHERE run_id = ?) SELECT p.run_id <> ? AS in_distribution, "
+        f"p.{column} AS value FROM predictions p WHERE (p.run_id = ? "
+        f"OR p.run_id = (SELECT id FROM ref)) AND p.view = 'standard' "
+        f"AND p.{column} IS NOT NULL ORDER BY in_distribution, p.sample_id",
+        [ids[0], ids[0], ids[0]],
+        cols,
+    )
+
+
 #: Per-image columns :func:`per_image_values` may read (never user input).
 PER_IMAGE_VALUES = ("correct", "confidence", "pred", "decision")
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,13 @@ BASE_ACCURACY = {
     "imagenet-hard": 0.29,
     "cue-conflict": 0.3,
     "pug-imagenet": 0.4,
+    # OOD sets: how often an image looks like a confident in-distribution one
+    "ood-ssb-hard": 0.55,
+    "ood-ninco": 0.5,
+    "ood-inaturalist": 0.25,
+    "ood-textures": 0.35,
+    "ood-openimage-o": 0.3,
+    "imagenet-o": 0.6,
 }
 
 
@@ -114,6 +122,25 @@ def paper_suite() -> list[SyntheticDataset]:
     ]
 
 
+def ood_suite() -> list[SyntheticDataset]:
+    """The OOD sets at their real sizes (scored against ``imagenet-val``'s synthetic run)."""
+    from beyond_inet.datasets import OOD_SETS
+
+    sizes = {
+        "ood-ssb-hard": 49_000,
+        "ood-ninco": 5_879,
+        "ood-inaturalist": 10_000,
+        "ood-textures": 5_640,
+        "ood-openimage-o": 15_869,
+        "imagenet-o": 2_000,
+    }
+    return [SyntheticDataset(spec.name, sizes[spec.name]) for spec in OOD_SETS]
+
+
+def _is_ood(name: str) -> bool:
+    return DATASETS.get(name).protocol.role("ood") == "out-of-distribution"
+
+
 def view_distance(view: str) -> float:
     """How far a transform view is from ``standard`` (0 = the same input)."""
     family, _, arg = view.partition(":")
@@ -134,7 +161,7 @@ def _labels(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.choice(np.array(imagenet_r_indices()), n)
     if name == "imagenet-a":
         return rng.choice(np.array(imagenet_a_indices()), n)
-    if name == "cue-conflict":
+    if name == "cue-conflict" or _is_ood(name):
         return np.full(n, -1)
     return rng.integers(0, 1000, n)
 
@@ -172,6 +199,8 @@ def _sample_ids(
         return np.array([f"{lab}/{i:07d}.jpeg" for i, lab in enumerate(labels)])
     if name == "imagenet-hard":
         return np.array([f"images/{i}.jpg" for i in range(n)])
+    if _is_ood(name):
+        return np.array([f"{name}_{i:07d}.jpg" for i in range(n)])
     return np.array([f"{prefix}{wnids[lab]}/{name}_{i:07d}.JPEG" for i, lab in enumerate(labels)])
 
 
@@ -247,7 +276,17 @@ def _predictions(
         brier=brier,
         decision=decision,
         pred_full=pred.copy() if len(classes) < 1000 else None,
+        **_logit_scores(conf),
     )
+
+
+def _logit_scores(conf: np.ndarray) -> dict[str, np.ndarray]:
+    """``max_logit`` and ``logsumexp`` consistent with the top-1 probability (softmax:
+    ``conf = exp(max_logit - logsumexp)``), the max logit noisy around a rising function of
+    it (noise of its own, so the other synthetic numbers stay as they were)."""
+    rng = np.random.default_rng([len(conf), int(1e3 * conf.sum())])
+    max_logit = 6 + 10 * conf + rng.normal(0, 1.5, len(conf))
+    return {"max_logit": max_logit, "logsumexp": max_logit - np.log(np.clip(conf, 1e-12, 1))}
 
 
 def _temperature_scaled(rec: ImageRecords) -> tuple[ImageRecords, float]:
@@ -361,8 +400,10 @@ def synthetic_run_record(
     n: int,
     weights: str = SYNTHETIC_WEIGHTS,
     dataset_root: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> RunRecord:
-    """The provenance record of a synthetic run (marked meaningless, ``random_weights``)."""
+    """The provenance record of a synthetic run (marked meaningless, ``random_weights``;
+    ``settings`` added to ``{"synthetic": true}``)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return RunRecord(
         run_id=run_id,
@@ -375,7 +416,7 @@ def synthetic_run_record(
         random_weights=True,
         preprocessing="{}",
         views=json.dumps(views),
-        settings=json.dumps({"synthetic": True}),
+        settings=json.dumps({"synthetic": True, **(settings or {})}),
         dataset_root=dataset_root,
         sample_limit=None,
         n_samples=n,
@@ -401,9 +442,13 @@ def _run(
     min_images: int = 32,
     write_images: bool = False,
     n_boot: int = 0,
-) -> tuple[RunRecord, pa.Table, pd.DataFrame]:
+    reference: tuple[str, ImageRecords] | None = None,
+) -> tuple[RunRecord, pa.Table, pd.DataFrame, ImageRecords | None]:
+    """One synthetic run, and its ``standard`` view's records. An OOD set is scored against
+    ``reference`` (run id, records: the model's in-distribution run), as precompute does."""
     from beyond_inet.records import to_arrow
     from beyond_inet.run.plan import evaluations_for
+    from beyond_inet.scoring.ood import ood_rows, record_scores
 
     spec = DATASETS.get(plan.name)
     rng = np.random.default_rng(seed)
@@ -457,6 +502,16 @@ def _run(
         if write_images and root is not None and (plan.grouped or view == "standard"):
             _write_images(root, vp, IMAGES_PER_VIEW[plan.grouped])
     rows += score_run(stored, spec.protocol.run_evaluations, opts)
+    settings = {}
+    if reference is not None and "standard" in stored:
+        ref_id, ref = reference
+        scores = record_scores(ref)
+        rows += [("standard", r) for r in ood_rows(scores, len(ref.sample_id), stored["standard"])]
+        settings["ood"] = {
+            "in_distribution_run": ref_id,
+            "in_distribution_images": len(ref.sample_id),
+            "scores": sorted(scores),
+        }
     metrics = metrics_frame(run_id, model, plan.name, rows)
     run = synthetic_run_record(
         run_id,
@@ -467,8 +522,9 @@ def _run(
         n,
         "random" if meaningless else SYNTHETIC_WEIGHTS,
         str(root) if root is not None else None,
+        settings,
     )
-    return run, pa.concat_tables(tables), metrics
+    return run, pa.concat_tables(tables), metrics, stored.get("standard")
 
 
 def fill_store(
@@ -488,14 +544,21 @@ def fill_store(
     Every run is marked meaningless (``random_weights``); ``random_models`` are recorded
     with ``weights='random'`` (as a smoke-test run), the others with ``'synthetic'``. With
     ``data_root`` each run records ``<data_root>/<dataset folder>`` as its dataset root, and
-    ``write_images`` puts generated pictures there."""
+    ``write_images`` puts generated pictures there. The default datasets are the paper's and
+    the OOD sets; an OOD set is written only after its reference (``imagenet-val``)."""
+    from beyond_inet.datasets import reference_dataset
+
     store = Store(path)
-    plans = list(datasets) if datasets is not None else paper_suite()
+    plans = list(datasets) if datasets is not None else [*paper_suite(), *ood_suite()]
     root = Path(data_root) if data_root is not None else None
+    in_distribution = reference_dataset("ood")
     total = 0
     for i, model in enumerate([*models, *random_models]):
+        reference: tuple[str, ImageRecords] | None = None
         for j, plan in enumerate(plans):
-            run, preds, mets = _run(
+            if _is_ood(plan.name) and reference is None:
+                continue  # precompute waits for the in-distribution run, too
+            run, preds, mets, standard = _run(
                 model,
                 plan,
                 scale,
@@ -504,7 +567,10 @@ def fill_store(
                 root,
                 write_images=write_images,
                 n_boot=n_boot,
+                reference=reference if _is_ood(plan.name) else None,
             )
+            if plan.name == in_distribution and standard is not None:
+                reference = (run.run_id, standard)
             store.commit_run(run, preds, mets, replace=True)
             total += preds.num_rows
             if log:

@@ -40,6 +40,7 @@ MIN_CHARTS = {
     "shape_bias": 1,
     "robustness": 3,
     "pug": 2,
+    "ood": 3,
     "transfer": 3,
     "representations": 2,
     "compare": 1,

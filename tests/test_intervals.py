@@ -115,7 +115,7 @@ def test_rms_calibration_error_edge_cases() -> None:
 
 def _population_rms(kind: str, rng: np.random.Generator) -> float:
     conf, truth = _model(kind, rng, 2_000_000)
-    bins = np.searchsorted(M._bin_edges(15), conf.astype(np.float32), side="right") - 1
+    bins = np.searchsorted(M.bin_edges(15), conf.astype(np.float32), side="right") - 1
     gap = np.bincount(bins, truth - conf, minlength=16)
     count = np.bincount(bins, minlength=16)
     return float(np.sqrt((gap**2 / np.maximum(count, 1)).sum() / len(conf)))
@@ -206,7 +206,7 @@ def test_the_calibrated_null_matches_label_by_label_draws() -> None:
     rng = np.random.default_rng(4)
     conf = rng.beta(6, 1.2, 3000) * 0.999
     fast = M._calibrated_null(conf, 15, 4000, seed=1)
-    idx, k = M._bin_index(conf, 15), 16
+    idx, k = M.bin_index(conf, 15), 16
     exact = []
     for _ in range(4000):
         d = (rng.random(len(conf)) < conf) - conf

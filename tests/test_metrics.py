@@ -27,23 +27,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- accuracy & losses
 
 
-def test_topk_accuracy_hand_case() -> None:
+def test_topk_hits_hand_case() -> None:
     topk = np.array([[3, 1, 2], [0, 2, 1], [5, 4, 0], [1, 0, 2]])
     labels = np.array([3, 2, 9, 2])
-    assert metrics.topk_accuracy(topk, labels, 1) == 0.25
-    assert metrics.topk_accuracy(topk, labels, 2) == 0.5
-    assert metrics.topk_accuracy(topk, labels, 3) == 0.75
+    assert metrics.topk_hits(topk, labels, 1).tolist() == [True, False, False, False]
+    assert metrics.topk_hits(topk, labels, 2).tolist() == [True, True, False, False]
+    assert metrics.topk_hits(topk, labels, 3).tolist() == [True, True, False, True]
 
 
-def test_topk_accuracy_rejects_bad_k_and_shapes() -> None:
+def test_topk_hits_rejects_bad_k_and_shapes() -> None:
     topk = np.zeros((2, 3), dtype=int)
     with pytest.raises(ValueError):
-        metrics.topk_accuracy(topk, np.zeros(2, dtype=int), 4)
+        metrics.topk_hits(topk, np.zeros(2, dtype=int), 4)
     with pytest.raises(ValueError):
-        metrics.topk_accuracy(topk, np.zeros(2, dtype=int), 0)
+        metrics.topk_hits(topk, np.zeros(2, dtype=int), 0)
     with pytest.raises(ValueError):
-        metrics.topk_accuracy(topk, np.zeros(3, dtype=int), 1)
-    assert math.isnan(metrics.topk_accuracy(np.zeros((0, 5), dtype=int), np.zeros(0), 5))
+        metrics.topk_hits(topk, np.zeros(3, dtype=int), 1)
+    assert metrics.topk_hits(np.zeros((0, 5), dtype=int), np.zeros(0), 5).shape == (0,)
 
 
 def test_nll_matches_torch_nll_loss() -> None:
@@ -291,8 +291,31 @@ def test_factors_equal_package_factors() -> None:
     assert tuple(imagenet_x.FACTORS) == metrics.IMAGENET_X_FACTORS
 
 
-def test_factor_accuracies_hand_case() -> None:
+def _imagenet_x_rows(names: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """What production stores for these predictions: the ``imagenet_x`` evaluation's rows
+    (the records hold only what it reads: file names and top-1 classes)."""
+    from beyond_inet.records import ImageRecords
+    from beyond_inet.scoring.evaluations import ScoringOptions
+    from beyond_inet.scoring.evaluations import imagenet_x as imagenet_x_rows
+
+    n = len(names)
+    rec = ImageRecords(
+        sample_id=np.asarray(names, dtype=object),
+        label=np.asarray(pred),
+        pred=np.asarray(pred),
+        confidence=np.ones(n),
+        p_true=np.ones(n),
+        correct=np.ones(n, bool),
+        topk_idx=np.zeros((n, 5), int),
+        topk_prob=np.zeros((n, 5)),
+        brier=np.zeros(n),
+    )
+    return {r.metric: r.value for r in imagenet_x_rows(rec, ScoringOptions(n_boot=0))}
+
+
+def test_imagenet_x_rows_hand_case(monkeypatch: pytest.MonkeyPatch) -> None:
     ann = _tiny_annotations()
+    monkeypatch.setattr(metrics, "load_imagenet_x_annotations", lambda: ann)
     names = np.array(
         [
             "/val/n0/ILSVRC2012_val_00000002.JPEG",
@@ -302,24 +325,23 @@ def test_factor_accuracies_hand_case() -> None:
         ]
     )
     pred = np.array([2, 7, 3, 5])  # last file is not annotated: ignored
-    acc = metrics.imagenet_x_factor_accuracies(names, pred, ann)
-    assert list(acc.index) == [*metrics.IMAGENET_X_FACTORS, "average"]
-    assert acc["pose"] == 0.5 and acc["background"] == 1.0 and math.isnan(acc["style"])
-    np.testing.assert_allclose(acc["average"], 2 / 3)
-    counts = metrics.imagenet_x_factor_counts(names, ann)
-    assert counts["pose"] == 2 and counts["background"] == 1 and counts["style"] == 0
-    ratios = metrics.imagenet_x_error_ratios(acc)
-    assert list(ratios.index) == list(metrics.IMAGENET_X_FACTORS)
-    np.testing.assert_allclose(ratios[["pose", "background"]], [0.5 / (1 / 3), 0.0])
+    got = _imagenet_x_rows(names, pred)
+    assert got["imagenet_x_images"] == 3
+    assert got["factor_accuracy:pose"] == 0.5 and got["factor_accuracy:background"] == 1.0
+    assert math.isnan(got["factor_accuracy:style"])
+    assert (got["factor_count:pose"], got["factor_count:background"]) == (2, 1)
+    assert got["factor_count:style"] == 0
+    # overall accuracy 2/3: pose (1 - 0.5) / (1/3), background 0
+    np.testing.assert_allclose(got["error_ratio:pose"], 1.5)
+    assert got["error_ratio:background"] == 0.0
+    np.testing.assert_allclose(got["error_ratio_mean"], 0.75)  # the factors with images
 
 
-def test_factor_accuracies_rejects_duplicates_and_length_mismatch() -> None:
+def test_imagenet_x_rejects_duplicates_and_ignores_unannotated_repeats() -> None:
     ann = _tiny_annotations()
     dup = np.array(["ILSVRC2012_val_00000001.JPEG", "x/ILSVRC2012_val_00000001.JPEG"])
     with pytest.raises(ValueError):
-        metrics.imagenet_x_factor_accuracies(dup, np.array([1, 1]), ann)
-    with pytest.raises(ValueError):
-        metrics.imagenet_x_factor_accuracies(dup[:1], np.array([1, 1]), ann)
+        metrics.align_imagenet_x(dup, ann)
     # repeated names that are not annotated (class folders of img0.JPEG ...) are ignored
     other = np.array(["n01/img0.JPEG", "n02/img0.JPEG", "ILSVRC2012_val_00000001.JPEG"])
     assert metrics.align_imagenet_x(other, ann).rows.tolist() == [2]
@@ -343,7 +365,7 @@ def _package_results(ann: pd.DataFrame, names: np.ndarray, pred: np.ndarray) -> 
 
 @pytest.mark.filterwarnings("ignore:Constructing a DataFrame from a list of sequences")
 @pytest.mark.parametrize("n_files", [46110, 3000])
-def test_factor_accuracies_match_imagenet_x_package(
+def test_imagenet_x_rows_match_imagenet_x_package(
     real_annotations: pd.DataFrame, n_files: int
 ) -> None:
     rng = np.random.default_rng(n_files)
@@ -357,14 +379,22 @@ def test_factor_accuracies_match_imagenet_x_package(
     extra = np.array([f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(60001, 60101)])
     all_names = np.concatenate([np.char.add("val/some_dir/", names), extra])
     all_pred = np.concatenate([pred, np.zeros(len(extra), dtype=pred.dtype)])
-    acc = metrics.imagenet_x_factor_accuracies(all_names, all_pred)
-    ratios = metrics.imagenet_x_error_ratios(acc)
-    np.testing.assert_allclose(acc.to_numpy(), expected[acc.index].to_numpy(), rtol=1e-12)
+    got = _imagenet_x_rows(all_names, all_pred)
+    factors = list(metrics.IMAGENET_X_FACTORS)
     np.testing.assert_allclose(
-        ratios.to_numpy(), expected["ratio:" + ratios.index].to_numpy(), rtol=1e-12
+        [got[f"factor_accuracy:{k}"] for k in factors], expected[factors], rtol=1e-12
     )
-    counts = metrics.imagenet_x_factor_counts(all_names)
-    np.testing.assert_array_equal(counts.to_numpy(), sub[list(counts.index)].sum().to_numpy())
+    np.testing.assert_allclose(
+        [got[f"error_ratio:{k}"] for k in factors],
+        expected[[f"ratio:{k}" for k in factors]],
+        rtol=1e-12,
+    )
+    ratios = expected[[f"ratio:{k}" for k in factors]]
+    np.testing.assert_allclose(got["error_ratio_mean"], ratios.mean())
+    assert got["imagenet_x_images"] == len(sub)
+    np.testing.assert_array_equal(
+        [got[f"factor_count:{k}"] for k in factors], sub[factors].sum().to_numpy()
+    )
 
 
 def test_factor_vectors_batch_like_single(real_annotations: pd.DataFrame) -> None:

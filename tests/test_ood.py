@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from beyond_inet.datasets import DATASETS, Protocol, discover, role_datasets
+from beyond_inet.datasets import DATASETS, OOD_REPORT, Protocol, discover, role_datasets
 from beyond_inet.scoring import ood
 from beyond_inet.store import Store
 from precompute.cli import main
@@ -103,6 +103,11 @@ def test_each_cross_dataset_evaluation_has_one_reference_dataset() -> None:
         Protocol(roles=(("odd", "in-distribution"),))
 
 
+def test_every_ood_set_is_reported_in_one_group() -> None:
+    assert [s.dataset for s in OOD_REPORT] == role_datasets("ood", "out-of-distribution")
+    assert {s.group for s in OOD_REPORT} == {"near-OOD", "far-OOD", "ImageNet-O"}
+
+
 def write_ood_images(folder: Path, n: int, seed: int) -> None:
     """``n`` noise JPEGs of several sizes in ``folder`` (an OOD set's images)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -184,12 +189,16 @@ def _scores(store: Store, model: str, dataset: str) -> dict[str, np.ndarray]:
     }
 
 
-def test_precompute_scores_each_ood_set_against_the_models_val_run(
-    ood_root: Path, tmp_path: Path
-) -> None:
-    store_path = tmp_path / "s.duckdb"
+@pytest.fixture(scope="module")
+def ood_store(ood_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny models on ImageNet val, Textures and ImageNet-O, by precompute."""
+    store_path = tmp_path_factory.mktemp("ood-store") / "s.duckdb"
     _run(ood_root, store_path, "--dataset", "imagenet-val,ood-textures,imagenet-o")
-    store = Store(store_path)
+    return store_path
+
+
+def test_precompute_scores_each_ood_set_against_the_models_val_run(ood_store: Path) -> None:
+    store = Store(ood_store)
     rows = store.query(
         "SELECT r.model, r.dataset, m.metric, m.value, r.settings FROM metrics m "
         "JOIN runs r USING (run_id) WHERE r.dataset IN ('ood-textures', 'imagenet-o')"
@@ -223,3 +232,59 @@ def test_an_ood_set_waits_for_its_reference_and_follows_it(ood_root: Path, tmp_p
     assert Store(store_path).query(count)["n"].iloc[0] == 13
     log = _run(ood_root, store_path, "--dataset", "imagenet-o", models=TINY_TIMM)
     assert "skip timm:test_vit on imagenet-o" in log
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def test_the_ood_page_shows_what_precompute_stored(
+    ood_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import frames, queries
+
+    store = Store(ood_store)
+    stored = store.query(
+        "SELECT r.model, r.dataset, m.metric, m.value FROM metrics m JOIN runs r USING (run_id) "
+        "WHERE m.metric LIKE '%:energy'"
+    )
+    combined = queries.combined.uncached(
+        str(ood_store), "v", "measured", (TINY_TIMM, TINY_CLIP), None, None
+    )
+    table = frames.ood_table(combined, "energy")
+    got = table[table["dataset"] != ""]
+    assert len(got) == len(stored) == 2 * 2 * 4  # models x sets x metrics
+    want = {(r.model, r.dataset, r.metric.split(":")[0]): r.value for r in stored.itertuples()}
+    for r in got.itertuples():
+        assert r.value == want[(r.model, r.dataset, r.metric)]
+    # far-OOD: Textures only, its mean is itself and says so; ImageNet-O has no group mean
+    far = table[table["set"] == "far-OOD mean"]
+    assert set(far["set"]) == {"far-OOD mean"} and len(far) == 2 * 4
+    for r in far.itertuples():
+        assert r.value == want[(r.model, "ood-textures", r.metric)]
+    assert not (table["set"] == "near-OOD mean").any()
+    assert frames.partial_means(table)[0].endswith("far-OOD mean: mean of 1 of 3 sets")
+    wide = frames.ood_wide(table)
+    assert list(wide["set"].unique()) == ["Textures", "ImageNet-O", "far-OOD mean"]
+    assert list(wide["metric"][:4]) == list(frames.OOD_METRICS.values())
+
+    # the histogram's scores: the OOD run's images and those of the val run it was scored on
+    scores = queries.ood_scores.uncached(str(ood_store), "v", TINY_TIMM, "imagenet-o", "energy")
+    mine = _scores(store, TINY_TIMM, "imagenet-o")
+    theirs = _scores(store, TINY_TIMM, "imagenet-val")
+    assert np.allclose(scores.loc[~scores["in_distribution"], "value"], mine["energy"])
+    assert np.allclose(scores.loc[scores["in_distribution"], "value"], theirs["energy"])
+
+    monkeypatch.setenv("BEYOND_INET_STORE", str(ood_store))
+    app = Path(__file__).parents[1] / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=90)
+    at.query_params["models"] = f"{TINY_TIMM},{TINY_CLIP}"
+    at.run()
+    at.switch_page("sections/ood.py")
+    at.run()
+    assert not at.exception and [t.value for t in at.title] == ["OOD detection"]
+    assert len(at.get("plotly_chart")) == 3 and len(at.dataframe) == 1
+    at.radio(key="ood-score").set_value("msp").run()
+    at.selectbox(key="ood-model").set_value(TINY_CLIP).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3

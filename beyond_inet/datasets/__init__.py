@@ -34,7 +34,7 @@ from beyond_inet.datasets.imagenet_variants import (
     IMAGENET_SKETCH,
     IMAGENET_V2,
 )
-from beyond_inet.datasets.ood import OOD_SETS
+from beyond_inet.datasets.ood import OOD_REPORT, OOD_SETS, OodSet
 from beyond_inet.datasets.pug import PUG_IMAGENET
 from beyond_inet.registry import Registry
 
@@ -42,12 +42,14 @@ __all__ = [
     "CROSS_EVALUATIONS",
     "DATASETS",
     "INPUT_RECIPES",
+    "OOD_REPORT",
     "CrossEvaluation",
     "DatasetLayoutError",
     "DatasetSpec",
     "DecisionRule",
     "FoundDataset",
     "Layout",
+    "OodSet",
     "Protocol",
     "Sample",
     "dataset_preprocessing",

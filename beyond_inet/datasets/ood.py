@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from beyond_inet.datasets.base import (
@@ -121,4 +122,24 @@ OOD_SETS: tuple[DatasetSpec, ...] = (
     OOD_TEXTURES,
     OOD_OPENIMAGE_O,
     IMAGENET_O,
+)
+
+
+@dataclass(frozen=True)
+class OodSet:
+    """How an OOD set is reported: its short label and OpenOOD v1.5's group (its headline
+    numbers are the near-OOD and far-OOD means; ImageNet-O stands alone)."""
+
+    dataset: str
+    label: str
+    group: str
+
+
+OOD_REPORT: tuple[OodSet, ...] = (
+    OodSet("ood-ssb-hard", "SSB-hard", "near-OOD"),
+    OodSet("ood-ninco", "NINCO", "near-OOD"),
+    OodSet("ood-inaturalist", "iNaturalist", "far-OOD"),
+    OodSet("ood-textures", "Textures", "far-OOD"),
+    OodSet("ood-openimage-o", "OpenImage-O", "far-OOD"),
+    OodSet("imagenet-o", "ImageNet-O", "ImageNet-O"),
 )

@@ -40,13 +40,6 @@ def topk_hits(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return np.any(topk[:, :k] == labels[:, None], axis=1)
 
 
-def topk_accuracy(topk_idx: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the first ``k`` columns of ``topk_idx``
-    (:func:`topk_hits`); NaN when N == 0."""
-    hits = topk_hits(topk_idx, labels, k)
-    return float(np.mean(hits)) if len(hits) else NAN
-
-
 def _last_axis_mean(values: np.ndarray) -> Any:
     """Mean over the last axis (images); float for 1-D input, NaN when there is no image.
     Leading axes are independent sets (e.g. bootstrap resamples)."""
@@ -143,7 +136,6 @@ def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
 
 #: The former private names of :func:`bin_edges` and :func:`bin_index`
 #: (``tests/test_intervals.py`` still reads them).
-_bin_edges, _bin_index = bin_edges, bin_index
 
 
 def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
@@ -683,38 +675,6 @@ def imagenet_x_statistics_from_sums(sums: np.ndarray) -> np.ndarray:
         sums[..., :n], sums[..., n : 2 * n], sums[..., 2 * n], sums[..., -1]
     )
     return _imagenet_x_summaries(acc)
-
-
-def imagenet_x_factor_accuracies(
-    file_names: np.ndarray, pred: np.ndarray, annotations: pd.DataFrame | None = None
-) -> pd.Series:
-    """Accuracy per ImageNet-X factor plus ``average`` over all joined images.
-
-    ``pred`` [N] are top-1 ImageNet class indices aligned with ``file_names`` [N]; correct means
-    ``pred == annotation class``. Index: IMAGENET_X_FACTORS then "average"; NaN for a factor
-    with no joined image. Equals the package's ``compute_factor_accuracies``.
-    """
-    pred = np.asarray(pred).ravel()
-    if len(pred) != np.asarray(file_names).size:
-        raise ValueError(f"{np.asarray(file_names).size} file names but {len(pred)} predictions")
-    aligned = align_imagenet_x(file_names, annotations)
-    correct = pred[aligned.rows] == aligned.labels
-    values = imagenet_x_accuracy_vector(correct, aligned.factors)
-    return pd.Series(values, index=[*IMAGENET_X_FACTORS, "average"], name="accuracy")
-
-
-def imagenet_x_factor_counts(
-    file_names: np.ndarray, annotations: pd.DataFrame | None = None
-) -> pd.Series:
-    """Number of joined (annotated) images per factor, indexed by IMAGENET_X_FACTORS."""
-    counts = align_imagenet_x(file_names, annotations).factors.sum(axis=0).astype(np.int64)
-    return pd.Series(counts, index=list(IMAGENET_X_FACTORS), name="count")
-
-
-def imagenet_x_error_ratios(factor_accuracies: pd.Series) -> pd.Series:
-    """``(1 - acc_factor) / (1 - average)`` per factor (the package's ``error_ratio``)."""
-    acc = factor_accuracies[list(IMAGENET_X_FACTORS)].astype(np.float64)
-    return ((1.0 - acc) / (1.0 - float(factor_accuracies["average"]))).rename("error_ratio")
 
 
 # --------------------------------------------------------------------------- shape bias
