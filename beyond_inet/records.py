@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+T = TypeVar("T")
 
 #: Version of the store layout these records make (see ``beyond_inet.store``).
 SCHEMA_VERSION = 5
@@ -106,9 +108,20 @@ def prediction_schema() -> pa.Schema:
 PREDICTION_SCHEMA = prediction_schema()
 
 
-def _arrow(values: np.ndarray | None, typ: pa.DataType, n: int) -> pa.Array:
-    """One column as Arrow: lists from [N, K] arrays; negative integers (a missing label)
-    and non-finite floats as NULL; None / NaN strings as NULL."""
+def arrow_column(
+    values: np.ndarray | None, typ: pa.DataType | None = None, n: int | None = None
+) -> pa.Array:
+    """One per-image column as Arrow: [N, K] arrays as lists. With a store type ``typ``:
+    cast to it, negative integers (a missing label) and non-finite floats as NULL, None /
+    NaN strings as NULL, ``None`` as all NULL (``n`` rows). Without ``typ``: lossless, in
+    the array's own dtype (staged shards; :func:`numpy_column` reads it back)."""
+    if typ is None:
+        v = np.asarray(values)
+        if v.ndim == 2:
+            flat = pa.array(v.reshape(-1))
+            return pa.FixedSizeListArray.from_arrays(flat, v.shape[1])
+        return pa.array(v.astype(str) if v.dtype == object else v)
+    n = len(values) if n is None and values is not None else n
     if values is None:
         return pa.nulls(n, typ)
     if pa.types.is_list(typ):
@@ -119,8 +132,6 @@ def _arrow(values: np.ndarray | None, typ: pa.DataType, n: int) -> pa.Array:
             pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)), flat
         )
     if pa.types.is_string(typ):
-        import pandas as pd
-
         v = np.asarray(values, dtype=object)
         return pa.array(v.astype(str), pa.string(), mask=np.asarray(pd.isna(v), dtype=bool))
     if pa.types.is_integer(typ):
@@ -132,13 +143,32 @@ def _arrow(values: np.ndarray | None, typ: pa.DataType, n: int) -> pa.Array:
     return pa.array(np.asarray(values).astype(bool), typ)
 
 
+def numpy_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A lossless :func:`arrow_column` back as numpy (fixed-size lists as [N, K])."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_fixed_size_list(col.type):
+        return np.asarray(col.flatten()).reshape(len(col), col.type.list_size)
+    if pa.types.is_string(col.type):
+        return np.asarray(col.to_pylist(), dtype=object)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def record_from(cls: type[T], own: Mapping[str, Any], derived: Any) -> T:
+    """A record of type ``cls`` from the fields its maker sets itself (``own``) and, by
+    name, every other field of ``cls`` that ``derived`` (a record or a mapping of the
+    engine's per-image outputs) has: the shared fields are never copied one by one."""
+    get = derived.get if isinstance(derived, Mapping) else lambda k: getattr(derived, k, None)
+    rest = {f.name: get(f.name) for f in fields(cls) if f.name not in own}
+    return cls(**own, **{k: v for k, v in rest.items() if v is not None})
+
+
 def to_arrow(rec: ImageRecords, run_id: str, model: str, dataset: str, view: str) -> pa.Table:
     """Per-image rows for the store (Arrow, bulk-inserted), typed by :data:`PREDICTION_SCHEMA`."""
     n = len(rec)
     keys = dict(zip([c for c, _ in KEY_COLUMNS], (run_id, model, dataset, view), strict=True))
     cols = {k: pa.array([v] * n, pa.string()) for k, v in keys.items()}
     for f in fields(ImageRecords):
-        cols[f.name] = _arrow(getattr(rec, f.name), f.metadata["arrow"], n)
+        cols[f.name] = arrow_column(getattr(rec, f.name), f.metadata["arrow"], n)
     return pa.table(cols, schema=PREDICTION_SCHEMA)
 
 

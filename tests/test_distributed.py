@@ -367,6 +367,39 @@ def test_merge_orders_by_index_refuses_overlaps_and_ignores_partial_shards(
         merge_shards(folder)
 
 
+def test_a_staged_shard_reads_back_bit_for_bit(tmp_path: Path) -> None:
+    """Every field of the engine's outputs, in its own dtype, NaN and -1 included (the
+    store's typed columns would turn them into NULLs and float32)."""
+    from dataclasses import fields
+
+    from beyond_inet.run.engine import LogitOutputs
+    from beyond_inet.run.shards import merge_shards, write_shard
+
+    rng = np.random.default_rng(0)
+    n = 6
+    values = {
+        f.name: rng.normal(size=n).astype(np.float32)
+        for f in fields(LogitOutputs)
+        if f.name not in ("index", "pred", "topk_idx", "topk_prob", "decision", "pred_full")
+    }
+    values["brier"] = np.r_[rng.random(n - 1), np.nan]  # float64, unlabelled: NaN
+    out = LogitOutputs(
+        index=np.arange(n),
+        pred=rng.integers(0, 1000, n),
+        topk_idx=rng.integers(0, 1000, (n, 5)),
+        topk_prob=rng.random((n, 5)).astype(np.float32),
+        decision=np.r_[rng.integers(0, 16, n - 1), -1],
+        pred_full=rng.integers(0, 1000, n),
+        **values,
+    )
+    write_shard(tmp_path / "pass-x" / "shard-0-of-1", PassResult({("m", "v"): out}, [], n, 0.1))
+    back = merge_shards(tmp_path / "pass-x").outputs[("m", "v")]
+    for f in fields(LogitOutputs):
+        a, b = getattr(out, f.name), getattr(back, f.name)
+        assert b.dtype == a.dtype and b.shape == a.shape, f.name
+        np.testing.assert_array_equal(b, a, err_msg=f.name)
+
+
 def _with_logits(index: list[int]) -> PassResult:
     from beyond_inet.run.engine import Features
 

@@ -4,14 +4,10 @@ views (sample groups x transform views)."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 
 from beyond_inet.datasets import FoundDataset
-from beyond_inet.records import (
-    ImageRecords,
-)
+from beyond_inet.records import ImageRecords, record_from
 from beyond_inet.run.engine import (
     LogitOutputs,
 )
@@ -50,10 +46,7 @@ def image_records(
         "decision": decision,
         "factor_value": factor_value,
     }
-    passed = (
-        {f.name for f in fields(ImageRecords)} & {f.name for f in fields(LogitOutputs)}
-    ) - set(own)
-    return ImageRecords(**own, **{name: getattr(out, name) for name in passed})
+    return record_from(ImageRecords, own, out)
 
 
 def stored_view(group: str, transform_view: str) -> str:

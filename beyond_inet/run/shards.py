@@ -29,16 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beyond_inet.records import identity_key
+from beyond_inet.records import arrow_column, identity_key, numpy_column
 from beyond_inet.run.engine import Features, LogitOutputs, PassResult, Shard
 from beyond_inet.run.errors import PrecomputeError
 
 COMPLETE = "COMPLETE"
 #: The layout of a staged shard; shards staged by another version are refused, not merged.
-SHARD_FORMAT = 2
+SHARD_FORMAT = 3
 #: What reading a damaged staged file raises (truncated, emptied, overwritten, deleted).
 _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, pa.ArrowException)
-_LISTS = ("topk_idx", "topk_prob")
 
 
 class ShardsIncompleteError(PrecomputeError):
@@ -62,16 +61,13 @@ def shard_folder(staging: Path, key: str, shard: Shard) -> Path:
 
 
 def _table(model: str, view: str, out: LogitOutputs) -> pa.Table:
-    cols: dict[str, pa.Array] = {}
+    """One (model, view)'s outputs, losslessly (:func:`~beyond_inet.records.arrow_column`)."""
     n = len(out.index)
-    for f in fields(LogitOutputs):
-        v = getattr(out, f.name)
-        if v is None:
-            continue
-        if f.name in _LISTS:
-            cols[f.name] = pa.array(list(np.asarray(v)))
-        else:
-            cols[f.name] = pa.array(np.asarray(v))
+    cols = {
+        f.name: arrow_column(getattr(out, f.name))
+        for f in fields(LogitOutputs)
+        if getattr(out, f.name) is not None
+    }
     cols["model"] = pa.array([model] * n, pa.string())
     cols["view"] = pa.array([view] * n, pa.string())
     return pa.table(cols)
@@ -106,18 +102,8 @@ def write_shard(folder: Path, result: PassResult) -> Path:
 
 
 def _outputs(table: pa.Table) -> LogitOutputs:
-    d = {}
-    for f in fields(LogitOutputs):
-        if f.name not in table.column_names:
-            continue
-        col = table.column(f.name)
-        if f.name in _LISTS:
-            width = len(col[0])
-            flat = np.asarray(col.combine_chunks().flatten())
-            d[f.name] = flat.reshape(len(col), width)
-        else:
-            d[f.name] = col.to_numpy()
-    return LogitOutputs(**d)
+    names = {f.name for f in fields(LogitOutputs)} & set(table.column_names)
+    return LogitOutputs(**{name: numpy_column(table.column(name)) for name in names})
 
 
 SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")

@@ -27,6 +27,7 @@ from beyond_inet.records import (
     RunRecord,
     identity_key,
     metrics_frame,
+    record_from,
     to_arrow,
 )
 from beyond_inet.run.commit import RunSummary, commit_staged_runs
@@ -71,17 +72,14 @@ def probe_records(td: TaskData, test: SplitFeatures, result: ProbeResult) -> Ima
         torch.log(torch.from_numpy(result.probs)), torch.from_numpy(test.labels), None
     )
     samples = td.splits["test"].samples
-    return ImageRecords(
-        sample_id=np.array([samples[i].sample_id for i in test.index], dtype=object),
-        label=test.labels,
-        pred=out["pred"],
-        confidence=out["confidence"],
-        p_true=out["p_true"],
-        correct=out["pred"] == test.labels,
-        topk_idx=out["topk_idx"],
-        topk_prob=out["topk_prob"],
-        brier=out["brier"],
-    )
+    own = {
+        "sample_id": np.array([samples[i].sample_id for i in test.index], dtype=object),
+        "label": test.labels,
+        "correct": out["pred"] == test.labels,
+        "max_logit": None,  # the probe's log-probabilities are no logits to score OOD by
+        "logsumexp": None,
+    }
+    return record_from(ImageRecords, own, out)
 
 
 def probe_rows(result: ProbeResult) -> list[MetricRow]:
