@@ -38,6 +38,7 @@ from beyond_inet.transforms.views import (
 )
 
 if TYPE_CHECKING:
+    from beyond_inet.run.engine import RunSettings
     from beyond_inet.run.plan import PrecomputeConfig
 
 
@@ -415,19 +416,9 @@ def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
     return grid_views({f: VIEW_GRIDS[f] if v is None else v for f, v in given.items()})
 
 
-def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
-    """Convert parsed argv to a typed :class:`PrecomputeConfig`."""
-    from beyond_inet.run.engine import RunSettings, Shard, resolve_batch_size, resolve_device
-    from beyond_inet.run.plan import PrecomputeConfig
-    from beyond_inet.scoring.evaluations import ScoringOptions
-
-    models = tuple(m for group in (args.model or [["all"]]) for m in group)
-    datasets = tuple(d for group in args.dataset for d in group) if args.dataset else None
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise UsageError(
-            f"--device {args.device!r} (from ${settings.DEVICE_ENV}?): use auto, cpu or cuda."
-        )
-    device = resolve_device(args.device)
+def _check_modes(args: argparse.Namespace) -> None:
+    """The run modes (plain, --transfer, --cka, --shard / --merge, torchrun) combine only
+    as they can."""
     if args.transfer and args.cka:
         raise UsageError("--transfer and --cka are separate runs; give one of them.")
     if (args.shard or args.merge) and (args.transfer or args.cka):
@@ -440,56 +431,93 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
             "under torchrun the ranks shard the ImageNet evaluations themselves: run "
             "--shard / --merge / --transfer / --cka as one process (python -m precompute)."
         )
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """--cka models, --transfer tasks and --dataset-path names exist (typos fail here,
+    before any model is loaded)."""
     if args.cka is not None and not 1 <= len(args.cka) <= 2:
         raise UsageError("--cka takes MODEL_A,MODEL_B (or one model, compared with itself).")
     if args.cka and "all" in args.cka:
         raise UsageError("--cka takes two model names, not a group such as 'all'.")
     for name in args.cka or ():
-        resolve_spec(name)  # an unknown name fails here, before any model is loaded
+        resolve_spec(name)
     if args.transfer is not None and not any(args.transfer):
         raise UsageError(
             "--transfer needs task names, a group (natural, specialized, structured) or all; "
             "--list-datasets shows the tasks."
         )
     if args.transfer:
-        expand_tasks([t for group in args.transfer for t in group])  # typos fail here
+        expand_tasks([t for group in args.transfer for t in group])
     for name, _ in args.dataset_path:
         if not (args.transfer and name in TASKS):
             DATASETS.get(name)
-    if args.checkpoint is not None:
-        if not args.checkpoint.is_file():
-            raise FileNotFoundError(
-                f"--checkpoint {args.checkpoint} does not exist (give a "
-                ".safetensors or PyTorch state-dict file)."
-            )
-        weights = WeightsSource("checkpoint", args.checkpoint)
-    else:
-        weights = WeightsSource("random" if args.random_weights else "hub")
+
+
+def _weights(args: argparse.Namespace) -> WeightsSource:
+    """--checkpoint FILE, --random-weights or the hub's."""
+    if args.checkpoint is None:
+        return WeightsSource("random" if args.random_weights else "hub")
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(
+            f"--checkpoint {args.checkpoint} does not exist (give a "
+            ".safetensors or PyTorch state-dict file)."
+        )
+    return WeightsSource("checkpoint", args.checkpoint)
+
+
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    """How passes run: device, batch size, workers, precision, decoder, progress."""
+    from beyond_inet.run.engine import RunSettings, resolve_batch_size, resolve_device
+
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(
+            f"--device {args.device!r} (from ${settings.DEVICE_ENV}?): use auto, cpu or cuda."
+        )
+    device = resolve_device(args.device)
+    return RunSettings(
+        device=device,
+        batch_size=resolve_batch_size(args.batch_size, device),
+        workers=args.workers,
+        compile=args.compile,
+        progress=not args.quiet,
+        precision=args.precision,
+        tf32=args.tf32,
+        decode=args.decode,
+    )
+
+
+def _flat(groups: list[list[str]] | None) -> tuple[str, ...]:
+    """Comma-separated option values given once or more, flattened."""
+    return tuple(x for group in groups or [] for x in group)
+
+
+def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
+    """Convert parsed argv to a typed :class:`PrecomputeConfig` (bad combinations and
+    unknown names raise :class:`UsageError` / the registries' errors here)."""
+    from beyond_inet.run.engine import Shard
+    from beyond_inet.run.plan import PrecomputeConfig
+    from beyond_inet.scoring.evaluations import ScoringOptions
+
+    _check_modes(args)
+    _check_names(args)
+    run = _run_settings(args)
     return PrecomputeConfig(
-        models=models,
+        models=_flat(args.model) if args.model else ("all",),
         data_root=args.data_root,
         store=args.store,
-        datasets=datasets,
+        datasets=_flat(args.dataset) if args.dataset else None,
         dataset_paths=dict(args.dataset_path),
-        weights=weights,
+        weights=_weights(args),
         preprocessing=args.preprocessing,
         logit_scale=args.logit_scale,
         limit=args.limit,
-        run=RunSettings(
-            device=device,
-            batch_size=resolve_batch_size(args.batch_size, device),
-            workers=args.workers,
-            compile=args.compile,
-            progress=not args.quiet,
-            precision=args.precision,
-            tf32=args.tf32,
-            decode=args.decode,
-        ),
+        run=run,
         force=args.force,
-        scoring=ScoringOptions(n_boot=args.bootstrap, device=device),
+        scoring=ScoringOptions(n_boot=args.bootstrap, device=run.device),
         cache_dir=args.cache_dir,
         extra_views=invariance_views(args),
-        transfer=tuple(t for group in args.transfer or [] for t in group),
+        transfer=_flat(args.transfer),
         transfer_protocol=args.transfer_protocol,
         cka=tuple(args.cka or ()),
         cka_images=args.cka_images,
