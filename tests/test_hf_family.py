@@ -324,6 +324,10 @@ def test_uncached_models_fail_fast_with_what_to_run(
     with pytest.raises(WeightsUnavailableError) as e:
         load_model("hf:nobody/absent")
     assert "load offline only" in _one_line(e) and "--fetch-weights" in str(e.value)
+    assert "--random-weights need it too" in str(e.value)  # no config: random weights can't
+    with pytest.raises(WeightsUnavailableError) as e:
+        load_model(f"hf:{NO_WEIGHTS}")
+    assert "pass --checkpoint PATH / --random-weights" in str(e.value)  # config is there
 
 
 def test_fetch_of_a_cached_model_verifies_it_offline() -> None:

@@ -394,11 +394,16 @@ class HfFamily:
         looked = [f"{_cache_dir()} (repo {spec.arch}, revision {spec.tag or 'main'})"]
         if not hub_reachable():
             return unavailable(spec, looked)
+        other = (
+            ", or pass --checkpoint PATH / --random-weights (the config and image processor "
+            "are cached)"
+            if what == "weights"
+            else " (--checkpoint and --random-weights need it too)"
+        )
         return WeightsUnavailableError(
             f"The {what} of model {spec.name!r} ({spec.hub_id}) is not in the local Hugging "
             f"Face cache ({looked[0]}); hf models load offline only. Run "
-            f"`{fetch_command(spec.name)}` first, or pass --checkpoint PATH / --random-weights "
-            "(these still need the config and image processor)."
+            f"`{fetch_command(spec.name)}` first{other}."
         )
 
     def _config(self, spec: ModelSpec) -> Any:
