@@ -269,27 +269,58 @@ def catalog_metrics(models: tuple[str, ...]) -> pd.DataFrame:
         df["model"], df["dataset"], df["view"], df["metric"], df["value"], df["library"],
         df["reference"],
     )  # fmt: skip
-    return pd.concat([out, catalog_robustness_average(out)], ignore_index=True)
+    return with_robustness_average(out)
 
 
-def catalog_robustness_average(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per model, the mean top-1 over the paper's robustness benchmarks its published rows
-    have (timm publishes V2, ReaL, Sketch, R and A; imagenet-testbed also C; none Hard), as
-    the derived ``robustness/top1_average`` with a ``detail`` that says over which — the
-    same rule as the measured average."""
+def robustness_averages(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model (and ``source`` / ``provenance`` where ``rows`` have them), the mean top-1
+    over the paper's robustness benchmarks present (view ``standard``; ImageNet-C's is the
+    mean of its views), as ``robustness/top1_average`` rows in ``rows``' columns with a
+    ``detail`` that says over which: the one derivation for measured numbers and for the
+    libraries' published ones (timm publishes V2, ReaL, Sketch, R and A; imagenet-testbed
+    also C; none Hard)."""
     keys = {(d, m): label for label, d, m in ROBUSTNESS_BENCHMARKS}
     mask = [(d, m) in keys for d, m in zip(rows["dataset"], rows["metric"], strict=True)]
-    picked = rows[pd.Series(mask, index=rows.index, dtype=bool)]
+    picked = rows[pd.Series(mask, index=rows.index, dtype=bool) & (rows["view"] == "standard")]
+    by = [c for c in ("model", "source", "provenance") if c in rows]
     out = []
-    for (model, origin), g in picked.groupby(["model", "provenance"], sort=False):
+    for _, g in picked.groupby(by, sort=False, dropna=False):
         names = [keys[(d, m)] for d, m in zip(g["dataset"], g["metric"], strict=True)]
         missing = [label for label, *_ in ROBUSTNESS_BENCHMARKS if label not in names]
-        detail = f"mean of {len(names)} of {len(ROBUSTNESS_BENCHMARKS)}" + (
+        detail = f"mean of {len(names)} of {len(ROBUSTNESS_BENCHMARKS)} benchmarks" + (
             f" (no {', '.join(missing)})" if missing else ""
         )
-        avg = long_format(
-            [model], ROBUSTNESS_AVERAGE[0], "standard", ROBUSTNESS_AVERAGE[1],
-            float(g["value"].mean()), origin, "derived: " + detail,
-        )  # fmt: skip
-        out.append(avg.assign(detail=detail))
-    return pd.concat(out, ignore_index=True) if out else rows.iloc[:0].assign(detail=None)
+        row = g.iloc[0].to_dict()
+        row.update(
+            dataset=ROBUSTNESS_AVERAGE[0],
+            metric=ROBUSTNESS_AVERAGE[1],
+            value=float(g["value"].mean()),
+            ci_low=float("nan"),
+            ci_high=float("nan"),
+            detail=detail,
+        )
+        if "random_weights" in row:
+            row["random_weights"] = bool(g["random_weights"].astype(bool).any())
+        if "run_id" in row:
+            row["run_id"] = None
+        if "reference" in row:
+            row["reference"] = "derived: " + detail
+        out.append(row)
+    columns = [*rows.columns, *(["detail"] if "detail" not in rows else [])]
+    return pd.DataFrame(out, columns=columns)
+
+
+def with_robustness_average(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with their :func:`robustness_averages` appended, except where ``rows``
+    already hold one (the paper's printed average)."""
+    derived = robustness_averages(rows)
+    if derived.empty:
+        return rows
+    by = [c for c in ("model", "source", "provenance") if c in rows]
+    have = rows[
+        (rows["dataset"] == ROBUSTNESS_AVERAGE[0]) & (rows["metric"] == ROBUSTNESS_AVERAGE[1])
+    ]
+    old = set(map(tuple, have[by].astype(str).itertuples(index=False)))
+    new = [tuple(r) not in old for r in derived[by].astype(str).itertuples(index=False)]
+    derived = derived[new]
+    return pd.concat([rows, derived], ignore_index=True) if len(derived) else rows

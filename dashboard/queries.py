@@ -171,13 +171,14 @@ def _run_ids(path: str, version: str, dataset: str | None, models: Sequence[str]
 
 
 def _derived_sql() -> str:
-    """SQL for the derived summaries: a dataset stored only per view (ImageNet-C) gets its
-    mean as view ``standard``; the robustness average (``robustness/top1_average``, over the
-    benchmarks present), ``invariance/agreement_mean`` and ``pug-imagenet/top1_mean``. (The
-    VTAB means are derived by :func:`dashboard.frames.with_vtab_summaries`, for measured and
-    published numbers alike.)"""
+    """SQL for the derived summaries of a model's own views: a robustness benchmark stored
+    only per view (ImageNet-C) gets its mean as view ``standard``;
+    ``invariance/agreement_mean`` and ``pug-imagenet/top1_mean``. (The averages over
+    benchmarks and tasks are derived in pandas for measured and published numbers alike:
+    :func:`dashboard.published.with_robustness_average`,
+    :func:`dashboard.frames.with_vtab_summaries`.)"""
     from dashboard.frames import INVARIANCE_FAMILIES
-    from dashboard.published import ROBUSTNESS_AVERAGE, ROBUSTNESS_BENCHMARKS
+    from dashboard.published import ROBUSTNESS_BENCHMARKS
 
     bench = ", ".join(f"('{d}', '{m}')" for _, d, m in ROBUSTNESS_BENCHMARKS)
     fams = ", ".join(f"'{f}'" for f in INVARIANCE_FAMILIES)
@@ -193,10 +194,6 @@ def _derived_sql() -> str:
         f"d AS (SELECT model, dataset, 'standard' AS view, metric, value, {nan} AS ci_low, "
         f"{nan} AS ci_high, random_weights, NULL AS run_id, 'mean of ' || k || ' views' "
         "AS detail FROM bm WHERE NOT has_std "
-        f"UNION ALL SELECT model, '{ROBUSTNESS_AVERAGE[0]}', 'standard', "
-        f"'{ROBUSTNESS_AVERAGE[1]}', avg(value), {nan}, {nan}, bool_or(random_weights), NULL, "
-        f"'mean of ' || count(*) || ' of {len(ROBUSTNESS_BENCHMARKS)} benchmarks' FROM bm "
-        "GROUP BY model "
         f"UNION ALL SELECT model, 'invariance', 'standard', 'agreement_mean', avg(value), {nan}, "
         f"{nan}, bool_or(random_weights), NULL, 'mean of ' || count(*) || ' views' FROM m "
         "WHERE dataset = 'imagenet-val' AND metric = 'agreement' AND "
@@ -239,9 +236,10 @@ def metrics(
         sql = f"{base} SELECT * FROM m ORDER BY model, dataset, view, metric"
         return _q(path, sql, params, cols)
     from dashboard.frames import with_vtab_summaries
+    from dashboard.published import with_robustness_average
 
     sql = f"{base}, {_derived_sql()} SELECT * FROM m UNION ALL SELECT * FROM d"
-    df = with_vtab_summaries(_q(path, sql, params, cols))
+    df = with_vtab_summaries(with_robustness_average(_q(path, sql, params, cols)))
     return df.sort_values(["model", "dataset", "view", "metric"], ignore_index=True, kind="stable")
 
 

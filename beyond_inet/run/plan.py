@@ -3,9 +3,10 @@ loaded, and per dataset each model's views, run identity and whether it is alrea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -244,6 +245,7 @@ class DatasetPlan:
     in_distribution: dict[str, InDistribution] = field(default_factory=dict)
 
 
+R = TypeVar("R")
 #: A model's identity across datasets: (model, weights, preprocessing JSON, precision).
 ModelKey = tuple[str, str, str, str]
 
@@ -273,6 +275,31 @@ class References:
     in_distribution: dict[ModelKey, InDistribution] = field(default_factory=dict)
 
 
+def _per_model(
+    evaluation: str,
+    role: str,
+    found: FoundDataset,
+    loaded: Sequence[LoadedModel],
+    precision: str,
+    lookup: Callable[[ModelKey], R | None],
+    note: Callable[[str], str],
+    log: Log,
+) -> dict[str, R]:
+    """Each model's reference result (``lookup`` of its :func:`model_key`) when ``found``
+    plays ``role`` in the cross-dataset ``evaluation``; ``note(model)`` logged for each
+    model without one."""
+    if found.spec.protocol.role(evaluation) != role:
+        return {}
+    out = {}
+    for m in loaded:
+        got = lookup(model_key(m, precision))
+        if got is None:
+            log(note(m.name))
+        else:
+            out[m.name] = got
+    return out
+
+
 def fitted_temperatures(
     store: Store,
     cfg: PrecomputeConfig,
@@ -285,24 +312,20 @@ def fitted_temperatures(
     fitted on ImageNet val (same weights, preprocessing and precision): fitted by this
     process (``session``, a run not committed yet), else from the store; a note for each
     model that has none (its calibration after scaling is then left out)."""
-    if found.spec.protocol.role("temperature") != "apply":
-        return {}
     source = reference_dataset("temperature")
-    out = {}
-    for m in loaded:
-        key = model_key(m, cfg.run.precision)
-        got = (session or References()).temperatures.get(key) or store.fitted_temperature(
-            source, *key
+    mine = (session or References()).temperatures
+
+    def lookup(key: ModelKey) -> tuple[float, str] | None:
+        return mine.get(key) or store.fitted_temperature(source, *key)
+
+    def note(model: str) -> str:
+        return (
+            f"note: no temperature for {model} in {cfg.store} (run {source} first, same "
+            f"weights and precision): {found.spec.name} is stored without calibration "
+            "after temperature scaling."
         )
-        if got is None:
-            log(
-                f"note: no temperature for {m.name} in {cfg.store} (run {source} first, same "
-                f"weights and precision): {found.spec.name} is stored without calibration "
-                "after temperature scaling."
-            )
-        else:
-            out[m.name] = got
-    return out
+
+    return _per_model("temperature", "apply", found, loaded, cfg.run.precision, lookup, note, log)
 
 
 def in_distribution_runs(
@@ -317,29 +340,30 @@ def in_distribution_runs(
     in-distribution run (same weights, preprocessing and precision): made by this process,
     else the latest in the store; a note for each model without one (its OOD detection
     metrics are then left out)."""
-    if found.spec.protocol.role("ood") != "out-of-distribution":
-        return {}
     source = reference_dataset("ood")
-    out = {}
-    for m in loaded:
-        key = model_key(m, cfg.run.precision)
-        got = (session or References()).in_distribution.get(key)
-        if got is None:
-            stored = store.in_distribution_scores(source, *key)
-            if stored is not None:
-                run_id, frame = stored
-                scores = ood.scores_of({c: frame[c].to_numpy() for c in frame.columns})
-                got = InDistribution(run_id, len(frame), scores) if scores else None
-        if got is None:
-            log(
-                f"note: no {source} run of {m.name} with OOD scores in {cfg.store} (run "
-                f"{source} first, same weights and precision; a run stored before beyond-inet "
-                f"kept logit scores needs --force): {found.spec.name} is stored without OOD "
-                "detection metrics."
-            )
-        else:
-            out[m.name] = got
-    return out
+    mine = (session or References()).in_distribution
+
+    def lookup(key: ModelKey) -> InDistribution | None:
+        if key in mine:
+            return mine[key]
+        stored = store.in_distribution_scores(source, *key)
+        if stored is None:
+            return None
+        run_id, frame = stored
+        scores = ood.scores_of({c: frame[c].to_numpy() for c in frame.columns})
+        return InDistribution(run_id, len(frame), scores) if scores else None
+
+    def note(model: str) -> str:
+        return (
+            f"note: no {source} run of {model} with OOD scores in {cfg.store} (run "
+            f"{source} first, same weights and precision; a run stored before beyond-inet "
+            f"kept logit scores needs --force): {found.spec.name} is stored without OOD "
+            "detection metrics."
+        )
+
+    return _per_model(
+        "ood", "out-of-distribution", found, loaded, cfg.run.precision, lookup, note, log
+    )
 
 
 def plan_dataset(
