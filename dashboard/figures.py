@@ -893,3 +893,51 @@ def paired_difference(summary: dict[str, object], a: str, b: str) -> go.Figure:
     fig.update_xaxes(title="accuracy (%)", row=1, col=1)
     fig.update_xaxes(title="A - B (percentage points, 95% paired interval)", row=1, col=2)
     return _layout(fig, "Accuracy and the paired difference", 260)
+
+
+def own_ranking_chart(ranking: pd.DataFrame, title: str) -> go.Figure:
+    """Top-1 per model (best first) with its 95% interval, marked against the best
+    (:func:`dashboard.frames.own_ranking`)."""
+    if ranking.empty:
+        return empty_figure("no results")
+    marks = {"best": "★ best", "≈": "≈ best", "worse": "▼ worse"}
+    d = ranking.assign(
+        label=[
+            f"{m}  {marks.get(k, '')}".rstrip()
+            for m, k in zip(ranking["model"], ranking["mark"], strict=True)
+        ]
+    )
+    fig = go.Figure(
+        go.Bar(
+            x=d["top1"] * 100,
+            y=d["label"],
+            orientation="h",
+            marker_color=[colour(m) for m in d["model"]],
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": ((d["top1_high"] - d["top1"]) * 100).clip(lower=0),
+                "arrayminus": ((d["top1"] - d["top1_low"]) * 100).clip(lower=0),
+            },
+            hovertemplate="%{y}: %{x:.1f}%<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="top-1 on the test images (%)")
+    return _layout(fig, title, 120 + 40 * len(d))
+
+
+def confusion_heatmap(matrix: pd.DataFrame, model: str) -> go.Figure:
+    """Counts of true (rows) x predicted (columns) class of one model."""
+    if matrix.empty:
+        return empty_figure("no predictions")
+    fig = px.imshow(
+        matrix.to_numpy(),
+        x=[str(c) for c in matrix.columns],
+        y=[str(c) for c in matrix.index],
+        color_continuous_scale="Blues",
+        text_auto=True,
+        aspect="auto",
+        labels={"x": "predicted", "y": "true class", "color": "images"},
+    )
+    return _layout(fig, f"{model}: confusion matrix (test images)", 200 + 28 * len(matrix))

@@ -328,15 +328,16 @@ def with_profiles(df: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
     return out[[*cols[:at], *wide.columns, *cols[at:]]]
 
 
-def commands(names: Sequence[str]) -> tuple[str, str] | None:
-    """(fetch the weights, measure in full) for the loadable names of a shortlist (None when
-    there are none)."""
+def commands(names: Sequence[str]) -> tuple[str, str, str] | None:
+    """(fetch the weights, measure in full, evaluate on your own images) for the loadable
+    names of a shortlist (None when there are none)."""
     joined = ",".join(n for n in names if runnable(n))
     if not joined:
         return None
     return (
         f"python -m precompute --fetch-weights --model {joined}",
         f"python -m precompute --model {joined} --preprocessing weights --data-root DIR",
+        f"python -m precompute --model {joined} --preprocessing weights --own NAME=PATH",
     )
 
 

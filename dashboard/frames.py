@@ -1026,3 +1026,93 @@ def shown_numbers(df: pd.DataFrame, decimals: Mapping[str, int] | None = None) -
         else:
             out[c] = out[c].astype(object).where(out[c].notna(), MISSING)
     return out
+
+
+# --------------------------------------------------------------------------- your own images
+
+#: The own-dataset methods (stored views) as the page names them.
+OWN_METHODS: dict[str, str] = {
+    "probe": "linear probe",
+    "knn": "k-nearest neighbours",
+    "zero-shot": "zero-shot (CLIP)",
+}
+
+
+def own_ranking(
+    metrics: pd.DataFrame, paired: pd.DataFrame, view: str, alpha: float = 0.05
+) -> pd.DataFrame:
+    """The models on one own dataset's method (``view``) ranked by top-1: ``model, top1,
+    top1_low, top1_high, balanced, balanced_low, balanced_high, ece, p_vs_best,
+    p_holm, mark`` — ``p_vs_best``: McNemar's exact p-value against the best model on the
+    same test images (the stored ``paired`` rows), Holm-adjusted over the others; ``mark``:
+    ``best``, ``≈`` (not significantly worse at ``alpha``) or ``worse``."""
+    from beyond_inet.scoring.paired import holm
+
+    m = metrics[metrics["view"] == view]
+
+    def col(name: str) -> pd.DataFrame:
+        d = m[m["metric"] == name].set_index("model")
+        return d[["value", "ci_low", "ci_high"]]
+
+    top1, bal, ece = col("top1"), col("mean_per_class"), col("ece")
+    out = pd.DataFrame(
+        {
+            "top1": top1["value"],
+            "top1_low": top1["ci_low"],
+            "top1_high": top1["ci_high"],
+        }
+    )
+    if out.empty:
+        return out.reset_index(names="model")
+    out = out.join(
+        bal.rename(
+            columns={"value": "balanced", "ci_low": "balanced_low", "ci_high": "balanced_high"}
+        )
+    ).join(ece[["value"]].rename(columns={"value": "ece"}))
+    out = out.sort_values(["top1", "balanced"], ascending=False, kind="stable")
+    best = out.index[0]
+    p = {}
+    pv = paired[paired["view"] == view]
+    for model in out.index[1:]:
+        row = pv[
+            ((pv["model_a"] == best) & (pv["model_b"] == model))
+            | ((pv["model_a"] == model) & (pv["model_b"] == best))
+        ]
+        p[model] = float(row["p_value"].iloc[0]) if len(row) else math.nan
+    out["p_vs_best"] = [p.get(x, math.nan) for x in out.index]
+    tested = [x for x in out.index[1:] if np.isfinite(p[x])]
+    adjusted = dict(zip(tested, holm(np.array([p[x] for x in tested])), strict=True))
+    out["p_holm"] = [adjusted.get(x, math.nan) for x in out.index]
+    out["mark"] = [
+        "best"
+        if x == best
+        else (
+            ""
+            if not np.isfinite(out.loc[x, "p_holm"])
+            else "≈"
+            if out.loc[x, "p_holm"] >= alpha
+            else "worse"
+        )
+        for x in out.index
+    ]
+    return out.reset_index(names="model")
+
+
+def per_class_accuracy(preds: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Per model and class (``preds``: ``model, label, correct``): ``model, class,
+    accuracy, n`` (the test images of the class), classes in their index order."""
+    d = preds.assign(correct=preds["correct"].astype(float))
+    g = d.groupby(["model", "label"])["correct"].agg(["mean", "size"]).reset_index()
+    g["class"] = [classes[int(i)] if 0 <= int(i) < len(classes) else str(i) for i in g["label"]]
+    return g.rename(columns={"mean": "accuracy", "size": "n"})[["model", "class", "accuracy", "n"]]
+
+
+def confusion_matrix(preds: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Counts of (true class, predicted class) of one model's ``preds`` (``label, pred``):
+    rows true, columns predicted, every class in index order."""
+    k = len(classes)
+    counts = np.zeros((k, k), dtype=np.int64)
+    label, pred = preds["label"].to_numpy(int), preds["pred"].to_numpy(int)
+    ok = (label >= 0) & (label < k) & (pred >= 0) & (pred < k)
+    np.add.at(counts, (label[ok], pred[ok]), 1)
+    return pd.DataFrame(counts, index=list(classes), columns=list(classes))

@@ -33,6 +33,7 @@ PAGES: tuple[Page, ...] = (
     Page("transfer", "Transfer", ":material/move_up:"),
     Page("representations", "Representations", ":material/grid_on:"),
     Page("compare", "Compare two models", ":material/compare_arrows:"),
+    Page("own", "Your own images", ":material/photo_library:"),
     Page("explorer", "Explorer", ":material/image_search:"),
     Page("reproduction", "Reproduction", ":material/compare:"),
     Page("live_inference", "Live inference", ":material/upload:"),

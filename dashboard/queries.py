@@ -662,6 +662,14 @@ def file_names_with_factor(factor: str) -> tuple[str, ...]:
     return tuple(sorted(ann.loc[ann[factor].astype(bool), "file_name"].astype(str)))
 
 
+def dataset_class_names(path: str, version: str, dataset: str) -> tuple[str, ...]:
+    """The class names a dataset's labels index: an own dataset's (from its runs), else
+    ImageNet-1k's."""
+    own = own_runs(path, version)
+    mine = own[own["dataset"] == dataset]["classes"] if len(own) else []
+    return next((tuple(c) for c in mine if c), None) or class_names()
+
+
 def class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names (index -> name)."""
     from beyond_inet.reference import imagenet_class_names
@@ -871,3 +879,81 @@ def overview_p_values(
         for c in test.columns
     }
     return paired_p_values(test, values, best, others)
+
+
+# --------------------------------------------------------------------------- your own images
+
+
+@cached
+def own_runs(path: str, version: str) -> pd.DataFrame:
+    """The latest runs on own datasets (``own-<name>``): ``dataset, model, run_id, views,
+    dataset_root, random_weights, n_samples, classes`` (the class names from the run's
+    settings)."""
+    import json
+
+    from beyond_inet.datasets.own import STORED_PREFIX
+
+    cols = [
+        "dataset",
+        "model",
+        "run_id",
+        "views",
+        "dataset_root",
+        "random_weights",
+        "n_samples",
+        "classes",
+    ]
+    runs = latest_runs(path, version)
+    runs = runs[runs["dataset"].str.startswith(STORED_PREFIX)]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    settings = _q(
+        path,
+        f"SELECT run_id, settings FROM runs WHERE run_id IN ({_marks(len(runs))})",
+        runs["run_id"].tolist(),
+        ["run_id", "settings"],
+    )
+    classes = {
+        r.run_id: tuple(json.loads(r.settings).get("own", {}).get("classes", ()))
+        for r in settings.itertuples()
+    }
+    return runs.assign(views=runs["views"].map(json.loads), classes=runs["run_id"].map(classes))[
+        cols
+    ].sort_values(["dataset", "model"], ignore_index=True)
+
+
+@cached
+def own_predictions(
+    path: str, version: str, dataset: str, view: str, models: tuple[str, ...]
+) -> pd.DataFrame:
+    """Per test image of the latest runs of ``models`` on an own dataset's method
+    (``view``): ``model, sample_id, label, pred, correct, confidence``."""
+    cols = ["model", "sample_id", "label", "pred", "correct", "confidence"]
+    ids = _run_ids(path, version, dataset, models)
+    if not ids:
+        return pd.DataFrame(columns=cols)
+    return _q(
+        path,
+        f"SELECT model, sample_id, label, pred, correct, confidence FROM predictions "
+        f"WHERE dataset = ? AND run_id IN ({_marks(len(ids))}) AND view = ? "
+        "ORDER BY model, sample_id",
+        [dataset, *ids, view],
+        cols,
+    )
+
+
+@cached
+def paired_among(path: str, version: str, dataset: str, models: tuple[str, ...]) -> pd.DataFrame:
+    """Every stored paired comparison between the latest runs of ``models`` on ``dataset``
+    (all views)."""
+    ids = _run_ids(path, version, dataset, models)
+    if len(ids) < 2 or not Store(path).has_table("paired"):
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    marks = _marks(len(ids))
+    return _q(
+        path,
+        f"SELECT {', '.join(PAIRED_COLUMNS)} FROM paired WHERE dataset = ? "
+        f"AND run_a IN ({marks}) AND run_b IN ({marks})",
+        [dataset, *ids, *ids],
+        PAIRED_COLUMNS,
+    )

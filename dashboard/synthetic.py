@@ -579,11 +579,16 @@ def fill_store(
     return total
 
 
-def fill_paired(path: Path | str, n_boot: int, models: Sequence[str] | None = None) -> int:
+def fill_paired(
+    path: Path | str,
+    n_boot: int,
+    models: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+) -> int:
     """What ``precompute`` stores for the runs of one pass: the paired comparisons
     (:func:`beyond_inet.run.commit.paired_records`) of every pair of the latest runs of a
-    dataset (of ``models``; default all), on each view where both scored the same images.
-    Returns the rows stored."""
+    dataset (of ``models`` and ``datasets``; default all), on each view where both scored
+    the same images. Returns the rows stored."""
     from beyond_inet.run.commit import RunSummary, paired_records
 
     store = Store(path)
@@ -599,6 +604,8 @@ def fill_paired(path: Path | str, n_boot: int, models: Sequence[str] | None = No
     by_run = {r: {v: x for v, x in g.groupby("view")} for r, g in preds.groupby("run_id")}
     if models is not None:
         runs = runs[runs["model"].isin(list(models))]
+    if datasets is not None:
+        runs = runs[runs["dataset"].isin(list(datasets))]
     records = []
     for dataset, g in runs.groupby("dataset"):
         summaries = [
@@ -662,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         log=True,
     )
     fill_transfer(args.store)
+    fill_own(args.store, data_root=root, n_boot=100, write_images=not args.no_images)
     fill_cka(
         args.store,
         [
@@ -742,6 +750,98 @@ def fill_transfer(
         for j, name in enumerate(names):
             store.commit_run(*_transfer_run(model, name, 7000 + 100 * i + j), replace=True)
     return len(models) * len(names)
+
+
+#: The synthetic own dataset: its name and classes (test images per class: OWN_PER_CLASS).
+OWN_NAME = "leaves"
+OWN_CLASSES = ("healthy", "leaf_rust", "powdery_mildew", "scab", "sooty_mould", "spot")
+OWN_PER_CLASS = 20
+
+
+def _own_run(
+    model: str, view_seed: int, data_root: Path | None, n_boot: int
+) -> tuple[RunRecord, pa.Table, pd.DataFrame]:
+    """A synthetic ``--own`` run: views ``probe``, ``knn`` (and ``zero-shot`` for a CLIP
+    model), scored and temperature-scaled by production code as precompute does."""
+    import torch
+
+    from beyond_inet.datasets.own import STORED_PREFIX
+    from beyond_inet.records import record_from, to_arrow
+    from beyond_inet.run.engine import SCALED, score_logits
+    from beyond_inet.run.own import OWN_EVALUATIONS
+    from beyond_inet.scoring import temperature as ts
+
+    k = len(OWN_CLASSES)
+    labels = np.repeat(np.arange(k), OWN_PER_CLASS)
+    n = len(labels)
+    ids = np.array(
+        [f"{OWN_CLASSES[c]}/{OWN_CLASSES[c]}_{i:03d}.png" for i, c in enumerate(labels)],
+        dtype=object,
+    )
+    dataset = STORED_PREFIX + OWN_NAME
+    views = ["probe", "knn", *(["zero-shot"] if "clip" in model else [])]
+    run_id = uuid.uuid4().hex[:16]
+    tables, rows = [], []
+    for j, view in enumerate(views):
+        rng = np.random.default_rng(view_seed * 10 + j)
+        acc = {"probe": 0.85, "knn": 0.75, "zero-shot": 0.55}[view] + rng.normal(0, 0.05)
+        hard = labels >= k - 2  # the last two classes are confused with each other
+        hit = rng.random(n) < np.where(hard, acc - 0.25, acc)
+        wrong = np.where(hard, k - 1 - (labels - (k - 2)), (labels + 1) % k)
+        logits = rng.normal(0, 1, (2 * n, k))
+        both = np.r_[labels, labels]
+        target = np.r_[np.where(hit, labels, wrong), np.where(hit, labels, wrong)]
+        logits[np.arange(2 * n), target] += 3.5  # val (first n) and test alike
+        t, ok = ts.fit_with_identification(logits[:n], both[:n])
+        test = torch.from_numpy(logits[n:])
+        out = score_logits(test, torch.from_numpy(labels), None)
+        own = {"sample_id": ids, "label": labels, "correct": out["pred"] == labels}
+        rec = record_from(ImageRecords, own, out)
+        if ok:
+            scaled = score_logits(test / t, torch.from_numpy(labels), None)
+            rec = dataclasses.replace(rec, **{f"{c}_ts": scaled[c] for c in SCALED})
+        scored = score_view(rec, OWN_EVALUATIONS, ScoringOptions(n_boot=n_boot, seed=0))
+        rows += [(view, r) for r in (*scored, *(temperature_rows(t) if ok else []))]
+        tables.append(to_arrow(rec, run_id, model, dataset, view))
+    root = data_root / "own" / OWN_NAME if data_root is not None else None
+    run = synthetic_run_record(
+        run_id,
+        f"synthetic:{model}:{dataset}:{view_seed}",
+        model,
+        dataset,
+        views,
+        n,
+        dataset_root=str(root) if root is not None else None,
+        settings={"own": {"name": OWN_NAME, "classes": list(OWN_CLASSES)}},
+    )
+    return run, pa.concat_tables(tables), metrics_frame(run_id, model, dataset, rows)
+
+
+def fill_own(
+    path: Path | str,
+    models: Sequence[str] = PAPER_MODELS,
+    data_root: Path | str | None = None,
+    n_boot: int = 0,
+    write_images: bool = False,
+) -> int:
+    """One synthetic ``--own`` run per model on :data:`OWN_NAME`, with the paired
+    comparisons precompute stores; ``write_images`` puts pictures under
+    ``<data_root>/own/<name>``. Returns the runs written."""
+    from beyond_inet.datasets.own import STORED_PREFIX
+
+    store = Store(path)
+    root = Path(data_root) if data_root is not None else None
+    for i, model in enumerate(models):
+        store.commit_run(*_own_run(model, 9000 + i, root, n_boot), replace=True)
+    if write_images and root is not None:
+        for c, name in enumerate(OWN_CLASSES):
+            folder = root / "own" / OWN_NAME / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(OWN_PER_CLASS):
+                image = synthetic_image(c * 150, 77 * c + i, noise=0.0)
+                image.save(folder / f"{name}_{c * OWN_PER_CLASS + i:03d}.png")
+    fill_paired(path, n_boot, models, [STORED_PREFIX + OWN_NAME])
+    return len(models)
 
 
 def synthetic_cka(n_a: int, n_b: int, same: bool, seed: int = 0) -> np.ndarray:

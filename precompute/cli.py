@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from beyond_inet import settings
 from beyond_inet.datasets import DATASETS, DatasetLayoutError
+from beyond_inet.datasets.own import OwnData, OwnSource, format_own_list, load_own, parse_own
 from beyond_inet.datasets.transfer import SPLIT_PROTOCOLS, TASKS, expand_tasks
 from beyond_inet.models import (
     FAMILIES,
@@ -337,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="vtab-1k = 800 train + 200 val images, seed 0 (default); full = the whole "
         "training set, a seeded 10%% as val",
     )
+    own = p.add_argument_group("your own images (see README: Your own images)")
+    own.add_argument(
+        "--own",
+        action="append",
+        type=_own,
+        default=None,
+        metavar="NAME=PATH",
+        help="evaluate --model on your labelled images instead of the ImageNet evaluations "
+        "(linear probe, k-NN and, for CLIP models, zero-shot on the class names): PATH is an "
+        "image folder (<class>/*.jpg, or train|val|test/<class>/*.jpg) or a CSV of "
+        "path,label[,split]; repeatable",
+    )
     sim = p.add_argument_group("representation similarity (linear CKA; see README: CKA)")
     sim.add_argument(
         "--cka",
@@ -416,11 +429,23 @@ def invariance_views(args: argparse.Namespace) -> tuple[str, ...]:
     return grid_views({f: VIEW_GRIDS[f] if v is None else v for f, v in given.items()})
 
 
+def _own(text: str) -> OwnSource:
+    """argparse type of ``--own NAME=PATH``."""
+    try:
+        return parse_own(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _check_modes(args: argparse.Namespace) -> None:
-    """The run modes (plain, --transfer, --cka, --shard / --merge, torchrun) combine only
-    as they can."""
-    if args.transfer and args.cka:
-        raise UsageError("--transfer and --cka are separate runs; give one of them.")
+    """The run modes (plain, --transfer, --own, --cka, --shard / --merge, torchrun) combine
+    only as they can."""
+    if sum(bool(x) for x in (args.transfer, args.cka, args.own)) > 1:
+        raise UsageError("--transfer, --own and --cka are separate runs; give one of them.")
+    if args.own and (args.shard or args.merge):
+        raise UsageError("--shard / --merge apply to the ImageNet evaluations only.")
+    if args.own and settings.dist_env() is not None and settings.dist_env()[1] > 1:
+        raise UsageError("run --own as one process (python -m precompute), not torchrun.")
     if (args.shard or args.merge) and (args.transfer or args.cka):
         raise UsageError("--shard / --merge apply to the ImageNet evaluations only.")
     if args.shard and args.merge:
@@ -525,6 +550,7 @@ def config_from_args(args: argparse.Namespace) -> PrecomputeConfig:
         cka_estimator=args.cka_estimator,
         shard=Shard(*args.shard) if args.shard else None,
         merge=args.merge,
+        own=tuple(args.own or ()),
     )
 
 
@@ -638,6 +664,9 @@ def _datasets_command(args: argparse.Namespace) -> int:
             print(format_dataset_list(dataset_statuses(args.data_root, paths)))
             print()
             print(format_task_list(task_statuses(args.data_root, paths)))
+            if args.own:
+                print()
+                print(format_own_list([_own_status(src) for src in args.own]))
     except UnknownNameError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -645,6 +674,14 @@ def _datasets_command(args: argparse.Namespace) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _own_status(src: OwnSource) -> OwnData | tuple[OwnSource, str]:
+    """An ``--own`` dataset as ``--list-datasets`` shows it: split, or its problem."""
+    try:
+        return load_own(src)
+    except (DatasetLayoutError, OSError) as e:
+        return src, _one_line(e)
 
 
 def _interrupted(store: Path) -> str:
@@ -691,6 +728,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from beyond_inet.run.transfer import run_transfer
 
             summaries = run_transfer(cfg, log=log)
+        elif cfg.own:
+            from beyond_inet.run.own import run_own
+
+            summaries = run_own(cfg, log=log)
         else:
             summaries = run_precompute(cfg, log=log)
     except KeyboardInterrupt:

@@ -175,3 +175,24 @@ def test_contributing_walks_through_the_three_extension_points() -> None:
         assert heading in text
     for registry in ("DATASETS", "EVALUATIONS", "FAMILIES"):
         assert registry in text
+
+
+def test_the_engines_outputs_are_the_per_image_records_fields() -> None:
+    """One per-image record: every engine output (``score_logits``'s keys, the fields of
+    ``LogitOutputs`` but the sample ``index``) is an ``ImageRecords`` field of that name,
+    so the records are made by name (``records.record_from``), never field by field."""
+    from dataclasses import fields
+
+    import torch
+
+    from beyond_inet.datasets.cue_conflict import CUE_CONFLICT
+    from beyond_inet.records import ImageRecords
+    from beyond_inet.run.engine import LogitOutputs, score_logits
+
+    stored = {f.name for f in fields(ImageRecords)}
+    outputs = {f.name for f in fields(LogitOutputs)} - {"index"}
+    assert outputs <= stored, outputs - stored
+    logits = torch.randn(3, 1000)
+    keys = set(score_logits(logits, torch.tensor([1, -1, 5]), CUE_CONFLICT.protocol.decision))
+    assert keys <= outputs, keys - outputs
+    assert keys >= {"pred", "confidence", "p_true", "topk_idx", "brier", "decision"}

@@ -44,6 +44,7 @@ MIN_CHARTS = {
     "transfer": 3,
     "representations": 2,
     "compare": 1,
+    "own": 4,
     "explorer": 0,
     "reproduction": 1,
     "store_overview": 0,
@@ -209,6 +210,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         n_boot=20,
     )
     synthetic.fill_transfer(store, ("deit3_21k", "vit_clip"))
+    synthetic.fill_own(store, ("deit3_21k", "vit_clip"), d / "datasets", 20, write_images=True)
     synthetic.fill_cka(store, [("deit3_21k", "deit3_21k"), ("deit3_21k", "vit_clip")])
     with serve(store, d / "datasets", d / "streamlit.log") as url:
         yield url

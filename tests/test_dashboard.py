@@ -94,6 +94,7 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         n_boot=20,
     )
     synthetic.fill_transfer(store, SYN_MODELS)
+    synthetic.fill_own(store, (*SYN_MODELS, *SYN_RANDOM), d / "datasets", 20, write_images=True)
     synthetic.fill_cka(store, [("deit3_21k", "deit3_21k"), ("deit3_21k", "vit_clip")], layers=6)
     return store
 
@@ -528,7 +529,7 @@ def test_metrics_query_reads_only_the_latest_run(tmp_path: Path) -> None:
     plan = [synthetic.SyntheticDataset("cue-conflict", 30)]
     synthetic.fill_store(store, 1.0, models=("m",), datasets=plan, seed=1)
     first = queries.latest_runs.uncached(str(store), "")
-    run, preds, mets = synthetic._run("m", plan[0], 1.0, 5, False, Path("/x"))
+    run, preds, mets, _ = synthetic._run("m", plan[0], 1.0, 5, False, Path("/x"))
     Store(store).commit_run(dataclasses.replace(run, run_key="other"), preds, mets)
     m = queries.metrics.uncached(str(store), "", None)
     assert set(m["run_id"]) == {run.run_id} != set(first["run_id"])
@@ -1031,6 +1032,7 @@ def test_finder_shortlist_joins_the_sidebar_and_shows_the_commands(
     code = at.code[0].value
     assert f"--fetch-weights --model {','.join(pick)}" in code
     assert f"python -m precompute --model {','.join(pick)}" in code
+    assert f"--model {','.join(pick)} --preprocessing weights --own NAME=PATH" in code
     at.button(key="mf-compare").click().run()
     assert set(pick) <= set(at.session_state["sel_models"])
     qp = at.query_params["models"]

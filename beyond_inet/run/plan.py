@@ -19,6 +19,7 @@ from beyond_inet.datasets import (
     locate,
     reference_dataset,
 )
+from beyond_inet.datasets.own import OwnSource
 from beyond_inet.log import Log
 from beyond_inet.models import (
     LoadedModel,
@@ -78,6 +79,8 @@ class PrecomputeConfig:
     shard: Shard | None = None
     #: ``--merge``: commit the runs whose shards are all staged
     merge: bool = False
+    #: ``--own NAME=PATH``: your own datasets to evaluate on (instead of the ImageNet ones)
+    own: tuple[OwnSource, ...] = ()
 
 
 def select_datasets(names: Sequence[str] | None) -> list[DatasetSpec]:

@@ -83,6 +83,9 @@ class ProbeResult:
     n_val: int
     n_test: int
     extra: dict[str, float] = field(default_factory=dict)
+    #: val class probabilities of the probe fitted on train at ``c`` (before the refit on
+    #: train + val): what a temperature is fitted on; ``None`` without a val selection
+    val_probs: np.ndarray | None = None
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -100,6 +103,7 @@ class _Solver:
         self.settings = settings
         self.capped = 0
         self.optima: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.models: dict[float, object] = {}
 
     def fit(self, x: np.ndarray, y: np.ndarray, c: float, start: float | None = None):  # type: ignore[no-untyped-def]
         from sklearn.exceptions import ConvergenceWarning
@@ -115,6 +119,7 @@ class _Solver:
             model.fit(x, y)
         self.capped += int(np.max(model.n_iter_) >= self.settings.max_iter)
         self.optima[c] = (model.coef_, model.intercept_, model.classes_)
+        self.models[c] = model
         return model
 
 
@@ -160,6 +165,9 @@ def fit_probe(
             near = min(solver.optima, key=lambda t: abs(np.log(t) - np.log(c)))
             scores[c] = float(np.mean(solver.fit(xt, yt, c, near).predict(xv) == yv))
     best = choose_c(scores, settings.grid)
+    val_probs = (
+        class_probabilities(solver.models[best], xv, n_classes) if best in solver.models else None
+    )
     final = solver.fit(xa, ya, best, best if best in solver.optima else None)
     probs = class_probabilities(final, xs, n_classes)
     extra = {"fits_at_iteration_cap": float(solver.capped)}
@@ -172,6 +180,7 @@ def fit_probe(
         len(yv),
         len(xs),
         extra,
+        val_probs,
     )
 
 

@@ -62,11 +62,6 @@ class Preprocessing:
         if self.crop_size > self.resize_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds resize_size {self.resize_size}")
 
-    @property
-    def crop_ratio(self) -> float:
-        """crop_size / resize_size (timm's crop_pct)."""
-        return self.crop_size / self.resize_size
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         d = asdict(self)
@@ -77,10 +72,6 @@ class Preprocessing:
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), recorded with each run."""
         return json.dumps(self.to_dict(), sort_keys=True)
-
-    def with_sizes(self, resize_size: int, crop_size: int) -> Preprocessing:
-        """The same recipe at other sizes."""
-        return replace(self, resize_size=resize_size, crop_size=crop_size)
 
     @property
     def interpolation_mode(self) -> InterpolationMode:

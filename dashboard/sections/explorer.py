@@ -49,10 +49,10 @@ with ui.guard():
         ui.empty("No measured per-image predictions for the selected models.")
     else:
         ui.random_banner(runs.assign(model=runs["model"]))
-        names = queries.class_names()
         datasets = sorted(runs["dataset"].unique(), key=lambda d: (d != "imagenet-val", d))
         c1, c2, c3 = st.columns(3)
         dataset = c1.selectbox("Dataset", datasets, key="ex-dataset")
+        names = queries.dataset_class_names(sel.path, sel.version, dataset)
         views, labels = queries.explorer_options(sel.path, sel.version, dataset)
         view = c2.selectbox("View", views, key="ex-view")
         models = tuple(sorted(runs[runs["dataset"] == dataset]["model"]))

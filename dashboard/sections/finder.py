@@ -225,9 +225,14 @@ with ui.guard():
             st.caption(
                 "Measure them in full (once per machine with internet for the weights; "
                 "`--preprocessing weights` uses each weight's own recipe, as the "
-                "published numbers do):"
+                "published numbers do), or on your own labelled images (an image folder "
+                "`<class>/*.jpg` or a CSV `path,label`; the **Your own images** page shows "
+                "the result):"
             )
-            st.code("\n".join(cmds), language="bash")
+            st.code(
+                "\n".join([*cmds[:2], "# or: which of them is best on my images?", cmds[2]]),
+                language="bash",
+            )
         published = [n for n in shortlist if not finder.runnable(n)]
         if published:
             st.caption(
