@@ -446,3 +446,25 @@ def test_overview_ranking_shows_coverage_when_catalogue_models_join(tab: Any, se
     assert "imagenet-testbed:resnet50_augmix" in missing
     page.screenshot(path=str(ARTIFACTS / "overview-catalogue-coverage.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_own_images_page_switch_method_and_open_the_explorer(tab: Any, server: str) -> None:
+    """Your own images: the ranking, per-class, confusion and reliability charts; switching
+    the method redraws them; the Explorer button shows the images where A is right and B
+    wrong, thumbnails served from the dataset's own folder."""
+    page = tab
+    page.goto(f"{server}/?source=both")
+    page.get_by_role("heading", name="Model finder", exact=True).first.wait_for()
+    _visit(page, "Your own images")
+    assert page.locator(".js-plotly-plot").count() >= 4
+    page.get_by_text("k-nearest neighbours", exact=True).first.click()
+    page.wait_for_function(SCRIPT_DONE)
+    page.get_by_text("k-nearest neighbours: top-1 with 95% CI").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "own.png"), full_page=True)
+    page.locator(".st-key-own-explore button").first.click()
+    page.get_by_role("heading", name="Explorer", exact=True).first.wait_for()
+    page.wait_for_function(SCRIPT_DONE)
+    page.get_by_text("images match.").first.wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stImage"] img').count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "own-to-explorer.png"), full_page=True)

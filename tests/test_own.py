@@ -130,6 +130,7 @@ def test_split_folders_keep_their_test_split(tmp_path: Path) -> None:
         ("test only", "class 'zebra' is in test but not in train"),
         ("bad csv split", "split 'holdout' is none of train, val, test"),
         ("missing", "is neither an image folder"),
+        ("loose images", "holds images but no class sub-folders"),
     ],
 )
 def test_bad_layouts_are_one_line_errors_that_name_the_problem(
@@ -156,6 +157,8 @@ def test_bad_layouts_are_one_line_errors_that_name_the_problem(
         path.write_text("path,label,split\nbanded/banded_000.png,banded,holdout\n")
     elif case == "missing":
         path = tmp_path / "nowhere"
+    elif case == "loose images":
+        write_image_folder(tmp_path, {"d": 3})  # the images of one class, given as PATH
     with pytest.raises(DatasetLayoutError) as e:
         load_own(OwnSource("x", path))
     assert message in str(e.value) and "\n" not in str(e.value)

@@ -326,7 +326,13 @@ def load_own(source: OwnSource, rule: SplitRule = SplitRule(), limit: int | None
             f"{source.name}: {path} is neither an image folder (<class>/*.jpg) nor a .csv file"
         )
     if not rows:
-        raise DatasetLayoutError(f"{source.name}: no images in {path}")
+        loose = path.is_dir() and any(True for _ in images(path))
+        raise DatasetLayoutError(
+            f"{source.name}: {path} holds images but no class sub-folders: put each class's "
+            f"images in {path}/<class>/"
+            if loose
+            else f"{source.name}: no images in {path}"
+        )
     if given is None:
         classes_all = {c for _, c in rows}
         if len(classes_all) < 2:
