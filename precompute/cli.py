@@ -741,6 +741,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (*USER_ERRORS, PrecomputeError) as e:
         if _main_rank():  # every rank refuses the same input; rank 0 says it once
             print(f"error: {_one_line(e)}", file=sys.stderr)
+        else:
+            from beyond_inet.run.distributed import await_main_rank
+
+            await_main_rank()  # not before rank 0 has said it (torchrun stops the others)
         return 2
     except RuntimeError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

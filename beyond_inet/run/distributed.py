@@ -116,6 +116,21 @@ def exit_worker(code: int) -> NoReturn:
     os._exit(code)
 
 
+#: How long a rank that refuses its input waits for rank 0 to say why (see
+#: :func:`await_main_rank`).
+REFUSAL_WAIT_SECONDS = 30.0
+
+
+def await_main_rank(limit: float = REFUSAL_WAIT_SECONDS) -> None:
+    """On a refusal every rank shares (bad input), a rank other than 0 waits here instead of
+    exiting at once: torchrun stops every worker as soon as one fails, and a rank 1 that
+    exited first could have rank 0 stopped before it said why. Rank 0 exits after saying it,
+    and torchrun then ends this rank; after ``limit`` seconds it goes on by itself."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 #: How often a rank checks that its torchrun agent is alive, and how long it then waits for
 #: its main thread to stop by itself before it terminates.
 AGENT_POLL_SECONDS = 0.5

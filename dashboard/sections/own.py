@@ -19,6 +19,13 @@ st.write(
 )
 COMMAND = "python -m precompute --model A,B,C --own NAME=PATH"
 with ui.guard():
+    if sel.source == "published":
+        ui.empty(
+            "Results on your own images are measured only: choose *measured* or *both* in "
+            "the sidebar.",
+            hint=False,
+        )
+        st.stop()
     runs = queries.own_runs(sel.path, sel.version) if sel.has_measured else None
     if runs is None or runs.empty:
         ui.empty(
