@@ -31,7 +31,9 @@ orchestration, cross-dataset roles, one identity function, OOD detection), d6313
 ``predictions``, ``metrics`` and ``runs`` identical; ``predictions`` gains ``max_logit`` and
 ``logsumexp`` (the OOD scores). The fixture now also holds two OOD sets (Textures and
 ImageNet-O layouts), whose runs store OOD metrics against the val run, and masks the run ids
-a run's settings refer to (``fitted_by_run``, ``in_distribution_run``).
+a run's settings refer to (``fitted_by_run``, ``in_distribution_run``). The rest of issue 20
+(one column codec for the store and the staged shards, records made by name, the CLI's
+config split, the OOD dashboard page), e54712a -> after: identical.
 """
 
 from __future__ import annotations
