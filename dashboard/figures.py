@@ -900,10 +900,11 @@ def own_ranking_chart(ranking: pd.DataFrame, title: str) -> go.Figure:
     (:func:`dashboard.frames.own_ranking`)."""
     if ranking.empty:
         return empty_figure("no results")
-    marks = {"best": "★ best", "≈": "≈ best", "worse": "▼ worse"}
+    from dashboard.frames import OWN_MARKS
+
     d = ranking.assign(
         label=[
-            f"{m}  {marks.get(k, '')}".rstrip()
+            f"{m}  {OWN_MARKS.get(k, '')}".rstrip()
             for m, k in zip(ranking["model"], ranking["mark"], strict=True)
         ]
     )

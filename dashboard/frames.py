@@ -1038,6 +1038,22 @@ OWN_METHODS: dict[str, str] = {
 }
 
 
+#: How the ranking marks a model against the best (:func:`own_ranking`'s ``mark``).
+OWN_MARKS: dict[str, str] = {"best": "★ best", "≈": "≈ best", "worse": "▼ worse"}
+
+
+def own_current(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs on one own dataset made on its latest version (the ``content``
+    fingerprint of the most recent run: the same images, split and labels), and the models
+    whose latest run was made on another version (left out: their numbers are on other test
+    images, their labels maybe other classes)."""
+    if runs.empty:
+        return runs, []
+    latest = runs.sort_values("finished_at").iloc[-1]["content"]
+    same = runs["content"] == latest
+    return runs[same], sorted(runs.loc[~same, "model"])
+
+
 def own_ranking(
     metrics: pd.DataFrame, paired: pd.DataFrame, view: str, alpha: float = 0.05
 ) -> pd.DataFrame:

@@ -887,8 +887,8 @@ def overview_p_values(
 @cached
 def own_runs(path: str, version: str) -> pd.DataFrame:
     """The latest runs on own datasets (``own-<name>``): ``dataset, model, run_id, views,
-    dataset_root, random_weights, n_samples, classes`` (the class names from the run's
-    settings)."""
+    dataset_root, random_weights, n_samples, finished_at, classes, content`` (the class
+    names and the dataset's fingerprint from the run's settings)."""
     import json
 
     from beyond_inet.datasets.own import STORED_PREFIX
@@ -901,7 +901,9 @@ def own_runs(path: str, version: str) -> pd.DataFrame:
         "dataset_root",
         "random_weights",
         "n_samples",
+        "finished_at",
         "classes",
+        "content",
     ]
     runs = latest_runs(path, version)
     runs = runs[runs["dataset"].str.startswith(STORED_PREFIX)]
@@ -913,13 +915,12 @@ def own_runs(path: str, version: str) -> pd.DataFrame:
         runs["run_id"].tolist(),
         ["run_id", "settings"],
     )
-    classes = {
-        r.run_id: tuple(json.loads(r.settings).get("own", {}).get("classes", ()))
-        for r in settings.itertuples()
-    }
-    return runs.assign(views=runs["views"].map(json.loads), classes=runs["run_id"].map(classes))[
-        cols
-    ].sort_values(["dataset", "model"], ignore_index=True)
+    own = {r.run_id: json.loads(r.settings).get("own", {}) for r in settings.itertuples()}
+    return runs.assign(
+        views=runs["views"].map(json.loads),
+        classes=runs["run_id"].map(lambda r: tuple(own[r].get("classes", ()))),
+        content=runs["run_id"].map(lambda r: own[r].get("content") or ""),
+    )[cols].sort_values(["dataset", "model"], ignore_index=True)
 
 
 @cached

@@ -442,6 +442,8 @@ def _check_modes(args: argparse.Namespace) -> None:
     only as they can."""
     if sum(bool(x) for x in (args.transfer, args.cka, args.own)) > 1:
         raise UsageError("--transfer, --own and --cka are separate runs; give one of them.")
+    if args.own and args.dataset:
+        raise UsageError("--own evaluates your images only: drop --dataset (or run it apart).")
     if args.own and (args.shard or args.merge):
         raise UsageError("--shard / --merge apply to the ImageNet evaluations only.")
     if args.own and settings.dist_env() is not None and settings.dist_env()[1] > 1:

@@ -180,6 +180,8 @@ def test_the_own_flag_is_checked_at_the_edge(capsys: pytest.CaptureFixture[str])
         main(["--model", TINY_TIMM, "--own", "no-path"])
     assert e.value.code == 2 and "NAME=PATH" in capsys.readouterr().err
     assert main(["--model", TINY_TIMM, "--own", "a=/x", "--transfer", "dtd"]) == 2
+    assert main(["--model", TINY_TIMM, "--own", "a=/x", "--dataset", "imagenet-val"]) == 2
+    assert "drop --dataset" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- k-NN
@@ -480,3 +482,96 @@ def test_ranking_marks_and_confusion_by_hand() -> None:
     )
     assert pc["accuracy"].tolist() == [0.5, 1.0, pytest.approx(2 / 3)]
     assert pc["class"].tolist() == ["x", "y", "z"] and pc["n"].tolist() == [2, 1, 3]
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+def test_csv_paths_absolute_outside_repeated_and_with_a_bom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imgs = write_image_folder(tmp_path / "imgs", {"banded": 4, "dotted": 4})
+    files = sorted(imgs.rglob("*.png"))
+    (tmp_path / "meta").mkdir()
+    table = tmp_path / "meta" / "l.csv"
+    lines = ["path,label"]
+    for i, f in enumerate(files):  # absolute, and relative climbing out of the CSV's folder
+        given = str(f) if i % 2 else f"../imgs/{f.relative_to(imgs).as_posix()}"
+        lines.append(f"{given},{f.parent.name}")
+    table.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")  # Excel's BOM
+    monkeypatch.chdir(tmp_path)
+    od = load_own(OwnSource("m", Path("meta/l.csv")))  # a relative CSV path
+    assert od.sizes() == {"train": 4, "val": 2, "test": 2}
+    ids = {s.sample_id for split in od.splits.values() for s in split.samples}
+    assert ids == {f.as_posix() for f in files}  # outside the CSV's folder: absolute ids
+    assert all(s.path.is_file() for split in od.splits.values() for s in split.samples)
+    table.write_text("path,label\n" + f"{files[0]},banded\n" * 2)
+    with pytest.raises(DatasetLayoutError, match="is listed again"):
+        load_own(OwnSource("m", table))
+
+
+def test_relabelling_changes_the_identity_and_a_limit_spreads_over_classes(
+    tmp_path: Path,
+) -> None:
+    root = write_image_folder(tmp_path / "p", {"banded": 9, "dotted": 9, "striped": 9})
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    table = root / "l.csv"
+
+    def write(swap: bool) -> str:
+        rows = [(f, f.split("/")[0]) for f in files]
+        if swap:
+            rows[0], rows[9] = (rows[0][0], rows[9][1]), (rows[9][0], rows[0][1])
+        table.write_text("path,label\n" + "".join(f"{p},{c}\n" for p, c in rows))
+        return load_own(OwnSource("c", table)).fingerprint()
+
+    assert write(False) != write(True)
+    limited = load_own(OwnSource("d", root), limit=3)
+    assert sorted(s.label for s in limited.splits["test"].samples) == [0, 1, 2]
+
+
+def test_half_split_folders_and_a_short_names_row_are_one_line_errors(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "a" / "train", {"banded": 3, "dotted": 3})
+    write_image_folder(tmp_path / "a" / "val", {"banded": 1, "dotted": 1})
+    with pytest.raises(DatasetLayoutError, match="has train/ but no test/"):
+        load_own(OwnSource("a", tmp_path / "a"))
+    root = write_image_folder(tmp_path / "b", {"banded": 3, "dotted": 3})
+    (root / "classnames.csv").write_text("class,name\nbanded\ndotted,spots\n")
+    assert load_own(OwnSource("b", root)).names == ("banded", "spots")
+
+
+def test_one_shot_zero_shot_and_pairs_across_invocations(tmp_path: Path) -> None:
+    """One train image per class (no val to draw): every method still runs; a model added
+    by a later precompute is paired with the stored one."""
+    write_image_folder(tmp_path / "d" / "train", {c: 1 for c in CLASSES})
+    write_image_folder(tmp_path / "d" / "test", {c: 2 for c in CLASSES}, seed=1)
+    store = tmp_path / "s.duckdb"
+    for model in (TINY_TIMM, TINY_CLIP):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(
+                ["--model", model, "--random-weights", "--own", f"one={tmp_path / 'd'}",
+                 "--store", str(store), "--cache-dir", str(tmp_path / "cache"),
+                 "--workers", "0", "--quiet", "--bootstrap", "0"]
+            )  # fmt: skip
+        assert code == 0, err.getvalue()
+    s = Store(store)
+    views = s.query("SELECT DISTINCT view FROM predictions WHERE model = ?", [TINY_CLIP])
+    assert set(views["view"]) == {"probe", "knn", "zero-shot"}
+    paired = s.query("SELECT view, n_images FROM paired")
+    assert sorted(paired["view"]) == ["knn", "probe"] and (paired["n_images"] == 6).all()
+
+
+def test_the_page_leaves_out_runs_on_an_earlier_version() -> None:
+    import pandas as pd
+
+    from dashboard import frames
+
+    runs = pd.DataFrame(
+        {
+            "model": ["a", "b", "c"],
+            "content": ["v1", "v2", "v2"],
+            "finished_at": pd.to_datetime(["2026-01-01", "2026-01-03", "2026-01-02"]),
+        }
+    )
+    current, stale = frames.own_current(runs)
+    assert list(current["model"]) == ["b", "c"] and stale == ["a"]

@@ -24,6 +24,8 @@ but not in train.
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -40,6 +42,7 @@ from beyond_inet.datasets.base import (
     Layout,
     Sample,
     aligned_rows,
+    balanced_sample,
     images,
     relative_id,
     subdirs,
@@ -145,8 +148,14 @@ class OwnData:
         return {s: len(self.splits[s].samples) for s in SPLITS}
 
     def fingerprint(self) -> str:
-        """What is evaluated: the three splits' fingerprints (files and their split)."""
-        return "-".join(self.splits[s].fingerprint()[:12] for s in SPLITS)
+        """What is evaluated: the three splits' fingerprints (files and their split) and
+        every image's class (a relabelled CSV is another dataset)."""
+        h = hashlib.sha256()
+        for split in SPLITS:
+            for sample in self.splits[split].samples:
+                h.update(f"{split}\t{sample.sample_id}\t{self.classes[sample.label]}\n".encode())
+        files = "-".join(self.splits[s].fingerprint()[:12] for s in SPLITS)
+        return f"{files}-{h.hexdigest()[:12]}"
 
     def protocol(self) -> dict[str, Any]:
         """The split as recorded with every run."""
@@ -174,23 +183,31 @@ def _folder_rows(base: Path, root: Path) -> Rows:
 
 def _read_csv(path: Path) -> tuple[Rows, dict[str, Rows] | None]:
     """A ``path,label[,split]`` CSV -> (all rows, rows per split when it has ``split``)."""
-    root = path.parent
-    with path.open(newline="") as fh:
+    root = Path(os.path.abspath(path)).parent
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel's CSV starts with a BOM
         reader = csv.DictReader(fh)
         cols = set(reader.fieldnames or ())
         if not {"path", "label"} <= cols:
             raise DatasetLayoutError(f"{path}: needs a header with columns path,label[,split]")
         rows: Rows = []
         split_of: dict[str, str] = {}
+        first: dict[str, int] = {}
         for line, r in enumerate(reader, start=2):
-            p = Path((r["path"] or "").strip())
-            f = p if p.is_absolute() else root / p
+            given = (r["path"] or "").strip()
+            f = Path(os.path.abspath(root / given))  # absolute paths stay as they are
             label = (r["label"] or "").strip()
             if not label:
                 raise DatasetLayoutError(f"{path}:{line}: empty label")
             if not f.is_file():
-                raise DatasetLayoutError(f"{path}:{line}: {r['path']} does not exist")
-            sid = relative_id(f, root) if f.resolve().is_relative_to(root.resolve()) else str(f)
+                raise DatasetLayoutError(f"{path}:{line}: {given} does not exist")
+            rel = os.path.relpath(f, root)
+            sid = f.as_posix() if rel.startswith("..") else Path(rel).as_posix()
+            if sid in first:
+                raise DatasetLayoutError(
+                    f"{path}:{line}: {given} is listed again (first on line {first[sid]}); "
+                    "an image may appear once"
+                )
+            first[sid] = line
             rows.append((sid, label))
             if "split" in cols:
                 split = (r["split"] or "").strip().lower()
@@ -215,7 +232,11 @@ def _class_names(classes: Sequence[str], names_file: Path) -> tuple[str, ...]:
             reader = csv.DictReader(fh)
             if not {"class", "name"} <= set(reader.fieldnames or ()):
                 raise DatasetLayoutError(f"{names_file}: needs a header with columns class,name")
-            given = {r["class"].strip(): r["name"].strip() for r in reader if r["name"]}
+            given = {
+                (r.get("class") or "").strip(): (r.get("name") or "").strip()
+                for r in reader
+                if (r.get("name") or "").strip()
+            }
         unknown = sorted(set(given) - set(classes))
         if unknown:
             raise DatasetLayoutError(f"{names_file}: unknown classes {', '.join(unknown[:3])}")
@@ -314,6 +335,13 @@ def load_own(source: OwnSource, rule: SplitRule = SplitRule(), limit: int | None
         names_file = root / NAMES_FILE
     elif path.is_dir():
         root, names_file = path, path / NAMES_FILE
+        if (path / "train").is_dir() != (path / "test").is_dir():
+            has, lacks = ("train", "test") if (path / "train").is_dir() else ("test", "train")
+            raise DatasetLayoutError(
+                f"{source.name}: {path} has {has}/ but no {lacks}/: give both as "
+                f"{path}/{{train,test}}/<class>/ (val optional), or one folder per class "
+                "for a drawn split"
+            )
         if (path / "train").is_dir() and (path / "test").is_dir():
             layout = "split folders"
             given = {s: _folder_rows(path / s, path) if (path / s).is_dir() else [] for s in SPLITS}
@@ -347,14 +375,14 @@ def load_own(source: OwnSource, rule: SplitRule = SplitRule(), limit: int | None
     _check(source.name, root, chosen)
     classes = tuple(sorted({c for _, c in rows}))
     index = {c: i for i, c in enumerate(classes)}
-    if limit:
-        chosen = {**chosen, "test": chosen["test"][:limit]}
     splits = {}
     for split in SPLITS:
         samples = [
             Sample(Path(sid) if Path(sid).is_absolute() else root / sid, sid, index[c])
             for sid, c in chosen[split]
         ]
+        if split == "test" and limit:
+            samples = balanced_sample(samples, limit)  # seeded, spread over the classes
         splits[split] = FoundDataset(_spec(source, split, layout), root, samples)
     names = _class_names(classes, names_file)
     return OwnData(source, root, layout, classes, names, splits, split_rule, rule)

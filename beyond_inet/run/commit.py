@@ -268,14 +268,24 @@ def fill_missing_paired(store: Store, plan: DatasetPlan, opts: ScoringOptions, l
     pass interrupted between its commits, or runs stored by different invocations — from
     their stored predictions (images matched by sample id)."""
     runs = [(m.name, store.finished_run(plan.keys[m.name])) for m in plan.models]
-    runs = [(m, r) for m, r in runs if r]
+    fill_pairs(store, plan.found.spec.name, [(m, r) for m, r in runs if r], opts, log)
+
+
+def fill_pairs(
+    store: Store,
+    dataset: str,
+    runs: Sequence[tuple[str, str]],
+    opts: ScoringOptions,
+    log: Log,
+) -> int:
+    """The paired comparisons the store lacks between stored ``runs`` ((model, run id)) of
+    ``dataset``, from their stored predictions (on each view where both scored the same
+    images, matched by sample id); returns how many were stored."""
     if len(runs) < 2:
-        return
+        return 0
     have = set()
     if store.has_table("paired"):
-        df = store.query(
-            "SELECT DISTINCT run_a, run_b FROM paired WHERE dataset = ?", [plan.found.spec.name]
-        )
+        df = store.query("SELECT DISTINCT run_a, run_b FROM paired WHERE dataset = ?", [dataset])
         have = {frozenset(x) for x in zip(df["run_a"], df["run_b"], strict=True)}
     correct: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     records = []
@@ -293,13 +303,11 @@ def fill_missing_paired(store: Store, plan: DatasetPlan, opts: ScoringOptions, l
                 ids_b, cb = correct[rb].get(view, (None, None))
                 if ids_b is not None and np.array_equal(ids_a, ids_b):
                     summaries[0].correct[view], summaries[1].correct[view] = ca, cb
-            records += paired_records(plan.found.spec.name, summaries, opts)
+            records += paired_records(dataset, summaries, opts)
     if records:
         store.commit_paired(records, log)
-        log(
-            f"stored {len(records)} paired comparisons on {plan.found.spec.name} with runs "
-            f"stored earlier in {store.path}"
-        )
+        log(f"stored {len(records)} paired comparisons on {dataset} in {store.path}")
+    return len(records)
 
 
 def format_summary(summaries: Sequence[RunSummary]) -> str:

@@ -42,7 +42,7 @@ from beyond_inet.records import (
     record_from,
     to_arrow,
 )
-from beyond_inet.run.commit import RunSummary, commit_staged_runs, paired_records
+from beyond_inet.run.commit import RunSummary, commit_staged_runs, fill_pairs
 from beyond_inet.run.engine import SCALED, score_logits
 from beyond_inet.run.errors import PrecomputeError
 from beyond_inet.run.features import SplitFeatures, split_features
@@ -154,6 +154,8 @@ def zero_shot_method(
     scale = float(model.module.logit_scale)
 
     def logits(x: np.ndarray) -> np.ndarray:
+        if not len(x):  # a split without a decodable image
+            return np.zeros((0, head.shape[1]))
         x = np.asarray(x, np.float64)
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return scale * x @ head
@@ -183,10 +185,9 @@ def method_records(
         "logsumexp": None,
     }
     rec = record_from(ImageRecords, own, scored)
+    fit = len(out.val_logits) and len(out.val_logits) == len(val_labels)
     t, ok = (
-        ts.fit_with_identification(out.val_logits, val_labels, device)
-        if len(val_labels)
-        else (math.nan, False)
+        ts.fit_with_identification(out.val_logits, val_labels, device) if fit else (math.nan, False)
     )
     note = {"temperature": t if math.isfinite(t) else None, "fitted_on": "val", "identified": ok}
     if ok:
@@ -242,6 +243,7 @@ def _run_one(
             "layout": od.layout,
             "split": od.protocol(),
             "classes": list(od.classes),
+            "content": od.fingerprint(),
             "methods": methods,
             "features_cached": all(feats[s].cached for s in SPLITS),
             "feature_seconds": round(sum(feats[s].seconds for s in SPLITS), 2),
@@ -305,20 +307,30 @@ def run_own(cfg: PrecomputeConfig, log: Log = print) -> list[RunSummary]:
     models = load_models(cfg, log)
     summaries = []
     for od in datasets:
-        done = []
         for m in models:
             key = own_key(m, od, cfg)
             if not cfg.force and store.finished_run(key):
                 log(f"skip {m.name} on {od.stored}: already in {cfg.store} (--force redoes)")
                 summaries.append(RunSummary(m.name, od.stored, "skipped"))
                 continue
-            s = _run_one(cfg, store, od, m, key, log)
-            summaries.append(s)
-            if s.run_id:
-                done.append(s)
+            summaries.append(_run_one(cfg, store, od, m, key, log))
             log(f"stored {m.name} on {od.stored} in {cfg.store}")
-        pairs = paired_records(od.stored, done, cfg.scoring)
-        if pairs:
-            store.commit_paired(pairs, log)
-            log(f"stored {len(pairs)} paired comparisons on {od.stored} in {cfg.store}")
+        fill_pairs(store, od.stored, same_content_runs(store, od), cfg.scoring, log)
     return summaries
+
+
+def same_content_runs(store: Store, od: OwnData) -> list[tuple[str, str]]:
+    """(model, run id) of each model's latest finished run on ``od`` as it is now (the
+    same images, split and labels): the runs whose paired comparisons belong together,
+    whichever invocation stored them."""
+    runs = store.query(
+        "SELECT model, run_id, settings FROM runs WHERE dataset = ? AND status = 'finished' "
+        "ORDER BY finished_at DESC, run_id",
+        [od.stored],
+    )
+    out: dict[str, str] = {}
+    for r in runs.itertuples():
+        content = json.loads(r.settings).get("own", {}).get("content")
+        if content == od.fingerprint() and r.model not in out:
+            out[r.model] = r.run_id
+    return sorted(out.items())

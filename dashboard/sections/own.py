@@ -41,7 +41,14 @@ with ui.guard():
     dataset = c1.selectbox(
         "Dataset", datasets, format_func=lambda d: d.removeprefix("own-"), key="own-dataset"
     )
-    here = runs[(runs["dataset"] == dataset) & runs["model"].isin(sel.models)]
+    here, stale = frames.own_current(
+        runs[(runs["dataset"] == dataset) & runs["model"].isin(sel.models)]
+    )
+    if stale:
+        st.warning(
+            f"Left out: {', '.join(stale)}, evaluated on an earlier version of this dataset "
+            "(other images, split or labels). Run them again with `--own` to compare."
+        )
     if here.empty:
         ui.empty(
             f"None of the sidebar's models was evaluated on {dataset.removeprefix('own-')}: "
@@ -64,8 +71,9 @@ with ui.guard():
     st.caption(
         f"{len(classes)} classes"
         + (f", {n_test} test images" if n_test else "")
-        + f". Marks against the best model on the same test images: ≈ not significantly "
-        f"worse, ▼ worse (McNemar's exact test, Holm-corrected, α = {ALPHA})."
+        + f". Marks against the best model on the same test images: ≈ best = not "
+        f"significantly worse, ▼ worse (McNemar's exact test, Holm-corrected, α = {ALPHA}); "
+        "no mark: no paired comparison stored."
     )
     ui.chart(
         figures.own_ranking_chart(ranking, f"{frames.OWN_METHODS[method]}: top-1 with 95% CI"),
@@ -94,6 +102,7 @@ with ui.guard():
             ],
         }
     )[["model", "mark", "top-1", "balanced accuracy", "ECE", "p vs best (Holm)"]]
+    shown["mark"] = shown["mark"].map(lambda m: frames.OWN_MARKS.get(m, ""))
     ui.table(shown, "own-ranking")
 
     preds = queries.own_predictions(sel.path, sel.version, dataset, method, models)
