@@ -193,6 +193,13 @@ def row_label(display: str, source: str, both: bool) -> str:
     return f"{display} ({source})" if both else display
 
 
+def series_labels(df: pd.DataFrame) -> list[str]:
+    """Each row's table column name: :func:`row_label` of its model, with the source when
+    ``df`` holds both."""
+    both = df["source"].nunique() > 1
+    return [row_label(a, s, both) for a, s in zip(df["display"], df["source"], strict=True)]
+
+
 def format_value(value: float, lo: float, hi: float, percent: bool) -> str:
     """``85.3 [84.9, 85.7]`` (percent) or ``0.041 [0.038, 0.044]``; ``—`` when missing."""
     if value is None or not np.isfinite(value):
@@ -629,11 +636,8 @@ def ood_table(combined: pd.DataFrame, score: str) -> pd.DataFrame:
 
 def ood_wide(table: pd.DataFrame) -> pd.DataFrame:
     """OOD set x metric rows, one column per model (and source), in % (:func:`ood_table`)."""
-    both = table["source"].nunique() > 1
     d = table.assign(
-        series=[
-            row_label(a, s, both) for a, s in zip(table["display"], table["source"], strict=True)
-        ],
+        series=series_labels(table),
         value=table["value"] * 100,
         metric=table["metric"].map(OOD_METRICS),
     )
@@ -662,11 +666,8 @@ def partial_means(table: pd.DataFrame) -> list[str]:
 
 def transfer_wide(tasks: pd.DataFrame) -> pd.DataFrame:
     """Task x model (and source) top-1 in %, ordered by group."""
-    both = tasks["source"].nunique() > 1
     d = tasks.assign(
-        series=[
-            row_label(a, s, both) for a, s in zip(tasks["display"], tasks["source"], strict=True)
-        ],
+        series=series_labels(tasks),
         value=tasks["value"] * 100,
     )
     wide = d.pivot_table(

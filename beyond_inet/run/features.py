@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from beyond_inet.log import Log
 from beyond_inet.models import LoadedModel
 from beyond_inet.records import identity_key
 from beyond_inet.run.engine import FEATURES, RunSettings, run_pass
+from beyond_inet.run.errors import PrecomputeError
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,24 @@ def split_features(
     np.savez(tmp, index=index, values=values, labels=labels, failed=json.dumps(result.failed))
     os.replace(tmp, path)
     return SplitFeatures(index, values, labels, tuple(result.failed), result.seconds)
+
+
+def splits_features(
+    splits: Mapping[str, FoundDataset],
+    model: LoadedModel,
+    settings: RunSettings,
+    cache: Path,
+    log: Log,
+    name: str,
+    root: Path,
+) -> dict[str, SplitFeatures]:
+    """:func:`split_features` of every split of a probed dataset (``name``, found in
+    ``root``), each undecodable image a warning; raises :class:`PrecomputeError` when train
+    or test has no decodable image."""
+    feats = {s: split_features(found, model, settings, cache, log) for s, found in splits.items()}
+    for s, f in feats.items():
+        for sid, err in f.failed:
+            log(f"warning: {splits[s].spec.name}: could not decode {sid}: {err}")
+    if not len(feats["train"].index) or not len(feats["test"].index):
+        raise PrecomputeError(f"{name}: no decodable train or test image in {root}")
+    return feats

@@ -44,8 +44,7 @@ from beyond_inet.records import (
 )
 from beyond_inet.run.commit import RunSummary, commit_staged_runs, fill_pairs
 from beyond_inet.run.engine import SCALED, score_logits
-from beyond_inet.run.errors import PrecomputeError
-from beyond_inet.run.features import SplitFeatures, split_features
+from beyond_inet.run.features import SplitFeatures, splits_features
 from beyond_inet.run.plan import PrecomputeConfig, load_models
 from beyond_inet.run.provenance import model_provenance, utc_now
 from beyond_inet.scoring import temperature as ts
@@ -200,13 +199,7 @@ def _features(
     od: OwnData, model: LoadedModel, cfg: PrecomputeConfig, log: Log
 ) -> dict[str, SplitFeatures]:
     cache = cfg.cache_dir or cache_dir()
-    feats = {s: split_features(od.splits[s], model, cfg.run, cache, log) for s in SPLITS}
-    for s in SPLITS:
-        for sid, err in feats[s].failed:
-            log(f"warning: {od.stored}/{s}: could not decode {sid}: {err}")
-    if not len(feats["train"].index) or not len(feats["test"].index):
-        raise PrecomputeError(f"{od.source.name}: no decodable train or test image in {od.root}")
-    return feats
+    return splits_features(od.splits, model, cfg.run, cache, log, od.source.name, od.root)
 
 
 def _run_one(

@@ -33,7 +33,7 @@ from beyond_inet.records import (
 from beyond_inet.run.commit import RunSummary, commit_staged_runs
 from beyond_inet.run.engine import score_logits
 from beyond_inet.run.errors import PrecomputeError
-from beyond_inet.run.features import SplitFeatures, split_features
+from beyond_inet.run.features import SplitFeatures, splits_features
 from beyond_inet.run.plan import PrecomputeConfig, load_models
 from beyond_inet.run.provenance import model_provenance, utc_now
 from beyond_inet.scoring.evaluations import score_view
@@ -97,12 +97,7 @@ def _run_one(
 ) -> RunSummary:
     started = utc_now()
     cache = cfg.cache_dir or cache_dir()
-    feats = {s: split_features(td.splits[s], model, cfg.run, cache, log) for s in SPLITS}
-    for s in SPLITS:
-        for sid, err in feats[s].failed:
-            log(f"warning: {td.task.stored}/{s}: could not decode {sid}: {err}")
-    if not len(feats["train"].index) or not len(feats["test"].index):
-        raise PrecomputeError(f"{td.task.name}: no decodable train or test image in {td.root}")
+    feats = splits_features(td.splits, model, cfg.run, cache, log, td.task.name, td.root)
     result = fit_probe(
         (feats["train"].values, feats["train"].labels),
         (feats["val"].values, feats["val"].labels),
