@@ -575,3 +575,30 @@ def test_the_page_leaves_out_runs_on_an_earlier_version() -> None:
     )
     current, stale = frames.own_current(runs)
     assert list(current["model"]) == ["b", "c"] and stale == ["a"]
+
+
+def test_every_page_renders_on_a_store_of_own_runs_only(
+    own_run: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that holds only --own runs: every page renders (no exception, no error box);
+    the ImageNet pages say what is missing."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import pages
+
+    d, root, _ = own_run
+    monkeypatch.setenv("BEYOND_INET_STORE", str(d / "s.duckdb"))
+    monkeypatch.setenv("BEYOND_INET_DATA_ROOT", str(root))
+    at = AppTest.from_file(
+        str(Path(__file__).parents[1] / "dashboard" / "app.py"), default_timeout=90
+    )
+    at.query_params["source"] = "measured"
+    at.run()
+    for page in pages.PAGES:
+        if page.stem == "live_inference":
+            continue
+        at.switch_page(f"sections/{page.file}")
+        at.run()
+        assert not at.exception, (page.stem, [e.value for e in at.exception])
+        assert not at.error, (page.stem, [e.value for e in at.error])
+        assert [t.value for t in at.title] == [page.title]
