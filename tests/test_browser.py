@@ -466,5 +466,5 @@ def test_own_images_page_switch_method_and_open_the_explorer(tab: Any, server: s
     page.wait_for_function(SCRIPT_DONE)
     page.get_by_text("images match.").first.wait_for()
     assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.locator('[data-testid="stImage"] img').count() >= 1
+    page.locator('[data-testid="stImage"] img').first.wait_for()  # thumbnails from its folder
     page.screenshot(path=str(ARTIFACTS / "own-to-explorer.png"), full_page=True)
